@@ -1,0 +1,1 @@
+//! netnat: container networks on Linux with in-kernel NAT.
