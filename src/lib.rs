@@ -1,1 +1,2 @@
 //! netnat: container networks on Linux with in-kernel NAT.
+pub mod conntrack;
