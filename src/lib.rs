@@ -1,2 +1,3 @@
 //! netnat: container networks on Linux with in-kernel NAT.
+pub mod conntrack;
 pub mod link;
