@@ -78,7 +78,7 @@ impl Filter {
     pub fn matches(&self, e: &Entry) -> bool {
         e.proto == self.proto
             && (self.dport_min..=self.dport_max).contains(&e.dport)
-            && self.daddr.map_or(true, |a| a == e.dst)
+            && self.daddr.is_none_or(|a| a == e.dst)
     }
 }
 
@@ -97,15 +97,7 @@ pub struct Entry {
 
 impl fmt::Display for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {}:{} -> {}:{}",
-            proto_name(self.proto),
-            self.src,
-            self.sport,
-            self.dst,
-            self.dport
-        )
+        write!(f, "{} {}:{} -> {}:{}", proto_name(self.proto), self.src, self.sport, self.dst, self.dport)
     }
 }
 
@@ -131,30 +123,20 @@ struct Dumped {
 ///
 /// Returns an empty list if conntrack is not available in the kernel.
 pub fn list(filter: &Filter) -> Result<Vec<Entry>> {
-    Ok(dump()?
-        .into_iter()
-        .map(|d| d.entry)
-        .filter(|e| filter.matches(e))
-        .collect())
+    Ok(dump()?.into_iter().map(|d| d.entry).filter(|e| filter.matches(e)).collect())
 }
 
 /// Reads several filters in one dump: counts per filter, same order.
 pub fn count_many(filters: &[Filter]) -> Result<Vec<usize>> {
     let entries = dump()?;
-    Ok(filters
-        .iter()
-        .map(|f| entries.iter().filter(|d| f.matches(&d.entry)).count())
-        .collect())
+    Ok(filters.iter().map(|f| entries.iter().filter(|d| f.matches(&d.entry)).count()).collect())
 }
 
 /// Deletes every entry matching the filter, one `IPCTNL_MSG_CT_DELETE` with
 /// the original tuple each. An entry already gone is not an error.
 /// Returns how many were deleted.
 pub fn flush(filter: &Filter) -> Result<usize> {
-    let victims: Vec<Dumped> = dump()?
-        .into_iter()
-        .filter(|d| filter.matches(&d.entry))
-        .collect();
+    let victims: Vec<Dumped> = dump()?.into_iter().filter(|d| filter.matches(&d.entry)).collect();
     if victims.is_empty() {
         return Ok(0);
     }
@@ -167,9 +149,7 @@ pub fn flush(filter: &Filter) -> Result<usize> {
         match res {
             Ok(()) => deleted += 1,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(e) => {
-                return Err(e).with_context(|| format!("deleting conntrack entry {}", d.entry))
-            }
+            Err(e) => return Err(e).with_context(|| format!("deleting conntrack entry {}", d.entry)),
         }
     }
     Ok(deleted)
@@ -183,35 +163,25 @@ fn dump() -> Result<Vec<Dumped>> {
     for _ in 0..DUMP_ATTEMPTS {
         match Socket::open().and_then(|s| s.dump_once(1)) {
             Ok(DumpResult::Done(v)) => return Ok(v),
-            Ok(DumpResult::Interrupted) => {
-                last_err = Some(io::Error::other("dump interrupted (NLM_F_DUMP_INTR)"))
-            }
+            Ok(DumpResult::Interrupted) => last_err = Some(io::Error::other("dump interrupted (NLM_F_DUMP_INTR)")),
             Err(e) if unavailable(&e) => return Ok(Vec::new()),
             Err(e) if retryable(&e) => last_err = Some(e),
             Err(e) => return Err(e).context("dumping conntrack table"),
         }
     }
     let e = last_err.expect("at least one attempt");
-    Err(e).context(format!(
-        "dumping conntrack table (gave up after {DUMP_ATTEMPTS} attempts)"
-    ))
+    Err(e).context(format!("dumping conntrack table (gave up after {DUMP_ATTEMPTS} attempts)"))
 }
 
 /// Conntrack (or nfnetlink) is not in the kernel: treat as an empty table.
 fn unavailable(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EOPNOTSUPP | libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT)
-    )
+    matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT))
 }
 
 /// Transient dump failures worth restarting for. ENOBUFS: our receive
 /// buffer overflowed and messages were lost.
 fn retryable(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EINTR | libc::EBUSY | libc::ENOBUFS)
-    )
+    matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::ENOBUFS))
 }
 
 enum DumpResult {
@@ -228,17 +198,11 @@ impl Socket {
     fn open() -> io::Result<Socket> {
         // SAFETY: plain syscalls on values we own; fd ownership moves to OwnedFd.
         unsafe {
-            let fd = libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_NETFILTER,
-            );
+            let fd = libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_NETFILTER);
             if fd < 0 {
                 return Err(io::Error::last_os_error());
             }
-            let sock = Socket {
-                fd: OwnedFd::from_raw_fd(fd),
-            };
+            let sock = Socket { fd: OwnedFd::from_raw_fd(fd) };
             let mut addr: libc::sockaddr_nl = std::mem::zeroed();
             addr.nl_family = libc::AF_NETLINK as u16;
             if libc::bind(
@@ -264,10 +228,7 @@ impl Socket {
                 }
             }
             // Never hang on a kernel that does not answer.
-            let tv = libc::timeval {
-                tv_sec: 5,
-                tv_usec: 0,
-            };
+            let tv = libc::timeval { tv_sec: 5, tv_usec: 0 };
             libc::setsockopt(
                 fd,
                 libc::SOL_SOCKET,
@@ -304,12 +265,7 @@ impl Socket {
         loop {
             // SAFETY: buf is valid and writable for buf.len() bytes.
             let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                    libc::MSG_TRUNC,
-                )
+                libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), libc::MSG_TRUNC)
             };
             if n < 0 {
                 let e = io::Error::last_os_error();
@@ -317,10 +273,7 @@ impl Socket {
                     continue;
                 }
                 if e.kind() == io::ErrorKind::WouldBlock {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no answer from kernel",
-                    ));
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer from kernel"));
                 }
                 return Err(e);
             }
@@ -348,11 +301,7 @@ impl Socket {
                 }
                 match msg.kind {
                     NLMSG_DONE => {
-                        return Ok(if interrupted {
-                            DumpResult::Interrupted
-                        } else {
-                            DumpResult::Done(out)
-                        });
+                        return Ok(if interrupted { DumpResult::Interrupted } else { DumpResult::Done(out) });
                     }
                     NLMSG_ERROR => {
                         let errno = error_code(msg.payload)?;
@@ -497,18 +446,7 @@ fn parse_ct(payload: &[u8]) -> Option<Dumped> {
     let (proto, src, dst, sport, dport) = parse_tuple(find(body, CTA_TUPLE_ORIG)?)?;
     let (_, reply_src, _, reply_sport, _) = parse_tuple(find(body, CTA_TUPLE_REPLY)?)?;
     let zone = find(body, CTA_ZONE).and_then(be16);
-    Some(Dumped {
-        entry: Entry {
-            proto,
-            src,
-            dst,
-            sport,
-            dport,
-            reply_src,
-            reply_sport,
-        },
-        zone,
-    })
+    Some(Dumped { entry: Entry { proto, src, dst, sport, dport, reply_src, reply_sport }, zone })
 }
 
 /// Builds a netlink message incrementally.
@@ -526,10 +464,7 @@ impl Builder {
         buf.extend_from_slice(&seq.to_ne_bytes());
         buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: kernel fills
         buf.extend_from_slice(&[family, NFNETLINK_V0, 0, 0]); // nfgenmsg, res_id 0
-        Builder {
-            buf,
-            nests: Vec::new(),
-        }
+        Builder { buf, nests: Vec::new() }
     }
 
     fn attr(&mut self, kind: u16, value: &[u8]) -> &mut Self {
@@ -562,22 +497,11 @@ impl Builder {
 }
 
 fn dump_request(seq: u32) -> Vec<u8> {
-    Builder::new(
-        ct_type(IPCTNL_MSG_CT_GET),
-        NLM_F_REQUEST | NLM_F_DUMP,
-        seq,
-        AF_INET,
-    )
-    .finish()
+    Builder::new(ct_type(IPCTNL_MSG_CT_GET), NLM_F_REQUEST | NLM_F_DUMP, seq, AF_INET).finish()
 }
 
 fn delete_request(seq: u32, e: &Entry, zone: Option<u16>) -> Vec<u8> {
-    let mut b = Builder::new(
-        ct_type(IPCTNL_MSG_CT_DELETE),
-        NLM_F_REQUEST | NLM_F_ACK,
-        seq,
-        AF_INET,
-    );
+    let mut b = Builder::new(ct_type(IPCTNL_MSG_CT_DELETE), NLM_F_REQUEST | NLM_F_ACK, seq, AF_INET);
     b.begin(CTA_TUPLE_ORIG)
         .begin(CTA_TUPLE_IP)
         .attr(CTA_IP_V4_SRC, &e.src.octets())
@@ -586,8 +510,7 @@ fn delete_request(seq: u32, e: &Entry, zone: Option<u16>) -> Vec<u8> {
         .begin(CTA_TUPLE_PROTO)
         .attr(CTA_PROTO_NUM, &[e.proto]);
     if e.sport != 0 || e.dport != 0 {
-        b.attr(CTA_PROTO_SRC_PORT, &e.sport.to_be_bytes())
-            .attr(CTA_PROTO_DST_PORT, &e.dport.to_be_bytes());
+        b.attr(CTA_PROTO_SRC_PORT, &e.sport.to_be_bytes()).attr(CTA_PROTO_DST_PORT, &e.dport.to_be_bytes());
     }
     b.end().end();
     if let Some(z) = zone {
@@ -662,10 +585,7 @@ mod tests {
         let d = parse_ct(msgs[0].payload).unwrap();
         assert_eq!(d.entry, sample_entry());
         assert_eq!(d.zone, None);
-        assert_eq!(
-            d.entry.to_string(),
-            "udp 10.0.0.1:40000 -> 192.168.1.5:8080"
-        );
+        assert_eq!(d.entry.to_string(), "udp 10.0.0.1:40000 -> 192.168.1.5:8080");
     }
 
     #[test]
@@ -718,10 +638,7 @@ mod tests {
         assert_eq!(msgs[0].flags, NLM_F_REQUEST | NLM_F_ACK);
         let body = &msgs[0].payload[NFGENMSG_LEN..];
         let orig = find(body, CTA_TUPLE_ORIG).unwrap();
-        assert_eq!(
-            parse_tuple(orig),
-            Some((17, e.src, e.dst, e.sport, e.dport))
-        );
+        assert_eq!(parse_tuple(orig), Some((17, e.src, e.dst, e.sport, e.dport)));
         assert_eq!(find(body, CTA_ZONE).and_then(be16), Some(5));
         // Raw nested flag is set on the wire.
         let raw_type = u16::from_ne_bytes([body[2], body[3]]);
@@ -742,12 +659,7 @@ mod tests {
     #[test]
     fn filter_matching() {
         let e = sample_entry();
-        let f = |proto, lo, hi, daddr| Filter {
-            proto,
-            dport_min: lo,
-            dport_max: hi,
-            daddr,
-        };
+        let f = |proto, lo, hi, daddr| Filter { proto, dport_min: lo, dport_max: hi, daddr };
         assert!(f(17, 8080, 8080, None).matches(&e));
         assert!(f(17, 8000, 9000, Some(e.dst)).matches(&e));
         assert!(!f(6, 8080, 8080, None).matches(&e));

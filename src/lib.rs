@@ -1,3 +1,25 @@
 //! netnat: container networks on Linux with in-kernel NAT.
+//!
+//! Pure parts (no I/O, unit-tested): `model` (Network, Sandbox, Endpoint, Mapping and their
+//! validation), `ruleset` (the nftables layout, the plan from desired vs live, nft syntax),
+//! `nft::expr` (typed nf_tables expressions). Kernel parts (namespace-tested): `nft` (nftables
+//! over netlink), `link` (links, addresses, routes, namespaces over rtnetlink), `conntrack`.
+//! `commands` ties them together per subcommand; `cli` is the clap definition.
+
+pub mod cli;
+pub mod commands;
 pub mod conntrack;
 pub mod link;
+pub mod model;
+pub mod nft;
+pub mod ruleset;
+pub mod state;
+
+/// Exit status for an error: 2 for invalid input, 1 for everything else.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    if err.chain().any(|e| e.is::<model::InputError>()) {
+        2
+    } else {
+        1
+    }
+}

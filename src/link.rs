@@ -13,13 +13,9 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use futures::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{
-    self as nl, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkMessage,
-};
+use netlink_packet_route::link::{self as nl, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::AddressFamily;
-use rtnetlink::{
-    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder,
-};
+use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
 use tokio::runtime::Runtime;
 
 pub const NETNS_DIR: &str = "/run/netns";
@@ -89,54 +85,36 @@ impl Links {
 
     /// Opens a connection inside the namespace at `path` (setns, connect, setns back).
     pub fn open_in(path: &Path) -> Result<Links> {
-        let target = File::open(path)
-            .with_context(|| format!("opening network namespace {}", path.display()))?;
-        let _back = NetnsGuard::enter(&target)
-            .with_context(|| format!("entering network namespace {}", path.display()))?;
+        let target = File::open(path).with_context(|| format!("opening network namespace {}", path.display()))?;
+        let _back =
+            NetnsGuard::enter(&target).with_context(|| format!("entering network namespace {}", path.display()))?;
         // The socket keeps the namespace it was created in after we switch back.
         Links::open().with_context(|| format!("connecting inside {}", path.display()))
     }
 
     pub fn links(&self) -> Result<Vec<LinkInfo>> {
-        let msgs: Vec<LinkMessage> = self
-            .rt
-            .block_on(self.handle.link().get().execute().try_collect())
-            .context("listing links")?;
+        let msgs: Vec<LinkMessage> =
+            self.rt.block_on(self.handle.link().get().execute().try_collect()).context("listing links")?;
         Ok(msgs.iter().map(link_info).collect())
     }
 
     pub fn link(&self, name: &str) -> Result<Option<LinkInfo>> {
         // A full dump instead of a by-name get: a missing link is then None, not an errno to decode.
-        Ok(self
-            .links()
-            .with_context(|| format!("looking up link {name}"))?
-            .into_iter()
-            .find(|l| l.name == name))
+        Ok(self.links().with_context(|| format!("looking up link {name}"))?.into_iter().find(|l| l.name == name))
     }
 
     /// All IPv4 addresses in this namespace.
     pub fn addrs(&self) -> Result<Vec<Addr>> {
-        let names: Vec<(u32, String)> = self
-            .links()?
-            .into_iter()
-            .map(|l| (l.index, l.name))
-            .collect();
+        let names: Vec<(u32, String)> = self.links()?.into_iter().map(|l| (l.index, l.name)).collect();
         let mut req = self.handle.address().get();
         req.message_mut().header.family = AddressFamily::Inet;
-        let msgs: Vec<AddressMessage> = self
-            .rt
-            .block_on(req.execute().try_collect())
-            .context("listing IPv4 addresses")?;
+        let msgs: Vec<AddressMessage> =
+            self.rt.block_on(req.execute().try_collect()).context("listing IPv4 addresses")?;
         Ok(msgs
             .iter()
             .filter_map(|m| {
                 let ifname = names.iter().find(|(i, _)| *i == m.header.index)?.1.clone();
-                Some(Addr {
-                    ifname,
-                    index: m.header.index,
-                    addr: ipv4_of(m)?,
-                    prefix: m.header.prefix_len,
-                })
+                Some(Addr { ifname, index: m.header.index, addr: ipv4_of(m)?, prefix: m.header.prefix_len })
             })
             .collect())
     }
@@ -152,10 +130,7 @@ impl Links {
             ),
             None => self.create_bridge(name)?,
         };
-        let has_gw = self
-            .addrs()?
-            .iter()
-            .any(|a| a.index == index && a.addr == gw && a.prefix == prefix);
+        let has_gw = self.addrs()?.iter().any(|a| a.index == index && a.addr == gw && a.prefix == prefix);
         if !has_gw {
             self.add_addr(index, name, gw, prefix)?;
         }
@@ -178,14 +153,7 @@ impl Links {
     /// Wires a sandbox into a bridge; see [`EndpointSpec`]. On failure after the veth pair was
     /// created, the host end is deleted (which removes the pair) before the error is returned.
     pub fn add_endpoint(&self, ep: &EndpointSpec) -> Result<()> {
-        let what = || {
-            format!(
-                "connecting {} ({}) to bridge {}",
-                ep.netns_path.display(),
-                ep.ifname,
-                ep.bridge
-            )
-        };
+        let what = || format!("connecting {} ({}) to bridge {}", ep.netns_path.display(), ep.ifname, ep.bridge);
         let bridge = self.require_bridge(ep.bridge).with_context(what)?;
         self.create_veth(ep).with_context(what)?;
         if let Err(e) = self.wire_endpoint(ep, bridge) {
@@ -198,18 +166,12 @@ impl Links {
 
     pub fn set_up(&self, name: &str) -> Result<()> {
         let index = self.index_of(name)?;
-        self.change(LinkUnspec::new_with_index(index).up().build())
-            .with_context(|| format!("setting {name} up"))
+        self.change(LinkUnspec::new_with_index(index).up().build()).with_context(|| format!("setting {name} up"))
     }
 
     fn create_bridge(&self, name: &str) -> Result<u32> {
         self.rt
-            .block_on(
-                self.handle
-                    .link()
-                    .add(LinkBridge::new(name).build())
-                    .execute(),
-            )
+            .block_on(self.handle.link().add(LinkBridge::new(name).build()).execute())
             .with_context(|| format!("creating bridge {name}"))?;
         self.index_of(name)
     }
@@ -227,35 +189,21 @@ impl Links {
     fn create_veth(&self, ep: &EndpointSpec) -> Result<()> {
         let ns = File::open(ep.netns_path)
             .with_context(|| format!("opening network namespace {}", ep.netns_path.display()))?;
-        let peer = LinkUnspec::new_with_name(ep.ifname)
-            .setns_by_fd(ns.as_raw_fd())
-            .build();
+        let peer = LinkUnspec::new_with_name(ep.ifname).setns_by_fd(ns.as_raw_fd()).build();
         let msg = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
             .name(ep.host_ifname)
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
             .build();
         // `ns` must stay open until the kernel has read the fd number in the message.
-        self.rt
-            .block_on(self.handle.link().add(msg).execute())
-            .with_context(|| {
-                format!(
-                    "creating veth {} with peer {} in {}",
-                    ep.host_ifname,
-                    ep.ifname,
-                    ep.netns_path.display()
-                )
-            })
+        self.rt.block_on(self.handle.link().add(msg).execute()).with_context(|| {
+            format!("creating veth {} with peer {} in {}", ep.host_ifname, ep.ifname, ep.netns_path.display())
+        })
     }
 
     fn wire_endpoint(&self, ep: &EndpointSpec, bridge: u32) -> Result<()> {
         let host = self.index_of(ep.host_ifname)?;
-        self.change(
-            LinkUnspec::new_with_index(host)
-                .controller(bridge)
-                .up()
-                .build(),
-        )
-        .with_context(|| format!("enslaving {} to bridge {}", ep.host_ifname, ep.bridge))?;
+        self.change(LinkUnspec::new_with_index(host).controller(bridge).up().build())
+            .with_context(|| format!("enslaving {} to bridge {}", ep.host_ifname, ep.bridge))?;
         // Slave data is only accepted once the port has a master, hence a second message.
         let hairpin = LinkBridgePort::new(host).hairpin(true).build();
         self.rt
@@ -271,37 +219,22 @@ impl Links {
         self.add_addr(index, ep.ifname, ep.addr, ep.prefix)?;
         self.set_up(ep.ifname)?;
         if ep.default_route {
-            let route = RouteMessageBuilder::<Ipv4Addr>::new()
-                .gateway(ep.gateway)
-                .build();
+            let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(ep.gateway).build();
             self.rt
                 .block_on(self.handle.route().add(route).execute())
-                .with_context(|| {
-                    format!(
-                        "adding default route via {} in {}",
-                        ep.gateway,
-                        ep.netns_path.display()
-                    )
-                })?;
+                .with_context(|| format!("adding default route via {} in {}", ep.gateway, ep.netns_path.display()))?;
         }
         Ok(())
     }
 
     fn add_addr(&self, index: u32, name: &str, addr: Ipv4Addr, prefix: u8) -> Result<()> {
         self.rt
-            .block_on(
-                self.handle
-                    .address()
-                    .add(index, IpAddr::V4(addr), prefix)
-                    .execute(),
-            )
+            .block_on(self.handle.address().add(index, IpAddr::V4(addr), prefix).execute())
             .with_context(|| format!("adding address {addr}/{prefix} to {name}"))
     }
 
     fn index_of(&self, name: &str) -> Result<u32> {
-        self.link(name)?
-            .map(|l| l.index)
-            .ok_or_else(|| anyhow!("link {name} does not exist"))
+        self.link(name)?.map(|l| l.index).ok_or_else(|| anyhow!("link {name} does not exist"))
     }
 
     /// RTM_NEWLINK without CREATE|EXCL: changes an existing link, like `ip link set`.
@@ -361,8 +294,7 @@ struct NetnsGuard {
 
 impl NetnsGuard {
     fn enter(target: &File) -> Result<NetnsGuard> {
-        let original =
-            File::open("/proc/thread-self/ns/net").context("opening current network namespace")?;
+        let original = File::open("/proc/thread-self/ns/net").context("opening current network namespace")?;
         setns(target)?;
         Ok(NetnsGuard { original })
     }
@@ -471,12 +403,7 @@ pub mod netns {
     }
 
     fn valid_name(name: &str) -> Result<()> {
-        if name.is_empty()
-            || name == "."
-            || name == ".."
-            || name.contains('/')
-            || name.contains('\0')
-        {
+        if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
             bail!("invalid network namespace name {name:?}");
         }
         Ok(())
@@ -533,8 +460,7 @@ pub mod netns {
         let none = c"none";
         let src = src.map_or(none.as_ptr(), |s| s.as_ptr());
         // SAFETY: all pointers are valid NUL-terminated strings or null data.
-        let rc =
-            unsafe { libc::mount(src, target.as_ptr(), none.as_ptr(), flags, std::ptr::null()) };
+        let rc = unsafe { libc::mount(src, target.as_ptr(), none.as_ptr(), flags, std::ptr::null()) };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
@@ -542,8 +468,7 @@ pub mod netns {
     }
 
     fn cpath(p: &Path) -> Result<CString> {
-        CString::new(p.as_os_str().as_bytes())
-            .with_context(|| format!("path {} contains a NUL byte", p.display()))
+        CString::new(p.as_os_str().as_bytes()).with_context(|| format!("path {} contains a NUL byte", p.display()))
     }
 }
 

@@ -1,1 +1,30 @@
-fn main() {}
+//! The netnat command: parse, dispatch, report. All the work is in the library.
+
+use clap::Parser;
+use netnat::cli::{Cli, Command, NetworkCmd, SandboxCmd};
+use netnat::commands::{network, ports, reset};
+use netnat::state::dir_or_default;
+
+fn main() {
+    let cli = Cli::parse();
+    let dir = dir_or_default(cli.state_dir.as_deref());
+    let result = match &cli.command {
+        Command::Network(NetworkCmd::Create(a)) => network::network_create(&dir, a),
+        Command::Network(NetworkCmd::Rm { name }) => network::network_rm(&dir, name),
+        Command::Network(NetworkCmd::Ls { json }) => network::network_ls(&dir, *json),
+        Command::Sandbox(SandboxCmd::Create(a)) => network::sandbox_create(&dir, a),
+        Command::Sandbox(SandboxCmd::Rm { name }) => network::sandbox_rm(&dir, name),
+        Command::Sandbox(SandboxCmd::Ls { json }) => network::sandbox_ls(&dir, *json),
+        Command::Connect(a) => network::connect(&dir, a),
+        Command::Disconnect { network: n, sandbox } => network::disconnect(&dir, n, sandbox),
+        Command::Publish { specs } => ports::publish(&dir, specs),
+        Command::Unpublish { specs } => ports::unpublish(&dir, specs),
+        Command::Ls { json } => ports::ls(&dir, *json),
+        Command::Show { counters } => ports::show(*counters),
+        Command::Reset => reset::reset(&dir),
+    };
+    if let Err(e) = result {
+        eprintln!("netnat: error: {e:#}");
+        std::process::exit(netnat::exit_code(&e));
+    }
+}

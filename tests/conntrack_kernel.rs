@@ -24,13 +24,7 @@ fn in_netns(inner: &str) {
         .arg("unshare")
         .arg("--net")
         .arg(&exe)
-        .args([
-            "--exact",
-            inner,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", inner, "--ignored", "--nocapture", "--test-threads=1"])
         .env("NETNAT_INNER", "1")
         .output()
         .expect("running unshare");
@@ -54,21 +48,13 @@ fn sh(cmd: &str) {
 
 /// Entry count reported by the `conntrack` tool, as a cross-check.
 fn tool_count(args: &str) -> usize {
-    let out = Command::new("sh")
-        .args(["-c", &format!("timeout 10 conntrack -L -f ipv4 {args}")])
-        .output()
-        .unwrap();
+    let out = Command::new("sh").args(["-c", &format!("timeout 10 conntrack -L -f ipv4 {args}")]).output().unwrap();
     assert!(out.status.success(), "conntrack -L {args}: {out:?}");
     String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
 fn udp(port_lo: u16, port_hi: u16) -> Filter {
-    Filter {
-        proto: IPPROTO_UDP,
-        dport_min: port_lo,
-        dport_max: port_hi,
-        daddr: Some(Ipv4Addr::LOCALHOST),
-    }
+    Filter { proto: IPPROTO_UDP, dport_min: port_lo, dport_max: port_hi, daddr: Some(Ipv4Addr::LOCALHOST) }
 }
 
 /// Sets up lo and an nft rule that makes conntrack track locally sent packets.
@@ -103,13 +89,8 @@ fn inner_udp_list_flush_count() {
 
     let (la, pa) = listener();
     let (lb, pb) = listener();
-    let clients: Vec<UdpSocket> = (0..2)
-        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let sports: BTreeSet<u16> = clients
-        .iter()
-        .map(|c| c.local_addr().unwrap().port())
-        .collect();
+    let clients: Vec<UdpSocket> = (0..2).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    let sports: BTreeSet<u16> = clients.iter().map(|c| c.local_addr().unwrap().port()).collect();
     for c in &clients {
         for _ in 0..3 {
             c.send_to(b"ping", ("127.0.0.1", pa)).unwrap();
@@ -129,36 +110,20 @@ fn inner_udp_list_flush_count() {
     assert_eq!(a.iter().map(|e| e.sport).collect::<BTreeSet<_>>(), sports);
     for e in &a {
         assert_eq!(e.proto, IPPROTO_UDP);
-        assert_eq!(
-            (e.src, e.dst, e.dport),
-            (Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST, pa)
-        );
+        assert_eq!((e.src, e.dst, e.dport), (Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST, pa));
         assert_eq!((e.reply_src, e.reply_sport), (Ipv4Addr::LOCALHOST, pa));
     }
     assert_eq!(tool_count(&format!("-p udp --dport {pa}")), 2);
 
-    let absent = if pa.max(pb) < 65535 {
-        pa.max(pb) + 1
-    } else {
-        pa.min(pb) - 1
-    };
+    let absent = if pa.max(pb) < 65535 { pa.max(pb) + 1 } else { pa.min(pb) - 1 };
     let counts = conntrack::count_many(&[
         udp(pa, pa),
         udp(pb, pb),
         udp(pa.min(pb), pa.max(pb)),
         udp(absent, absent),
-        Filter {
-            proto: IPPROTO_TCP,
-            ..udp(pa, pa)
-        },
-        Filter {
-            daddr: Some(Ipv4Addr::new(127, 0, 0, 2)),
-            ..udp(pa, pa)
-        },
-        Filter {
-            daddr: None,
-            ..udp(pb, pb)
-        },
+        Filter { proto: IPPROTO_TCP, ..udp(pa, pa) },
+        Filter { daddr: Some(Ipv4Addr::new(127, 0, 0, 2)), ..udp(pa, pa) },
+        Filter { daddr: None, ..udp(pb, pb) },
     ])
     .unwrap();
     assert_eq!(counts, vec![2, 2, 4, 0, 0, 0, 2]);
@@ -192,12 +157,7 @@ fn inner_no_conntrack_rule_means_empty() {
         return;
     }
     // Fresh namespace, no rules: nothing is tracked, nothing to flush.
-    let all = Filter {
-        proto: IPPROTO_UDP,
-        dport_min: 0,
-        dport_max: 65535,
-        daddr: None,
-    };
+    let all = Filter { proto: IPPROTO_UDP, dport_min: 0, dport_max: 65535, daddr: None };
     assert!(conntrack::list(&all).unwrap().is_empty());
     assert_eq!(conntrack::flush(&all).unwrap(), 0);
     assert_eq!(conntrack::count_many(&[all, all]).unwrap(), vec![0, 0]);

@@ -16,38 +16,18 @@ const TIMEOUT_SECS: &str = "120";
 pub fn run_isolated(inner_test_name: &str) {
     let exe = std::env::current_exe().expect("path of the test binary");
     let out = Command::new("timeout")
-        .args([
-            TIMEOUT_SECS,
-            "unshare",
-            "--net",
-            "--mount",
-            "--propagation",
-            "private",
-        ])
+        .args([TIMEOUT_SECS, "unshare", "--net", "--mount", "--propagation", "private"])
         .args(["sh", "-c", r#"mount -t tmpfs tmpfs /run && exec "$0" "$@""#])
         .arg(&exe)
-        .args([
-            "--exact",
-            inner_test_name,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", inner_test_name, "--ignored", "--nocapture", "--test-threads=1"])
         .env(INNER_ENV, own_netns())
         .output()
         .expect("running unshare (needs root and util-linux)");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "isolated test {inner_test_name} failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
+    assert!(out.status.success(), "isolated test {inner_test_name} failed ({}):\n{stdout}\n{stderr}", out.status);
     // Guard against a typo in the name: libtest exits 0 when no test matches.
-    assert!(
-        stdout.contains("1 passed"),
-        "isolated test {inner_test_name} did not run:\n{stdout}\n{stderr}"
-    );
+    assert!(stdout.contains("1 passed"), "isolated test {inner_test_name} did not run:\n{stdout}\n{stderr}");
 }
 
 /// True in the isolated child. Also checks that it really is in another network namespace
@@ -56,11 +36,7 @@ pub fn inner() -> bool {
     let Some(parent) = std::env::var_os(INNER_ENV) else {
         return false;
     };
-    assert_ne!(
-        parent.to_string_lossy(),
-        own_netns(),
-        "refusing to run: still in the test runner's network namespace"
-    );
+    assert_ne!(parent.to_string_lossy(), own_netns(), "refusing to run: still in the test runner's network namespace");
     true
 }
 
@@ -71,29 +47,19 @@ fn own_netns() -> String {
 
 /// Runs a command (bounded by its own options, e.g. ping -W) and returns its output.
 pub fn run(cmd: &str, args: &[&str]) -> Output {
-    Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd}: {e}"))
+    Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("running {cmd}: {e}"))
 }
 
 /// Runs a command that must succeed and returns its stdout.
 pub fn stdout(cmd: &str, args: &[&str]) -> String {
     let out = run(cmd, args);
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{cmd} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs `f` on a fresh thread that has joined the network namespace at `path`, so the caller's
 /// thread never changes namespace. Sockets created in `f` stay in that namespace.
-pub fn in_netns<T: Send + 'static>(
-    path: &std::path::Path,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
+pub fn in_netns<T: Send + 'static>(path: &std::path::Path, f: impl FnOnce() -> T + Send + 'static) -> T {
     use std::os::fd::AsRawFd;
     let ns = std::fs::File::open(path).unwrap_or_else(|e| panic!("opening {path:?}: {e}"));
     std::thread::spawn(move || {
@@ -121,9 +87,7 @@ pub fn tcp_probe(
         None => bind()?,
     };
     let target: SocketAddr = listener.local_addr()?;
-    let stream = in_netns(from, move || {
-        TcpStream::connect_timeout(&target, std::time::Duration::from_secs(2))
-    })?;
+    let stream = in_netns(from, move || TcpStream::connect_timeout(&target, std::time::Duration::from_secs(2)))?;
     let (_conn, seen) = listener.accept()?;
     drop(stream);
     Ok(seen)

@@ -1,0 +1,151 @@
+//! Command-line definitions (clap derive). The man pages and shell completions are generated from
+//! these types, so they are the single source of the CLI's shape.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "netnat",
+    version,
+    about = "Container networks on Linux with in-kernel NAT: bridges, veth endpoints, network namespaces, and published ports through nftables (no userland proxy)",
+    long_about = None,
+    after_help = "Exit status: 0 done, 1 runtime failure, 2 invalid input or usage."
+)]
+pub struct Cli {
+    /// Directory of netnat's runtime record and lock
+    #[arg(long, global = true, env = "NETNAT_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create, remove and list networks (a Linux bridge with a gateway address)
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Create, remove and list sandboxes (named network namespaces)
+    #[command(subcommand)]
+    Sandbox(SandboxCmd),
+    /// Attach a sandbox to a network through a veth pair (an endpoint)
+    Connect(ConnectArgs),
+    /// Detach a sandbox from a network, removing its endpoint
+    Disconnect {
+        /// Network name
+        network: String,
+        /// Sandbox name
+        sandbox: String,
+    },
+    /// Publish ports: the kernel forwards host ports to a container (nftables DNAT)
+    Publish {
+        /// [HOSTIP:]HOSTPORT[-END]:CONTAINERIP:CONTAINERPORT[-END][/tcp|/udp|/sctp]
+        #[arg(required = true, value_name = "SPEC")]
+        specs: Vec<String>,
+    },
+    /// Stop publishing ports
+    Unpublish {
+        /// A SPEC as given to publish, or [HOSTIP:]HOSTPORT[-END][/PROTO]
+        #[arg(required = true, value_name = "SPEC")]
+        specs: Vec<String>,
+    },
+    /// List published ports, with packet and byte counters
+    Ls {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print netnat's nftables table in nft syntax, read back from the kernel
+    Show {
+        /// Include per-mapping packet and byte counters
+        #[arg(long)]
+        counters: bool,
+    },
+    /// Remove everything netnat created (bridges, veths, its namespaces, its nftables table) and nothing else
+    Reset,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NetworkCmd {
+    /// Create a network: a bridge with the gateway address, forwarding and NAT rules
+    Create(NetworkCreateArgs),
+    /// Remove a network (it must have no endpoints)
+    Rm {
+        /// Network name
+        name: String,
+    },
+    /// List networks
+    Ls {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct NetworkCreateArgs {
+    /// Network name (also the bridge name unless --bridge is given)
+    pub name: String,
+    /// IPv4 subnet in CIDR form, e.g. 172.16.0.0/16
+    #[arg(long, value_name = "CIDR")]
+    pub subnet: String,
+    /// Gateway address on the bridge (default: the subnet's first host address)
+    #[arg(long, value_name = "IP")]
+    pub gateway: Option<String>,
+    /// Bridge interface name (default: the network name)
+    #[arg(long, value_name = "IFNAME")]
+    pub bridge: Option<String>,
+    /// Do not masquerade traffic leaving the host (no SNAT)
+    #[arg(long)]
+    pub no_masquerade: bool,
+    /// No traffic to or from outside the bridge at all
+    #[arg(long)]
+    pub internal: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SandboxCmd {
+    /// Create a sandbox (a named network namespace at /run/netns/NAME), optionally connected to a network
+    Create(SandboxCreateArgs),
+    /// Remove a sandbox: its endpoints, and its namespace if netnat created it
+    Rm {
+        /// Sandbox name
+        name: String,
+    },
+    /// List sandboxes and their endpoints
+    Ls {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct SandboxCreateArgs {
+    /// Sandbox name; an existing namespace of that name is adopted
+    pub name: String,
+    /// Connect it to this network
+    #[arg(long, value_name = "NET")]
+    pub network: Option<String>,
+    /// Address on that network (default: the first free one)
+    #[arg(long, value_name = "IP", requires = "network")]
+    pub ip: Option<String>,
+    /// Interface name inside the sandbox (default: eth0, eth1, ...)
+    #[arg(long, value_name = "IF", requires = "network")]
+    pub ifname: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ConnectArgs {
+    /// Network name
+    pub network: String,
+    /// Sandbox name
+    pub sandbox: String,
+    /// Address on the network (default: the first free one)
+    #[arg(long, value_name = "IP")]
+    pub ip: Option<String>,
+    /// Interface name inside the sandbox (default: eth0, eth1, ...)
+    #[arg(long, value_name = "IF")]
+    pub ifname: Option<String>,
+}

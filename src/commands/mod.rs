@@ -1,0 +1,69 @@
+//! One function per subcommand. Each: check the input (InputError → exit 2), take the lock, load
+//! the record, change the kernel (links through `link`, firewall through `nft` as one
+//! transaction planned by `ruleset`), then save the record. Nothing here builds a netlink message.
+
+pub mod network;
+pub mod ports;
+pub mod reset;
+
+use crate::model::{InputError, State};
+use crate::nft::{LiveTable, Nft};
+use crate::ruleset::{self, NftOp, TABLE};
+use crate::state::Store;
+use anyhow::{bail, Result};
+use std::path::Path;
+
+/// A running command: the lock, the record and the place it writes to.
+pub struct Ctx {
+    store: Store,
+    pub state: State,
+}
+
+impl Ctx {
+    /// For commands that change the kernel: needs CAP_NET_ADMIN, then takes the lock.
+    pub fn open(dir: &Path) -> Result<Ctx> {
+        require_net_admin()?;
+        let store = Store::lock(dir)?;
+        let state = store.load()?;
+        Ok(Ctx { store, state })
+    }
+
+    pub fn save(&self) -> Result<()> {
+        self.store.save(&self.state)
+    }
+
+    /// Brings table `inet netnat` in line with the record: one transaction with only the difference.
+    pub fn sync_firewall(&self) -> Result<Vec<NftOp>> {
+        let mut nft = Nft::open()?;
+        let live = nft.read_table(TABLE)?;
+        let ops = ruleset::plan(&ruleset::desired(&self.state), live.as_ref());
+        nft.apply(&ops)?;
+        Ok(ops)
+    }
+}
+
+/// Reads netnat's table as it is in the kernel.
+pub fn read_live_table() -> Result<Option<LiveTable>> {
+    Nft::open()?.read_table(TABLE)
+}
+
+/// Fails with one clear line, before anything is touched, when the process cannot change the
+/// network (e.g. not root, or capabilities dropped).
+pub fn require_net_admin() -> Result<()> {
+    const CAP_NET_ADMIN: u32 = 12;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    if eff & (1 << CAP_NET_ADMIN) == 0 {
+        bail!("netnat needs CAP_NET_ADMIN to change the network: run it as root");
+    }
+    Ok(())
+}
+
+/// Shorthand for refusing input: the error is an `InputError`, so the exit status is 2.
+pub fn refuse<T>(msg: impl Into<String>) -> Result<T> {
+    Err(InputError(msg.into()).into())
+}

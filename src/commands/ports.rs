@@ -1,0 +1,197 @@
+//! `publish`, `unpublish`, `ls` and `show`: published ports as nftables map elements.
+
+use super::{read_live_table, refuse, Ctx};
+use crate::conntrack;
+use crate::link::Links;
+use crate::model::{HostPorts, InputError, Mapping, State};
+use crate::nft::LiveTable;
+use crate::ruleset::{mapping_elems, render_table};
+use anyhow::{bail, Result};
+use serde::Serialize;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+pub fn publish(dir: &Path, specs: &[String]) -> Result<()> {
+    let maps: Vec<Mapping> = specs.iter().map(|s| s.parse()).collect::<Result<_, InputError>>()?;
+    for (i, a) in maps.iter().enumerate() {
+        if let Some(b) = maps[..i].iter().find(|b| *b != a && b.conflicts_with(a)) {
+            return refuse(format!("{a} and {b} publish the same host port"));
+        }
+    }
+    let mut ctx = Ctx::open(dir)?;
+    check_host_addresses(&maps)?;
+    let mut added = vec![];
+    for m in maps {
+        if ctx.state.mappings.contains(&m) || added.contains(&m) {
+            println!("already published: {m}");
+            continue;
+        }
+        if let Some(o) = ctx.state.mappings.iter().find(|o| o.conflicts_with(&m)) {
+            bail!("cannot publish {m}: host port {} is already published as {o}", m.host_spec());
+        }
+        added.push(m);
+    }
+    ctx.state.mappings.extend(added.iter().copied());
+    ctx.sync_firewall()?;
+    // Entries made before this publish (e.g. a UDP client already sending to the host port)
+    // would bypass the new DNAT for their whole life: drop them, keyed by the HOST port.
+    flush_conntrack(&added)?;
+    ctx.save()?;
+    for m in &added {
+        match ctx.state.network_of(m.container_ip) {
+            Some(n) => println!("published {m} (network {})", n.name),
+            None => println!(
+                "published {m} (note: {} is in no netnat network; it must be routable from this host)",
+                m.container_ip
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// A HOSTIP must be an address this host has, or the mapping could never match.
+fn check_host_addresses(maps: &[Mapping]) -> Result<()> {
+    if maps.iter().all(|m| m.host_ip.is_none()) {
+        return Ok(());
+    }
+    let addrs = Links::open()?.addrs()?;
+    for m in maps {
+        if let Some(ip) = m.host_ip {
+            if !ip.is_loopback() && !addrs.iter().any(|a| a.addr == ip) {
+                return refuse(format!("host address {ip} in {m} is not an address of this host"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn flush_conntrack(maps: &[Mapping]) -> Result<()> {
+    for m in maps {
+        conntrack::flush(&conntrack::Filter {
+            proto: m.protocol.number(),
+            dport_min: m.host_port,
+            dport_max: m.host_port_end,
+            daddr: m.host_ip,
+        })?;
+    }
+    Ok(())
+}
+
+pub fn unpublish(dir: &Path, specs: &[String]) -> Result<()> {
+    // A full mapping has at least two ':' (HOSTPORT:IP:PORT); a host side has at most one.
+    enum Sel {
+        Exact(Mapping),
+        Host(HostPorts),
+    }
+    let sels: Vec<Sel> = specs
+        .iter()
+        .map(|s| if s.matches(':').count() >= 2 { s.parse().map(Sel::Exact) } else { s.parse().map(Sel::Host) })
+        .collect::<Result<_, InputError>>()?;
+    let mut ctx = Ctx::open(dir)?;
+    let mut removed = vec![];
+    for (sel, spec) in sels.iter().zip(specs) {
+        let hit = ctx.state.mappings.iter().position(|m| match sel {
+            Sel::Exact(x) => x == m,
+            Sel::Host(h) => h.matches(m),
+        });
+        match hit {
+            Some(i) => removed.push(ctx.state.mappings.remove(i)),
+            None => println!("not published: {spec}"),
+        }
+    }
+    if removed.is_empty() {
+        return Ok(());
+    }
+    ctx.sync_firewall()?;
+    flush_conntrack(&removed)?;
+    ctx.save()?;
+    for m in &removed {
+        println!("unpublished {m}");
+    }
+    Ok(())
+}
+
+/// One published mapping with its traffic, as `ls --json` prints it.
+#[derive(Serialize)]
+pub struct MappingView {
+    #[serde(flatten)]
+    pub mapping: Mapping,
+    pub network: Option<String>,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Mappings with the counters of their map elements (summed over a range).
+pub fn mapping_views(state: &State, live: Option<&LiveTable>) -> Vec<MappingView> {
+    let counters: std::collections::HashMap<(&str, &[u8]), (u64, u64)> = live
+        .map(|l| {
+            l.elems
+                .iter()
+                .flat_map(|(set, es)| {
+                    es.iter().map(move |e| {
+                        ((set.as_str(), e.key.as_slice()), (e.packets.unwrap_or(0), e.bytes.unwrap_or(0)))
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut views: Vec<MappingView> = state
+        .mappings
+        .iter()
+        .map(|m| {
+            let (packets, bytes) = mapping_elems(m)
+                .iter()
+                .filter_map(|(set, k, _)| counters.get(&(*set, k.as_slice())))
+                .fold((0, 0), |(p, b), (p2, b2)| (p + p2, b + b2));
+            MappingView {
+                mapping: *m,
+                network: state.network_of(m.container_ip).map(|n| n.name.clone()),
+                packets,
+                bytes,
+            }
+        })
+        .collect();
+    views
+        .sort_by_key(|v| (v.mapping.protocol, v.mapping.host_port, v.mapping.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED)));
+    views
+}
+
+pub fn ls(dir: &Path, json: bool) -> Result<()> {
+    let ctx = Ctx::open(dir)?;
+    let live = read_live_table()?;
+    let views = mapping_views(&ctx.state, live.as_ref());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&views)?);
+        return Ok(());
+    }
+    println!("{:<5} {:<22} {:<26} {:<12} {:>10} {:>12}", "PROTO", "HOST", "CONTAINER", "NETWORK", "PACKETS", "BYTES");
+    for v in views {
+        let m = v.mapping;
+        let host = format!(
+            "{}:{}",
+            m.host_ip.map(|i| i.to_string()).unwrap_or("*".into()),
+            range(m.host_port, m.host_port_end)
+        );
+        let ctr = format!("{}:{}", m.container_ip, range(m.container_port, m.container_port_end));
+        let net = v.network.unwrap_or("-".into());
+        println!("{:<5} {host:<22} {ctr:<26} {net:<12} {:>10} {:>12}", m.protocol.to_string(), v.packets, v.bytes);
+    }
+    Ok(())
+}
+
+fn range(a: u16, b: u16) -> String {
+    if a == b {
+        a.to_string()
+    } else {
+        format!("{a}-{b}")
+    }
+}
+
+pub fn show(counters: bool) -> Result<()> {
+    super::require_net_admin()?;
+    match read_live_table()? {
+        Some(t) => print!("{}", render_table(&t, counters)),
+        None => println!("# table inet netnat does not exist (no network or port yet)"),
+    }
+    Ok(())
+}
