@@ -92,3 +92,181 @@ pub fn tcp_probe(
     drop(stream);
     Ok(seen)
 }
+
+// ---- the netnat binary and traffic between namespaces (used by the CLI tests) ----
+
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const NETNAT: &str = env!("CARGO_BIN_EXE_netnat");
+
+/// Runs netnat with `args` (its state under the test's private /run).
+pub fn netnat(args: &[&str]) -> Output {
+    Command::new(NETNAT).args(args).output().expect("running netnat")
+}
+
+/// Runs netnat, asserts exit 0, returns stdout.
+pub fn ok(args: &[&str]) -> String {
+    let out = netnat(args);
+    assert!(
+        out.status.success(),
+        "netnat {args:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs netnat, asserts the exit status, returns stderr.
+pub fn fails(args: &[&str], code: i32) -> String {
+    let out = netnat(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "netnat {args:?}: expected exit {code}; stderr: {stderr}");
+    stderr
+}
+
+pub fn ns(name: &str) -> PathBuf {
+    PathBuf::from("/run/netns").join(name)
+}
+
+/// Runs `sh -c script` and asserts it succeeds (test set-up with ip/nft, never product code).
+pub fn sh(script: &str) -> String {
+    let out = run("sh", &["-c", script]);
+    assert!(out.status.success(), "`{script}` failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The kernel state a test may compare before/after: nft ruleset, links, namespaces.
+pub fn kernel_snapshot() -> String {
+    sh("nft list ruleset; ip -o link show | sed 's/ qlen.*//'; ip -o addr show; ls /run/netns 2>/dev/null || true")
+}
+
+/// An "external host": namespace `ext` linked to the test's host namespace by a veth,
+/// host side 198.51.100.1/24 (veth-ext), external side 198.51.100.2/24.
+pub const HOST_EXT_IP: &str = "198.51.100.1";
+pub const EXT_IP: &str = "198.51.100.2";
+pub fn make_external_host() {
+    sh("ip link set lo up; ip netns add ext && ip link add veth-ext type veth peer name eth0 netns ext \
+        && ip addr add 198.51.100.1/24 dev veth-ext && ip link set veth-ext up \
+        && ip -n ext addr add 198.51.100.2/24 dev eth0 && ip -n ext link set eth0 up && ip -n ext link set lo up");
+}
+
+/// A TCP or UDP server on a thread inside a namespace (None: the current one). Each request gets
+/// `"<name> saw <peer address>"`. Stops when dropped.
+pub struct Server {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn enter(netns: Option<&Path>) {
+    use std::os::fd::AsRawFd;
+    if let Some(p) = netns {
+        let f = std::fs::File::open(p).unwrap_or_else(|e| panic!("opening {p:?}: {e}"));
+        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {p:?}: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// Serves TCP at `addr` in `netns` until dropped (at most 120 s).
+pub fn tcp_server(netns: Option<&Path>, addr: &str, name: &str) -> Server {
+    let (netns, addr, name) = (netns.map(Path::to_path_buf), addr.parse::<SocketAddr>().unwrap(), name.to_string());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s = stop.clone();
+    let thread = std::thread::spawn(move || {
+        enter(netns.as_deref());
+        let l = TcpListener::bind(addr).unwrap_or_else(|e| panic!("binding {addr}: {e}"));
+        l.set_nonblocking(true).unwrap();
+        tx.send(()).unwrap();
+        let end = Instant::now() + Duration::from_secs(120);
+        while !s.load(Ordering::SeqCst) && Instant::now() < end {
+            match l.accept() {
+                Ok((mut c, peer)) => {
+                    use std::io::Write;
+                    let _ = c.set_nonblocking(false);
+                    let _ = c.write_all(format!("{name} saw {}", peer.ip()).as_bytes());
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5)).expect("server did not start");
+    Server { stop, thread: Some(thread) }
+}
+
+/// Serves UDP at `addr` in `netns` until dropped (at most 120 s).
+pub fn udp_server(netns: Option<&Path>, addr: &str, name: &str) -> Server {
+    let (netns, addr, name) = (netns.map(Path::to_path_buf), addr.parse::<SocketAddr>().unwrap(), name.to_string());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s = stop.clone();
+    let thread = std::thread::spawn(move || {
+        enter(netns.as_deref());
+        let u = UdpSocket::bind(addr).unwrap_or_else(|e| panic!("binding udp {addr}: {e}"));
+        u.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        tx.send(()).unwrap();
+        let end = Instant::now() + Duration::from_secs(120);
+        let mut buf = [0u8; 1500];
+        while !s.load(Ordering::SeqCst) && Instant::now() < end {
+            if let Ok((_, peer)) = u.recv_from(&mut buf) {
+                let _ = u.send_to(format!("{name} saw {}", peer.ip()).as_bytes(), peer);
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5)).expect("server did not start");
+    Server { stop, thread: Some(thread) }
+}
+
+/// One TCP request from `netns` to `dst`: the server's answer, or the error (2 s timeouts).
+pub fn tcp_get(netns: Option<&Path>, dst: &str) -> Result<String, String> {
+    let (netns, dst) = (netns.map(Path::to_path_buf), dst.parse::<SocketAddr>().unwrap());
+    std::thread::spawn(move || {
+        use std::io::Read;
+        enter(netns.as_deref());
+        let mut c =
+            TcpStream::connect_timeout(&dst, Duration::from_secs(2)).map_err(|e| format!("connect {dst}: {e}"))?;
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut s = String::new();
+        c.read_to_string(&mut s).map_err(|e| format!("read from {dst}: {e}"))?;
+        Ok(s)
+    })
+    .join()
+    .unwrap()
+}
+
+/// One UDP request from `netns` (from `src`, e.g. "0.0.0.0:0") to `dst`; 1 s timeout.
+pub fn udp_get(netns: Option<&Path>, src: &str, dst: &str) -> Result<String, String> {
+    let (netns, src, dst) = (netns.map(Path::to_path_buf), src.to_string(), dst.parse::<SocketAddr>().unwrap());
+    std::thread::spawn(move || {
+        enter(netns.as_deref());
+        let u = UdpSocket::bind(&src).map_err(|e| format!("bind {src}: {e}"))?;
+        u.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        u.send_to(b"ping", dst).map_err(|e| format!("send to {dst}: {e}"))?;
+        let mut buf = [0u8; 1500];
+        let (n, _) = u.recv_from(&mut buf).map_err(|e| format!("recv from {dst}: {e}"))?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
+    .join()
+    .unwrap()
+}
+
+/// The seed's topology: MyDocker0 172.16.0.0/16 gw 172.16.1.254, Container_ns1 172.16.1.1,
+/// Container_ns2 172.16.1.2.
+pub fn seed_topology() {
+    ok(&["network", "create", "MyDocker0", "--subnet", "172.16.0.0/16", "--gateway", "172.16.1.254"]);
+    ok(&["sandbox", "create", "Container_ns1", "--network", "MyDocker0", "--ip", "172.16.1.1"]);
+    ok(&["sandbox", "create", "Container_ns2", "--network", "MyDocker0", "--ip", "172.16.1.2"]);
+}
