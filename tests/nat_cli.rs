@@ -353,3 +353,52 @@ mod raw {
         .unwrap()
     }
 }
+
+/// Starts `n` netnat commands at once and waits for all of them.
+fn concurrently(args: Vec<Vec<String>>) -> Vec<std::process::Output> {
+    let children: Vec<_> = args
+        .iter()
+        .map(|a| {
+            std::process::Command::new(NETNAT)
+                .args(a)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children.into_iter().map(|c| c.wait_with_output().unwrap()).collect()
+}
+
+isolated!(concurrent_publishes_never_lose_or_double, inner_concurrent_publishes_never_lose_or_double, {
+    setup();
+    // 20 distinct ports at once: all present.
+    let outs = concurrently((0..20).map(|i| vec!["publish".into(), format!("{}:172.16.1.1:80", 10000 + i)]).collect());
+    assert!(outs.iter().all(|o| o.status.success()));
+    let v: serde_json::Value = serde_json::from_str(&ok(&["ls", "--json"])).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 20);
+    assert_eq!(sh("nft list map inet netnat pub_any4").matches(" : 172.16.1.1 . 80").count(), 20);
+    // 10 publishes of one host port to different targets: exactly one wins, the others name it.
+    let outs = concurrently((0..10).map(|i| vec!["publish".into(), format!("7777:172.16.1.{}:80", 10 + i)]).collect());
+    let winners: Vec<_> = outs.iter().filter(|o| o.status.success()).collect();
+    assert_eq!(winners.len(), 1);
+    let won = String::from_utf8_lossy(&winners[0].stdout).to_string();
+    let target = won.split_whitespace().nth(1).unwrap().to_string(); // "published SPEC ..."
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        assert_eq!(o.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&o.stderr).contains(&target), "loser does not name {target}");
+    }
+});
+
+isolated!(publish_needs_net_admin, inner_publish_needs_net_admin, {
+    setup();
+    let before = kernel_snapshot();
+    let out = std::process::Command::new("setpriv")
+        .args(["--inh-caps=-all", "--bounding-set=-net_admin", NETNAT, "publish", "9090:172.16.1.1:8080"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("CAP_NET_ADMIN") && err.trim().lines().count() == 1, "{err}");
+    assert_eq!(before, kernel_snapshot());
+});
