@@ -140,6 +140,8 @@ fn with_extras(mut t: State, rec: &State, prune: bool) -> Result<(State, Vec<Str
     if prune {
         return Ok((t, extras));
     }
+    let file_endpoint_ips: BTreeSet<std::net::Ipv4Addr> =
+        t.sandboxes.values().flat_map(|s| s.endpoints.iter().map(|e| e.ip)).collect();
     for (name, n) in &rec.networks {
         if !t.networks.contains_key(name) {
             extras.push(format!("network {name}"));
@@ -162,9 +164,11 @@ fn with_extras(mut t: State, rec: &State, prune: bool) -> Result<(State, Vec<Str
             }
         }
     }
+    // A port to an endpoint the file defines belongs to that endpoint's publish list: the file
+    // names it, so a port dropped from the list goes. Other ports are kept.
     let file_maps = t.mappings.clone();
     for m in &rec.mappings {
-        if !file_maps.iter().any(|f| f == m || f.conflicts_with(m)) {
+        if !file_endpoint_ips.contains(&m.container_ip) && !file_maps.iter().any(|f| f == m || f.conflicts_with(m)) {
             extras.push(format!("published port {m}"));
             t.mappings.push(*m);
         }
