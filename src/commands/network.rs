@@ -283,8 +283,21 @@ fn connect_in(
         check_ifname(i, "interface name")?;
     }
     if let Some(ep) = sb.endpoints.iter().find(|e| e.network == network) {
-        if ip.is_some_and(|i| i != ep.ip) || ifname.is_some_and(|i| i != ep.ifname) {
-            return refuse(format!("sandbox {sandbox} is already connected to {network} as {} {}", ep.ifname, ep.ip));
+        // Name what differs: the recorded value and the one asked for.
+        let mut asked = vec![];
+        if let Some(i) = ip.filter(|i| *i != ep.ip) {
+            asked.push(format!("--ip {i}"));
+        }
+        if let Some(i) = ifname.filter(|i| *i != ep.ifname) {
+            asked.push(format!("--ifname {i}"));
+        }
+        if !asked.is_empty() {
+            return refuse(format!(
+                "sandbox {sandbox} is already connected to {network} as {} {} (asked {})",
+                ep.ifname,
+                ep.ip,
+                asked.join(" ")
+            ));
         }
         return Ok(format!("sandbox {sandbox} is already connected to {network} as {} {}", ep.ifname, ep.ip));
     }

@@ -1,0 +1,409 @@
+//! Published ports and egress through in-kernel NAT, shown with real traffic from an "external
+//! host" namespace (issue 3). Each test runs in its own throwaway network + mount namespace.
+
+mod common;
+use common::*;
+
+/// Declares an outer test that re-runs `inner_<name>` in a throwaway namespace.
+macro_rules! isolated {
+    ($name:ident, $inner:ident, $body:block) => {
+        #[test]
+        fn $name() {
+            run_isolated(stringify!($inner));
+        }
+        #[test]
+        #[ignore = "runs through its outer test, inside a throwaway namespace"]
+        fn $inner() {
+            if !inner() {
+                return;
+            }
+            $body
+        }
+    };
+}
+
+fn ext() -> Option<std::path::PathBuf> {
+    Some(ns("ext"))
+}
+fn ns1() -> Option<std::path::PathBuf> {
+    Some(ns("Container_ns1"))
+}
+fn ns2() -> Option<std::path::PathBuf> {
+    Some(ns("Container_ns2"))
+}
+
+fn setup() {
+    make_external_host();
+    seed_topology();
+}
+
+isolated!(tcp_published_port_reaches_container, inner_tcp_published_port_reaches_container, {
+    setup();
+    let _s = tcp_server(ns1().as_deref(), "172.16.1.1:8080", "ns1");
+    assert!(tcp_get(ext().as_deref(), "198.51.100.1:9090").is_err(), "nothing published yet");
+    ok(&["publish", "9090:172.16.1.1:8080"]);
+    // The container sees the real client address: DNAT only, no proxy in between.
+    assert_eq!(tcp_get(ext().as_deref(), "198.51.100.1:9090").unwrap(), "ns1 saw 198.51.100.2");
+    // Any local address of the host works (here the bridge's gateway address, routed by ext).
+    sh("ip -n ext route add 172.16.1.254/32 via 198.51.100.1");
+    assert_eq!(tcp_get(ext().as_deref(), "172.16.1.254:9090").unwrap(), "ns1 saw 198.51.100.2");
+    // No process holds the port: the kernel does the forwarding.
+    let listeners = sh("ss -Hltnup");
+    assert!(!listeners.contains(":9090"), "something listens on 9090: {listeners}");
+    // Second check: the map element is there.
+    assert!(sh("nft list map inet netnat pub_any4").contains("tcp . 9090"));
+});
+
+isolated!(udp_published_port, inner_udp_published_port, {
+    setup();
+    let _s = udp_server(ns2().as_deref(), "172.16.1.2:53", "ns2");
+    ok(&["publish", "5353:172.16.1.2:53/udp"]);
+    assert_eq!(udp_get(ext().as_deref(), "0.0.0.0:0", "198.51.100.1:5353").unwrap(), "ns2 saw 198.51.100.2");
+});
+
+isolated!(port_range_maps_each_port, inner_port_range_maps_each_port, {
+    setup();
+    let servers: Vec<_> =
+        (8000..=8002).map(|p| tcp_server(ns1().as_deref(), &format!("172.16.1.1:{p}"), &format!("p{p}"))).collect();
+    ok(&["publish", "7000-7002:172.16.1.1:8000-8002"]);
+    for (i, p) in (7000..=7002).enumerate() {
+        let got = tcp_get(ext().as_deref(), &format!("198.51.100.1:{p}")).unwrap();
+        assert_eq!(got, format!("p{} saw 198.51.100.2", 8000 + i));
+    }
+    drop(servers);
+});
+
+isolated!(host_ip_bound_mapping, inner_host_ip_bound_mapping, {
+    setup();
+    sh("ip addr add 198.51.100.3/24 dev veth-ext");
+    let _s = tcp_server(ns1().as_deref(), "172.16.1.1:8080", "ns1");
+    ok(&["publish", "198.51.100.3:7070:172.16.1.1:8080"]);
+    assert_eq!(tcp_get(ext().as_deref(), "198.51.100.3:7070").unwrap(), "ns1 saw 198.51.100.2");
+    assert!(tcp_get(ext().as_deref(), "198.51.100.1:7070").is_err(), "reachable through another host address");
+    // A host address the host does not have is refused up front.
+    let err = fails(&["publish", "203.0.113.9:7071:172.16.1.1:8080"], 2);
+    assert!(err.contains("203.0.113.9"), "{err}");
+});
+
+isolated!(localhost_reaches_published_port, inner_localhost_reaches_published_port, {
+    setup();
+    let _s = tcp_server(ns1().as_deref(), "172.16.1.1:8080", "ns1");
+    ok(&["publish", "9090:172.16.1.1:8080", "127.0.0.1:6060:172.16.1.1:8080"]);
+    // From the host itself, through loopback and through its own address (output hook).
+    assert_eq!(tcp_get(None, "127.0.0.1:9090").unwrap(), "ns1 saw 172.16.1.254");
+    assert_eq!(tcp_get(None, "127.0.0.1:6060").unwrap(), "ns1 saw 172.16.1.254");
+    assert!(tcp_get(None, "198.51.100.1:9090").unwrap().starts_with("ns1 saw"));
+    // A loopback-only mapping is not reachable from another host.
+    assert!(tcp_get(ext().as_deref(), "198.51.100.1:6060").is_err());
+    // route_localnet is on for the bridge only.
+    assert_eq!(sh("cat /proc/sys/net/ipv4/conf/MyDocker0/route_localnet").trim(), "1");
+    assert_eq!(sh("cat /proc/sys/net/ipv4/conf/veth-ext/route_localnet").trim(), "0");
+});
+
+isolated!(loopback_guard_drops_crafted_syn, inner_loopback_guard_drops_crafted_syn, {
+    // CVE-2020-8558 class: a neighbour sends a SYN for 127.0.0.1:6060 to the host's MAC. Without
+    // the guard, DNAT (which runs before routing) would forward it into the container.
+    setup();
+    let _s = tcp_server(ns1().as_deref(), "172.16.1.1:8080", "ns1");
+    ok(&["publish", "9090:172.16.1.1:8080", "127.0.0.1:6060:172.16.1.1:8080"]);
+    let host_mac = raw::mac_of("ip -o link show veth-ext");
+    let syn = |dst: &str, port: u16| raw::syn_gets_synack(&ns("ext"), &host_mac, dst, port);
+    assert!(syn("198.51.100.1", 9090), "control: a SYN to the host's address must be answered");
+    assert!(!syn("127.0.0.1", 6060), "a SYN for 127.0.0.1 from outside was answered");
+    let dropped = sh("nft list chain inet netnat guard");
+    assert!(!dropped.contains("packets 0 "), "the guard did not count the drop: {dropped}");
+    // The guard is what protects: without it, the crafted packet gets through.
+    sh("nft flush chain inet netnat guard");
+    assert!(syn("127.0.0.1", 6060), "test cannot fail: the crafted SYN is not answered even without the guard");
+});
+
+isolated!(direct_routing_to_sandbox_is_dropped, inner_direct_routing_to_sandbox_is_dropped, {
+    setup();
+    let _s = tcp_server(ns1().as_deref(), "172.16.1.1:8080", "ns1");
+    ok(&["publish", "9090:172.16.1.1:8080"]);
+    // A neighbour that routes the container subnet via the host.
+    sh("ip -n ext route add 172.16.0.0/16 via 198.51.100.1");
+    assert!(tcp_get(ext().as_deref(), "172.16.1.1:8080").is_err(), "sandbox reachable by direct routing");
+    assert_eq!(tcp_get(ext().as_deref(), "198.51.100.1:9090").unwrap(), "ns1 saw 198.51.100.2");
+});
+
+isolated!(hairpin_to_own_and_sibling_port, inner_hairpin_to_own_and_sibling_port, {
+    setup();
+    let _s = tcp_server(ns1().as_deref(), "172.16.1.1:8080", "ns1");
+    ok(&["publish", "9090:172.16.1.1:8080"]);
+    for from in [ns1(), ns2()] {
+        for dst in ["198.51.100.1:9090", "172.16.1.254:9090"] {
+            let got = tcp_get(from.as_deref(), dst).unwrap_or_else(|e| panic!("{from:?} -> {dst}: {e}"));
+            // Masqueraded to the gateway, so the reply comes back through the host.
+            assert_eq!(got, "ns1 saw 172.16.1.254", "{from:?} -> {dst}");
+        }
+    }
+});
+
+isolated!(egress_is_masqueraded, inner_egress_is_masqueraded, {
+    setup();
+    let _s = tcp_server(ext().as_deref(), "198.51.100.2:8000", "ext");
+    assert_eq!(tcp_get(ns1().as_deref(), "198.51.100.2:8000").unwrap(), "ext saw 198.51.100.1");
+    assert_eq!(sh("cat /proc/sys/net/ipv4/ip_forward").trim(), "1");
+    // reset puts back what netnat changed, and removes only its own table.
+    sh("nft add table inet other");
+    ok(&["reset"]);
+    assert_eq!(sh("cat /proc/sys/net/ipv4/ip_forward").trim(), "0");
+    assert_eq!(sh("nft list tables").trim(), "table inet other");
+});
+
+isolated!(no_masquerade_and_internal_networks, inner_no_masquerade_and_internal_networks, {
+    make_external_host();
+    ok(&["network", "create", "plain", "--subnet", "10.30.0.0/24", "--no-masquerade"]);
+    ok(&["network", "create", "closed", "--subnet", "10.31.0.0/24", "--internal"]);
+    ok(&["sandbox", "create", "a", "--network", "plain"]);
+    ok(&["sandbox", "create", "b", "--network", "closed"]);
+    sh("ip -n ext route add 10.30.0.0/16 via 198.51.100.1");
+    let _s = tcp_server(ext().as_deref(), "198.51.100.2:8000", "ext");
+    // No SNAT: the outside sees the sandbox's own address.
+    assert_eq!(tcp_get(Some(&ns("a")), "198.51.100.2:8000").unwrap(), "ext saw 10.30.0.2");
+    // Internal: nothing leaves the bridge.
+    assert!(tcp_get(Some(&ns("b")), "198.51.100.2:8000").is_err());
+});
+
+isolated!(networks_are_isolated_from_each_other, inner_networks_are_isolated_from_each_other, {
+    ok(&["network", "create", "A", "--subnet", "10.40.0.0/24"]);
+    ok(&["network", "create", "B", "--subnet", "10.41.0.0/24"]);
+    ok(&["sandbox", "create", "a", "--network", "A"]);
+    ok(&["sandbox", "create", "b", "--network", "B"]);
+    ok(&["sandbox", "create", "ab", "--network", "A"]);
+    ok(&["connect", "B", "ab"]);
+    let _sb = tcp_server(Some(&ns("b")), "10.41.0.2:80", "b");
+    let _sa = tcp_server(Some(&ns("a")), "10.40.0.2:80", "a");
+    assert!(tcp_get(Some(&ns("a")), "10.41.0.2:80").is_err(), "network A reached network B");
+    assert_eq!(tcp_get(Some(&ns("ab")), "10.41.0.2:80").unwrap(), "b saw 10.41.0.3");
+    assert_eq!(tcp_get(Some(&ns("ab")), "10.40.0.2:80").unwrap(), "a saw 10.40.0.3");
+});
+
+isolated!(unpublish_stops_new_connections, inner_unpublish_stops_new_connections, {
+    setup();
+    let _s = tcp_server(ns1().as_deref(), "172.16.1.1:8080", "ns1");
+    ok(&["publish", "9090:172.16.1.1:8080"]);
+    assert!(tcp_get(ext().as_deref(), "198.51.100.1:9090").is_ok());
+    ok(&["unpublish", "9090"]);
+    assert!(tcp_get(ext().as_deref(), "198.51.100.1:9090").is_err());
+    assert!(ok(&["unpublish", "9090"]).contains("not published"), "unpublish is idempotent");
+    assert_eq!(ok(&["ls", "--json"]).trim(), "[]");
+});
+
+isolated!(udp_client_follows_republish, inner_udp_client_follows_republish, {
+    // A UDP client that keeps sending from one source port: before the publish, across an
+    // unpublish, and across a re-publish to another container. Conntrack entries are flushed by
+    // HOST port, so every publish takes effect for it at once.
+    setup();
+    let _a = udp_server(ns1().as_deref(), "172.16.1.1:53", "ns1");
+    let _b = udp_server(ns2().as_deref(), "172.16.1.2:53", "ns2");
+    let send = || udp_get(ext().as_deref(), "198.51.100.2:40000", "198.51.100.1:5353");
+    assert!(send().is_err());
+    ok(&["publish", "5353:172.16.1.1:53/udp"]);
+    assert_eq!(send().unwrap(), "ns1 saw 198.51.100.2");
+    ok(&["unpublish", "5353/udp"]);
+    ok(&["publish", "5353:172.16.1.2:53/udp"]);
+    assert_eq!(send().unwrap(), "ns2 saw 198.51.100.2");
+});
+
+isolated!(duplicate_publish_is_refused, inner_duplicate_publish_is_refused, {
+    setup();
+    ok(&["publish", "9090:172.16.1.1:8080"]);
+    let before = kernel_snapshot();
+    assert!(ok(&["publish", "9090:172.16.1.1:8080"]).contains("already published"));
+    let err = fails(&["publish", "9090:172.16.1.2:8080"], 1);
+    assert!(err.contains("9090:172.16.1.1:8080"), "the existing mapping is not named: {err}");
+    let err = fails(&["publish", "9000-9100:172.16.1.2:9000-9100"], 1);
+    assert!(err.contains("9090:172.16.1.1:8080"), "{err}");
+    assert_eq!(before, kernel_snapshot());
+    let note = ok(&["publish", "9191:10.99.0.5:80"]);
+    assert!(note.contains("in no netnat network"), "{note}");
+});
+
+isolated!(rules_stay_constant_with_many_ports, inner_rules_stay_constant_with_many_ports, {
+    setup();
+    let rules = || sh("nft -a list table inet netnat").matches("# handle").count();
+    ok(&["publish", "9090:172.16.1.1:8080"]);
+    let one = rules();
+    ok(&["publish", "20000-20999:172.16.1.2:20000-20999"]);
+    assert_eq!(rules(), one, "rules grew with the number of ports");
+    let elems = sh("nft list map inet netnat pub_any4");
+    assert_eq!(elems.matches(" : 172.16.1.").count(), 1001, "one map element per port");
+    // `show` reads it back deterministically.
+    assert_eq!(ok(&["show"]), ok(&["show"]));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&ok(&["ls", "--json"])).unwrap().as_array().unwrap().len(), 2);
+});
+
+isolated!(counters_rise_with_traffic, inner_counters_rise_with_traffic, {
+    setup();
+    let _s = tcp_server(ns1().as_deref(), "172.16.1.1:8080", "ns1");
+    ok(&["publish", "9090:172.16.1.1:8080"]);
+    tcp_get(ext().as_deref(), "198.51.100.1:9090").unwrap();
+    let v: serde_json::Value = serde_json::from_str(&ok(&["ls", "--json"])).unwrap();
+    assert!(v[0]["packets"].as_u64().unwrap() >= 1, "{v}");
+    assert!(v[0]["bytes"].as_u64().unwrap() > 0, "{v}");
+});
+
+/// A hand-made TCP SYN on the wire (AF_PACKET), to send what no socket API would: a packet for
+/// 127.0.0.1 addressed to another host's MAC.
+mod raw {
+    use std::net::Ipv4Addr;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    fn csum(data: &[u8]) -> u16 {
+        let mut sum: u32 = data.chunks(2).map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32).sum();
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    /// The MAC address in `ip -o link show` output (sysfs shows the machine's namespace here).
+    pub fn mac_of(cmd: &str) -> String {
+        let out = super::sh(cmd);
+        out.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).expect("a link/ether address").to_string()
+    }
+
+    fn mac(s: &str) -> [u8; 6] {
+        let v: Vec<u8> = s.split(':').map(|h| u8::from_str_radix(h, 16).unwrap()).collect();
+        v.try_into().unwrap()
+    }
+
+    /// Sends one SYN from ext's eth0 (198.51.100.2:45678) to `dst:port` at `dst_mac`; true when a
+    /// SYN-ACK from that port comes back within 1.5 s.
+    pub fn syn_gets_synack(netns: &Path, dst_mac: &str, dst: &str, port: u16) -> bool {
+        let (netns, dst_mac, dst) = (netns.to_path_buf(), mac(dst_mac), dst.parse::<Ipv4Addr>().unwrap());
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(&netns).unwrap();
+            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            let src_mac = mac(&mac_of("ip -n ext -o link show eth0"));
+            let ifindex = unsafe { libc::if_nametoindex(c"eth0".as_ptr()) } as i32;
+            let proto = (libc::ETH_P_IP as u16).to_be();
+            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto as i32) };
+            assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_protocol = proto;
+            sll.sll_ifindex = ifindex;
+            let sll_len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            assert_eq!(unsafe { libc::bind(fd.as_raw_fd(), &sll as *const _ as *const libc::sockaddr, sll_len) }, 0);
+
+            let src = Ipv4Addr::new(198, 51, 100, 2);
+            let sport: u16 = 45678;
+            let mut tcp = vec![0u8; 20];
+            tcp[0..2].copy_from_slice(&sport.to_be_bytes());
+            tcp[2..4].copy_from_slice(&port.to_be_bytes());
+            tcp[4..8].copy_from_slice(&1u32.to_be_bytes());
+            tcp[12] = 5 << 4;
+            tcp[13] = 0x02; // SYN
+            tcp[14..16].copy_from_slice(&65535u16.to_be_bytes());
+            let mut pseudo = [&src.octets()[..], &dst.octets()[..], &[0, 6], &20u16.to_be_bytes()[..]].concat();
+            pseudo.extend(&tcp);
+            let c = csum(&pseudo);
+            tcp[16..18].copy_from_slice(&c.to_be_bytes());
+            let mut ip = vec![0x45, 0, 0, 40, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0];
+            ip.extend(src.octets());
+            ip.extend(dst.octets());
+            let c = csum(&ip);
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+            let frame = [&dst_mac[..], &src_mac[..], &[0x08, 0x00], &ip, &tcp].concat();
+            let mut to = sll;
+            to.sll_halen = 6;
+            to.sll_addr[..6].copy_from_slice(&dst_mac);
+            let n = unsafe {
+                libc::sendto(
+                    fd.as_raw_fd(),
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    &to as *const _ as *const libc::sockaddr,
+                    sll_len,
+                )
+            };
+            assert_eq!(n as usize, frame.len(), "sendto: {}", std::io::Error::last_os_error());
+
+            let end = Instant::now() + Duration::from_millis(1500);
+            let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
+            let tv_len = std::mem::size_of::<libc::timeval>() as u32;
+            unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    &tv as *const _ as *const _,
+                    tv_len,
+                )
+            };
+            let mut buf = [0u8; 2048];
+            while Instant::now() < end {
+                let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+                if n < 54 {
+                    continue;
+                }
+                let (ip, ihl) = (&buf[14..], ((buf[14] & 0x0f) as usize) * 4);
+                let t = &ip[ihl..];
+                let from_port = u16::from_be_bytes([t[0], t[1]]);
+                let to_port = u16::from_be_bytes([t[2], t[3]]);
+                if ip[9] == 6 && from_port == port && to_port == sport && t[13] & 0x12 == 0x12 {
+                    return true;
+                }
+            }
+            false
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+/// Starts `n` netnat commands at once and waits for all of them.
+fn concurrently(args: Vec<Vec<String>>) -> Vec<std::process::Output> {
+    let children: Vec<_> = args
+        .iter()
+        .map(|a| {
+            std::process::Command::new(NETNAT)
+                .args(a)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children.into_iter().map(|c| c.wait_with_output().unwrap()).collect()
+}
+
+isolated!(concurrent_publishes_never_lose_or_double, inner_concurrent_publishes_never_lose_or_double, {
+    setup();
+    // 20 distinct ports at once: all present.
+    let outs = concurrently((0..20).map(|i| vec!["publish".into(), format!("{}:172.16.1.1:80", 10000 + i)]).collect());
+    assert!(outs.iter().all(|o| o.status.success()));
+    let v: serde_json::Value = serde_json::from_str(&ok(&["ls", "--json"])).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 20);
+    assert_eq!(sh("nft list map inet netnat pub_any4").matches(" : 172.16.1.1 . 80").count(), 20);
+    // 10 publishes of one host port to different targets: exactly one wins, the others name it.
+    let outs = concurrently((0..10).map(|i| vec!["publish".into(), format!("7777:172.16.1.{}:80", 10 + i)]).collect());
+    let winners: Vec<_> = outs.iter().filter(|o| o.status.success()).collect();
+    assert_eq!(winners.len(), 1);
+    let won = String::from_utf8_lossy(&winners[0].stdout).to_string();
+    let target = won.split_whitespace().nth(1).unwrap().to_string(); // "published SPEC ..."
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        assert_eq!(o.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&o.stderr).contains(&target), "loser does not name {target}");
+    }
+});
+
+isolated!(publish_needs_net_admin, inner_publish_needs_net_admin, {
+    setup();
+    let before = kernel_snapshot();
+    let out = std::process::Command::new("setpriv")
+        .args(["--inh-caps=-all", "--bounding-set=-net_admin", NETNAT, "publish", "9090:172.16.1.1:8080"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("CAP_NET_ADMIN") && err.trim().lines().count() == 1, "{err}");
+    assert_eq!(before, kernel_snapshot());
+});
