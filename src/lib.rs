@@ -8,8 +8,10 @@
 
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod conntrack;
 pub mod link;
+pub mod linkplan;
 pub mod model;
 pub mod nft;
 pub mod ruleset;

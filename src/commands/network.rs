@@ -53,6 +53,7 @@ pub fn network_create(dir: &Path, a: &NetworkCreateArgs) -> Result<()> {
         return Err(e);
     }
     ctx.save()?;
+    super::reload::sync_sysctl_conf_or_warn(&ctx.state);
     println!(
         "network {} created: bridge {} {}/{} subnet {}",
         net.name, net.bridge, net.gateway, net.subnet.prefix, net.subnet
@@ -122,6 +123,7 @@ pub fn network_rm(dir: &Path, name: &str) -> Result<()> {
         restore_sysctls(&mut ctx.state)?;
     }
     ctx.save()?;
+    super::reload::sync_sysctl_conf_or_warn(&ctx.state);
     println!("network {name} removed");
     Ok(())
 }
