@@ -26,7 +26,7 @@ fi
 
 N=$ROOT/target/release/netnat
 if ((QUICK)); then DUR=5; SHORT=10000; else DUR=30; SHORT=100000; fi
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)"  # wrk holds 1,000 sockets, nginx as many
 ip link set lo up
 ip netns add ext
 ip link add veth-ext type veth peer name eth0 netns ext
@@ -39,7 +39,7 @@ $N sandbox create Container_ns1 --network MyDocker0 --ip 172.16.1.1 >/dev/null
 mkdir -p /run/load
 cat >/run/load/nginx.conf <<'EOF'
 worker_processes 1;
-worker_rlimit_nofile 65536;
+worker_rlimit_nofile 16384;
 pid /run/load/nginx.pid;
 error_log /run/load/nginx.err;
 events { worker_connections 8192; }
