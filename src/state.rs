@@ -69,6 +69,45 @@ impl Store {
     }
 }
 
+impl Store {
+    fn owned_netns_dir(&self) -> PathBuf {
+        self.dir.join("owned-netns")
+    }
+
+    /// Marks a namespace as netnat's BEFORE it is created: a command killed between creating it
+    /// and saving the record still leaves proof that the namespace is netnat's to remove.
+    pub fn mark_netns(&self, name: &str) -> Result<()> {
+        let dir = self.owned_netns_dir();
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(name);
+        File::create(&path).and_then(|f| f.sync_all()).with_context(|| format!("writing {}", path.display()))
+    }
+
+    pub fn owns_netns(&self, name: &str) -> bool {
+        self.owned_netns_dir().join(name).exists()
+    }
+
+    pub fn unmark_netns(&self, name: &str) -> Result<()> {
+        let path = self.owned_netns_dir().join(name);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", path.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Every namespace marked as netnat's, recorded or not.
+    pub fn owned_netns(&self) -> Vec<String> {
+        let Ok(rd) = fs::read_dir(self.owned_netns_dir()) else {
+            return vec![];
+        };
+        let mut v: Vec<String> = rd.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
+        v.sort();
+        v
+    }
+}
+
 /// The state directory: `--state-dir`, else $NETNAT_STATE_DIR, else /run/netnat (clap fills the
 /// first two; this is the fallback).
 pub fn dir_or_default(dir: Option<&Path>) -> PathBuf {

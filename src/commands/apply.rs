@@ -65,7 +65,7 @@ pub fn apply(dir: &Path, file: &Path, o: &ApplyOptions) -> Result<()> {
     let mut failures: Vec<String> = vec![];
     let mut rec = ctx.state.clone();
     for op in &ops {
-        match execute(op, &links, &mut rec) {
+        match execute(op, &links, ctx.store(), &mut rec) {
             Ok(()) => println!("{op}"),
             Err(e) => {
                 let msg = format!("could not {op}: {e:#}");
@@ -241,7 +241,7 @@ fn observe(links: &Links, a: &State, b: &State) -> Result<Observed> {
 }
 
 /// Does one step and records its effect in `rec`.
-fn execute(op: &LinkOp, links: &Links, rec: &mut State) -> Result<()> {
+fn execute(op: &LinkOp, links: &Links, store: &Store, rec: &mut State) -> Result<()> {
     match op {
         LinkOp::Disconnect { sandbox, endpoint } => {
             links.delete_link(&endpoint.host_ifname)?;
@@ -251,7 +251,7 @@ fn execute(op: &LinkOp, links: &Links, rec: &mut State) -> Result<()> {
         }
         LinkOp::RemoveSandbox { name, created } => {
             if *created {
-                netns::delete(name)?;
+                super::delete_netns(store, name)?;
             }
             rec.sandboxes.remove(name);
         }
@@ -265,7 +265,7 @@ fn execute(op: &LinkOp, links: &Links, rec: &mut State) -> Result<()> {
             rec.networks.insert(network.name.clone(), network.clone());
         }
         LinkOp::CreateNamespace { sandbox } => {
-            netns::create(sandbox)?;
+            super::create_netns(store, sandbox)?;
             let sb = rec.sandboxes.entry(sandbox.clone()).or_insert_with(|| Sandbox {
                 name: sandbox.clone(),
                 created: true,
@@ -274,9 +274,11 @@ fn execute(op: &LinkOp, links: &Links, rec: &mut State) -> Result<()> {
             sb.created = true;
         }
         LinkOp::AdoptNamespace { sandbox } => {
+            // Made by netnat (a run killed before it saved its record) or by someone else.
+            let created = store.owns_netns(sandbox);
             rec.sandboxes.entry(sandbox.clone()).or_insert_with(|| Sandbox {
                 name: sandbox.clone(),
-                created: false,
+                created,
                 endpoints: vec![],
             });
         }

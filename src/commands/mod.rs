@@ -8,6 +8,7 @@ pub mod ports;
 pub mod reload;
 pub mod reset;
 
+use crate::link::netns;
 use crate::model::{InputError, State};
 use crate::nft::{LiveTable, Nft};
 use crate::ruleset::{self, NftOp, TABLE};
@@ -34,6 +35,10 @@ impl Ctx {
         self.store.save(&self.state)
     }
 
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Brings table `inet netnat` in line with the record: one transaction with only the difference.
     pub fn sync_firewall(&self) -> Result<Vec<NftOp>> {
         let mut nft = Nft::open()?;
@@ -42,6 +47,24 @@ impl Ctx {
         nft.apply(&ops)?;
         Ok(ops)
     }
+}
+
+/// Creates the sandbox namespace `name`, or takes the existing one. Returns whether it is
+/// netnat's own (made now, or made earlier by a netnat command that was killed before saving).
+pub fn create_netns(store: &Store, name: &str) -> Result<bool> {
+    if netns::exists(name) {
+        return Ok(store.owns_netns(name));
+    }
+    store.mark_netns(name)?;
+    netns::create(name)?;
+    Ok(true)
+}
+
+/// Removes a namespace netnat made, and its ownership mark.
+pub fn delete_netns(store: &Store, name: &str) -> Result<bool> {
+    let existed = netns::delete(name)?;
+    store.unmark_netns(name)?;
+    Ok(existed)
 }
 
 /// Reads netnat's table as it is in the kernel.

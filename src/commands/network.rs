@@ -175,7 +175,7 @@ pub fn sandbox_create(dir: &Path, a: &SandboxCreateArgs) -> Result<()> {
         }
         false
     } else {
-        let created = netns::create(&a.name)?;
+        let created = super::create_netns(ctx.store(), &a.name)?;
         ctx.state.sandboxes.insert(a.name.clone(), Sandbox { name: a.name.clone(), created, endpoints: vec![] });
         true
     };
@@ -185,7 +185,7 @@ pub fn sandbox_create(dir: &Path, a: &SandboxCreateArgs) -> Result<()> {
             if made {
                 let sb = ctx.state.sandboxes.remove(&a.name).expect("just inserted");
                 if sb.created {
-                    let _ = netns::delete(&a.name);
+                    let _ = super::delete_netns(ctx.store(), &a.name);
                 }
             }
             return Err(e);
@@ -219,7 +219,7 @@ pub fn sandbox_rm(dir: &Path, name: &str) -> Result<()> {
         links.delete_link(&ep.host_ifname)?;
     }
     if sb.created {
-        netns::delete(name)?;
+        super::delete_netns(ctx.store(), name)?;
     }
     ctx.state.sandboxes.remove(name);
     ctx.save()?;

@@ -1,8 +1,8 @@
 //! `reset`: remove everything netnat made, and nothing else.
 
 use super::network::restore_sysctls;
-use super::{read_live_table, Ctx};
-use crate::link::{netns, Links};
+use super::{delete_netns, read_live_table, Ctx};
+use crate::link::Links;
 use crate::model::State;
 use crate::nft::Nft;
 use crate::ruleset::{NftOp, TABLE};
@@ -32,7 +32,13 @@ pub fn reset(dir: &Path) -> Result<()> {
             note(links.delete_link(&ep.host_ifname), format!("deleting veth {}", ep.host_ifname));
         }
         if sb.created {
-            note(netns::delete(&sb.name), format!("deleting namespace {}", sb.name));
+            note(delete_netns(ctx.store(), &sb.name), format!("deleting namespace {}", sb.name));
+        }
+    }
+    // Namespaces netnat made but never recorded (a command killed half-way).
+    for name in ctx.store().owned_netns() {
+        if !ctx.state.sandboxes.contains_key(&name) {
+            note(delete_netns(ctx.store(), &name), format!("deleting namespace {name}"));
         }
     }
     for net in ctx.state.networks.values() {

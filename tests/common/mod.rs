@@ -140,9 +140,12 @@ pub fn sh(script: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The kernel state a test may compare before/after: nft ruleset, links, namespaces.
+/// The kernel state a test may compare before/after: nft ruleset, links (names, kinds, masters,
+/// admin state), IPv4 addresses, routes, namespaces. Carrier/operational state and IPv6
+/// link-local addresses are left out: the kernel changes them on its own after a link comes up.
 pub fn kernel_snapshot() -> String {
-    sh("nft list ruleset; ip -o link show | sed 's/ qlen.*//'; ip -o addr show; ls /run/netns 2>/dev/null || true")
+    sh("nft list ruleset; ip -o link show | sed -E 's/ state [A-Z]+//; s/,?(LOWER_UP|NO-CARRIER|M-DOWN)//g; s/ qlen.*//'; \
+        ip -o -4 addr show; ip route show; ls /run/netns 2>/dev/null || true")
 }
 
 /// An "external host": namespace `ext` linked to the test's host namespace by a veth,
@@ -269,4 +272,21 @@ pub fn seed_topology() {
     ok(&["network", "create", "MyDocker0", "--subnet", "172.16.0.0/16", "--gateway", "172.16.1.254"]);
     ok(&["sandbox", "create", "Container_ns1", "--network", "MyDocker0", "--ip", "172.16.1.1"]);
     ok(&["sandbox", "create", "Container_ns2", "--network", "MyDocker0", "--ip", "172.16.1.2"]);
+}
+
+/// `kernel_snapshot()` once the kernel has stopped changing on its own (IPv6 duplicate address
+/// detection and carrier states settle within seconds of links coming up). At most 20 s.
+pub fn settled_snapshot() -> String {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let a = kernel_snapshot();
+        if !a.contains("tentative") {
+            std::thread::sleep(Duration::from_millis(300));
+            if a == kernel_snapshot() {
+                return a;
+            }
+        }
+        assert!(Instant::now() < end, "kernel state did not settle within 20 s:\n{a}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
