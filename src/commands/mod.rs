@@ -2,6 +2,7 @@
 //! the record, change the kernel (links through `link`, firewall through `nft` as one
 //! transaction planned by `ruleset`), then save the record. Nothing here builds a netlink message.
 
+pub mod audit;
 pub mod network;
 pub mod ports;
 pub mod reset;
