@@ -62,6 +62,12 @@ pub enum Command {
         #[arg(long)]
         counters: bool,
     },
+    /// Make the kernel match a configuration file: networks, sandboxes, endpoints and published ports
+    Apply(ApplyArgs),
+    /// Print what netnat has made as a configuration file that `apply` accepts
+    Save,
+    /// Re-program netnat's nftables table and sysctls from its record (e.g. after `nft flush ruleset`)
+    Reload,
     /// Remove everything netnat created (bridges, veths, its namespaces, its nftables table) and nothing else
     Reset,
     /// Check the kernel against netnat's record: drift, conflicts with other firewalls, host settings, leftovers
@@ -175,4 +181,20 @@ pub struct ConnectArgs {
     /// Interface name inside the sandbox (default: eth0, eth1, ...)
     #[arg(long, value_name = "IF")]
     pub ifname: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ApplyArgs {
+    /// Configuration file (TOML): [[network]], [[sandbox]] with [[sandbox.endpoint]], publish lists
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: PathBuf,
+    /// Only check the file, without touching the kernel: prints "ok", or every problem with its line (exit 2)
+    #[arg(long)]
+    pub check: bool,
+    /// Print the steps (links, then nftables in nft syntax) without changing anything
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also remove what netnat made that the file does not name (otherwise it is kept and reported)
+    #[arg(long)]
+    pub prune: bool,
 }

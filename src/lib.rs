@@ -9,9 +9,11 @@
 pub mod audit;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod conntrack;
 pub mod graph;
 pub mod link;
+pub mod linkplan;
 pub mod model;
 pub mod nft;
 pub mod ruleset;

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use netnat::cli::{Cli, Command, NetworkCmd, SandboxCmd};
-use netnat::commands::{audit, network, ports, reset};
+use netnat::commands::{apply, audit, network, ports, reload, reset};
 use netnat::state::dir_or_default;
 
 fn main() {
@@ -31,6 +31,11 @@ fn main() {
         Command::Unpublish { specs } => ports::unpublish(&dir, specs),
         Command::Ls { json } => ports::ls(&dir, *json),
         Command::Show { counters } => ports::show(*counters),
+        Command::Apply(a) => {
+            apply::apply(&dir, &a.file, &apply::ApplyOptions { check: a.check, dry_run: a.dry_run, prune: a.prune })
+        }
+        Command::Save => apply::save(&dir),
+        Command::Reload => reload::reload(&dir),
         Command::Reset => reset::reset(&dir),
         Command::Graph => audit::graph(&dir),
         Command::Audit(_) => unreachable!("handled above"),

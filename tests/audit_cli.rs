@@ -385,3 +385,25 @@ isolated!(json_matches_documented_schema, inner_json_matches_documented_schema, 
     let ranks: Vec<usize> = findings(&v).iter().map(|f| rank(&f["severity"])).collect();
     assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "{ranks:?}");
 });
+
+isolated!(config_drift, inner_config_drift, {
+    setup();
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/demo.toml");
+    let (code, v) = audit(&["--config", demo]);
+    assert!(with_id(&v, "drift.config", "warning").is_empty(), "{v:#}");
+    assert_eq!(code, 0);
+    ok(&["publish", "7777:172.16.1.2:80"]);
+    let (code, v) = audit(&["--config", demo]);
+    let f = with_id(&v, "drift.config", "warning");
+    assert_eq!(f.len(), 1, "{v:#}");
+    assert!(f[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("7777:172.16.1.2:80/tcp is published but not in the configuration"));
+    assert_eq!(code, 1);
+    ok(&["unpublish", "7777"]);
+    assert_eq!(audit(&["--config", demo]).0, 0);
+    // A file that cannot be read: the audit cannot run.
+    let err = fails(&["audit", "--config", "/nonexistent.toml"], 2);
+    assert!(err.contains("/nonexistent.toml"), "{err}");
+});

@@ -145,6 +145,11 @@ isolated!(egress_is_masqueraded, inner_egress_is_masqueraded, {
     let _s = tcp_server(ext().as_deref(), "198.51.100.2:8000", "ext");
     assert_eq!(tcp_get(ns1().as_deref(), "198.51.100.2:8000").unwrap(), "ext saw 198.51.100.1");
     assert_eq!(sh("cat /proc/sys/net/ipv4/ip_forward").trim(), "1");
+    // reset puts back what netnat changed, and removes only its own table.
+    sh("nft add table inet other");
+    ok(&["reset"]);
+    assert_eq!(sh("cat /proc/sys/net/ipv4/ip_forward").trim(), "0");
+    assert_eq!(sh("nft list tables").trim(), "table inet other");
 });
 
 isolated!(no_masquerade_and_internal_networks, inner_no_masquerade_and_internal_networks, {

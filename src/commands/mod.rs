@@ -2,9 +2,11 @@
 //! the record, change the kernel (links through `link`, firewall through `nft` as one
 //! transaction planned by `ruleset`), then save the record. Nothing here builds a netlink message.
 
+pub mod apply;
 pub mod audit;
 pub mod network;
 pub mod ports;
+pub mod reload;
 pub mod reset;
 
 use crate::model::{InputError, State};

@@ -53,6 +53,7 @@ pub fn network_create(dir: &Path, a: &NetworkCreateArgs) -> Result<()> {
         return Err(e);
     }
     ctx.save()?;
+    super::reload::sync_sysctl_conf_or_warn(&ctx.state);
     println!(
         "network {} created: bridge {} {}/{} subnet {}",
         net.name, net.bridge, net.gateway, net.subnet.prefix, net.subnet
@@ -122,6 +123,7 @@ pub fn network_rm(dir: &Path, name: &str) -> Result<()> {
         restore_sysctls(&mut ctx.state)?;
     }
     ctx.save()?;
+    super::reload::sync_sysctl_conf_or_warn(&ctx.state);
     println!("network {name} removed");
     Ok(())
 }
@@ -281,8 +283,21 @@ fn connect_in(
         check_ifname(i, "interface name")?;
     }
     if let Some(ep) = sb.endpoints.iter().find(|e| e.network == network) {
-        if ip.is_some_and(|i| i != ep.ip) || ifname.is_some_and(|i| i != ep.ifname) {
-            return refuse(format!("sandbox {sandbox} is already connected to {network} as {} {}", ep.ifname, ep.ip));
+        // Name what differs: the recorded value and the one asked for.
+        let mut asked = vec![];
+        if let Some(i) = ip.filter(|i| *i != ep.ip) {
+            asked.push(format!("--ip {i}"));
+        }
+        if let Some(i) = ifname.filter(|i| *i != ep.ifname) {
+            asked.push(format!("--ifname {i}"));
+        }
+        if !asked.is_empty() {
+            return refuse(format!(
+                "sandbox {sandbox} is already connected to {network} as {} {} (asked {})",
+                ep.ifname,
+                ep.ip,
+                asked.join(" ")
+            ));
         }
         return Ok(format!("sandbox {sandbox} is already connected to {network} as {} {}", ep.ifname, ep.ip));
     }

@@ -50,7 +50,7 @@ pub fn publish(dir: &Path, specs: &[String]) -> Result<()> {
 }
 
 /// A HOSTIP must be an address this host has, or the mapping could never match.
-fn check_host_addresses(maps: &[Mapping]) -> Result<()> {
+pub(crate) fn check_host_addresses(maps: &[Mapping]) -> Result<()> {
     if maps.iter().all(|m| m.host_ip.is_none()) {
         return Ok(());
     }
@@ -65,7 +65,7 @@ fn check_host_addresses(maps: &[Mapping]) -> Result<()> {
     Ok(())
 }
 
-fn flush_conntrack(maps: &[Mapping]) -> Result<()> {
+pub(crate) fn flush_conntrack(maps: &[Mapping]) -> Result<()> {
     for m in maps {
         conntrack::flush(&conntrack::Filter {
             proto: m.protocol.number(),

@@ -39,6 +39,7 @@ pub fn reset(dir: &Path) -> Result<()> {
         note(links.delete_link(&net.bridge), format!("deleting bridge {}", net.bridge));
     }
     note(restore_sysctls(&mut ctx.state).map(|_| true), "restoring sysctls".into());
+    note(super::reload::remove_sysctl_conf().map(|_| true), "removing the sysctl.d drop-in".into());
     let (n, s, m) = (ctx.state.networks.len(), ctx.state.sandboxes.len(), ctx.state.mappings.len());
     if !failures.is_empty() {
         anyhow::bail!("reset left things behind:\n  - {}", failures.join("\n  - "));
