@@ -10,7 +10,19 @@ use std::path::PathBuf;
     version,
     about = "Container networks on Linux with in-kernel NAT: bridges, veth endpoints, network namespaces, and published ports through nftables (no userland proxy)",
     long_about = None,
-    after_help = "Exit status: 0 done, 1 runtime failure, 2 invalid input or usage."
+    after_help = "Exit status: 0 done, 1 runtime failure, 2 invalid input or usage.",
+    after_long_help = "EXIT STATUS:
+  0  Done, also when there was nothing to do (the command was already in effect)
+  1  Runtime failure, e.g. not root, or the kernel refused a change
+  2  Invalid input or usage, refused before anything was changed
+
+FILES:
+  /run/netnat/state.json  netnat's runtime record of its networks, sandboxes and ports (JSON)
+  /run/netnat/lock  Held with flock(2) for the whole of each command, so commands run one at a time
+  /run/netns/NAME  The network namespace of sandbox NAME (the same place `ip netns` uses)
+
+ENVIRONMENT:
+  NETNAT_STATE_DIR  Directory of the runtime record and lock instead of /run/netnat (as --state-dir)"
 )]
 pub struct Cli {
     /// Directory of netnat's runtime record and lock

@@ -1,0 +1,201 @@
+//! Reliability under faults and bad input (issue 7): SIGKILL during apply, malformed input.
+//! Each test runs in its own throwaway network + mount namespace.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+macro_rules! isolated {
+    ($name:ident, $inner:ident, $body:block) => {
+        #[test]
+        fn $name() {
+            run_isolated(stringify!($inner));
+        }
+        #[test]
+        #[ignore = "runs through its outer test, inside a throwaway namespace"]
+        fn $inner() {
+            if !inner() {
+                return;
+            }
+            $body
+        }
+    };
+}
+
+fn write(name: &str, text: &str) -> String {
+    let path = format!("/run/{name}");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const STATE_A: &str = r#"
+[[network]]
+name = "netA"
+subnet = "10.60.0.0/24"
+[[network]]
+name = "netB"
+subnet = "10.61.0.0/24"
+[[sandbox]]
+name = "s1"
+[[sandbox.endpoint]]
+network = "netA"
+ip = "10.60.0.2"
+publish = ["20000-29999:10.60.0.2:20000-29999"]
+[[sandbox]]
+name = "s2"
+[[sandbox.endpoint]]
+network = "netA"
+ip = "10.60.0.3"
+[[sandbox]]
+name = "s3"
+[[sandbox.endpoint]]
+network = "netB"
+ip = "10.61.0.2"
+"#;
+
+const STATE_B: &str = r#"
+[[network]]
+name = "netA"
+subnet = "10.60.0.0/24"
+[[network]]
+name = "netC"
+subnet = "10.62.0.0/24"
+[[sandbox]]
+name = "s1"
+[[sandbox.endpoint]]
+network = "netA"
+ip = "10.60.0.2"
+[[sandbox]]
+name = "s4"
+[[sandbox.endpoint]]
+network = "netC"
+ip = "10.62.0.2"
+publish = ["20000-29999:10.62.0.2:30000-39999", "8080:10.62.0.2:80/udp"]
+[[sandbox]]
+name = "s5"
+[[sandbox.endpoint]]
+network = "netC"
+ip = "10.62.0.3"
+"#;
+
+/// Links (names) and namespaces: what "no stray veth, bridge or namespace" is checked against.
+fn topology() -> String {
+    sh("ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | sort; echo --; ls /run/netns | sort")
+}
+
+isolated!(sigkill_during_apply_never_leaves_a_mix, inner_sigkill_during_apply, {
+    let (a, b) = (write("a.toml", STATE_A), write("b.toml", STATE_B));
+    ok(&["apply", "--prune", "-f", &a]);
+    let (show_a, topo_a) = (ok(&["show"]), topology());
+    let t0 = Instant::now();
+    ok(&["apply", "--prune", "-f", &b]);
+    let full = t0.elapsed();
+    let (show_b, topo_b) = (ok(&["show"]), topology());
+    assert_ne!(show_a, show_b);
+    let kills = 32;
+    let mut seen = (0, 0);
+    for i in 0..kills {
+        ok(&["apply", "--prune", "-f", &a]);
+        assert_eq!(ok(&["show"]), show_a, "round {i}: could not get back to state A");
+        // Kill moments spread over the whole run of an apply (and a little past it).
+        let delay = full.mul_f64((i as f64 + 0.5) / kills as f64 * 1.1);
+        let mut child = std::process::Command::new(NETNAT)
+            .args(["apply", "--prune", "-f", &b])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let now = ok(&["show"]);
+        assert!(
+            now == show_a || now == show_b,
+            "round {i} ({delay:?}): the table is neither the old nor the new one:\n{now}"
+        );
+        if now == show_a {
+            seen.0 += 1;
+        } else {
+            seen.1 += 1;
+        }
+        // One more apply converges, leaving nothing stray.
+        ok(&["apply", "--prune", "-f", &b]);
+        assert_eq!(ok(&["show"]), show_b, "round {i}: apply did not converge");
+        assert_eq!(topology(), topo_b, "round {i}: stray links or namespaces after converging");
+    }
+    eprintln!("kills that left the old table: {}, the new one: {}", seen.0, seen.1);
+    assert!(seen.0 > 0 && seen.1 > 0, "kills were not spread over the apply: {seen:?}");
+    ok(&["apply", "--prune", "-f", &a]);
+    assert_eq!(topology(), topo_a);
+    let _ = Duration::ZERO;
+});
+
+/// Commands and files that must be refused: exit 2, the bad value named, nothing changed.
+isolated!(bad_input_is_refused_with_the_value_named, inner_bad_input, {
+    make_external_host();
+    seed_topology();
+    ok(&["publish", "9090:172.16.1.1:8080"]);
+    let rows: &[(&[&str], &str)] = &[
+        (&["publish", "0:172.16.1.1:80"], "port 0"),
+        (&["publish", "65536:172.16.1.1:80"], "65536"),
+        (&["publish", "80:172.16.1.1:0"], "port 0"),
+        (&["publish", "80:172.16.1.1:65536"], "65536"),
+        (&["publish", "90-80:172.16.1.1:90-80"], "90-80"),
+        (&["publish", "80-90:172.16.1.1:80-85"], "80-90"),
+        (&["publish", "80:172.16.1.300:80"], "172.16.1.300"),
+        (&["publish", "80:fe80::1:80"], "IPv6"),
+        (&["publish", "[::1]:80:172.16.1.1:80"], "IPv6"),
+        (&["publish", "80:172.16.1.1:80/icmp"], "icmp"),
+        (&["publish", "80:172.16.1.1"], "80:172.16.1.1"),
+        (&["publish", "abc:172.16.1.1:80"], "abc"),
+        (&["publish", "203.0.113.7:80:172.16.1.1:80"], "203.0.113.7"),
+        (&["publish", "1.2.3:80:172.16.1.1:80"], "1.2.3"),
+        (&["publish", "80:0.0.0.0:80"], "0.0.0.0"),
+        (&["publish", "80:172.16.1.1:80", "80:172.16.1.2:80"], "80:172.16.1.2:80"),
+        (&["unpublish", "99999"], "99999"),
+        (&["unpublish", "80/gre"], "gre"),
+        (&["unpublish", "x.y:80"], "x.y"),
+        (&["publish"], "SPEC"),
+    ];
+    let files: &[(&str, &str)] = &[
+        ("[[network]]\nname = \"n\"\nsubnet = \"10.1.0.0/16\"\ncolour = \"red\"\n", "colour"),
+        ("[[network]]\nname = \"n\"\nsubnet = \"10.1.0.0/16\n", "line"),
+        ("[[network]]\nname = \"n\"\nsubnet = \"10.1.0.0/33\"\n", "10.1.0.0/33"),
+        ("[[network]]\nname = \"n\"\nsubnet = \"10.1.0.1/16\"\n", "10.1.0.1/16"),
+        ("[[network]]\nname = \"n\"\nsubnet = \"10.1.0.0/16\"\ngateway = \"10.2.0.1\"\n", "10.2.0.1"),
+        ("[[network]]\nname = \"a-very-long-bridge-name\"\nsubnet = \"10.1.0.0/16\"\n", "a-very-long-bridge-name"),
+        ("[[network]]\nname = \"n\"\nsubnet = \"10.1.0.0/16\"\n[[network]]\nname = \"m\"\nsubnet = \"10.1.2.0/24\"\n", "10.1.2.0/24"),
+        ("[[network]]\nname = \"n\"\nsubnet = \"10.1.0.0/16\"\n[[network]]\nname = \"n\"\nsubnet = \"10.2.0.0/16\"\n", "n"),
+        ("[[network]]\nname = \"n\"\nsubnet = \"fd00::/64\"\n", "fd00::/64"),
+        ("[[sandbox]]\nname = \"s\"\n[[sandbox.endpoint]]\nnetwork = \"nope\"\n", "nope"),
+        ("[[network]]\nname = \"n\"\nsubnet = \"10.1.0.0/16\"\n[[sandbox]]\nname = \"s\"\n[[sandbox.endpoint]]\nnetwork = \"n\"\nip = \"10.1.0.5\"\n[[sandbox]]\nname = \"t\"\n[[sandbox.endpoint]]\nnetwork = \"n\"\nip = \"10.1.0.5\"\n", "10.1.0.5"),
+        ("[[network]]\nname = \"n\"\nsubnet = \"10.1.0.0/16\"\n[[sandbox]]\nname = \"s\"\n[[sandbox.endpoint]]\nnetwork = \"n\"\nip = \"10.1.0.5\"\npublish = [\"70000:10.1.0.5:80\"]\n", "70000"),
+        ("[[network]]\nname = \"n\"\nsubnet = \"10.1.0.0/16\"\n[[sandbox]]\nname = \"s\"\n[[sandbox.endpoint]]\nnetwork = \"n\"\nip = \"10.1.0.5\"\npublish = [\"80:10.1.0.5:80\", \"80:10.1.0.5:81\"]\n", "80"),
+        ("[[network]]\nname = \"n/x\"\nsubnet = \"10.1.0.0/16\"\n", "n/x"),
+        ("[[sandbox]]\nname = \"has space\"\n", "has space"),
+        ("this is not toml", "line"),
+    ];
+    let before = kernel_snapshot();
+    let mut count = 0;
+    for (args, needle) in rows {
+        let err = fails(args, 2);
+        assert!(err.contains(needle), "{args:?}: message does not name {needle:?}: {err}");
+        assert_eq!(before, kernel_snapshot(), "{args:?} changed the kernel");
+        count += 1;
+    }
+    for (i, (text, needle)) in files.iter().enumerate() {
+        let f = write(&format!("bad{i}.toml"), text);
+        for mode in [&["apply", "--check", "-f"][..], &["apply", "-f"][..]] {
+            let mut args = mode.to_vec();
+            args.push(&f);
+            let err = fails(&args, 2);
+            assert!(err.contains(needle), "file {i} ({mode:?}): message does not name {needle:?}: {err}");
+            assert_eq!(before, kernel_snapshot(), "file {i} changed the kernel");
+        }
+        count += 1;
+    }
+    assert!(count >= 36);
+    // The published port still works: nothing was disturbed.
+    let _s = tcp_server(Some(&ns("Container_ns1")), "172.16.1.1:8080", "ns1");
+    assert_eq!(tcp_get(Some(&ns("ext")), "198.51.100.1:9090").unwrap(), "ns1 saw 198.51.100.2");
+});
