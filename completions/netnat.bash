@@ -16,11 +16,20 @@ _netnat() {
             ",$1")
                 cmd="netnat"
                 ;;
+            netnat,apply)
+                cmd="netnat__subcmd__apply"
+                ;;
+            netnat,audit)
+                cmd="netnat__subcmd__audit"
+                ;;
             netnat,connect)
                 cmd="netnat__subcmd__connect"
                 ;;
             netnat,disconnect)
                 cmd="netnat__subcmd__disconnect"
+                ;;
+            netnat,graph)
+                cmd="netnat__subcmd__graph"
                 ;;
             netnat,help)
                 cmd="netnat__subcmd__help"
@@ -34,11 +43,17 @@ _netnat() {
             netnat,publish)
                 cmd="netnat__subcmd__publish"
                 ;;
+            netnat,reload)
+                cmd="netnat__subcmd__reload"
+                ;;
             netnat,reset)
                 cmd="netnat__subcmd__reset"
                 ;;
             netnat,sandbox)
                 cmd="netnat__subcmd__sandbox"
+                ;;
+            netnat,save)
+                cmd="netnat__subcmd__save"
                 ;;
             netnat,show)
                 cmd="netnat__subcmd__show"
@@ -46,11 +61,20 @@ _netnat() {
             netnat,unpublish)
                 cmd="netnat__subcmd__unpublish"
                 ;;
+            netnat__subcmd__help,apply)
+                cmd="netnat__subcmd__help__subcmd__apply"
+                ;;
+            netnat__subcmd__help,audit)
+                cmd="netnat__subcmd__help__subcmd__audit"
+                ;;
             netnat__subcmd__help,connect)
                 cmd="netnat__subcmd__help__subcmd__connect"
                 ;;
             netnat__subcmd__help,disconnect)
                 cmd="netnat__subcmd__help__subcmd__disconnect"
+                ;;
+            netnat__subcmd__help,graph)
+                cmd="netnat__subcmd__help__subcmd__graph"
                 ;;
             netnat__subcmd__help,help)
                 cmd="netnat__subcmd__help__subcmd__help"
@@ -64,11 +88,17 @@ _netnat() {
             netnat__subcmd__help,publish)
                 cmd="netnat__subcmd__help__subcmd__publish"
                 ;;
+            netnat__subcmd__help,reload)
+                cmd="netnat__subcmd__help__subcmd__reload"
+                ;;
             netnat__subcmd__help,reset)
                 cmd="netnat__subcmd__help__subcmd__reset"
                 ;;
             netnat__subcmd__help,sandbox)
                 cmd="netnat__subcmd__help__subcmd__sandbox"
+                ;;
+            netnat__subcmd__help,save)
+                cmd="netnat__subcmd__help__subcmd__save"
                 ;;
             netnat__subcmd__help,show)
                 cmd="netnat__subcmd__help__subcmd__show"
@@ -149,12 +179,64 @@ _netnat() {
 
     case "${cmd}" in
         netnat)
-            opts="-h -V --state-dir --help --version network sandbox connect disconnect publish unpublish ls show reset help"
+            opts="-h -V --state-dir --help --version network sandbox connect disconnect publish unpublish ls show apply save reload reset audit graph help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netnat__subcmd__apply)
+            opts="-f -h --file --check --dry-run --prune --state-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netnat__subcmd__audit)
+            opts="-h --config --json --fail-on --state-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fail-on)
+                    COMPREPLY=($(compgen -W "info warning error" -- "${cur}"))
+                    return 0
+                    ;;
                 --state-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -210,9 +292,55 @@ _netnat() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        netnat__subcmd__help)
-            opts="network sandbox connect disconnect publish unpublish ls show reset help"
+        netnat__subcmd__graph)
+            opts="-h --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netnat__subcmd__help)
+            opts="network sandbox connect disconnect publish unpublish ls show apply save reload reset audit graph help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netnat__subcmd__help__subcmd__apply)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netnat__subcmd__help__subcmd__audit)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -239,6 +367,20 @@ _netnat() {
             return 0
             ;;
         netnat__subcmd__help__subcmd__disconnect)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netnat__subcmd__help__subcmd__graph)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -350,6 +492,20 @@ _netnat() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        netnat__subcmd__help__subcmd__reload)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         netnat__subcmd__help__subcmd__reset)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -409,6 +565,20 @@ _netnat() {
         netnat__subcmd__help__subcmd__sandbox__subcmd__rm)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netnat__subcmd__help__subcmd__save)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -638,6 +808,24 @@ _netnat() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        netnat__subcmd__reload)
+            opts="-h --state-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         netnat__subcmd__reset)
             opts="-h --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -795,6 +983,24 @@ _netnat() {
         netnat__subcmd__sandbox__subcmd__rm)
             opts="-h --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netnat__subcmd__save)
+            opts="-h --state-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

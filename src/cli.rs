@@ -1,7 +1,7 @@
 //! Command-line definitions (clap derive). The man pages and shell completions are generated from
 //! these types, so they are the single source of the CLI's shape.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -82,6 +82,33 @@ pub enum Command {
     Reload,
     /// Remove everything netnat created (bridges, veths, its namespaces, its nftables table) and nothing else
     Reset,
+    /// Check the kernel against netnat's record: drift, conflicts with other firewalls, host settings, leftovers
+    #[command(
+        after_help = "Exit status: 0 no finding at or above --fail-on, 1 at least one, 2 the audit could not run."
+    )]
+    Audit(AuditArgs),
+    /// Print networks, sandboxes and published ports as a Graphviz DOT graph
+    Graph,
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    /// Also compare the record with this configuration file
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print JSON (see docs/audit-schema.json)
+    #[arg(long)]
+    pub json: bool,
+    /// Exit 1 when a finding is at or above this severity
+    #[arg(long, value_enum, default_value_t = FailOn::Warning, value_name = "SEVERITY")]
+    pub fail_on: FailOn,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailOn {
+    Info,
+    Warning,
+    Error,
 }
 
 #[derive(Subcommand, Debug)]

@@ -6,10 +6,12 @@
 //! over netlink), `link` (links, addresses, routes, namespaces over rtnetlink), `conntrack`.
 //! `commands` ties them together per subcommand; `cli` is the clap definition.
 
+pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod conntrack;
+pub mod graph;
 pub mod link;
 pub mod linkplan;
 pub mod model;

@@ -2,12 +2,22 @@
 
 use clap::Parser;
 use netnat::cli::{Cli, Command, NetworkCmd, SandboxCmd};
-use netnat::commands::{apply, network, ports, reload, reset};
+use netnat::commands::{apply, audit, network, ports, reload, reset};
 use netnat::state::dir_or_default;
 
 fn main() {
     let cli = Cli::parse();
     let dir = dir_or_default(cli.state_dir.as_deref());
+    if let Command::Audit(a) = &cli.command {
+        // Its own exit statuses: 1 means findings, 2 means the audit itself could not run.
+        match audit::audit(&dir, a) {
+            Ok(failed) => std::process::exit(if failed { 1 } else { 0 }),
+            Err(e) => {
+                eprintln!("netnat: error: audit could not run: {e:#}");
+                std::process::exit(2);
+            }
+        }
+    }
     let result = match &cli.command {
         Command::Network(NetworkCmd::Create(a)) => network::network_create(&dir, a),
         Command::Network(NetworkCmd::Rm { name }) => network::network_rm(&dir, name),
@@ -27,6 +37,8 @@ fn main() {
         Command::Save => apply::save(&dir),
         Command::Reload => reload::reload(&dir),
         Command::Reset => reset::reset(&dir),
+        Command::Graph => audit::graph(&dir),
+        Command::Audit(_) => unreachable!("handled above"),
     };
     if let Err(e) = result {
         eprintln!("netnat: error: {e:#}");

@@ -3,6 +3,7 @@
 //! transaction planned by `ruleset`), then save the record. Nothing here builds a netlink message.
 
 pub mod apply;
+pub mod audit;
 pub mod network;
 pub mod ports;
 pub mod reload;

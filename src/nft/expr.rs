@@ -267,6 +267,8 @@ enum Kind {
     Raw,
     /// The result of a map lookup: an address then a port (NAT data).
     MapResult,
+    /// Data loaded by an immediate (printed as hex, or as an address/port when NAT uses it).
+    Imm,
 }
 
 fn slot(reg: u32) -> i64 {
@@ -370,9 +372,15 @@ pub fn render(exprs: &[Expr], set_key_len: &dyn Fn(&str) -> Option<u32>) -> Stri
             Expr::Immediate { dreg, data } => {
                 let text = hex(data);
                 let slots = data.len().div_ceil(4);
-                regs.insert(slot(*dreg), Sym { text, kind: Kind::Raw, slots, mask: None });
+                regs.insert(slot(*dreg), Sym { text, kind: Kind::Imm, slots, mask: None });
             }
             Expr::Nat { kind, family, addr, proto } => {
+                let mut regs = regs.clone();
+                for (r, is_addr) in [(addr, true), (proto, false)] {
+                    if let Some(s) = r.and_then(|r| regs.get_mut(&slot(r))) {
+                        s.text = nat_imm_text(s, is_addr).unwrap_or(std::mem::take(&mut s.text));
+                    }
+                }
                 let verb = if *kind == NAT_DNAT { "dnat" } else { "snat" };
                 let fam = if *family == NFPROTO_IPV4 as u32 { " ip" } else { "" };
                 let target = match (addr, proto) {
@@ -416,6 +424,18 @@ pub fn render(exprs: &[Expr], set_key_len: &dyn Fn(&str) -> Option<u32>) -> Stri
         words.push("counter".into());
     }
     words.join(" ")
+}
+
+/// An immediate NAT address or port as nft prints it (`10.9.9.9`, `8080`).
+fn nat_imm_text(s: &Sym, is_addr: bool) -> Option<String> {
+    let h = s.text.strip_prefix("0x").filter(|_| s.kind == Kind::Imm)?;
+    let b: Vec<u8> =
+        (0..h.len() / 2).map(|i| u8::from_str_radix(&h[i * 2..i * 2 + 2], 16)).collect::<Result<_, _>>().ok()?;
+    match (is_addr, b.len()) {
+        (true, 4) => Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string()),
+        (false, 2) => Some(u16::from_be_bytes([b[0], b[1]]).to_string()),
+        _ => None,
+    }
 }
 
 fn raw_sym(reg: u32) -> Sym {
@@ -568,6 +588,17 @@ mod tests {
         e.extend(match_ifname(META_IIFNAME, CmpOp::Neq, "lo"));
         e.push(Expr::Verdict(Verdict::Drop));
         assert_eq!(r(&e), r#"meta nfproto ipv4 ip daddr 127.0.0.0/8 iifname != "lo" drop"#);
+    }
+
+    #[test]
+    fn renders_dnat_to_a_fixed_address() {
+        let e = vec![
+            Expr::Immediate { dreg: REG_1, data: vec![10, 9, 9, 9] },
+            Expr::Immediate { dreg: REG32_01, data: 80u16.to_be_bytes().to_vec() },
+            Expr::Nat { kind: NAT_DNAT, family: 2, addr: Some(REG_1), proto: Some(REG32_01) },
+        ];
+        assert_eq!(r(&e), "dnat ip to 10.9.9.9:80");
+        assert_eq!(r(&e[..1]), "");
     }
 
     #[test]

@@ -1,0 +1,1497 @@
+//! `netnat audit` (pure): what the kernel has, compared with what netnat recorded and would
+//! program, and with everything else on the host that can change what happens to its packets.
+//!
+//! [`Observed`] is plain data gathered elsewhere (`commands::audit::observe`); [`audit`] turns it
+//! into [`Finding`]s with stable ids, so every check is unit-tested with hand-built values.
+//! The text parsers for /proc files live here too, for the same reason.
+
+use crate::model::{Mapping, State, Subnet};
+use crate::nft::expr::{self, CmpOp, Expr, Verdict, *};
+use crate::nft::{LiveChain, LiveRule, LiveTable};
+use crate::ruleset::{self, render_concat, render_rule, set_spec, NftOp, CHAINS, PRIO_DSTNAT, TABLE};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::Ipv4Addr;
+
+// Netfilter families (NFPROTO_*).
+pub const FAMILY_INET: u32 = 1;
+pub const FAMILY_IPV4: u32 = 2;
+const HOOK_PREROUTING: u32 = 0;
+const HOOK_FORWARD: u32 = 2;
+const HOOK_OUTPUT: u32 = 3;
+
+pub const SYSCTL_IP_FORWARD: &str = "net/ipv4/ip_forward";
+pub const SYSCTL_BR_NF: &str = "net/bridge/bridge-nf-call-iptables";
+pub const SYSCTL_CT_COUNT: &str = "net/netfilter/nf_conntrack_count";
+pub const SYSCTL_CT_MAX: &str = "net/netfilter/nf_conntrack_max";
+
+/// `net/ipv4/conf/IF/route_localnet`.
+pub fn route_localnet_key(ifname: &str) -> String {
+    format!("net/ipv4/conf/{ifname}/route_localnet")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub id: &'static str,
+    pub severity: Severity,
+    pub message: String,
+    pub objects: Vec<String>,
+}
+
+fn finding(id: &'static str, severity: Severity, message: impl Into<String>, objects: Vec<String>) -> Finding {
+    Finding { id, severity, message: message.into(), objects }
+}
+
+/// A link as the audit needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedLink {
+    pub name: String,
+    pub kind: Option<String>,
+    /// For a veth: whether its peer still exists (IFLA_LINK present).
+    pub has_peer: bool,
+}
+
+/// A socket waiting for connections (TCP LISTEN) or datagrams (unconnected UDP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Listener {
+    pub protocol: crate::model::Proto,
+    /// 0.0.0.0 (also for an IPv6 wildcard socket): every address.
+    pub addr: Ipv4Addr,
+    pub port: u16,
+}
+
+/// Everything the audit looks at, gathered from the kernel and the record.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// netnat's record.
+    pub state: State,
+    /// Table `inet netnat`, None when it does not exist.
+    pub table: Option<LiveTable>,
+    /// Chains and rules of every table and family (netnat's own are ignored here).
+    pub chains: Vec<LiveChain>,
+    pub rules: Vec<LiveRule>,
+    pub links: Vec<ObservedLink>,
+    /// sysctl key (as under /proc/sys) → value; absent keys do not exist on this kernel.
+    pub sysctls: BTreeMap<String, String>,
+    pub listeners: Vec<Listener>,
+    /// Tables listed in /proc/net/ip_tables_names (legacy iptables, invisible to netlink).
+    pub legacy_tables: Vec<String>,
+    /// Live conntrack entries per mapping, same order as `state.mappings` (empty: unknown).
+    pub connections: Vec<usize>,
+    /// Names under /run/netns.
+    pub netns: Vec<String>,
+    /// The state a configuration file describes (`--config`), to compare with the record.
+    pub config: Option<State>,
+}
+
+/// How far a published port reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Every local address of the host.
+    Any,
+    /// One (non-loopback) address.
+    Address,
+    /// 127.0.0.1 or another loopback address: the host itself only.
+    Loopback,
+}
+
+impl Scope {
+    pub fn of(m: &Mapping) -> Scope {
+        match m.host_ip {
+            None => Scope::Any,
+            Some(ip) if ip.is_loopback() => Scope::Loopback,
+            Some(_) => Scope::Address,
+        }
+    }
+    pub fn text(self) -> &'static str {
+        match self {
+            Scope::Any => "any local address",
+            Scope::Address => "one address",
+            Scope::Loopback => "loopback only",
+        }
+    }
+}
+
+/// One published mapping with its traffic, as `audit --json` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MappingReport {
+    #[serde(skip)]
+    pub mapping: Mapping,
+    pub protocol: String,
+    /// None: every local address.
+    pub host_ip: Option<Ipv4Addr>,
+    pub host_port: u16,
+    pub host_port_end: u16,
+    pub container_ip: Ipv4Addr,
+    pub container_port: u16,
+    pub container_port_end: u16,
+    pub packets: u64,
+    pub bytes: u64,
+    pub connections: u64,
+    pub scope: Scope,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub findings: Vec<Finding>,
+    pub mappings: Vec<MappingReport>,
+}
+
+impl Report {
+    pub fn worst(&self) -> Option<Severity> {
+        self.findings.iter().map(|f| f.severity).max()
+    }
+}
+
+/// The whole audit: findings sorted by severity (worst first), then id, then message.
+pub fn audit(o: &Observed) -> Report {
+    let mappings = mapping_reports(o);
+    let mut f = vec![];
+    inventory(o, &mappings, &mut f);
+    drift(o, &mut f);
+    drift_config(o, &mut f);
+    conflicts(o, &mut f);
+    host(o, &mut f);
+    leftovers(o, &mut f);
+    foreign_nat(o, &mut f);
+    f.sort_by(|a, b| (b.severity, a.id, &a.message).cmp(&(a.severity, b.id, &b.message)));
+    Report { findings: f, mappings }
+}
+
+// ---- inventory ----
+
+fn mapping_reports(o: &Observed) -> Vec<MappingReport> {
+    let views = crate::commands::ports::mapping_views(&o.state, o.table.as_ref());
+    views
+        .iter()
+        .map(|v| {
+            let m = v.mapping;
+            let idx = o.state.mappings.iter().position(|x| *x == m);
+            let connections = idx.and_then(|i| o.connections.get(i)).copied().unwrap_or(0) as u64;
+            MappingReport {
+                mapping: m,
+                protocol: m.protocol.to_string(),
+                host_ip: m.host_ip,
+                host_port: m.host_port,
+                host_port_end: m.host_port_end,
+                container_ip: m.container_ip,
+                container_port: m.container_port,
+                container_port_end: m.container_port_end,
+                packets: v.packets,
+                bytes: v.bytes,
+                connections,
+                scope: Scope::of(&m),
+            }
+        })
+        .collect()
+}
+
+fn inventory(o: &Observed, reports: &[MappingReport], out: &mut Vec<Finding>) {
+    for r in reports {
+        let m = r.mapping;
+        let net = o.state.network_of(m.container_ip).map(|n| format!(" (network {})", n.name)).unwrap_or_default();
+        out.push(finding(
+            "inventory.mapping",
+            Severity::Info,
+            format!(
+                "{m}{net}: published on {}, {} packets, {} bytes, {} live connections",
+                r.scope.text(),
+                r.packets,
+                r.bytes,
+                r.connections
+            ),
+            vec![m.to_string()],
+        ));
+    }
+}
+
+// ---- drift: table inet netnat against what netnat would program ----
+
+fn own_table(table: &str, family: u32) -> bool {
+    table == TABLE && family == FAMILY_INET
+}
+
+fn drift(o: &Observed, out: &mut Vec<Finding>) {
+    let st = &o.state;
+    let want = ruleset::desired(st);
+    let Some(live) = &o.table else {
+        if !st.networks.is_empty() || !st.mappings.is_empty() {
+            out.push(finding(
+                "drift.table-missing",
+                Severity::Error,
+                format!(
+                    "table inet {TABLE} does not exist, but netnat records {} network(s) and {} mapping(s): \
+                     no published port works and no network is isolated",
+                    st.networks.len(),
+                    st.mappings.len()
+                ),
+                vec![format!("inet {TABLE}")],
+            ));
+        }
+        return;
+    };
+    let plan = ruleset::plan(&want, Some(live));
+    if plan.first() == Some(&NftOp::AddTable) && plan.get(1) == Some(&NftOp::DelTable) {
+        let chains: Vec<String> = live.chains.iter().map(|c| c.name.clone()).collect();
+        let sets: Vec<String> = live.sets.iter().map(|s| s.name.clone()).collect();
+        out.push(finding(
+            "drift.layout",
+            Severity::Error,
+            format!(
+                "table inet {TABLE} has chains or maps of another shape than netnat makes \
+                 (chains: {}; maps: {}); netnat would rebuild it",
+                chains.join(", "),
+                sets.join(", ")
+            ),
+            vec![format!("inet {TABLE}")],
+        ));
+        return;
+    }
+    let before = out.len();
+    for c in &CHAINS {
+        let have: Vec<&LiveRule> = live.rules.iter().filter(|r| r.chain == c.name).collect();
+        let need: Vec<&ruleset::RuleSpec> = want.rules.iter().filter(|r| r.chain == c.name).collect();
+        let same = |l: &LiveRule, n: &ruleset::RuleSpec| l.exprs == n.exprs && l.comment.as_deref() == Some(&n.comment);
+        if have.len() == need.len() && have.iter().zip(&need).all(|(l, n)| same(l, n)) {
+            continue;
+        }
+        let mut lines = vec![];
+        for l in have.iter().filter(|l| !need.iter().any(|n| same(l, n))) {
+            lines.push(format!("foreign rule (handle {}): {}", l.handle, render_rule(&l.exprs, l.comment.as_deref())));
+        }
+        for n in need.iter().filter(|n| !have.iter().any(|l| same(l, n))) {
+            lines.push(format!("missing rule: {}", render_rule(&n.exprs, Some(&n.comment))));
+        }
+        if lines.is_empty() {
+            lines.push("the rules are in another order than netnat programs them".into());
+        }
+        out.push(finding(
+            "drift.rule",
+            Severity::Error,
+            format!("chain inet {TABLE} {} differs from what netnat would program:\n{}", c.name, lines.join("\n")),
+            vec![format!("inet {TABLE} {}", c.name)],
+        ));
+    }
+    for (set, need) in &want.elems {
+        let Some(spec) = set_spec(set) else { continue };
+        let have: BTreeMap<&[u8], &[u8]> = live
+            .elems
+            .get(*set)
+            .map(|v| v.iter().map(|e| (e.key.as_slice(), e.data.as_slice())).collect())
+            .unwrap_or_default();
+        let key = |k: &[u8]| render_concat(spec.key, k);
+        let data = |d: &[u8]| render_concat(spec.data, d);
+        for (k, d) in need {
+            match have.get(k.as_slice()) {
+                None => out.push(finding(
+                    "drift.element-missing",
+                    Severity::Error,
+                    format!("map inet {TABLE} {set} lacks element {} : {}", key(k), data(d)),
+                    vec![format!("inet {TABLE} {set}"), key(k)],
+                )),
+                Some(live_d) if *live_d != d.as_slice() => out.push(finding(
+                    "drift.element-changed",
+                    Severity::Error,
+                    format!(
+                        "map inet {TABLE} {set} element {} points to {}, netnat records {}",
+                        key(k),
+                        data(live_d),
+                        data(d)
+                    ),
+                    vec![format!("inet {TABLE} {set}"), key(k)],
+                )),
+                Some(_) => {}
+            }
+        }
+        for (k, d) in &have {
+            if !need.contains_key(*k) {
+                out.push(finding(
+                    "drift.element-extra",
+                    Severity::Error,
+                    format!("map inet {TABLE} {set} has element {} : {} that netnat does not record", key(k), data(d)),
+                    vec![format!("inet {TABLE} {set}"), key(k)],
+                ));
+            }
+        }
+    }
+    if out.len() == before && !plan.is_empty() {
+        // Safety net: whatever the plan would change is drift, even if no check above named it.
+        let ops: Vec<String> = plan.iter().map(|op| op.to_string()).collect();
+        out.push(finding(
+            "drift.rule",
+            Severity::Error,
+            format!("table inet {TABLE} differs from what netnat would program; it would run:\n{}", ops.join("\n")),
+            vec![format!("inet {TABLE}")],
+        ));
+    }
+    // Links netnat records but the kernel no longer has.
+    let links: BTreeSet<&str> = o.links.iter().map(|l| l.name.as_str()).collect();
+    for n in st.networks.values() {
+        if !links.contains(n.bridge.as_str()) {
+            out.push(finding(
+                "drift.link-missing",
+                Severity::Error,
+                format!("bridge {} of network {} does not exist", n.bridge, n.name),
+                vec![n.bridge.clone()],
+            ));
+        }
+    }
+    for s in st.sandboxes.values() {
+        for e in &s.endpoints {
+            if !links.contains(e.host_ifname.as_str()) {
+                out.push(finding(
+                    "drift.link-missing",
+                    Severity::Error,
+                    format!("veth {} of sandbox {} on network {} does not exist", e.host_ifname, s.name, e.network),
+                    vec![e.host_ifname.clone(), s.name.clone()],
+                ));
+            }
+        }
+    }
+}
+
+/// The record against the state a configuration file describes.
+fn drift_config(o: &Observed, out: &mut Vec<Finding>) {
+    let Some(cfg) = &o.config else { return };
+    let st = &o.state;
+    let mut diff = |what: String, obj: String| {
+        out.push(finding("drift.config", Severity::Warning, what, vec![obj]));
+    };
+    for (name, n) in &cfg.networks {
+        match st.networks.get(name) {
+            None => diff(format!("network {name} is in the configuration but not set up"), name.clone()),
+            Some(have) if have != n => diff(format!("network {name} differs from the configuration"), name.clone()),
+            Some(_) => {}
+        }
+    }
+    for name in st.networks.keys().filter(|k| !cfg.networks.contains_key(*k)) {
+        diff(format!("network {name} is set up but not in the configuration"), name.clone());
+    }
+    for (name, s) in &cfg.sandboxes {
+        match st.sandboxes.get(name) {
+            None => diff(format!("sandbox {name} is in the configuration but not set up"), name.clone()),
+            Some(have) if have.endpoints != s.endpoints => {
+                diff(format!("sandbox {name} has other endpoints than the configuration"), name.clone())
+            }
+            Some(_) => {}
+        }
+    }
+    for name in st.sandboxes.keys().filter(|k| !cfg.sandboxes.contains_key(*k)) {
+        diff(format!("sandbox {name} is set up but not in the configuration"), name.clone());
+    }
+    for m in cfg.mappings.iter().filter(|m| !st.mappings.contains(m)) {
+        diff(format!("port {m} is in the configuration but not published"), m.to_string());
+    }
+    for m in st.mappings.iter().filter(|m| !cfg.mappings.contains(m)) {
+        diff(format!("port {m} is published but not in the configuration"), m.to_string());
+    }
+}
+
+// ---- what a foreign rule matches: a small symbolic reading of its expressions ----
+
+#[derive(Debug, Clone, PartialEq)]
+enum Src {
+    Meta(u32),
+    Payload(u32, u32, u32),
+    Masked(Box<Src>, u8),
+    Other,
+}
+
+/// The simple matches of one rule (only those the checks below need).
+#[derive(Debug, Default)]
+struct RuleMatches {
+    /// (iifname/oifname key, op, name, is a prefix `name*`).
+    ifnames: Vec<(u32, CmpOp, String, bool)>,
+    /// (is daddr, op, subnet).
+    prefixes: Vec<(bool, CmpOp, Subnet)>,
+    l4proto: Option<u8>,
+    /// Inclusive port bounds from `th dport` comparisons.
+    dport_lo: Option<u16>,
+    dport_hi: Option<u16>,
+    drop: bool,
+    dnat: bool,
+}
+
+fn read_matches(exprs: &[Expr]) -> RuleMatches {
+    let mut regs: BTreeMap<u32, Src> = BTreeMap::new();
+    let mut m = RuleMatches::default();
+    for e in exprs {
+        match e {
+            Expr::Meta { key, dreg } => {
+                regs.insert(*dreg, Src::Meta(*key));
+            }
+            Expr::Payload { base, offset, len, dreg } => {
+                regs.insert(*dreg, Src::Payload(*base, *offset, *len));
+            }
+            Expr::Bitwise { sreg, dreg, mask, xor } => {
+                let src = regs.get(sreg).cloned().unwrap_or(Src::Other);
+                let prefix = (mask.len() == 4 && xor.iter().all(|b| *b == 0))
+                    .then(|| u32::from_be_bytes(mask[..4].try_into().unwrap()))
+                    .filter(|m| m.checked_shl(m.leading_ones()).unwrap_or(0) == 0)
+                    .map(|m| m.leading_ones() as u8);
+                let s = match prefix {
+                    Some(p) => Src::Masked(Box::new(src), p),
+                    None => Src::Other,
+                };
+                regs.insert(*dreg, s);
+            }
+            Expr::Cmp { sreg, op, data } => {
+                let src = regs.get(sreg).cloned().unwrap_or(Src::Other);
+                read_cmp(&mut m, &src, *op, data);
+            }
+            Expr::Verdict(Verdict::Drop) => m.drop = true,
+            Expr::Nat { kind, .. } if *kind == NAT_DNAT => m.dnat = true,
+            Expr::Xt { target: true, name, .. } => match name.as_str() {
+                "DNAT" | "REDIRECT" => m.dnat = true,
+                "DROP" | "REJECT" => m.drop = true,
+                _ => {}
+            },
+            Expr::Lookup { dreg: Some(d), .. } | Expr::Immediate { dreg: d, .. } => {
+                regs.insert(*d, Src::Other);
+            }
+            Expr::Ct { dreg, .. } | Expr::Fib { dreg, .. } => {
+                regs.insert(*dreg, Src::Other);
+            }
+            _ => {}
+        }
+    }
+    m
+}
+
+fn read_cmp(m: &mut RuleMatches, src: &Src, op: CmpOp, data: &[u8]) {
+    let ip_of = |d: &[u8]| (d.len() == 4).then(|| Ipv4Addr::new(d[0], d[1], d[2], d[3]));
+    match src {
+        Src::Meta(k) if *k == META_IIFNAME || *k == META_OIFNAME => {
+            let end = data.iter().position(|b| *b == 0);
+            let name = String::from_utf8_lossy(&data[..end.unwrap_or(data.len())]).into_owned();
+            m.ifnames.push((*k, op, name, end.is_none() && data.len() < 16));
+        }
+        Src::Meta(k) if *k == META_L4PROTO && data.len() == 1 && op == CmpOp::Eq => m.l4proto = Some(data[0]),
+        Src::Payload(PAYLOAD_NETWORK, 9, 1) if data.len() == 1 && op == CmpOp::Eq => m.l4proto = Some(data[0]),
+        Src::Payload(PAYLOAD_NETWORK, off @ (12 | 16), 4) => {
+            if let Some(ip) = ip_of(data) {
+                m.prefixes.push((*off == 16, op, Subnet { addr: ip, prefix: 32 }));
+            }
+        }
+        Src::Masked(inner, p) => {
+            if let (Src::Payload(PAYLOAD_NETWORK, off @ (12 | 16), 4), Some(ip)) = (inner.as_ref(), ip_of(data)) {
+                m.prefixes.push((*off == 16, op, Subnet { addr: ip, prefix: *p }));
+            }
+        }
+        Src::Payload(PAYLOAD_TRANSPORT, 2, 2) if data.len() == 2 => {
+            let p = u16::from_be_bytes([data[0], data[1]]);
+            match op {
+                CmpOp::Eq => {
+                    m.dport_lo = Some(p);
+                    m.dport_hi = Some(p);
+                }
+                CmpOp::Gte => m.dport_lo = Some(p),
+                CmpOp::Gt => m.dport_lo = Some(p.saturating_add(1)),
+                CmpOp::Lte => m.dport_hi = Some(p),
+                CmpOp::Lt => m.dport_hi = Some(p.saturating_sub(1)),
+                CmpOp::Neq => {}
+            }
+        }
+        _ => {}
+    }
+}
+
+fn family_name(f: u32) -> &'static str {
+    match f {
+        1 => "inet",
+        2 => "ip",
+        3 => "arp",
+        5 => "netdev",
+        7 => "bridge",
+        10 => "ip6",
+        _ => "family?",
+    }
+}
+
+fn chain_label(family: u32, table: &str, chain: &str) -> String {
+    format!("{} {table} {chain}", family_name(family))
+}
+
+fn hook_name(h: u32) -> String {
+    ["prerouting", "input", "forward", "output", "postrouting"]
+        .get(h as usize)
+        .map(|s| s.to_string())
+        .unwrap_or(h.to_string())
+}
+
+/// Other tables' chains in families that see IPv4 (ip, inet).
+fn foreign_v4(c_table: &str, family: u32) -> bool {
+    !own_table(c_table, family) && (family == FAMILY_INET || family == FAMILY_IPV4)
+}
+
+/// The base chains (hook, priority, name) from which a chain is reached through jumps and gotos
+/// (itself if it is a base chain).
+fn entry_points<'a>(o: &'a Observed, family: u32, table: &str, chain: &str) -> Vec<&'a LiveChain> {
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut todo = vec![chain.to_string()];
+    let mut out = vec![];
+    while let Some(c) = todo.pop() {
+        if !seen.insert(c.clone()) {
+            continue;
+        }
+        if let Some(lc) = o.chains.iter().find(|x| x.family == family && x.table == table && x.name == c) {
+            if lc.base.is_some() {
+                out.push(lc);
+            }
+        }
+        for r in o.rules.iter().filter(|r| r.family == family && r.table == table) {
+            let jumps =
+                r.exprs.iter().any(|e| matches!(e, Expr::Verdict(Verdict::Jump(t) | Verdict::Goto(t)) if *t == c));
+            if jumps {
+                todo.push(r.chain.clone());
+            }
+        }
+    }
+    out
+}
+
+fn render_foreign(r: &LiveRule) -> String {
+    // Set key lengths of foreign tables are unknown here: lookups print their first component.
+    let mut text = expr::render(&without_nat_targets(&r.exprs), &|_| None);
+    for e in &r.exprs {
+        if let Expr::Xt { target: true, name, info } = e {
+            if is_xt_nat(name) {
+                if !text.is_empty() {
+                    text.push(' ');
+                }
+                text += &xt_nat_text(name, info);
+            }
+        }
+    }
+    text
+}
+
+fn is_xt_nat(name: &str) -> bool {
+    matches!(name, "DNAT" | "SNAT" | "MASQUERADE" | "REDIRECT" | "NETMAP")
+}
+
+fn without_nat_targets(exprs: &[Expr]) -> Vec<Expr> {
+    exprs.iter().filter(|e| !matches!(e, Expr::Xt { target: true, name, .. } if is_xt_nat(name))).cloned().collect()
+}
+
+// ---- conflicts with other tables and programs ----
+
+fn conflicts(o: &Observed, out: &mut Vec<Finding>) {
+    forward_drop(o, out);
+    foreign_dnat(o, out);
+    if !o.legacy_tables.is_empty() {
+        out.push(finding(
+            "conflict.legacy-iptables",
+            Severity::Warning,
+            format!(
+                "legacy iptables tables are loaded ({}): their rules are invisible to netlink, so this audit \
+                 cannot check them; list them with iptables-legacy-save",
+                o.legacy_tables.join(", ")
+            ),
+            o.legacy_tables.clone(),
+        ));
+    }
+    for m in &o.state.mappings {
+        for l in &o.listeners {
+            let proto_ok = l.protocol == m.protocol;
+            let port_ok = (m.host_port..=m.host_port_end).contains(&l.port);
+            let addr_ok = l.addr.is_unspecified() || m.host_ip.is_none_or(|h| h == l.addr);
+            if proto_ok && port_ok && addr_ok {
+                out.push(finding(
+                    "conflict.local-listener",
+                    Severity::Warning,
+                    format!(
+                        "a local process listens on {}:{}/{} which netnat publishes as {m}: external clients reach \
+                         the container, but connections made on this host may reach the local process",
+                        l.addr, l.port, l.protocol
+                    ),
+                    vec![m.to_string(), format!("{}:{}/{}", l.addr, l.port, l.protocol)],
+                ));
+            }
+        }
+    }
+}
+
+fn forward_drop(o: &Observed, out: &mut Vec<Finding>) {
+    let nets: Vec<&crate::model::Network> = o.state.networks.values().collect();
+    if nets.is_empty() {
+        return;
+    }
+    let bridges: Vec<&str> = nets.iter().map(|n| n.bridge.as_str()).collect();
+    for c in o.chains.iter().filter(|c| foreign_v4(&c.table, c.family)) {
+        let Some(b) = &c.base else { continue };
+        if b.hook != HOOK_FORWARD {
+            continue;
+        }
+        let label = chain_label(c.family, &c.table, &c.name);
+        if b.policy == 0 {
+            out.push(finding(
+                "conflict.forward-drop",
+                Severity::Warning,
+                format!(
+                    "chain {label} (forward hook, priority {}) has policy drop: container traffic it does not \
+                     accept itself is dropped, whatever netnat's forward chain accepts",
+                    b.priority
+                ),
+                vec![label.clone()],
+            ));
+        }
+        for r in o.rules.iter().filter(|r| r.family == c.family && r.table == c.table && r.chain == c.name) {
+            let m = read_matches(&r.exprs);
+            if !m.drop {
+                continue;
+            }
+            // Positive matches on something that is not netnat's exclude its traffic.
+            let other_if = m.ifnames.iter().any(|(_, op, name, prefix)| {
+                *op == CmpOp::Eq
+                    && !bridges.iter().any(|b| if *prefix { b.starts_with(name.as_str()) } else { b == name })
+            });
+            let other_net =
+                m.prefixes.iter().any(|(_, op, s)| *op == CmpOp::Eq && !nets.iter().any(|n| n.subnet.overlaps(s)));
+            if other_if || other_net {
+                continue;
+            }
+            out.push(finding(
+                "conflict.forward-drop",
+                Severity::Warning,
+                format!(
+                    "chain {label} (forward hook, priority {}) drops traffic that can be netnat's (handle {}): {}",
+                    b.priority,
+                    r.handle,
+                    render_foreign(r)
+                ),
+                vec![label.clone(), format!("handle {}", r.handle)],
+            ));
+        }
+    }
+}
+
+fn foreign_dnat(o: &Observed, out: &mut Vec<Finding>) {
+    if o.state.mappings.is_empty() {
+        return;
+    }
+    for r in o.rules.iter().filter(|r| foreign_v4(&r.table, r.family)) {
+        let m = read_matches(&r.exprs);
+        if !m.dnat {
+            continue;
+        }
+        let (Some(lo), Some(hi)) = (m.dport_lo, m.dport_hi) else { continue };
+        let daddrs: Vec<Subnet> =
+            m.prefixes.iter().filter(|(d, op, _)| *d && *op == CmpOp::Eq).map(|(_, _, s)| *s).collect();
+        let entries: Vec<&LiveChain> = entry_points(o, r.family, &r.table, &r.chain)
+            .into_iter()
+            .filter(|c| c.base.as_ref().is_some_and(|b| b.hook == HOOK_PREROUTING || b.hook == HOOK_OUTPUT))
+            .collect();
+        if entries.is_empty() {
+            continue;
+        }
+        let label = chain_label(r.family, &r.table, &r.chain);
+        for mp in &o.state.mappings {
+            let proto_ok = m.l4proto.is_none_or(|p| p == mp.protocol.number());
+            let port_ok = lo <= mp.host_port_end && mp.host_port <= hi;
+            let addr_ok =
+                daddrs.is_empty() || mp.host_ip.is_none() || daddrs.iter().any(|s| s.contains(mp.host_ip.unwrap()));
+            if !(proto_ok && port_ok && addr_ok) {
+                continue;
+            }
+            let mut verdicts = vec![];
+            for c in &entries {
+                let b = c.base.as_ref().unwrap();
+                let hook = hook_name(b.hook);
+                let who = chain_label(c.family, &c.table, &c.name);
+                verdicts.push(match b.priority.cmp(&PRIO_DSTNAT) {
+                    std::cmp::Ordering::Less => format!(
+                        "on {hook}, {who} (priority {}) runs before netnat (priority {PRIO_DSTNAT}): the foreign DNAT wins",
+                        b.priority
+                    ),
+                    std::cmp::Ordering::Greater => format!(
+                        "on {hook}, netnat (priority {PRIO_DSTNAT}) runs before {who} (priority {}): netnat's mapping wins",
+                        b.priority
+                    ),
+                    std::cmp::Ordering::Equal => format!(
+                        "on {hook}, {who} has netnat's priority {PRIO_DSTNAT}: whichever chain was registered first wins"
+                    ),
+                });
+            }
+            out.push(finding(
+                "conflict.dnat",
+                Severity::Warning,
+                format!(
+                    "chain {label} translates a port netnat publishes as {mp} (handle {}: {}); {}",
+                    r.handle,
+                    render_foreign(r),
+                    verdicts.join("; ")
+                ),
+                vec![mp.to_string(), label.clone(), format!("handle {}", r.handle)],
+            ));
+        }
+    }
+}
+
+// ---- the host's own settings ----
+
+fn host(o: &Observed, out: &mut Vec<Finding>) {
+    let get = |k: &str| o.sysctls.get(k).map(|v| v.trim());
+    if !o.state.networks.is_empty() && get(SYSCTL_IP_FORWARD) == Some("0") {
+        out.push(finding(
+            "host.forwarding-off",
+            Severity::Error,
+            "net.ipv4.ip_forward is 0: nothing is routed between containers and the outside, published ports included",
+            vec![SYSCTL_IP_FORWARD.replace('/', ".")],
+        ));
+    }
+    let guard = ruleset::desired(&State::default()).rules.into_iter().find(|r| r.chain == "guard");
+    let guarded = match (&o.table, &guard) {
+        (Some(t), Some(g)) => t.rules.iter().any(|r| r.chain == "guard" && r.exprs == g.exprs),
+        _ => false,
+    };
+    if !guarded {
+        let on: Vec<String> = o
+            .sysctls
+            .iter()
+            .filter(|(k, v)| v.trim() == "1" && k.starts_with("net/ipv4/conf/") && k.ends_with("/route_localnet"))
+            .map(|(k, _)| k.trim_start_matches("net/ipv4/conf/").trim_end_matches("/route_localnet").to_string())
+            .filter(|i| i != "default")
+            .collect();
+        if !on.is_empty() {
+            out.push(finding(
+                "host.route-localnet-unguarded",
+                Severity::Error,
+                format!(
+                    "route_localnet is 1 on {} but netnat's guard rule (drop 127.0.0.0/8 from outside) is absent: \
+                     hosts on that link can reach services bound to 127.0.0.1 (CVE-2020-8558)",
+                    on.join(", ")
+                ),
+                on,
+            ));
+        }
+    }
+    if get(SYSCTL_BR_NF) == Some("1") {
+        out.push(finding(
+            "host.br-netfilter",
+            Severity::Info,
+            "br_netfilter is loaded and bridge-nf-call-iptables is 1: traffic between containers on one bridge \
+             also passes the IPv4 forward hooks (netnat's rules allow it)",
+            vec![SYSCTL_BR_NF.replace('/', ".")],
+        ));
+    }
+    if let (Some(Ok(count)), Some(Ok(max))) =
+        (get(SYSCTL_CT_COUNT).map(str::parse::<u64>), get(SYSCTL_CT_MAX).map(str::parse::<u64>))
+    {
+        if max > 0 && count * 10 > max * 8 {
+            out.push(finding(
+                "host.conntrack-full",
+                Severity::Warning,
+                format!("the conntrack table holds {count} of at most {max} entries (over 80%): new connections may be dropped"),
+                vec![SYSCTL_CT_COUNT.replace('/', ".")],
+            ));
+        }
+    }
+}
+
+// ---- things netnat made and lost track of ----
+
+/// `nn` + 8 lowercase hex digits: the shape of netnat's host-side veth names.
+pub fn is_netnat_veth_name(name: &str) -> bool {
+    name.len() == 10
+        && name.starts_with("nn")
+        && name[2..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn leftovers(o: &Observed, out: &mut Vec<Finding>) {
+    let st = &o.state;
+    let recorded: BTreeMap<&str, &str> = st
+        .sandboxes
+        .values()
+        .flat_map(|s| s.endpoints.iter().map(move |e| (e.host_ifname.as_str(), s.name.as_str())))
+        .collect();
+    for l in o.links.iter().filter(|l| l.kind.as_deref() == Some("veth") && is_netnat_veth_name(&l.name)) {
+        let why = match recorded.get(l.name.as_str()) {
+            None => Some("is named like netnat's veths but is not in its record".to_string()),
+            Some(_) if !l.has_peer => Some("is in netnat's record but its peer is gone".to_string()),
+            Some(sb) if !o.netns.iter().any(|n| n == sb) && st.sandboxes[*sb].created => {
+                Some(format!("belongs to sandbox {sb}, whose namespace /run/netns/{sb} is gone"))
+            }
+            Some(_) => None,
+        };
+        if let Some(why) = why {
+            out.push(finding(
+                "leftover.veth",
+                Severity::Warning,
+                format!("veth {} {why}", l.name),
+                vec![l.name.clone()],
+            ));
+        }
+    }
+    for s in st.sandboxes.values().filter(|s| s.created && s.endpoints.is_empty()) {
+        let what = if o.netns.contains(&s.name) { "exists" } else { "is recorded" };
+        out.push(finding(
+            "leftover.netns",
+            Severity::Warning,
+            format!(
+                "namespace {} was created by netnat and {what} but has no endpoint (connect it, or remove it with \
+                 `netnat sandbox rm {}`)",
+                s.name, s.name
+            ),
+            vec![s.name.clone()],
+        ));
+    }
+    for m in st.mappings.iter().filter(|m| st.network_of(m.container_ip).is_none()) {
+        out.push(finding(
+            "leftover.mapping-target",
+            Severity::Warning,
+            format!("mapping {m} points to {}, which is in no netnat network", m.container_ip),
+            vec![m.to_string()],
+        ));
+    }
+}
+
+// ---- NAT of other tables ----
+
+fn foreign_nat(o: &Observed, out: &mut Vec<Finding>) {
+    for r in o.rules.iter().filter(|r| !own_table(&r.table, r.family)) {
+        let is_nat = r.exprs.iter().any(|e| match e {
+            Expr::Nat { .. } | Expr::Masquerade => true,
+            Expr::Xt { target: true, name, .. } => is_xt_nat(name),
+            Expr::Other { name } => matches!(name.as_str(), "masq" | "redir" | "nat"),
+            _ => false,
+        });
+        if !is_nat {
+            continue;
+        }
+        let label = chain_label(r.family, &r.table, &r.chain);
+        out.push(finding(
+            "foreign.nat",
+            Severity::Info,
+            format!("{label} (handle {}): {}", r.handle, render_foreign(r)),
+            vec![format!("{} {}", family_name(r.family), r.table), label, format!("handle {}", r.handle)],
+        ));
+    }
+}
+
+// NF_NAT_RANGE_* flags (linux/netfilter/nf_nat.h).
+const NAT_RANGE_MAP_IPS: u32 = 1;
+const NAT_RANGE_PROTO_SPECIFIED: u32 = 2;
+const NAT_RANGE_PROTO_RANDOM: u32 = 4;
+const NAT_RANGE_PERSISTENT: u32 = 8;
+const NAT_RANGE_PROTO_RANDOM_FULLY: u32 = 16;
+
+/// An iptables NAT target's range, decoded from its info blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XtRange {
+    pub flags: u32,
+    pub min_ip: Ipv4Addr,
+    pub max_ip: Ipv4Addr,
+    pub min_port: u16,
+    pub max_port: u16,
+}
+
+/// Decodes the info blob of an iptables-nft DNAT/SNAT/MASQUERADE/REDIRECT target, told apart by
+/// size (the kernel dumps it padded to 8 bytes):
+/// - 24: revision 0, `struct nf_nat_ipv4_multi_range_compat` (rangesize u32, then flags u32,
+///   min_ip, max_ip be32, min/max port be16);
+/// - 40: revision 1, `struct nf_nat_range` (flags u32, min/max `nf_inet_addr` of 16 bytes,
+///   min/max port be16); 48: revision 2, `struct nf_nat_range2` (the same, plus base port).
+///
+/// None for anything else (e.g. an IPv6 rule or an unknown layout).
+pub fn decode_xt_nat(info: &[u8]) -> Option<XtRange> {
+    let u32_at = |o: usize| info.get(o..o + 4).map(|b| u32::from_ne_bytes(b.try_into().unwrap()));
+    let ip_at = |o: usize| info.get(o..o + 4).map(|b| Ipv4Addr::new(b[0], b[1], b[2], b[3]));
+    let port_at = |o: usize| info.get(o..o + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    match info.len() {
+        20 | 24 => {
+            if u32_at(0)? != 1 {
+                return None; // rangesize: iptables always writes exactly one range
+            }
+            Some(XtRange {
+                flags: u32_at(4)?,
+                min_ip: ip_at(8)?,
+                max_ip: ip_at(12)?,
+                min_port: port_at(16)?,
+                max_port: port_at(18)?,
+            })
+        }
+        40 | 48 => Some(XtRange {
+            flags: u32_at(0)?,
+            min_ip: ip_at(4)?,
+            max_ip: ip_at(20)?,
+            min_port: port_at(36)?,
+            max_port: port_at(38)?,
+        }),
+        _ => None,
+    }
+}
+
+/// `dnat to 10.1.2.3:80` and the like, as iptables-save would put it, or a note that the blob
+/// could not be decoded.
+pub fn xt_nat_text(name: &str, info: &[u8]) -> String {
+    let verb = match name {
+        "DNAT" => "dnat to",
+        "SNAT" => "snat to",
+        "MASQUERADE" => "masquerade to",
+        "REDIRECT" => "redirect to",
+        other => return format!("xt target {other} (not decoded: {} bytes of target data)", info.len()),
+    };
+    let Some(r) = decode_xt_nat(info) else {
+        return format!("xt target {name} (not decoded: {} bytes of target data)", info.len());
+    };
+    let mut s = String::new();
+    if r.flags & NAT_RANGE_MAP_IPS != 0 {
+        s += &r.min_ip.to_string();
+        if r.max_ip != r.min_ip {
+            s += &format!("-{}", r.max_ip);
+        }
+    }
+    if r.flags & NAT_RANGE_PROTO_SPECIFIED != 0 {
+        s += &format!(":{}", r.min_port);
+        if r.max_port != r.min_port {
+            s += &format!("-{}", r.max_port);
+        }
+    }
+    let mut words = if s.is_empty() { verb.split(' ').next().unwrap().to_string() } else { format!("{verb} {s}") };
+    for (bit, w) in [
+        (NAT_RANGE_PROTO_RANDOM, "random"),
+        (NAT_RANGE_PROTO_RANDOM_FULLY, "fully-random"),
+        (NAT_RANGE_PERSISTENT, "persistent"),
+    ] {
+        if r.flags & bit != 0 {
+            words += &format!(" {w}");
+        }
+    }
+    format!("{words} (iptables {name})")
+}
+
+// ---- /proc parsers ----
+
+/// Parses /proc/net/{tcp,udp,tcp6,udp6}: TCP sockets in LISTEN (state 0A), unconnected UDP
+/// sockets (remote address zero). IPv6 sockets count when bound to `::` (every address, also
+/// IPv4 unless v6only) or to an IPv4-mapped address.
+pub fn parse_proc_net(text: &str, protocol: crate::model::Proto) -> Vec<Listener> {
+    let mut out = vec![];
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 4 {
+            continue;
+        }
+        let (local, remote, state) = (f[1], f[2], f[3]);
+        let wanted = match protocol {
+            crate::model::Proto::Tcp => state == "0A",
+            _ => remote.split(':').next().is_some_and(|a| a.bytes().all(|b| b == b'0')),
+        };
+        if !wanted {
+            continue;
+        }
+        let Some((addr, port)) = local.split_once(':') else { continue };
+        let Ok(port) = u16::from_str_radix(port, 16) else { continue };
+        let addr = match addr.len() {
+            8 => u32::from_str_radix(addr, 16).ok().map(|v| Ipv4Addr::from(v.to_ne_bytes())),
+            32 => {
+                // Four 32-bit words, each printed as a host-order number.
+                let words: Option<Vec<[u8; 4]>> = (0..4)
+                    .map(|i| u32::from_str_radix(&addr[i * 8..i * 8 + 8], 16).ok().map(|v| v.to_ne_bytes()))
+                    .collect();
+                words.and_then(|w| {
+                    let b: Vec<u8> = w.concat();
+                    if b.iter().all(|x| *x == 0) {
+                        Some(Ipv4Addr::UNSPECIFIED)
+                    } else if b[..10].iter().all(|x| *x == 0) && b[10] == 0xff && b[11] == 0xff {
+                        Some(Ipv4Addr::new(b[12], b[13], b[14], b[15]))
+                    } else {
+                        None
+                    }
+                })
+            }
+            _ => None,
+        };
+        if let Some(addr) = addr {
+            out.push(Listener { protocol, addr, port });
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Parses /proc/net/ip_tables_names: one table name per line.
+pub fn parse_table_names(text: &str) -> Vec<String> {
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
+}
+
+// ---- human output ----
+
+/// A readable report grouped by severity, worst first.
+pub fn render_text(r: &Report) -> String {
+    let mut out = String::new();
+    for sev in [Severity::Error, Severity::Warning, Severity::Info] {
+        let fs: Vec<&Finding> = r.findings.iter().filter(|f| f.severity == sev).collect();
+        if fs.is_empty() {
+            continue;
+        }
+        let title = match sev {
+            Severity::Error => "ERRORS",
+            Severity::Warning => "WARNINGS",
+            Severity::Info => "INFO",
+        };
+        out += &format!("{title} ({})\n", fs.len());
+        let width = fs.iter().map(|f| f.id.len()).max().unwrap_or(0);
+        for f in fs {
+            let mut lines = f.message.lines();
+            out += &format!("  {:<width$}  {}\n", f.id, lines.next().unwrap_or(""));
+            for l in lines {
+                out += &format!("  {:<width$}    {l}\n", "");
+            }
+        }
+        out += "\n";
+    }
+    let count = |s| r.findings.iter().filter(|f| f.severity == s).count();
+    out += &format!(
+        "{} error(s), {} warning(s), {} info\n",
+        count(Severity::Error),
+        count(Severity::Warning),
+        count(Severity::Info)
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Endpoint, Network, Proto, Sandbox};
+    use crate::nft::{BaseChain, LiveElem, LiveSet};
+
+    fn seed_state() -> State {
+        let mut st = State::default();
+        let n =
+            Network::new("MyDocker0", "172.16.0.0/16".parse().unwrap(), Some("172.16.1.254".parse().unwrap()), None)
+                .unwrap();
+        st.networks.insert(n.name.clone(), n);
+        let ep = Endpoint {
+            network: "MyDocker0".into(),
+            ip: "172.16.1.1".parse().unwrap(),
+            ifname: "eth0".into(),
+            host_ifname: crate::model::host_ifname("ns1", "MyDocker0"),
+        };
+        st.sandboxes.insert("ns1".into(), Sandbox { name: "ns1".into(), created: true, endpoints: vec![ep] });
+        st.mappings.push("9090:172.16.1.1:8080".parse().unwrap());
+        st.mappings.push("127.0.0.1:5353:172.16.1.1:53/udp".parse().unwrap());
+        st
+    }
+
+    /// The table exactly as netnat would program it for `st`.
+    fn table_for(st: &State) -> LiveTable {
+        let want = ruleset::desired(st);
+        let mut t = LiveTable::default();
+        for c in &CHAINS {
+            t.chains.push(LiveChain {
+                table: TABLE.into(),
+                family: FAMILY_INET,
+                name: c.name.into(),
+                base: Some(BaseChain {
+                    hook: c.hook.number(),
+                    priority: c.priority,
+                    kind: c.kind.name().into(),
+                    policy: 1,
+                }),
+            });
+        }
+        for s in &ruleset::SETS {
+            t.sets.push(LiveSet {
+                table: TABLE.into(),
+                family: FAMILY_INET,
+                name: s.name.into(),
+                flags: 0,
+                key_type: s.key_type(),
+                key_len: s.key_len(),
+                data: Some((s.data_type(), s.data_len())),
+                counter: true,
+            });
+        }
+        for (i, r) in want.rules.iter().enumerate() {
+            t.rules.push(LiveRule {
+                table: TABLE.into(),
+                family: FAMILY_INET,
+                chain: r.chain.into(),
+                handle: i as u64 + 1,
+                exprs: r.exprs.clone(),
+                comment: Some(r.comment.clone()),
+            });
+        }
+        for (set, es) in &want.elems {
+            let v = es
+                .iter()
+                .map(|(k, d)| LiveElem { key: k.clone(), data: d.clone(), packets: Some(3), bytes: Some(180) })
+                .collect();
+            t.elems.insert(set.to_string(), v);
+        }
+        t
+    }
+
+    fn clean() -> Observed {
+        let st = seed_state();
+        let mut o = Observed { table: Some(table_for(&st)), ..Default::default() };
+        o.links = vec![
+            ObservedLink { name: "lo".into(), kind: None, has_peer: false },
+            ObservedLink { name: "MyDocker0".into(), kind: Some("bridge".into()), has_peer: false },
+            ObservedLink {
+                name: st.sandboxes["ns1"].endpoints[0].host_ifname.clone(),
+                kind: Some("veth".into()),
+                has_peer: true,
+            },
+        ];
+        o.netns = vec!["ns1".into()];
+        o.sysctls.insert(SYSCTL_IP_FORWARD.into(), "1".into());
+        o.sysctls.insert(route_localnet_key("MyDocker0"), "1".into());
+        o.sysctls.insert(SYSCTL_BR_NF.into(), "1".into());
+        o.sysctls.insert(SYSCTL_CT_COUNT.into(), "10".into());
+        o.sysctls.insert(SYSCTL_CT_MAX.into(), "1000".into());
+        o.connections = vec![2, 0];
+        o.state = st;
+        o
+    }
+
+    fn ids(o: &Observed) -> Vec<(&'static str, Severity)> {
+        audit(o).findings.iter().map(|f| (f.id, f.severity)).collect()
+    }
+
+    fn has(o: &Observed, id: &str) -> Vec<Finding> {
+        audit(o).findings.into_iter().filter(|f| f.id == id).collect()
+    }
+
+    fn foreign_chain(family: u32, table: &str, name: &str, hook: u32, prio: i32, kind: &str, policy: u32) -> LiveChain {
+        LiveChain {
+            table: table.into(),
+            family,
+            name: name.into(),
+            base: Some(BaseChain { hook, priority: prio, kind: kind.into(), policy }),
+        }
+    }
+
+    fn foreign_rule(family: u32, table: &str, chain: &str, exprs: Vec<Expr>) -> LiveRule {
+        LiveRule { table: table.into(), family, chain: chain.into(), handle: 7, exprs, comment: None }
+    }
+
+    #[test]
+    fn clean_setup_has_only_info() {
+        let o = clean();
+        let r = audit(&o);
+        assert!(r.findings.iter().all(|f| f.severity == Severity::Info), "{:#?}", r.findings);
+        assert_eq!(
+            ids(&o),
+            vec![
+                ("host.br-netfilter", Severity::Info),
+                ("inventory.mapping", Severity::Info),
+                ("inventory.mapping", Severity::Info)
+            ]
+        );
+        let any = r.mappings.iter().find(|m| m.host_port == 9090).unwrap();
+        assert_eq!((any.scope, any.packets, any.bytes, any.connections), (Scope::Any, 3, 180, 2));
+        let lo = r.mappings.iter().find(|m| m.host_port == 5353).unwrap();
+        assert_eq!((lo.scope, lo.protocol.as_str()), (Scope::Loopback, "udp"));
+        assert!(render_text(&r).contains("0 error(s), 0 warning(s), 3 info"));
+    }
+
+    #[test]
+    fn hand_added_rule_is_drift_naming_chain_and_rule() {
+        let mut o = clean();
+        let t = o.table.as_mut().unwrap();
+        t.rules.push(LiveRule {
+            table: TABLE.into(),
+            family: FAMILY_INET,
+            chain: "forward".into(),
+            handle: 99,
+            exprs: vec![Expr::Counter],
+            comment: None,
+        });
+        let f = has(&o, "drift.rule");
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].severity, Severity::Error);
+        assert!(f[0].message.contains("chain inet netnat forward"), "{}", f[0].message);
+        assert!(f[0].message.contains("foreign rule (handle 99): counter"), "{}", f[0].message);
+    }
+
+    #[test]
+    fn missing_table_and_layout() {
+        let mut o = clean();
+        o.table = None;
+        assert_eq!(has(&o, "drift.table-missing").len(), 1);
+        // The guard is gone with the table: the bridge's route_localnet is now unguarded.
+        assert_eq!(has(&o, "host.route-localnet-unguarded").len(), 1);
+        let mut o = clean();
+        o.table.as_mut().unwrap().chains.pop();
+        assert_eq!(has(&o, "drift.layout").len(), 1);
+        // Nothing recorded, no table: nothing to say.
+        let o = Observed::default();
+        assert!(audit(&o).findings.is_empty());
+    }
+
+    #[test]
+    fn element_drift() {
+        let mut o = clean();
+        let t = o.table.as_mut().unwrap();
+        let any = t.elems.get_mut(ruleset::MAP_ANY).unwrap();
+        let removed = any.remove(0);
+        let mut extra = removed.clone();
+        extra.key[4..6].copy_from_slice(&7777u16.to_be_bytes());
+        any.push(extra);
+        let addr = t.elems.get_mut(ruleset::MAP_ADDR).unwrap();
+        addr[0].data[0] = 10;
+        let f = audit(&o).findings;
+        let get = |id| f.iter().find(|x| x.id == id).unwrap_or_else(|| panic!("no {id} in {f:#?}"));
+        assert!(get("drift.element-missing").message.contains("tcp . 9090 : 172.16.1.1 . 8080"));
+        assert!(get("drift.element-extra").message.contains("tcp . 7777"));
+        assert!(get("drift.element-changed").message.contains("127.0.0.1 . udp . 5353"));
+    }
+
+    #[test]
+    fn forward_drop_policy_and_rules() {
+        let mut o = clean();
+        o.chains.push(foreign_chain(FAMILY_IPV4, "filter", "FORWARD", HOOK_FORWARD, 0, "filter", 0));
+        let f = has(&o, "conflict.forward-drop");
+        assert_eq!(f.len(), 1);
+        assert!(f[0].message.contains("ip filter FORWARD") && f[0].message.contains("policy drop"));
+        // A drop rule on another interface cannot hit; one without an interface match can.
+        let mut o = clean();
+        o.chains.push(foreign_chain(FAMILY_INET, "fw", "fwd", HOOK_FORWARD, 0, "filter", 1));
+        let mut other_if = match_ifname(META_IIFNAME, CmpOp::Eq, "eth9");
+        other_if.push(Expr::Verdict(Verdict::Drop));
+        o.rules.push(foreign_rule(FAMILY_INET, "fw", "fwd", other_if));
+        assert!(has(&o, "conflict.forward-drop").is_empty());
+        let mut on_bridge = match_ifname(META_OIFNAME, CmpOp::Eq, "MyDocker0");
+        on_bridge.push(Expr::Verdict(Verdict::Drop));
+        o.rules.push(foreign_rule(FAMILY_INET, "fw", "fwd", on_bridge));
+        let mut other_net = match_ip_prefix(load_ip_daddr(REG_1), "10.0.0.0".parse().unwrap(), 8);
+        other_net.push(Expr::Verdict(Verdict::Drop));
+        o.rules.push(foreign_rule(FAMILY_INET, "fw", "fwd", other_net));
+        let f = has(&o, "conflict.forward-drop");
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert!(f[0].message.contains(r#"oifname "MyDocker0" drop"#), "{}", f[0].message);
+        // ip6 tables never see netnat's IPv4 traffic.
+        let mut o = clean();
+        o.chains.push(foreign_chain(10, "filter", "FORWARD", HOOK_FORWARD, 0, "filter", 0));
+        assert!(has(&o, "conflict.forward-drop").is_empty());
+    }
+
+    fn dnat_rule(port: u16) -> Vec<Expr> {
+        vec![
+            load_meta(META_L4PROTO, REG_1),
+            cmp(REG_1, CmpOp::Eq, [6u8]),
+            load_th_dport(REG_1),
+            cmp(REG_1, CmpOp::Eq, port.to_be_bytes()),
+            Expr::Immediate { dreg: REG_1, data: vec![10, 9, 9, 9] },
+            Expr::Nat { kind: NAT_DNAT, family: 2, addr: Some(REG_1), proto: None },
+        ]
+    }
+
+    #[test]
+    fn foreign_dnat_says_who_wins() {
+        for (prio, says) in
+            [(-150, "the foreign DNAT wins"), (-50, "netnat's mapping wins"), (-100, "registered first")]
+        {
+            let mut o = clean();
+            o.chains.push(foreign_chain(FAMILY_IPV4, "other", "pre", HOOK_PREROUTING, prio, "nat", 1));
+            o.rules.push(foreign_rule(FAMILY_IPV4, "other", "pre", dnat_rule(9090)));
+            let f = has(&o, "conflict.dnat");
+            assert_eq!(f.len(), 1, "{f:#?}");
+            assert!(f[0].message.contains(says), "{}", f[0].message);
+            assert!(f[0].message.contains("dnat ip to 10.9.9.9"), "{}", f[0].message);
+            assert_eq!(f[0].severity, Severity::Warning);
+            // And it is listed among the foreign NAT rules.
+            assert!(has(&o, "foreign.nat")[0].message.contains("ip other pre"));
+        }
+        // Another port, or udp, is no conflict.
+        let mut o = clean();
+        o.chains.push(foreign_chain(FAMILY_IPV4, "other", "pre", HOOK_PREROUTING, -150, "nat", 1));
+        o.rules.push(foreign_rule(FAMILY_IPV4, "other", "pre", dnat_rule(9091)));
+        assert!(has(&o, "conflict.dnat").is_empty());
+        // Through a regular chain jumped to from the base chain (Docker's layout).
+        let mut o = clean();
+        o.chains.push(foreign_chain(FAMILY_IPV4, "nat", "PREROUTING", HOOK_PREROUTING, -100, "nat", 1));
+        o.chains.push(LiveChain { table: "nat".into(), family: FAMILY_IPV4, name: "DOCKER".into(), base: None });
+        o.rules.push(foreign_rule(
+            FAMILY_IPV4,
+            "nat",
+            "PREROUTING",
+            vec![Expr::Verdict(Verdict::Jump("DOCKER".into()))],
+        ));
+        o.rules.push(foreign_rule(FAMILY_IPV4, "nat", "DOCKER", dnat_rule(9090)));
+        let f = has(&o, "conflict.dnat");
+        assert_eq!(f.len(), 1);
+        assert!(f[0].message.contains("ip nat PREROUTING has netnat's priority"), "{}", f[0].message);
+    }
+
+    #[test]
+    fn decodes_iptables_nat_targets() {
+        // Revision 0: rangesize, flags, min_ip, max_ip, min port, max port (+ 4 bytes padding).
+        let mut rev0 = 1u32.to_ne_bytes().to_vec();
+        rev0.extend(3u32.to_ne_bytes());
+        rev0.extend([10, 1, 2, 3, 10, 1, 2, 3]);
+        rev0.extend(80u16.to_be_bytes());
+        rev0.extend(80u16.to_be_bytes());
+        rev0.extend([0; 4]);
+        assert_eq!(xt_nat_text("DNAT", &rev0), "dnat to 10.1.2.3:80 (iptables DNAT)");
+        // Revision 2: flags, min addr (16), max addr (16), min port, max port, base port.
+        let mut rev2 = 1u32.to_ne_bytes().to_vec();
+        rev2.extend([192, 0, 2, 1]);
+        rev2.extend([0; 12]);
+        rev2.extend([192, 0, 2, 9]);
+        rev2.extend([0; 12]);
+        rev2.extend([0; 4 + 2 + 6]);
+        assert_eq!(rev2.len(), 48);
+        assert_eq!(xt_nat_text("SNAT", &rev2), "snat to 192.0.2.1-192.0.2.9 (iptables SNAT)");
+        let mut masq = 1u32.to_ne_bytes().to_vec();
+        masq.extend([0; 20]);
+        assert_eq!(xt_nat_text("MASQUERADE", &masq), "masquerade (iptables MASQUERADE)");
+        assert!(xt_nat_text("DNAT", &[1, 2, 3]).contains("not decoded: 3 bytes"));
+        assert!(xt_nat_text("NETMAP", &rev0).contains("not decoded"));
+        // In a rule: listed, never skipped.
+        let mut o = clean();
+        o.chains.push(foreign_chain(FAMILY_IPV4, "nat", "PREROUTING", HOOK_PREROUTING, -100, "nat", 1));
+        let mut e = dnat_rule(9191);
+        e.truncate(4);
+        e.push(Expr::Counter);
+        e.push(Expr::Xt { target: true, name: "DNAT".into(), info: rev0 });
+        o.rules.push(foreign_rule(FAMILY_IPV4, "nat", "PREROUTING", e));
+        let mut weird = vec![Expr::Xt { target: true, name: "DNAT".into(), info: vec![0; 7] }];
+        weird.insert(0, Expr::Counter);
+        o.rules.push(foreign_rule(FAMILY_IPV4, "nat", "PREROUTING", weird));
+        let f = has(&o, "foreign.nat");
+        assert_eq!(f.len(), 2);
+        assert!(f.iter().any(|x| x.message.contains("th dport 9191 counter dnat to 10.1.2.3:80")), "{f:#?}");
+        assert!(f.iter().any(|x| x.message.contains("not decoded: 7 bytes")), "{f:#?}");
+    }
+
+    #[test]
+    fn host_settings() {
+        let mut o = clean();
+        o.sysctls.insert(SYSCTL_IP_FORWARD.into(), "0".into());
+        o.sysctls.insert(SYSCTL_CT_COUNT.into(), "900".into());
+        o.sysctls.insert(SYSCTL_BR_NF.into(), "0".into());
+        let got = ids(&o);
+        assert!(got.contains(&("host.forwarding-off", Severity::Error)));
+        assert!(got.contains(&("host.conntrack-full", Severity::Warning)));
+        assert!(!got.iter().any(|(i, _)| *i == "host.br-netfilter"));
+        // Guard gone while route_localnet is on.
+        let mut o = clean();
+        o.table.as_mut().unwrap().rules.retain(|r| r.chain != "guard");
+        let f = has(&o, "host.route-localnet-unguarded");
+        assert_eq!(f[0].objects, vec!["MyDocker0".to_string()]);
+        assert_eq!(has(&o, "drift.rule").len(), 1);
+    }
+
+    #[test]
+    fn listeners_on_published_ports() {
+        let mut o = clean();
+        o.listeners = vec![
+            Listener { protocol: Proto::Tcp, addr: Ipv4Addr::UNSPECIFIED, port: 9090 },
+            Listener { protocol: Proto::Udp, addr: "127.0.0.2".parse().unwrap(), port: 5353 },
+            Listener { protocol: Proto::Udp, addr: "127.0.0.1".parse().unwrap(), port: 9090 },
+        ];
+        let f = has(&o, "conflict.local-listener");
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert!(f[0].message.contains("0.0.0.0:9090/tcp"));
+    }
+
+    #[test]
+    fn leftovers_found() {
+        let mut o = clean();
+        o.links.push(ObservedLink { name: "nn12345678".into(), kind: Some("veth".into()), has_peer: true });
+        o.links.push(ObservedLink { name: "nnotmine".into(), kind: Some("veth".into()), has_peer: true });
+        o.state.sandboxes.insert("empty".into(), Sandbox { name: "empty".into(), created: true, endpoints: vec![] });
+        o.state
+            .sandboxes
+            .insert("adopted".into(), Sandbox { name: "adopted".into(), created: false, endpoints: vec![] });
+        o.state.mappings.push("8080:10.200.0.5:80".parse().unwrap());
+        o.connections.push(0);
+        let f = audit(&o).findings;
+        let of = |id| f.iter().filter(|x| x.id == id).map(|x| x.objects[0].clone()).collect::<Vec<_>>();
+        assert_eq!(of("leftover.veth"), vec!["nn12345678"]);
+        assert_eq!(of("leftover.netns"), vec!["empty"]);
+        assert_eq!(of("leftover.mapping-target"), vec!["8080:10.200.0.5:80/tcp"]);
+        // A recorded veth whose sandbox namespace is gone.
+        let mut o = clean();
+        o.netns.clear();
+        assert!(has(&o, "leftover.veth")[0].message.contains("namespace /run/netns/ns1 is gone"));
+    }
+
+    #[test]
+    fn legacy_and_config_drift() {
+        let mut o = clean();
+        o.legacy_tables = vec!["nat".into(), "filter".into()];
+        assert_eq!(has(&o, "conflict.legacy-iptables")[0].objects, vec!["nat", "filter"]);
+        let mut cfg = o.state.clone();
+        cfg.mappings.pop();
+        cfg.mappings.push("9191:172.16.1.1:80".parse().unwrap());
+        o.config = Some(cfg);
+        let f = has(&o, "drift.config");
+        assert_eq!(f.len(), 2, "{f:#?}");
+        assert!(f.iter().all(|x| x.severity == Severity::Warning));
+    }
+
+    #[test]
+    fn findings_sorted_worst_first() {
+        let mut o = clean();
+        o.table = None;
+        let sev: Vec<Severity> = audit(&o).findings.iter().map(|f| f.severity).collect();
+        let mut sorted = sev.clone();
+        sorted.sort_by(|a, b| b.cmp(a));
+        assert_eq!(sev, sorted);
+    }
+
+    #[test]
+    fn parses_proc_net() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 00000000:2382 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n\
+   1: 0100007F:0035 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0\n\
+   2: 0100007F:9C40 0100007F:2382 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0 100 0 0 10 0\n";
+        let l = parse_proc_net(tcp, Proto::Tcp);
+        assert_eq!(
+            l,
+            vec![
+                Listener { protocol: Proto::Tcp, addr: Ipv4Addr::UNSPECIFIED, port: 9090 },
+                Listener { protocol: Proto::Tcp, addr: Ipv4Addr::LOCALHOST, port: 53 },
+            ]
+        );
+        let tcp6 = "header\n   0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 0 0 0 0 0 0\n\
+   1: 0000000000000000FFFF00000100007F:0050 00000000000000000000000000000000:0000 0A 0 0 0 0 0 0\n\
+   2: 00000000000000000000000001000000:0051 00000000000000000000000000000000:0000 0A 0 0 0 0 0 0\n";
+        let l = parse_proc_net(tcp6, Proto::Tcp);
+        assert_eq!(l.len(), 2);
+        assert!(l.contains(&Listener { protocol: Proto::Tcp, addr: Ipv4Addr::UNSPECIFIED, port: 8080 }));
+        assert!(l.contains(&Listener { protocol: Proto::Tcp, addr: Ipv4Addr::LOCALHOST, port: 80 }));
+        let udp = "header\n   7: 00000000:14E9 00000000:0000 07 0 0 0\n   8: 0100007F:14EA 0200007F:0035 01 0 0 0\n";
+        assert_eq!(
+            parse_proc_net(udp, Proto::Udp),
+            vec![Listener { protocol: Proto::Udp, addr: Ipv4Addr::UNSPECIFIED, port: 5353 }]
+        );
+        assert_eq!(parse_table_names("nat\nfilter\n\n"), vec!["nat", "filter"]);
+    }
+
+    #[test]
+    fn netnat_veth_names() {
+        assert!(is_netnat_veth_name(&crate::model::host_ifname("a", "b")));
+        assert!(is_netnat_veth_name("nn12345678"));
+        assert!(!is_netnat_veth_name("nn1234567"));
+        assert!(!is_netnat_veth_name("nn1234567g"));
+        assert!(!is_netnat_veth_name("veth-ext"));
+    }
+}
