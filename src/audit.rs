@@ -1122,7 +1122,7 @@ mod tests {
                 flags: 0,
                 key_type: s.key_type(),
                 key_len: s.key_len(),
-                data: Some((s.data_type(), s.data_len())),
+                data: s.data_desc(),
                 counter: true,
             });
         }

@@ -2,10 +2,11 @@
 //! that differs from what the kernel has (`plan`), and how both print in nft syntax.
 //!
 //! Layout (see docs/nft-layout.md for the why):
-//! - `guard`       filter, prerouting, raw (-300): drop 127.0.0.0/8 arriving from outside.
+//! - `guard`       filter, prerouting, priority raw (-300): drop 127.0.0.0/8 arriving from outside.
 //! - `prerouting`  nat, prerouting, dstnat (-100): DNAT through the two port maps.
 //! - `output`      nat, output, dstnat (-100): the same for connections made by the host itself.
-//! - `forward`     filter, forward, filter (0): only DNAT'd or established traffic enters a bridge.
+//! - `forward`     filter, forward, filter (0): internal networks sealed first; every DNAT'd packet
+//!                 counted in `fwd_any4`/`fwd_addr4`; only DNAT'd or established traffic enters a bridge.
 //! - `postrouting` nat, postrouting, srcnat (100): egress masquerade, hairpin and localhost SNAT.
 //! - maps `pub_any4` (`meta l4proto . th dport`) and `pub_addr4` (`ip daddr . meta l4proto . th
 //!   dport`) → `ipv4_addr . inet_service`: one element per published port, so rules never change
@@ -22,6 +23,10 @@ pub const TABLE: &str = "netnat";
 pub const FAMILY_NAME: &str = "inet";
 pub const MAP_ANY: &str = "pub_any4";
 pub const MAP_ADDR: &str = "pub_addr4";
+/// Traffic counters per published port: the NAT maps only see a connection's first packet, so
+/// the forward chain looks every DNAT'd packet up in these sets (same keys as the maps).
+pub const COUNT_ANY: &str = "fwd_any4";
+pub const COUNT_ADDR: &str = "fwd_addr4";
 
 // Hook priorities from the nftables wiki ("Netfilter hooks"): NF_IP_PRI_RAW, _NAT_DST, _FILTER, _NAT_SRC.
 pub const PRIO_RAW: i32 = -300;
@@ -159,10 +164,15 @@ pub fn render_concat(fields: &[Field], bytes: &[u8]) -> String {
 pub struct SetSpec {
     pub name: &'static str,
     pub key: &'static [Field],
+    /// Empty for a plain set.
     pub data: &'static [Field],
 }
 
 impl SetSpec {
+    /// (data type, data length) for a map, None for a plain set.
+    pub fn data_desc(&self) -> Option<(u32, u32)> {
+        (!self.data.is_empty()).then(|| (self.data_type(), self.data_len()))
+    }
     pub fn key_type(&self) -> u32 {
         concat_type(self.key)
     }
@@ -180,7 +190,7 @@ impl SetSpec {
     }
 }
 
-pub const SETS: [SetSpec; 2] = [
+pub const SETS: [SetSpec; 4] = [
     SetSpec {
         name: MAP_ANY,
         key: &[Field::InetProto, Field::InetService],
@@ -191,7 +201,18 @@ pub const SETS: [SetSpec; 2] = [
         key: &[Field::Ipv4Addr, Field::InetProto, Field::InetService],
         data: &[Field::Ipv4Addr, Field::InetService],
     },
+    SetSpec { name: COUNT_ANY, key: &[Field::InetProto, Field::InetService], data: &[] },
+    SetSpec { name: COUNT_ADDR, key: &[Field::Ipv4Addr, Field::InetProto, Field::InetService], data: &[] },
 ];
+
+/// The counting set that goes with a NAT map.
+pub fn counter_set_of(map: &str) -> &'static str {
+    if map == MAP_ADDR {
+        COUNT_ADDR
+    } else {
+        COUNT_ANY
+    }
+}
 
 pub fn set_spec(name: &str) -> Option<&'static SetSpec> {
     SETS.iter().find(|s| s.name == name)
@@ -259,6 +280,21 @@ fn dnat_via_map(by_addr: bool) -> Vec<Expr> {
     v
 }
 
+/// `ct original [ip daddr .] meta l4proto . ct original proto-dst @SET`: no verdict, the lookup
+/// only updates the matching element's counter (both directions of a published connection).
+fn count_published(by_addr: bool) -> Vec<Expr> {
+    let (set, proto_reg, port_reg) =
+        if by_addr { (COUNT_ADDR, REG32_01, REG32_02) } else { (COUNT_ANY, REG_1, REG32_01) };
+    let mut v = match_ct_bits(CT_STATUS, CT_STATUS_DNAT);
+    if by_addr {
+        v.push(load_ct_original(CT_DST_IP, REG_1));
+    }
+    v.push(load_meta(META_L4PROTO, proto_reg));
+    v.push(load_ct_original(CT_PROTO_DST, port_reg));
+    v.push(Expr::Lookup { sreg: REG_1, set: set.into(), dreg: None, flags: 0 });
+    v
+}
+
 fn subnet_of(n: &Network) -> Vec<Expr> {
     match_ip_prefix(load_ip_saddr(REG_1), n.subnet.addr, n.subnet.prefix)
 }
@@ -288,6 +324,8 @@ pub fn desired(state: &State) -> Desired {
             "ports published on every local address, from the host",
             vec![match_ipv4(), match_daddr_local(), dnat_via_map(false)],
         ),
+        rule("forward", "traffic of ports published on one address", vec![match_ipv4(), count_published(true)]),
+        rule("forward", "traffic of ports published on every address", vec![match_ipv4(), count_published(false)]),
         rule(
             "forward",
             "replies and related traffic",
@@ -312,24 +350,46 @@ pub fn desired(state: &State) -> Desired {
             ],
         ),
     ];
+    // Internal networks first: nothing crosses their bridge, not even published or related traffic.
+    let internal: Vec<RuleSpec> = state
+        .networks
+        .values()
+        .filter(|n| n.internal)
+        .flat_map(|n| {
+            let br = n.bridge.as_str();
+            [
+                rule(
+                    "forward",
+                    format!("{}: internal, nothing comes in", n.name),
+                    vec![
+                        match_ifname(META_OIFNAME, CmpOp::Eq, br),
+                        match_ifname(META_IIFNAME, CmpOp::Neq, br),
+                        verdict(Verdict::Drop),
+                    ],
+                ),
+                rule(
+                    "forward",
+                    format!("{}: internal, nothing goes out", n.name),
+                    vec![
+                        match_ifname(META_IIFNAME, CmpOp::Eq, br),
+                        match_ifname(META_OIFNAME, CmpOp::Neq, br),
+                        verdict(Verdict::Drop),
+                    ],
+                ),
+            ]
+        })
+        .collect();
+    let first_forward = rules.iter().position(|r| r.chain == "forward").expect("forward rules exist");
+    rules.splice(first_forward..first_forward, internal);
     for n in state.networks.values() {
         let br = n.bridge.as_str();
-        rules.push(rule(
-            "forward",
-            format!("{}: only published ports come in", n.name),
-            vec![
-                match_ifname(META_OIFNAME, CmpOp::Eq, br),
-                match_ifname(META_IIFNAME, CmpOp::Neq, br),
-                verdict(Verdict::Drop),
-            ],
-        ));
-        if n.internal {
+        if !n.internal {
             rules.push(rule(
                 "forward",
-                format!("{}: internal, nothing goes out", n.name),
+                format!("{}: only published ports come in", n.name),
                 vec![
-                    match_ifname(META_IIFNAME, CmpOp::Eq, br),
-                    match_ifname(META_OIFNAME, CmpOp::Neq, br),
+                    match_ifname(META_OIFNAME, CmpOp::Eq, br),
+                    match_ifname(META_IIFNAME, CmpOp::Neq, br),
                     verdict(Verdict::Drop),
                 ],
             ));
@@ -356,6 +416,7 @@ pub fn desired(state: &State) -> Desired {
     let mut elems: BTreeMap<&'static str, Elems> = SETS.iter().map(|s| (s.name, Elems::new())).collect();
     for m in &state.mappings {
         for (map, k, d) in mapping_elems(m) {
+            elems.entry(counter_set_of(map)).or_default().insert(k.clone(), vec![]);
             elems.entry(map).or_default().insert(k, d);
         }
     }
@@ -461,12 +522,9 @@ fn layout_matches(live: &LiveTable) -> bool {
         });
     let sets_ok = live.sets.len() == SETS.len()
         && SETS.iter().all(|s| {
-            live.sets.iter().any(|l| {
-                l.name == s.name
-                    && l.key_type == s.key_type()
-                    && l.data == Some((s.data_type(), s.data_len()))
-                    && l.counter
-            })
+            live.sets
+                .iter()
+                .any(|l| l.name == s.name && l.key_type == s.key_type() && l.data == s.data_desc() && l.counter)
         });
     chains_ok && sets_ok
 }
@@ -491,7 +549,7 @@ fn chain_header(c: &ChainSpec) -> String {
 
 fn elem_text(set: &str, key: &[u8], data: Option<&[u8]>) -> String {
     match set_spec(set) {
-        Some(s) => match data {
+        Some(s) => match data.filter(|d| !d.is_empty()) {
             Some(d) => format!("{} : {}", render_concat(s.key, key), render_concat(s.data, d)),
             None => render_concat(s.key, key),
         },
@@ -509,6 +567,9 @@ impl fmt::Display for NftOp {
             NftOp::DelChain(c) => write!(f, "delete chain {t} {c}"),
             NftOp::FlushChain(c) => write!(f, "flush chain {t} {c}"),
             NftOp::AddRule(r) => write!(f, "add rule {t} {} {}", r.chain, render_rule(&r.exprs, Some(&r.comment))),
+            NftOp::AddSet(s) if s.data.is_empty() => {
+                write!(f, "add set {t} {} {{ type {}; counter; }}", s.name, SetSpec::type_text(s.key))
+            }
             NftOp::AddSet(s) => write!(
                 f,
                 "add map {t} {} {{ type {} : {}; counter; }}",
@@ -652,7 +713,7 @@ mod tests {
                 flags: 8,
                 key_type: s.key_type(),
                 key_len: s.key_len(),
-                data: Some((s.data_type(), s.data_len())),
+                data: s.data_desc(),
                 counter: true,
             })
             .collect();
@@ -691,15 +752,17 @@ mod tests {
     }
 
     #[test]
-    fn one_new_port_sends_one_element_and_no_rules() {
+    fn one_new_port_sends_its_elements_and_no_rules() {
         let mut st = demo_state();
         let live = as_live(&desired(&st));
         st.mappings.push("127.0.0.1:5353:172.16.1.2:53/udp".parse().unwrap());
-        let ops = plan(&desired(&st), Some(&live));
-        assert_eq!(ops.len(), 1);
+        let text: Vec<String> = plan(&desired(&st), Some(&live)).iter().map(|o| o.to_string()).collect();
         assert_eq!(
-            ops[0].to_string(),
-            "add element inet netnat pub_addr4 { 127.0.0.1 . udp . 5353 : 172.16.1.2 . 53 }"
+            text,
+            vec![
+                "add element inet netnat fwd_addr4 { 127.0.0.1 . udp . 5353 }",
+                "add element inet netnat pub_addr4 { 127.0.0.1 . udp . 5353 : 172.16.1.2 . 53 }"
+            ]
         );
     }
 

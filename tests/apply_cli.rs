@@ -111,10 +111,12 @@ isolated!(changing_one_port_sends_only_that_change, inner_one_port_change, {
     assert_eq!(
         lines,
         vec![
+            "delete element inet netnat fwd_any4 { tcp . 9091 }",
+            "add element inet netnat fwd_any4 { tcp . 9092 }",
             "delete element inet netnat pub_any4 { tcp . 9091 }",
             "add element inet netnat pub_any4 { tcp . 9092 : 172.16.1.1 . 8080 }"
         ],
-        "apply sent more than the one change"
+        "apply sent more than the one change (its NAT element and its traffic counter)"
     );
     // The unchanged element was not re-created: its counter kept its packets.
     assert_eq!(packets_of(9090), before);

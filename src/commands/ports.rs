@@ -5,7 +5,7 @@ use crate::conntrack;
 use crate::link::Links;
 use crate::model::{HostPorts, InputError, Mapping, State};
 use crate::nft::LiveTable;
-use crate::ruleset::{mapping_elems, render_table};
+use crate::ruleset::{counter_set_of, mapping_elems, render_table};
 use anyhow::{bail, Result};
 use serde::Serialize;
 use std::net::Ipv4Addr;
@@ -121,7 +121,8 @@ pub struct MappingView {
     pub bytes: u64,
 }
 
-/// Mappings with the counters of their map elements (summed over a range).
+/// Mappings with the traffic counted for them in the forward chain (summed over a range):
+/// packets and bytes in both directions of every connection through the mapping.
 pub fn mapping_views(state: &State, live: Option<&LiveTable>) -> Vec<MappingView> {
     let counters: std::collections::HashMap<(&str, &[u8]), (u64, u64)> = live
         .map(|l| {
@@ -141,7 +142,7 @@ pub fn mapping_views(state: &State, live: Option<&LiveTable>) -> Vec<MappingView
         .map(|m| {
             let (packets, bytes) = mapping_elems(m)
                 .iter()
-                .filter_map(|(set, k, _)| counters.get(&(*set, k.as_slice())))
+                .filter_map(|(map, k, _)| counters.get(&(counter_set_of(map), k.as_slice())))
                 .fold((0, 0), |(p, b), (p2, b2)| (p + p2, b + b2));
             MappingView {
                 mapping: *m,

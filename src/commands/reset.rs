@@ -21,7 +21,8 @@ pub fn reset(dir: &Path) -> Result<()> {
         }
     };
     // Firewall first, while the links it names still exist.
-    if read_live_table()?.is_some() {
+    let had_table = read_live_table()?.is_some();
+    if had_table {
         note(
             Nft::open().and_then(|mut n| n.apply(&[NftOp::DelTable])).map(|_| true),
             format!("deleting table inet {TABLE}"),
@@ -52,6 +53,7 @@ pub fn reset(dir: &Path) -> Result<()> {
     }
     ctx.state = State::default();
     ctx.save()?;
-    println!("reset: removed {n} network(s), {s} sandbox(es), {m} mapping(s) and table inet {TABLE}");
+    let table = if had_table { format!(" and table inet {TABLE}") } else { String::new() };
+    println!("reset: removed {n} network(s), {s} sandbox(es), {m} mapping(s){table}");
     Ok(())
 }

@@ -27,6 +27,9 @@ pub const PAYLOAD_NETWORK: u32 = 1;
 pub const PAYLOAD_TRANSPORT: u32 = 2;
 pub const CT_STATE: u32 = 0;
 pub const CT_STATUS: u32 = 2;
+pub const CT_PROTO_DST: u32 = 12;
+pub const CT_DST_IP: u32 = 20;
+pub const CT_DIR_ORIGINAL: u8 = 0;
 pub const NAT_SNAT: u32 = 0;
 pub const NAT_DNAT: u32 = 1;
 pub const FIB_F_DADDR: u32 = 1 << 1;
@@ -140,9 +143,11 @@ pub enum Expr {
         result: u32,
         dreg: u32,
     },
+    /// `dir`: Some(0) for `ct original ...`, Some(1) for `ct reply ...`.
     Ct {
         key: u32,
         dreg: u32,
+        dir: Option<u8>,
     },
     Nat {
         kind: u32,
@@ -211,11 +216,16 @@ pub fn match_ifname(key: u32, op: CmpOp, name: &str) -> Vec<Expr> {
 /// `ct state|status` has any of `bits` set.
 pub fn match_ct_bits(key: u32, bits: u32) -> Vec<Expr> {
     vec![
-        Expr::Ct { key, dreg: REG_1 },
+        Expr::Ct { key, dreg: REG_1, dir: None },
         Expr::Bitwise { sreg: REG_1, dreg: REG_1, mask: bits.to_ne_bytes().to_vec(), xor: vec![0; 4] },
         cmp(REG_1, CmpOp::Neq, [0u8; 4]),
     ]
 }
+/// `ct original KEY`: a field of the connection as first seen (before DNAT).
+pub fn load_ct_original(key: u32, dreg: u32) -> Expr {
+    Expr::Ct { key, dreg, dir: Some(CT_DIR_ORIGINAL) }
+}
+
 /// `fib daddr type local`: the packet is addressed to this host (any local address).
 pub fn match_daddr_local() -> Vec<Expr> {
     vec![
@@ -312,11 +322,18 @@ pub fn render(exprs: &[Expr], set_key_len: &dyn Fn(&str) -> Option<u32>) -> Stri
                 let slots = (*len as usize).div_ceil(4);
                 regs.insert(slot(*dreg), Sym { text, kind, slots, mask: None });
             }
-            Expr::Ct { key, dreg } => {
+            Expr::Ct { key, dreg, dir } => {
+                let d = match dir {
+                    Some(0) => "original ",
+                    Some(_) => "reply ",
+                    None => "",
+                };
                 let (text, kind) = match *key {
                     CT_STATE => ("ct state".into(), Kind::CtState),
                     CT_STATUS => ("ct status".into(), Kind::CtStatus),
-                    k => (format!("ct key{k}"), Kind::Raw),
+                    CT_PROTO_DST => (format!("ct {d}proto-dst"), Kind::Port),
+                    CT_DST_IP => (format!("ct {d}ip daddr"), Kind::Ipv4),
+                    k => (format!("ct {d}key{k}"), Kind::Raw),
                 };
                 regs.insert(slot(*dreg), Sym { text, kind, slots: 1, mask: None });
             }

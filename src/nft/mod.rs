@@ -337,7 +337,9 @@ fn write_op(batch: &mut Batch, table: &Table, op: &NftOp) -> usize {
         NftOp::DelSet(name) => batch.add(&SetMsg::named(&c_name(TABLE), FAMILY as u16, name), MsgType::Del),
         NftOp::AddElems { set, elems } => {
             for chunk in elems.chunks(ELEMS_PER_MSG) {
-                let e: Vec<_> = chunk.iter().map(|(k, d)| (k.as_slice(), Some(d.as_slice()))).collect();
+                // Plain sets have elements without data.
+                let e: Vec<_> =
+                    chunk.iter().map(|(k, d)| (k.as_slice(), (!d.is_empty()).then_some(d.as_slice()))).collect();
                 batch.add(&ElemsMsg::new(&c_name(TABLE), FAMILY as u16, set, &e), MsgType::Add);
             }
             return elems.len().div_ceil(ELEMS_PER_MSG);
@@ -378,7 +380,7 @@ fn build_set(spec: &SetSpec) -> SetMsg {
         id: crate::ruleset::SETS.iter().position(|s| s.name == spec.name).unwrap_or(0) as u32 + 1,
         key_type: spec.key_type(),
         key_len: spec.key_len(),
-        data: Some((spec.data_type(), spec.data_len())),
+        data: spec.data_desc(),
         counter: true,
     };
     SetMsg::new(&c_name(TABLE), FAMILY as u16, &desc)

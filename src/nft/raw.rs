@@ -34,6 +34,10 @@ impl ExprBuf {
         unsafe { sys::nftnl_expr_set_u32(self.0.as_ptr(), attr as u16, v) };
         self
     }
+    fn u8(self, attr: u32, v: u8) -> Self {
+        unsafe { sys::nftnl_expr_set_u8(self.0.as_ptr(), attr as u16, v) };
+        self
+    }
     fn data(self, attr: u32, d: &[u8]) -> Self {
         unsafe { sys::nftnl_expr_set(self.0.as_ptr(), attr as u16, d.as_ptr().cast(), d.len() as u32) };
         self
@@ -80,8 +84,12 @@ fn encode(e: &Expr) -> NonNull<sys::nftnl_expr> {
             .u32(sys::NFTNL_EXPR_FIB_FLAGS, *flags)
             .u32(sys::NFTNL_EXPR_FIB_RESULT, *result)
             .u32(sys::NFTNL_EXPR_FIB_DREG, *dreg),
-        Expr::Ct { key, dreg } => {
-            ExprBuf::new(c"ct").u32(sys::NFTNL_EXPR_CT_KEY, *key).u32(sys::NFTNL_EXPR_CT_DREG, *dreg)
+        Expr::Ct { key, dreg, dir } => {
+            let b = ExprBuf::new(c"ct").u32(sys::NFTNL_EXPR_CT_KEY, *key).u32(sys::NFTNL_EXPR_CT_DREG, *dreg);
+            match dir {
+                Some(d) => b.u8(sys::NFTNL_EXPR_CT_DIR, *d),
+                None => b,
+            }
         }
         Expr::Nat { kind, family, addr, proto } => {
             let mut b =
@@ -124,6 +132,9 @@ impl ExprView {
     }
     fn u32(&self, attr: u32) -> u32 {
         unsafe { sys::nftnl_expr_get_u32(self.0, attr as u16) }
+    }
+    fn u8(&self, attr: u32) -> u8 {
+        unsafe { sys::nftnl_expr_get_u8(self.0, attr as u16) }
     }
     fn opt_u32(&self, attr: u32) -> Option<u32> {
         self.has(attr).then(|| self.u32(attr))
@@ -185,9 +196,11 @@ fn decode(p: *const sys::nftnl_expr) -> Expr {
             result: v.u32(sys::NFTNL_EXPR_FIB_RESULT),
             dreg: v.u32(sys::NFTNL_EXPR_FIB_DREG),
         },
-        "ct" if v.has(sys::NFTNL_EXPR_CT_DREG) && !v.has(sys::NFTNL_EXPR_CT_DIR) => {
-            Expr::Ct { key: v.u32(sys::NFTNL_EXPR_CT_KEY), dreg: v.u32(sys::NFTNL_EXPR_CT_DREG) }
-        }
+        "ct" if v.has(sys::NFTNL_EXPR_CT_DREG) => Expr::Ct {
+            key: v.u32(sys::NFTNL_EXPR_CT_KEY),
+            dreg: v.u32(sys::NFTNL_EXPR_CT_DREG),
+            dir: v.has(sys::NFTNL_EXPR_CT_DIR).then(|| v.u8(sys::NFTNL_EXPR_CT_DIR)),
+        },
         "nat" => Expr::Nat {
             kind: v.u32(sys::NFTNL_EXPR_NAT_TYPE),
             family: v.u32(sys::NFTNL_EXPR_NAT_FAMILY),
