@@ -118,7 +118,13 @@ cfg_netnat() {
 cfg_nft1() { # the minimal hand-written DNAT: one rule per port, nothing else
   topo_hand; start_servers
   nft -f - <<EOF
-table ip hand { chain pre { type nat hook prerouting priority dstnat; tcp dport 9090 dnat to $SRV:8080; tcp dport 9201 dnat to $SRV:5201; } }
+table ip hand {
+  chain pre {
+    type nat hook prerouting priority dstnat;
+    tcp dport 9090 dnat to $SRV:8080
+    tcp dport 9201 dnat to $SRV:5201
+  }
+}
 EOF
   echo "$HOST:9090 $HOST:9201"
 }
@@ -141,15 +147,15 @@ cfg_iptables() { # Docker's layout, through iptables-nft
 }
 cfg_socat() {
   topo_hand; start_servers
-  socat TCP-LISTEN:9090,bind=$HOST,fork,reuseaddr,backlog=4096 TCP:$SRV:8080 &
-  socat TCP-LISTEN:9201,bind=$HOST,fork,reuseaddr TCP:$SRV:5201 &
+  socat TCP-LISTEN:9090,bind=$HOST,fork,reuseaddr,backlog=4096 TCP:$SRV:8080 >/dev/null 2>&1 &
+  socat TCP-LISTEN:9201,bind=$HOST,fork,reuseaddr TCP:$SRV:5201 >/dev/null 2>&1 &
   sleep 0.3
   echo "$HOST:9090 $HOST:9201"
 }
 cfg_dockerproxy() {
   topo_hand; start_servers
-  $TOOLS/docker-proxy -proto tcp -host-ip $HOST -host-port 9090 -container-ip $SRV -container-port 8080 3>/dev/null &
-  $TOOLS/docker-proxy -proto tcp -host-ip $HOST -host-port 9201 -container-ip $SRV -container-port 5201 3>/dev/null &
+  $TOOLS/docker-proxy -proto tcp -host-ip $HOST -host-port 9090 -container-ip $SRV -container-port 8080 3>/dev/null >/dev/null 2>&1 &
+  $TOOLS/docker-proxy -proto tcp -host-ip $HOST -host-port 9201 -container-ip $SRV -container-port 5201 3>/dev/null >/dev/null 2>&1 &
   sleep 0.3
   echo "$HOST:9090 $HOST:9201"
 }
@@ -198,10 +204,13 @@ measure_scaling() {
   else # one rule per port, target last (the peers' layout)
     topo_hand; start_servers
     {
-      echo "table ip hand { chain pre { type nat hook prerouting priority dstnat;"
+      echo "table ip hand {"
+      echo "chain pre {"
+      echo "type nat hook prerouting priority dstnat;"
       for ((p = 20000; p < last; p++)); do echo "tcp dport $p dnat to $SRV:$p"; done
       echo "tcp dport $last dnat to $SRV:8080"
-      echo "} }"
+      echo "}"
+      echo "}"
     } | nft -f -
   fi
   read -r rps _ < <(wrk_run "$HOST:$last" -H "Connection: close")
@@ -276,7 +285,7 @@ measure_control_plane() {
   record ls_json_10k_cpu_s netnat "$(/usr/bin/time -f '%U %S' $NETNAT ls --json 2>&1 >/dev/null | tail -1 | awk '{print $1+$2}')"
   teardown
   {
-    echo 'table ip hand { map m { type inet_service : ipv4_addr . inet_service; } }'
+    printf 'table ip hand {\n map m {\n type inet_service : ipv4_addr . inet_service\n }\n}\n'
     printf 'add element ip hand m { '; for ((p = 20000; p < 30000; p++)); do printf '%d : %s . %d, ' $p $SRV $p; done; echo '}'
   } >/run/bench-10k.nft
   UNDO=(nft delete table ip hand)

@@ -632,6 +632,16 @@ fn conflicts(o: &Observed, out: &mut Vec<Finding>) {
     }
 }
 
+/// Forward chains of other tables that would drop netnat's container traffic: the audit's
+/// `conflict.forward-drop`, also checked by `publish` and `network create` so the operator hears
+/// of it when it matters.
+pub fn forward_blockers(state: &State, chains: Vec<LiveChain>, rules: Vec<LiveRule>) -> Vec<Finding> {
+    let o = Observed { state: state.clone(), chains, rules, ..Default::default() };
+    let mut out = vec![];
+    forward_drop(&o, &mut out);
+    out
+}
+
 fn forward_drop(o: &Observed, out: &mut Vec<Finding>) {
     let nets: Vec<&crate::model::Network> = o.state.networks.values().collect();
     if nets.is_empty() {

@@ -5,8 +5,8 @@
 //! - `guard`       filter, prerouting, priority raw (-300): drop 127.0.0.0/8 arriving from outside.
 //! - `prerouting`  nat, prerouting, dstnat (-100): DNAT through the two port maps.
 //! - `output`      nat, output, dstnat (-100): the same for connections made by the host itself.
-//! - `forward`     filter, forward, filter (0): internal networks sealed first; every DNAT'd packet
-//!                 counted in `fwd_any4`/`fwd_addr4`; only DNAT'd or established traffic enters a bridge.
+//! - `forward`     filter, forward, filter (0): internal networks sealed first; every DNAT'd
+//!   packet counted in `fwd_any4`/`fwd_addr4`; only DNAT'd or established traffic enters a bridge.
 //! - `postrouting` nat, postrouting, srcnat (100): egress masquerade, hairpin and localhost SNAT.
 //! - maps `pub_any4` (`meta l4proto . th dport`) and `pub_addr4` (`ip daddr . meta l4proto . th
 //!   dport`) → `ipv4_addr . inet_service`: one element per published port, so rules never change

@@ -6,24 +6,6 @@ mod common;
 use common::{fails, kernel_snapshot, netnat, ns, ok, sh, tcp_get, tcp_server, EXT_IP, HOST_EXT_IP};
 use std::path::Path;
 
-macro_rules! isolated {
-    ($outer:ident, $inner:ident, $body:block) => {
-        #[test]
-        fn $outer() {
-            common::run_isolated(stringify!($inner));
-        }
-
-        #[test]
-        #[ignore = "runs through its outer test, inside a throwaway namespace"]
-        fn $inner() {
-            if !common::inner() {
-                return;
-            }
-            $body
-        }
-    };
-}
-
 fn demo() -> String {
     format!("{}/rules/demo.toml", env!("CARGO_MANIFEST_DIR"))
 }

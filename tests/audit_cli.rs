@@ -6,23 +6,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-macro_rules! isolated {
-    ($name:ident, $inner:ident, $body:block) => {
-        #[test]
-        fn $name() {
-            run_isolated(stringify!($inner));
-        }
-        #[test]
-        #[ignore = "runs through its outer test, inside a throwaway namespace"]
-        fn $inner() {
-            if !inner() {
-                return;
-            }
-            $body
-        }
-    };
-}
-
 fn ext() -> Option<std::path::PathBuf> {
     Some(ns("ext"))
 }

@@ -10,25 +10,6 @@ use netnat::link::{netns, sysctl, EndpointSpec, Links};
 
 const GW: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 1);
 
-/// Defines the outer test, which re-executes the binary in isolation, and the inner one.
-macro_rules! isolated {
-    ($outer:ident, $inner:ident, $body:block) => {
-        #[test]
-        fn $outer() {
-            common::run_isolated(stringify!($inner));
-        }
-
-        #[test]
-        #[ignore = "runs through its outer test, inside a throwaway namespace"]
-        fn $inner() {
-            if !common::inner() {
-                return;
-            }
-            $body
-        }
-    };
-}
-
 fn endpoint<'a>(ns: &'a Path, host: &'a str, last: u8) -> EndpointSpec<'a> {
     EndpointSpec {
         bridge: "nnbr0",

@@ -4,24 +4,6 @@
 mod common;
 use common::*;
 
-/// Declares an outer test that re-runs `inner_<name>` in a throwaway namespace.
-macro_rules! isolated {
-    ($name:ident, $inner:ident, $body:block) => {
-        #[test]
-        fn $name() {
-            run_isolated(stringify!($inner));
-        }
-        #[test]
-        #[ignore = "runs through its outer test, inside a throwaway namespace"]
-        fn $inner() {
-            if !inner() {
-                return;
-            }
-            $body
-        }
-    };
-}
-
 fn ext() -> Option<std::path::PathBuf> {
     Some(ns("ext"))
 }

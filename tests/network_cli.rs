@@ -11,25 +11,6 @@ use serde_json::Value;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Defines the outer test, which re-executes the binary in isolation, and the inner one.
-macro_rules! isolated {
-    ($outer:ident, $inner:ident, $body:block) => {
-        #[test]
-        fn $outer() {
-            common::run_isolated(stringify!($inner));
-        }
-
-        #[test]
-        #[ignore = "runs through its outer test, inside a throwaway namespace"]
-        fn $inner() {
-            if !common::inner() {
-                return;
-            }
-            $body
-        }
-    };
-}
-
 // ---- traffic ----
 
 /// One TCP request from sandbox `from` (None: the test's host namespace) to a server listening

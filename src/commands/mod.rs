@@ -68,6 +68,37 @@ pub fn delete_netns(store: &Store, name: &str) -> Result<bool> {
     Ok(existed)
 }
 
+/// Says on stderr when a forward chain of another table will drop container traffic (Docker's
+/// iptables FORWARD policy DROP, a firewalld or ufw zone, a hand-written rule). netnat never edits
+/// another table, so it names the chain and the rule that would let the traffic through. A
+/// failure to read the other tables is not an error here: `netnat audit` reports it.
+pub fn warn_forward_blockers(state: &State) {
+    if state.networks.is_empty() {
+        return;
+    }
+    let Ok((chains, rules)) = Nft::open().and_then(|mut n| n.read_all()) else {
+        return;
+    };
+    let docker = chains.iter().any(|c| c.name == "DOCKER-USER" && c.table == "filter");
+    let found = crate::audit::forward_blockers(state, chains, rules);
+    if found.is_empty() {
+        return;
+    }
+    for f in &found {
+        eprintln!("netnat: warning: {}", f.message);
+    }
+    eprintln!("netnat: netnat does not edit other tables; let container traffic through there, e.g.:");
+    for n in state.networks.values() {
+        let b = &n.bridge;
+        if docker {
+            eprintln!("netnat:   iptables -I DOCKER-USER -o {b} -j ACCEPT && iptables -I DOCKER-USER -i {b} -j ACCEPT");
+        } else {
+            let chain = found[0].objects.first().map(String::as_str).unwrap_or("FAMILY TABLE CHAIN");
+            eprintln!("netnat:   nft insert rule {chain} oifname \"{b}\" accept; nft insert rule {chain} iifname \"{b}\" accept");
+        }
+    }
+}
+
 /// Reads netnat's table as it is in the kernel.
 pub fn read_live_table() -> Result<Option<LiveTable>> {
     Nft::open()?.read_table(TABLE)

@@ -58,6 +58,7 @@ pub fn network_create(dir: &Path, a: &NetworkCreateArgs) -> Result<()> {
         "network {} created: bridge {} {}/{} subnet {}",
         net.name, net.bridge, net.gateway, net.subnet.prefix, net.subnet
     );
+    super::warn_forward_blockers(&ctx.state);
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 use super::{read_live_table, refuse, Ctx};
 use crate::conntrack;
 use crate::link::Links;
-use crate::model::{HostPorts, InputError, Mapping, State};
+use crate::model::{HostPorts, InputError, Mapping, Proto, State};
 use crate::nft::LiveTable;
 use crate::ruleset::{counter_set_of, mapping_elems, render_table};
 use anyhow::{bail, Result};
@@ -37,6 +37,9 @@ pub fn publish(dir: &Path, specs: &[String]) -> Result<()> {
     // would bypass the new DNAT for their whole life: drop them, keyed by the HOST port.
     flush_conntrack(&added)?;
     ctx.save()?;
+    if !added.is_empty() {
+        super::warn_forward_blockers(&ctx.state);
+    }
     for m in &added {
         match ctx.state.network_of(m.container_ip) {
             Some(n) => println!("published {m} (network {})", n.name),
@@ -65,8 +68,13 @@ pub(crate) fn check_host_addresses(maps: &[Mapping]) -> Result<()> {
     Ok(())
 }
 
+/// Drops conntrack entries keyed by the HOST port of each mapping (not the container port), so
+/// a datagram flow that kept its 5-tuple across a publish, unpublish or re-publish follows the
+/// new rules at once. TCP is left alone: a new connection always starts with a SYN that gets a
+/// fresh entry (and sees the new rules), and flushing would cost a walk of the kernel's whole
+/// conntrack table per publish and cut established connections.
 pub(crate) fn flush_conntrack(maps: &[Mapping]) -> Result<()> {
-    for m in maps {
+    for m in maps.iter().filter(|m| m.protocol != Proto::Tcp) {
         conntrack::flush(&conntrack::Filter {
             proto: m.protocol.number(),
             dport_min: m.host_port,

@@ -3,6 +3,28 @@
 
 use std::process::{Command, Output};
 
+/// Defines a test pair: the outer `#[test]` re-executes this test binary to run `$inner` inside a
+/// throwaway network + mount namespace (`run_isolated`); `$inner` does the work there, and
+/// nothing anywhere else.
+#[macro_export]
+macro_rules! isolated {
+    ($outer:ident, $inner:ident, $body:block) => {
+        #[test]
+        fn $outer() {
+            $crate::common::run_isolated(stringify!($inner));
+        }
+
+        #[test]
+        #[ignore = "runs through its outer test, inside a throwaway namespace"]
+        fn $inner() {
+            if !$crate::common::inner() {
+                return;
+            }
+            $body
+        }
+    };
+}
+
 /// Set in the re-executed child to the parent's network namespace (e.g. "net:[4026531840]");
 /// inner tests do nothing without it.
 pub const INNER_ENV: &str = "NETNAT_INNER";
