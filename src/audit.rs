@@ -1133,7 +1133,7 @@ mod tests {
                 key_type: s.key_type(),
                 key_len: s.key_len(),
                 data: s.data_desc(),
-                counter: true,
+                counter: s.counter,
             });
         }
         for (i, r) in want.rules.iter().enumerate() {

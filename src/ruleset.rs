@@ -166,6 +166,8 @@ pub struct SetSpec {
     pub key: &'static [Field],
     /// Empty for a plain set.
     pub data: &'static [Field],
+    /// A counter on every element.
+    pub counter: bool,
 }
 
 impl SetSpec {
@@ -191,18 +193,27 @@ impl SetSpec {
 }
 
 pub const SETS: [SetSpec; 4] = [
+    // The NAT maps only see a connection's first packet: their counters would count connections
+    // at a cost on every insert and dump, so traffic is counted by the forward sets instead.
     SetSpec {
         name: MAP_ANY,
         key: &[Field::InetProto, Field::InetService],
         data: &[Field::Ipv4Addr, Field::InetService],
+        counter: false,
     },
     SetSpec {
         name: MAP_ADDR,
         key: &[Field::Ipv4Addr, Field::InetProto, Field::InetService],
         data: &[Field::Ipv4Addr, Field::InetService],
+        counter: false,
     },
-    SetSpec { name: COUNT_ANY, key: &[Field::InetProto, Field::InetService], data: &[] },
-    SetSpec { name: COUNT_ADDR, key: &[Field::Ipv4Addr, Field::InetProto, Field::InetService], data: &[] },
+    SetSpec { name: COUNT_ANY, key: &[Field::InetProto, Field::InetService], data: &[], counter: true },
+    SetSpec {
+        name: COUNT_ADDR,
+        key: &[Field::Ipv4Addr, Field::InetProto, Field::InetService],
+        data: &[],
+        counter: true,
+    },
 ];
 
 /// The counting set that goes with a NAT map.
@@ -227,6 +238,8 @@ pub struct RuleSpec {
 
 /// Element bytes: key → data.
 pub type Elems = BTreeMap<Vec<u8>, Vec<u8>>;
+/// Elements to add, per set: (key, data) with empty data for a plain set.
+type ElemList = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// What the table should hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -426,6 +439,28 @@ pub fn desired(state: &State) -> Desired {
     Desired { rules, elems }
 }
 
+/// The element changes for mappings added and removed (NAT map and traffic counter), as one
+/// transaction's worth of ops: deletes first, so a changed mapping is delete + add.
+pub fn plan_mapping_changes(added: &[Mapping], removed: &[Mapping]) -> Vec<NftOp> {
+    let mut dels: BTreeMap<&'static str, Vec<Vec<u8>>> = BTreeMap::new();
+    let mut adds: BTreeMap<&'static str, ElemList> = BTreeMap::new();
+    for m in removed {
+        for (map, k, _) in mapping_elems(m) {
+            dels.entry(counter_set_of(map)).or_default().push(k.clone());
+            dels.entry(map).or_default().push(k);
+        }
+    }
+    for m in added {
+        for (map, k, d) in mapping_elems(m) {
+            adds.entry(counter_set_of(map)).or_default().push((k.clone(), vec![]));
+            adds.entry(map).or_default().push((k, d));
+        }
+    }
+    let dels = dels.into_iter().map(|(set, keys)| NftOp::DelElems { set: set.into(), keys });
+    let adds = adds.into_iter().map(|(set, elems)| NftOp::AddElems { set: set.into(), elems });
+    dels.chain(adds).collect()
+}
+
 /// One change to table `inet netnat`. A list of them goes to the kernel as one transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NftOp {
@@ -522,9 +557,9 @@ fn layout_matches(live: &LiveTable) -> bool {
         });
     let sets_ok = live.sets.len() == SETS.len()
         && SETS.iter().all(|s| {
-            live.sets
-                .iter()
-                .any(|l| l.name == s.name && l.key_type == s.key_type() && l.data == s.data_desc() && l.counter)
+            live.sets.iter().any(|l| {
+                l.name == s.name && l.key_type == s.key_type() && l.data == s.data_desc() && l.counter == s.counter
+            })
         });
     chains_ok && sets_ok
 }
@@ -567,16 +602,19 @@ impl fmt::Display for NftOp {
             NftOp::DelChain(c) => write!(f, "delete chain {t} {c}"),
             NftOp::FlushChain(c) => write!(f, "flush chain {t} {c}"),
             NftOp::AddRule(r) => write!(f, "add rule {t} {} {}", r.chain, render_rule(&r.exprs, Some(&r.comment))),
-            NftOp::AddSet(s) if s.data.is_empty() => {
-                write!(f, "add set {t} {} {{ type {}; counter; }}", s.name, SetSpec::type_text(s.key))
+            NftOp::AddSet(s) => {
+                let counter = if s.counter { " counter;" } else { "" };
+                match s.data {
+                    [] => write!(f, "add set {t} {} {{ type {};{counter} }}", s.name, SetSpec::type_text(s.key)),
+                    data => write!(
+                        f,
+                        "add map {t} {} {{ type {} : {};{counter} }}",
+                        s.name,
+                        SetSpec::type_text(s.key),
+                        SetSpec::type_text(data)
+                    ),
+                }
             }
-            NftOp::AddSet(s) => write!(
-                f,
-                "add map {t} {} {{ type {} : {}; counter; }}",
-                s.name,
-                SetSpec::type_text(s.key),
-                SetSpec::type_text(s.data)
-            ),
             NftOp::DelSet(s) => write!(f, "delete map {t} {s}"),
             NftOp::FlushSet(s) => write!(f, "flush map {t} {s}"),
             NftOp::AddElems { set, elems } => {
@@ -714,7 +752,7 @@ mod tests {
                 key_type: s.key_type(),
                 key_len: s.key_len(),
                 data: s.data_desc(),
-                counter: true,
+                counter: s.counter,
             })
             .collect();
         let elems = want
@@ -737,8 +775,7 @@ mod tests {
         let text: Vec<String> = ops.iter().map(|o| o.to_string()).collect();
         assert_eq!(text[0], "add table inet netnat");
         assert!(text.contains(
-            &"add map inet netnat pub_any4 { type inet_proto . inet_service : ipv4_addr . inet_service; counter; }"
-                .to_string()
+            &"add map inet netnat pub_any4 { type inet_proto . inet_service : ipv4_addr . inet_service; }".to_string()
         ));
         assert!(text.contains(&"add element inet netnat pub_any4 { tcp . 9090 : 172.16.1.1 . 8080 }".to_string()));
         assert!(text.iter().any(|t| t
@@ -762,6 +799,22 @@ mod tests {
             vec![
                 "add element inet netnat fwd_addr4 { 127.0.0.1 . udp . 5353 }",
                 "add element inet netnat pub_addr4 { 127.0.0.1 . udp . 5353 : 172.16.1.2 . 53 }"
+            ]
+        );
+    }
+
+    #[test]
+    fn mapping_changes_touch_only_their_elements() {
+        let old: Mapping = "9090:172.16.1.1:8080".parse().unwrap();
+        let new: Mapping = "9090:172.16.1.2:8080".parse().unwrap();
+        let text: Vec<String> = plan_mapping_changes(&[new], &[old]).iter().map(|o| o.to_string()).collect();
+        assert_eq!(
+            text,
+            vec![
+                "delete element inet netnat fwd_any4 { tcp . 9090 }",
+                "delete element inet netnat pub_any4 { tcp . 9090 }",
+                "add element inet netnat fwd_any4 { tcp . 9090 }",
+                "add element inet netnat pub_any4 { tcp . 9090 : 172.16.1.2 . 8080 }",
             ]
         );
     }

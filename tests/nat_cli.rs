@@ -397,3 +397,18 @@ isolated!(publish_needs_net_admin, inner_publish_needs_net_admin, {
     assert!(err.contains("CAP_NET_ADMIN") && err.trim().lines().count() == 1, "{err}");
     assert_eq!(before, kernel_snapshot());
 });
+
+isolated!(publish_and_unpublish_survive_hand_edited_elements, inner_publish_survives_drift, {
+    // publish/unpublish send only their own elements; when the kernel disagrees with the record
+    // (an element deleted or added by hand), they fall back to a full sync instead of failing.
+    setup();
+    let _s = tcp_server(ns1().as_deref(), "172.16.1.1:8080", "ns1");
+    ok(&["publish", "9090:172.16.1.1:8080"]);
+    sh("nft delete element inet netnat pub_any4 '{ tcp . 9090 }'");
+    ok(&["unpublish", "9090"]);
+    sh("nft add element inet netnat pub_any4 '{ tcp . 9191 : 172.16.1.2 . 80 }'");
+    ok(&["publish", "9191:172.16.1.1:8080"]);
+    assert_eq!(tcp_get(ext().as_deref(), "198.51.100.1:9191").unwrap(), "ns1 saw 198.51.100.2");
+    let map = sh("nft list map inet netnat pub_any4");
+    assert!(map.contains("tcp . 9191 : 172.16.1.1 . 8080") && !map.contains("9090"), "{map}");
+});

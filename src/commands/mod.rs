@@ -10,7 +10,7 @@ pub mod reload;
 pub mod reset;
 
 use crate::link::netns;
-use crate::model::{InputError, State};
+use crate::model::{InputError, Mapping, State};
 use crate::nft::{LiveTable, Nft};
 use crate::ruleset::{self, NftOp, TABLE};
 use crate::state::Store;
@@ -38,6 +38,30 @@ impl Ctx {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// After only mappings changed: sends just their elements, without reading the others, so a
+    /// publish costs the same with 10 or 10,000 ports published. Falls back to a full
+    /// `sync_firewall` when the table's layout or rules are not netnat's, or when the kernel
+    /// says an element is not as the record says (EEXIST on add, ENOENT on delete: drift).
+    pub fn sync_mappings(&self, added: &[Mapping], removed: &[Mapping]) -> Result<Vec<NftOp>> {
+        let mut nft = Nft::open()?;
+        let want = ruleset::desired(&self.state);
+        if let Some(layout) = nft.read_layout(TABLE)? {
+            let rules_only = ruleset::Desired { rules: want.rules.clone(), elems: Default::default() };
+            if ruleset::plan(&rules_only, Some(&layout)).is_empty() {
+                let ops = ruleset::plan_mapping_changes(added, removed);
+                match nft.apply(&ops) {
+                    Ok(()) => return Ok(ops),
+                    Err(e) if is_errno(&e, &[libc::EEXIST, libc::ENOENT]) => {} // drift: full sync below
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let live = nft.read_table(TABLE)?;
+        let ops = ruleset::plan(&want, live.as_ref());
+        nft.apply(&ops)?;
+        Ok(ops)
     }
 
     /// Brings table `inet netnat` in line with the record: one transaction with only the difference.
@@ -97,6 +121,12 @@ pub fn warn_forward_blockers(state: &State) {
             eprintln!("netnat:   nft insert rule {chain} oifname \"{b}\" accept; nft insert rule {chain} iifname \"{b}\" accept");
         }
     }
+}
+
+fn is_errno(e: &anyhow::Error, codes: &[i32]) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().and_then(|io| io.raw_os_error()).is_some_and(|n| codes.contains(&n))
+    })
 }
 
 /// Reads netnat's table as it is in the kernel.

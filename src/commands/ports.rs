@@ -32,7 +32,7 @@ pub fn publish(dir: &Path, specs: &[String]) -> Result<()> {
         added.push(m);
     }
     ctx.state.mappings.extend(added.iter().copied());
-    ctx.sync_firewall()?;
+    ctx.sync_mappings(&added, &[])?;
     // Entries made before this publish (e.g. a UDP client already sending to the host port)
     // would bypass the new DNAT for their whole life: drop them, keyed by the HOST port.
     flush_conntrack(&added)?;
@@ -110,7 +110,7 @@ pub fn unpublish(dir: &Path, specs: &[String]) -> Result<()> {
     if removed.is_empty() {
         return Ok(());
     }
-    ctx.sync_firewall()?;
+    ctx.sync_mappings(&[], &removed)?;
     flush_conntrack(&removed)?;
     ctx.save()?;
     for m in &removed {

@@ -244,6 +244,16 @@ impl Nft {
 
     /// Reads one table (chains, rules, sets, elements), or None if it does not exist.
     pub fn read_table(&mut self, name: &str) -> Result<Option<LiveTable>> {
+        self.read_table_with(name, true)
+    }
+
+    /// Reads one table's chains, rules and sets but no elements: what a change of a few elements
+    /// needs to know, at a cost that does not grow with the number of elements.
+    pub fn read_layout(&mut self, name: &str) -> Result<Option<LiveTable>> {
+        self.read_table_with(name, false)
+    }
+
+    fn read_table_with(&mut self, name: &str, elements: bool) -> Result<Option<LiveTable>> {
         let mut t = LiveTable::default();
         let found = self
             .dump(DumpKind::Chains, Some(name), None, &mut |m| {
@@ -268,7 +278,7 @@ impl Nft {
         })
         .with_context(|| format!("reading the sets of table {name}"))?;
         t.sets.retain(|s| s.table == name && s.family == FAMILY as u32);
-        for s in t.sets.clone() {
+        for s in t.sets.clone().into_iter().filter(|_| elements) {
             let mut elems = Vec::new();
             self.dump(DumpKind::Elems, Some(name), Some(&s.name), &mut |m| raw::parse_elems(m, &mut elems))
                 .with_context(|| format!("reading the elements of set {} in table {name}", s.name))?;
@@ -381,7 +391,7 @@ fn build_set(spec: &SetSpec) -> SetMsg {
         key_type: spec.key_type(),
         key_len: spec.key_len(),
         data: spec.data_desc(),
-        counter: true,
+        counter: spec.counter,
     };
     SetMsg::new(&c_name(TABLE), FAMILY as u16, &desc)
 }
