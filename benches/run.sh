@@ -83,7 +83,10 @@ teardown() {
   ip -n ext route del 172.16.0.0/16 2>/dev/null || true
   pkill -x socat 2>/dev/null || true
   pkill -x docker-proxy 2>/dev/null || true
-  sleep 0.2
+  # Every configuration starts with an empty conntrack table in this scratch namespace: the
+  # TIME_WAIT entries of earlier runs would otherwise slow later configurations down.
+  conntrack -F >/dev/null 2>&1 || true
+  sleep 0.5
 }
 
 start_servers() {

@@ -1116,10 +1116,10 @@ mod tests {
                 table: TABLE.into(),
                 family: FAMILY_INET,
                 name: c.name.into(),
-                base: Some(BaseChain {
-                    hook: c.hook.number(),
-                    priority: c.priority,
-                    kind: c.kind.name().into(),
+                base: c.base.as_ref().map(|b| BaseChain {
+                    hook: b.hook.number(),
+                    priority: b.priority,
+                    kind: b.kind.name().into(),
                     policy: 1,
                 }),
             });

@@ -5,8 +5,9 @@
 //! - `guard`       filter, prerouting, priority raw (-300): drop 127.0.0.0/8 arriving from outside.
 //! - `prerouting`  nat, prerouting, dstnat (-100): DNAT through the two port maps.
 //! - `output`      nat, output, dstnat (-100): the same for connections made by the host itself.
-//! - `forward`     filter, forward, filter (0): internal networks sealed first; every DNAT'd
-//!   packet counted in `fwd_any4`/`fwd_addr4`; only DNAT'd or established traffic enters a bridge.
+//! - `forward`     filter, forward, filter (0): internal networks sealed first; DNAT'd packets jump
+//!   to `published`; then only established traffic enters a bridge.
+//! - `published`   regular chain: counts each DNAT'd packet per port (`fwd_any4`/`fwd_addr4`), accepts.
 //! - `postrouting` nat, postrouting, srcnat (100): egress masquerade, hairpin and localhost SNAT.
 //! - maps `pub_any4` (`meta l4proto . th dport`) and `pub_addr4` (`ip daddr . meta l4proto . th
 //!   dport`) → `ipv4_addr . inet_service`: one element per published port, so rules never change
@@ -76,17 +77,30 @@ impl ChainKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainSpec {
     pub name: &'static str,
+    /// None for a regular chain, reached only by a jump.
+    pub base: Option<BaseSpec>,
+}
+
+/// Where a base chain hooks in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseSpec {
     pub hook: Hook,
     pub kind: ChainKind,
     pub priority: i32,
 }
 
-pub const CHAINS: [ChainSpec; 5] = [
-    ChainSpec { name: "guard", hook: Hook::Prerouting, kind: ChainKind::Filter, priority: PRIO_RAW },
-    ChainSpec { name: "prerouting", hook: Hook::Prerouting, kind: ChainKind::Nat, priority: PRIO_DSTNAT },
-    ChainSpec { name: "output", hook: Hook::Output, kind: ChainKind::Nat, priority: PRIO_DSTNAT },
-    ChainSpec { name: "forward", hook: Hook::Forward, kind: ChainKind::Filter, priority: PRIO_FILTER },
-    ChainSpec { name: "postrouting", hook: Hook::Postrouting, kind: ChainKind::Nat, priority: PRIO_SRCNAT },
+const fn base(name: &'static str, hook: Hook, kind: ChainKind, priority: i32) -> ChainSpec {
+    ChainSpec { name, base: Some(BaseSpec { hook, kind, priority }) }
+}
+
+pub const CHAINS: [ChainSpec; 6] = [
+    base("guard", Hook::Prerouting, ChainKind::Filter, PRIO_RAW),
+    base("prerouting", Hook::Prerouting, ChainKind::Nat, PRIO_DSTNAT),
+    base("output", Hook::Output, ChainKind::Nat, PRIO_DSTNAT),
+    base("forward", Hook::Forward, ChainKind::Filter, PRIO_FILTER),
+    base("postrouting", Hook::Postrouting, ChainKind::Nat, PRIO_SRCNAT),
+    // Reached from `forward` by DNAT'd packets only: counts them per port, then accepts.
+    ChainSpec { name: "published", base: None },
 ];
 
 /// One component of a set key or map value, as nft names its data types.
@@ -293,18 +307,20 @@ fn dnat_via_map(by_addr: bool) -> Vec<Expr> {
     v
 }
 
-/// `ct original [ip daddr .] meta l4proto . ct original proto-dst @SET`: no verdict, the lookup
-/// only updates the matching element's counter (both directions of a published connection).
-fn count_published(by_addr: bool) -> Vec<Expr> {
+/// `[ct original ip daddr .] meta l4proto . ct original proto-dst @SET accept`: the lookup bumps the
+/// matching element's counter (every packet of a published connection, both directions; `ct
+/// original` is the connection before DNAT), and the packet is accepted.
+fn count_and_accept(by_addr: bool) -> Vec<Expr> {
     let (set, proto_reg, port_reg) =
         if by_addr { (COUNT_ADDR, REG32_01, REG32_02) } else { (COUNT_ANY, REG_1, REG32_01) };
-    let mut v = match_ct_bits(CT_STATUS, CT_STATUS_DNAT);
+    let mut v = vec![];
     if by_addr {
         v.push(load_ct_original(CT_DST_IP, REG_1));
     }
     v.push(load_meta(META_L4PROTO, proto_reg));
     v.push(load_ct_original(CT_PROTO_DST, port_reg));
     v.push(Expr::Lookup { sreg: REG_1, set: set.into(), dreg: None, flags: 0 });
+    v.push(Expr::Verdict(Verdict::Accept));
     v
 }
 
@@ -314,6 +330,18 @@ fn subnet_of(n: &Network) -> Vec<Expr> {
 
 /// The whole desired table for a state. Rules are static per network; ports are elements.
 pub fn desired(state: &State) -> Desired {
+    let mut elems: BTreeMap<&'static str, Elems> = SETS.iter().map(|s| (s.name, Elems::new())).collect();
+    for m in &state.mappings {
+        for (map, k, d) in mapping_elems(m) {
+            elems.entry(counter_set_of(map)).or_default().insert(k.clone(), vec![]);
+            elems.entry(map).or_default().insert(k, d);
+        }
+    }
+    Desired { rules: desired_rules(state), elems }
+}
+
+/// The rules of the desired table, in chain order. They depend on the networks only.
+pub fn desired_rules(state: &State) -> Vec<RuleSpec> {
     let mut rules = vec![
         rule(
             "guard",
@@ -337,8 +365,13 @@ pub fn desired(state: &State) -> Desired {
             "ports published on every local address, from the host",
             vec![match_ipv4(), match_daddr_local(), dnat_via_map(false)],
         ),
-        rule("forward", "traffic of ports published on one address", vec![match_ipv4(), count_published(true)]),
-        rule("forward", "traffic of ports published on every address", vec![match_ipv4(), count_published(false)]),
+        // One check for every forwarded packet; the DNAT'd ones are counted and accepted in
+        // `published`, so the per-packet cost stays one ct test for everything else.
+        rule(
+            "forward",
+            "published ports: count and accept",
+            vec![match_ct_bits(CT_STATUS, CT_STATUS_DNAT), vec![Expr::Verdict(Verdict::Jump("published".into()))]],
+        ),
         rule(
             "forward",
             "replies and related traffic",
@@ -347,11 +380,9 @@ pub fn desired(state: &State) -> Desired {
                 vec![Expr::Verdict(Verdict::Accept)],
             ],
         ),
-        rule(
-            "forward",
-            "published ports",
-            vec![match_ct_bits(CT_STATUS, CT_STATUS_DNAT), vec![Expr::Verdict(Verdict::Accept)]],
-        ),
+        rule("published", "ports published on every address", vec![count_and_accept(false)]),
+        rule("published", "ports published on one address", vec![count_and_accept(true)]),
+        rule("published", "DNAT'd by another table", vec![vec![Expr::Verdict(Verdict::Accept)]]),
         rule(
             "postrouting",
             "localhost to a published port",
@@ -426,17 +457,10 @@ pub fn desired(state: &State) -> Desired {
             ));
         }
     }
-    let mut elems: BTreeMap<&'static str, Elems> = SETS.iter().map(|s| (s.name, Elems::new())).collect();
-    for m in &state.mappings {
-        for (map, k, d) in mapping_elems(m) {
-            elems.entry(counter_set_of(map)).or_default().insert(k.clone(), vec![]);
-            elems.entry(map).or_default().insert(k, d);
-        }
-    }
     // Keep rules of a chain together, in the order above: the chain's rules are compared as a list.
     let order = |c: &str| CHAINS.iter().position(|s| s.name == c).unwrap_or(usize::MAX);
     rules.sort_by_key(|r| order(r.chain));
-    Desired { rules, elems }
+    rules
 }
 
 /// The element changes for mappings added and removed (NAT map and traffic counter), as one
@@ -550,9 +574,13 @@ fn layout_matches(live: &LiveTable) -> bool {
         && CHAINS.iter().all(|c| {
             live.chains.iter().any(|l| {
                 l.name == c.name
-                    && l.base.as_ref().is_some_and(|b| {
-                        b.hook == c.hook.number() && b.priority == c.priority && b.kind == c.kind.name()
-                    })
+                    && match (&l.base, &c.base) {
+                        (Some(l), Some(c)) => {
+                            l.hook == c.hook.number() && l.priority == c.priority && l.kind == c.kind.name()
+                        }
+                        (None, None) => true,
+                        _ => false,
+                    }
             })
         });
     let sets_ok = live.sets.len() == SETS.len()
@@ -579,7 +607,10 @@ pub fn render_rule(exprs: &[Expr], comment: Option<&str>) -> String {
 }
 
 fn chain_header(c: &ChainSpec) -> String {
-    format!("type {} hook {} priority {}; policy accept;", c.kind.name(), c.hook.name(), c.priority)
+    match &c.base {
+        Some(b) => format!(" type {} hook {} priority {}; policy accept; ", b.kind.name(), b.hook.name(), b.priority),
+        None => " ".into(),
+    }
 }
 
 fn elem_text(set: &str, key: &[u8], data: Option<&[u8]>) -> String {
@@ -598,7 +629,7 @@ impl fmt::Display for NftOp {
         match self {
             NftOp::AddTable => write!(f, "add table {t}"),
             NftOp::DelTable => write!(f, "delete table {t}"),
-            NftOp::AddChain(c) => write!(f, "add chain {t} {} {{ {} }}", c.name, chain_header(c)),
+            NftOp::AddChain(c) => write!(f, "add chain {t} {} {{{}}}", c.name, chain_header(c)),
             NftOp::DelChain(c) => write!(f, "delete chain {t} {c}"),
             NftOp::FlushChain(c) => write!(f, "flush chain {t} {c}"),
             NftOp::AddRule(r) => write!(f, "add rule {t} {} {}", r.chain, render_rule(&r.exprs, Some(&r.comment))),
@@ -721,10 +752,10 @@ mod tests {
                 table: TABLE.into(),
                 family: 1,
                 name: c.name.into(),
-                base: Some(BaseChain {
-                    hook: c.hook.number(),
-                    priority: c.priority,
-                    kind: c.kind.name().into(),
+                base: c.base.as_ref().map(|b| BaseChain {
+                    hook: b.hook.number(),
+                    priority: b.priority,
+                    kind: b.kind.name().into(),
                     policy: 1,
                 }),
             })

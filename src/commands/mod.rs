@@ -46,9 +46,8 @@ impl Ctx {
     /// says an element is not as the record says (EEXIST on add, ENOENT on delete: drift).
     pub fn sync_mappings(&self, added: &[Mapping], removed: &[Mapping]) -> Result<Vec<NftOp>> {
         let mut nft = Nft::open()?;
-        let want = ruleset::desired(&self.state);
         if let Some(layout) = nft.read_layout(TABLE)? {
-            let rules_only = ruleset::Desired { rules: want.rules.clone(), elems: Default::default() };
+            let rules_only = ruleset::Desired { rules: ruleset::desired_rules(&self.state), elems: Default::default() };
             if ruleset::plan(&rules_only, Some(&layout)).is_empty() {
                 let ops = ruleset::plan_mapping_changes(added, removed);
                 match nft.apply(&ops) {
@@ -59,7 +58,7 @@ impl Ctx {
             }
         }
         let live = nft.read_table(TABLE)?;
-        let ops = ruleset::plan(&want, live.as_ref());
+        let ops = ruleset::plan(&ruleset::desired(&self.state), live.as_ref());
         nft.apply(&ops)?;
         Ok(ops)
     }

@@ -368,15 +368,18 @@ fn write_op(batch: &mut Batch, table: &Table, op: &NftOp) -> usize {
 
 fn build_chain<'a>(table: &'a Table, spec: &ChainSpec) -> Chain<'a> {
     let mut c = Chain::new(c_name(spec.name), table);
-    let hook = match spec.hook {
+    let Some(base) = &spec.base else {
+        return c; // a regular chain: no hook, reached by jumps
+    };
+    let hook = match base.hook {
         Hook::Prerouting => nftnl::Hook::PreRouting,
         Hook::Input => nftnl::Hook::In,
         Hook::Forward => nftnl::Hook::Forward,
         Hook::Output => nftnl::Hook::Out,
         Hook::Postrouting => nftnl::Hook::PostRouting,
     };
-    c.set_hook(hook, spec.priority);
-    c.set_type(match spec.kind {
+    c.set_hook(hook, base.priority);
+    c.set_type(match base.kind {
         ChainKind::Filter => nftnl::ChainType::Filter,
         ChainKind::Nat => nftnl::ChainType::Nat,
     });
