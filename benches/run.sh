@@ -18,7 +18,7 @@ TOOLS=$OUT/tools
 if [[ -z "${NETNAT_BENCH_INNER:-}" ]]; then
   [[ $(id -u) == 0 ]] || { echo "benches/run.sh: run as root (it builds namespaces)" >&2; exit 2; }
   need=()
-  for p in wrk iperf3 nginx-light gnuplot-nox socat nftables iptables time iproute2 conntrack libnftnl-dev libmnl-dev pkg-config; do
+  for p in wrk iperf3 nginx-light gnuplot-nox socat nftables iptables time iproute2 conntrack netavark libnftnl-dev libmnl-dev pkg-config; do
     dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
   done
   if ((${#need[@]})); then
@@ -39,7 +39,7 @@ fi
 # ---------------- inside the scratch namespace ----------------
 NETNAT=$ROOT/target/release/netnat
 export NETNAT_STATE_DIR=/run/netnat
-if ((QUICK)); then ROUNDS=1; DUR=2; else ROUNDS=3; DUR=4; fi
+if ((QUICK)); then ROUNDS=1; DUR=2; else ROUNDS=5; DUR=3; fi
 RAW=$OUT/raw.tsv
 : >"$RAW"
 HOST=198.51.100.1
@@ -74,6 +74,7 @@ topo_hand() { # the same topology built by hand, for the peers
 }
 teardown() {
   stop_servers
+  if [[ -x $NETAVARK ]]; then teardown_netavark; fi
   $NETNAT reset >/dev/null 2>&1 || true
   nft list tables 2>/dev/null | grep -q . && nft flush ruleset
   iptables-nft -t nat -F 2>/dev/null || true
@@ -89,6 +90,7 @@ teardown() {
   sleep 0.5
 }
 
+mkdir -p /run/bench
 start_servers() {
   mkdir -p /run/bench
   cat >/run/bench/nginx.conf <<EOF
@@ -161,6 +163,37 @@ cfg_dockerproxy() {
   $TOOLS/docker-proxy -proto tcp -host-ip $HOST -host-port 9201 -container-ip $SRV -container-port 5201 3>/dev/null >/dev/null 2>&1 &
   sleep 0.3
   echo "$HOST:9090 $HOST:9201"
+}
+
+# Podman's netavark (Debian's package), driven directly with its JSON on stdin: same bridge name,
+# subnet, gateway and container address as the others; its firewall driver is iptables.
+NETAVARK=/usr/lib/podman/netavark
+netavark_json() { # port mappings as "host:container ..." -> the setup/teardown input
+  local maps=() m
+  for m in "$@"; do
+    maps+=("{\"host_ip\":\"\",\"container_port\":${m#*:},\"host_port\":${m%:*},\"range\":1,\"protocol\":\"tcp\"}")
+  done
+  local joined
+  joined=$(IFS=,; echo "${maps[*]}")
+  cat <<EOF
+{"container_id":"$(printf 'b%.0s' {1..64})","container_name":"srv","port_mappings":[$joined],
+ "networks":{"bench":{"static_ips":["$SRV"],"interface_name":"eth0"}},
+ "network_info":{"bench":{"name":"bench","id":"$(printf 'a%.0s' {1..64})","driver":"bridge",
+  "network_interface":"MyDocker0","subnets":[{"subnet":"172.16.0.0/16","gateway":"172.16.1.254"}],
+  "ipv6_enabled":false,"internal":false,"dns_enabled":false,"ipam_options":{"driver":"host-local"}}}}
+EOF
+}
+cfg_netavark() {
+  ip netns add srv
+  netavark_json 9090:8080 9201:5201 >/run/bench/netavark.json
+  NETAVARK_FW=iptables $NETAVARK --config /run/bench/netavark setup /run/netns/srv </run/bench/netavark.json >/dev/null
+  start_servers
+  echo "$HOST:9090 $HOST:9201"
+}
+teardown_netavark() {
+  [[ -f /run/bench/netavark.json ]] || return 0
+  NETAVARK_FW=iptables $NETAVARK --config /run/bench/netavark teardown /run/netns/srv </run/bench/netavark.json >/dev/null 2>&1 || true
+  rm -f /run/bench/netavark.json
 }
 
 # --- measurements (client in ext) ---
@@ -287,16 +320,56 @@ measure_control_plane() {
   # process time (user+sys) of ls --json on 10,000 mappings
   record ls_json_10k_cpu_s netnat "$(/usr/bin/time -f '%U %S' $NETNAT ls --json 2>&1 >/dev/null | tail -1 | awk '{print $1+$2}')"
   teardown
+  # nft -f loading the same kernel objects netnat loads: the NAT map and the counted traffic set.
   {
-    printf 'table ip hand {\n map m {\n type inet_service : ipv4_addr . inet_service\n }\n}\n'
-    printf 'add element ip hand m { '; for ((p = 20000; p < 30000; p++)); do printf '%d : %s . %d, ' $p $SRV $p; done; echo '}'
+    printf 'table inet hand {\n map m {\n type inet_proto . inet_service : ipv4_addr . inet_service\n }\n'
+    printf ' set c {\n type inet_proto . inet_service\n counter\n }\n}\n'
+    printf 'add element inet hand m { '; for ((p = 20000; p < 30000; p++)); do printf 'tcp . %d : %s . %d, ' $p $SRV $p; done; echo '}'
+    printf 'add element inet hand c { '; for ((p = 20000; p < 30000; p++)); do printf 'tcp . %d, ' $p; done; echo '}'
   } >/run/bench-10k.nft
-  UNDO=(nft delete table ip hand)
+  UNDO=(nft delete table inet hand)
   time_cmd apply10k nft_f nft -f /run/bench-10k.nft
+  # For reference: the NAT map alone.
+  {
+    printf 'table inet hand {\n map m {\n type inet_proto . inet_service : ipv4_addr . inet_service\n }\n}\n'
+    printf 'add element inet hand m { '; for ((p = 20000; p < 30000; p++)); do printf 'tcp . %d : %s . %d, ' $p $SRV $p; done; echo '}'
+  } >/run/bench-10k-map.nft
+  time_cmd apply10k nft_f_map_only nft -f /run/bench-10k-map.nft
   { echo '*nat'; for ((p = 20000; p < 30000; p++)); do echo "-A PREROUTING -p tcp --dport $p -j DNAT --to-destination $SRV:$p"; done; echo COMMIT; } >/run/bench-10k.ipt
   UNDO=(iptables-nft -t nat -F PREROUTING)
   time_cmd apply10k iptables_restore iptables-nft-restore /run/bench-10k.ipt
   teardown
+
+  # 1,000 separate mappings: netavark's layout (rules per port) against one netnat apply.
+  if [[ -x $NETAVARK ]] && ((!QUICK)); then
+    ip netns add srv
+    netavark_json $(for ((p = 30000; p < 31000; p++)); do printf '%d:%d ' $p $p; done) >/run/bench/netavark.json
+    local t0 t1
+    t0=$(date +%s%N)
+    NETAVARK_FW=iptables $NETAVARK --config /run/bench/netavark setup /run/netns/srv </run/bench/netavark.json >/dev/null
+    t1=$(date +%s%N)
+    record map1000_setup_ms netavark $(((t1 - t0) / 1000000))
+    t0=$(date +%s%N)
+    teardown_netavark
+    t1=$(date +%s%N)
+    record map1000_teardown_ms netavark $(((t1 - t0) / 1000000))
+    teardown
+    {
+      printf '[[network]]\nname = "MyDocker0"\nsubnet = "172.16.0.0/16"\ngateway = "172.16.1.254"\n'
+      printf '[[sandbox]]\nname = "srv"\n[[sandbox.endpoint]]\nnetwork = "MyDocker0"\nip = "%s"\npublish = [' $SRV
+      for ((p = 30000; p < 31000; p++)); do printf '"%d:%s:%d", ' $p $SRV $p; done
+      printf ']\n'
+    } >/run/bench/map1000.toml
+    t0=$(date +%s%N)
+    $NETNAT apply -f /run/bench/map1000.toml >/dev/null
+    t1=$(date +%s%N)
+    record map1000_setup_ms netnat $(((t1 - t0) / 1000000))
+    t0=$(date +%s%N)
+    $NETNAT reset >/dev/null
+    t1=$(date +%s%N)
+    record map1000_teardown_ms netnat $(((t1 - t0) / 1000000))
+    teardown
+  fi
 
   # A 1,000-port range: what is left running afterwards.
   topo_netnat; start_servers
@@ -321,6 +394,7 @@ measure_control_plane() {
 }
 
 DATAPATH=(direct netnat nft1 iptables socat)
+[[ -x $NETAVARK ]] && DATAPATH+=(netavark)
 [[ -x $TOOLS/docker-proxy ]] && DATAPATH+=(dockerproxy)
 for ((r = 1; r <= ROUNDS; r++)); do
   log "round $r/$ROUNDS: data path (interleaved)"

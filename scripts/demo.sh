@@ -211,6 +211,28 @@ say netnat network ls
 heading "The whole nftables table, read back from the kernel"
 say netnat show
 
+heading "Audit: what is exposed, and is anything wrong? (exit 0: nothing at warning or above)"
+say netnat audit
+
+heading "The same state as a file: netnat save (what rules/demo.toml says)"
+say netnat save
+
+heading "Declarative: reset, then rebuild everything from rules/demo.toml (what the boot unit runs)"
+cleanup
+PIDS=()
+say netnat reset
+say netnat apply --check -f "$REPO/rules/demo.toml"
+say netnat apply --dry-run -f "$REPO/rules/demo.toml"
+say netnat apply -f "$REPO/rules/demo.toml"
+say_into out netnat apply -f "$REPO/rules/demo.toml"
+[[ $out == *"no changes"* ]] || fail "a second apply changed something: $out"
+(cd "$WORK/files" && exec timeout 120 ip netns exec Container_ns1 python3 -m http.server 8080 --bind 172.16.1.1) \
+    >"$WORK/fileserver2.log" 2>&1 &
+PIDS+=($!)
+wait_listening Container_ns1 8080
+say_into out ip netns exec ext curl -sS --max-time 3 http://198.51.100.1:9090/ || fail "ext cannot reach the port published by the file"
+[[ $out == *"hello from Container_ns1"* ]] || fail "unexpected answer through the port published by the file: $out"
+
 heading "Reset: remove everything netnat made, and nothing else"
 cleanup
 PIDS=()

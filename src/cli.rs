@@ -84,7 +84,8 @@ pub enum Command {
     Reset,
     /// Check the kernel against netnat's record: drift, conflicts with other firewalls, host settings, leftovers
     #[command(
-        after_help = "Exit status: 0 no finding at or above --fail-on, 1 at least one, 2 the audit could not run."
+        after_help = "Exit status: 0 no finding at or above --fail-on, 1 at least one, 2 the audit could not run.",
+        after_long_help = AUDIT_IDS
     )]
     Audit(AuditArgs),
     /// Print networks, sandboxes and published ports as a Graphviz DOT graph
@@ -209,4 +210,52 @@ pub struct ApplyArgs {
     /// Also remove what netnat made that the file does not name (otherwise it is kept and reported)
     #[arg(long)]
     pub prune: bool,
+}
+
+/// The audit's finding ids, for `netnat audit --help` and its man page.
+const AUDIT_IDS: &str = "\
+Findings (id, severity: what):
+  inventory.mapping              info     a published port: scope (any address, one address, loopback),
+                                          target, packets and bytes forwarded, live connections
+  drift.table-missing            error    table inet netnat is gone (e.g. after `nft flush ruleset`)
+  drift.layout                   error    its chains or maps have another shape than netnat programs
+  drift.rule                     error    a chain's rules differ from netnat's (a rule added or edited by hand)
+  drift.element-missing          error    a published port's map element is missing
+  drift.element-extra            error    a map element netnat did not make
+  drift.element-changed          error    a map element points elsewhere than the record says
+  drift.link-missing             error    a bridge or endpoint veth in the record is gone
+  drift.config                   warning  with --config: a network, sandbox or port differs from the file
+  conflict.forward-drop          warning  another table's forward chain drops container traffic
+  conflict.dnat                  warning  another table DNATs a host port netnat publishes (and which wins)
+  conflict.legacy-iptables       warning  legacy iptables tables are in use; netlink cannot see their rules
+  conflict.local-listener        warning  a local process listens on a published host port
+  host.forwarding-off            error    IPv4 forwarding is off while networks exist
+  host.route-localnet-unguarded  error    route_localnet is on without netnat's 127.0.0.0/8 guard
+  host.br-netfilter              info     bridged traffic traverses the IP hooks (br_netfilter)
+  host.conntrack-full            warning  the conntrack table is over 80% full
+  leftover.veth                  warning  a netnat-named veth that is not recorded, or whose peer is gone
+  leftover.netns                 warning  a namespace netnat made that no endpoint uses
+  leftover.mapping-target        warning  a mapping whose container address is in no netnat network
+  foreign.nat                    info     a NAT rule of another table, decoded (nft nat statements,
+                                          iptables-nft DNAT/SNAT/MASQUERADE), or listed as not decoded
+
+Exit status: 0 no finding at or above --fail-on, 1 at least one, 2 the audit could not run.";
+
+#[cfg(test)]
+mod tests {
+    /// Every finding id the audit can emit is in its help (and so its man page).
+    #[test]
+    fn every_audit_finding_id_is_documented() {
+        let src = include_str!("audit.rs");
+        let prefixes = ["inventory.", "drift.", "conflict.", "host.", "leftover.", "foreign."];
+        let ids: Vec<&str> = src
+            .split('"')
+            .filter(|s| prefixes.iter().any(|p| s.starts_with(p)))
+            .filter(|s| s.chars().all(|c| c.is_ascii_lowercase() || c == '.' || c == '-'))
+            .collect();
+        assert!(ids.len() >= 20, "found only {ids:?}");
+        for id in ids {
+            assert!(super::AUDIT_IDS.contains(&format!("  {id} ")), "finding {id} is not documented in AUDIT_IDS");
+        }
+    }
 }
