@@ -4,6 +4,7 @@
 #
 #   benches/run.sh            full suite (~10 min on 2 cores)
 #   benches/run.sh --quick    one short round of everything (~2-3 min)
+#   BENCH_ONLY=control benches/run.sh   re-measure the control plane only, keeping the rest
 #
 # Everything runs inside a scratch network + mount namespace: the machine's own network is never
 # touched, and traffic only goes to addresses in namespaces made here. Results: bench-results/.
@@ -41,7 +42,12 @@ NETNAT=$ROOT/target/release/netnat
 export NETNAT_STATE_DIR=/run/netnat
 if ((QUICK)); then ROUNDS=1; DUR=2; else ROUNDS=5; DUR=3; fi
 RAW=$OUT/raw.tsv
-: >"$RAW"
+if [[ ${BENCH_ONLY:-} == control && -f $RAW ]]; then
+  grep -E '^(ka_|nc_|gbps|proxy_rss|scale_)' "$RAW" >"$RAW.keep" || true
+  mv "$RAW.keep" "$RAW"
+else
+  : >"$RAW"
+fi
 HOST=198.51.100.1
 EXT=198.51.100.2
 SRV=172.16.1.1
@@ -308,17 +314,25 @@ measure_control_plane() {
     teardown
   done
 
-  # 10,000 mappings at once, and their removal.
+  # 10,000 mappings at once through `netnat apply` (the network and sandbox already exist, so
+  # only the mappings change), and their removal by applying the file without them.
   topo_netnat
-  UNDO=($NETNAT unpublish 20000-29999)
-  time_cmd apply10k netnat $NETNAT publish 20000-29999:$SRV:20000-29999
-  $NETNAT publish 20000-29999:$SRV:20000-29999 >/dev/null
-  UNDO=($NETNAT publish 20000-29999:$SRV:20000-29999)
-  time_cmd remove10k netnat $NETNAT unpublish 20000-29999
+  local base='[[network]]\nname = "MyDocker0"\nsubnet = "172.16.0.0/16"\ngateway = "172.16.1.254"\n[[sandbox]]\nname = "srv"\n[[sandbox.endpoint]]\nnetwork = "MyDocker0"\nip = "%s"\n'
+  printf "$base" $SRV >/run/bench/none.toml
+  { printf "$base" $SRV; printf 'publish = ["20000-29999:%s:20000-29999"]\n' $SRV; } >/run/bench/10k.toml
+  $NETNAT apply -f /run/bench/none.toml >/dev/null
+  UNDO=($NETNAT apply -f /run/bench/none.toml)
+  time_cmd apply10k netnat $NETNAT apply -f /run/bench/10k.toml
+  $NETNAT apply -f /run/bench/10k.toml >/dev/null
+  UNDO=($NETNAT apply -f /run/bench/10k.toml)
+  time_cmd remove10k netnat $NETNAT apply -f /run/bench/none.toml
   UNDO=(true)
   time_cmd ls_json_10k netnat $NETNAT ls --json
   # process time (user+sys) of ls --json on 10,000 mappings
   record ls_json_10k_cpu_s netnat "$(/usr/bin/time -f '%U %S' $NETNAT ls --json 2>&1 >/dev/null | tail -1 | awk '{print $1+$2}')"
+  record audit_10k_cpu_s netnat "$( (/usr/bin/time -f '%U %S' $NETNAT audit --fail-on error >/dev/null) 2>&1 | tail -1 | awk '{print $1+$2}')"
+  UNDO=(true)
+  time_cmd audit_10k netnat $NETNAT audit --fail-on error
   teardown
   # nft -f loading the same kernel objects netnat loads: the NAT map and the counted traffic set.
   {
@@ -396,6 +410,7 @@ measure_control_plane() {
 DATAPATH=(direct netnat nft1 iptables socat)
 [[ -x $NETAVARK ]] && DATAPATH+=(netavark)
 [[ -x $TOOLS/docker-proxy ]] && DATAPATH+=(dockerproxy)
+[[ ${BENCH_ONLY:-} == control ]] && ROUNDS=0
 for ((r = 1; r <= ROUNDS; r++)); do
   log "round $r/$ROUNDS: data path (interleaved)"
   for c in "${DATAPATH[@]}"; do measure_datapath "$c"; done

@@ -57,10 +57,7 @@ impl Ctx {
                 }
             }
         }
-        let live = nft.read_table(TABLE)?;
-        let ops = ruleset::plan(&ruleset::desired(&self.state), live.as_ref());
-        nft.apply(&ops)?;
-        Ok(ops)
+        self.sync_firewall()
     }
 
     /// Brings table `inet netnat` in line with the record: one transaction with only the difference.
