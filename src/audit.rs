@@ -1087,7 +1087,7 @@ pub fn render_text(r: &Report) -> String {
 mod tests {
     use super::*;
     use crate::model::{Endpoint, Network, Proto, Sandbox};
-    use crate::nft::{BaseChain, LiveElem, LiveSet};
+    use crate::nft::BaseChain;
 
     fn seed_state() -> State {
         let mut st = State::default();
@@ -1107,53 +1107,10 @@ mod tests {
         st
     }
 
-    /// The table exactly as netnat would program it for `st`.
+    /// The table exactly as netnat would program it for `st`, each element having counted
+    /// 3 packets and 180 bytes.
     fn table_for(st: &State) -> LiveTable {
-        let want = ruleset::desired(st);
-        let mut t = LiveTable::default();
-        for c in &CHAINS {
-            t.chains.push(LiveChain {
-                table: TABLE.into(),
-                family: FAMILY_INET,
-                name: c.name.into(),
-                base: c.base.as_ref().map(|b| BaseChain {
-                    hook: b.hook.number(),
-                    priority: b.priority,
-                    kind: b.kind.name().into(),
-                    policy: 1,
-                }),
-            });
-        }
-        for s in &ruleset::SETS {
-            t.sets.push(LiveSet {
-                table: TABLE.into(),
-                family: FAMILY_INET,
-                name: s.name.into(),
-                flags: 0,
-                key_type: s.key_type(),
-                key_len: s.key_len(),
-                data: s.data_desc(),
-                counter: s.counter,
-            });
-        }
-        for (i, r) in want.rules.iter().enumerate() {
-            t.rules.push(LiveRule {
-                table: TABLE.into(),
-                family: FAMILY_INET,
-                chain: r.chain.into(),
-                handle: i as u64 + 1,
-                exprs: r.exprs.clone(),
-                comment: Some(r.comment.clone()),
-            });
-        }
-        for (set, es) in &want.elems {
-            let v = es
-                .iter()
-                .map(|(k, d)| LiveElem { key: k.clone(), data: d.clone(), packets: Some(3), bytes: Some(180) })
-                .collect();
-            t.elems.insert(set.to_string(), v);
-        }
-        t
+        ruleset::fake::live_after(&ruleset::desired(st), 3, 180)
     }
 
     fn clean() -> Observed {

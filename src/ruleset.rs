@@ -728,24 +728,15 @@ pub fn render_table(live: &LiveTable, counters: bool) -> String {
     out
 }
 
+/// Test support shared by the planner's and the audit's unit tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fake {
     use super::*;
-    use crate::model::{Network, State};
     use crate::nft::{BaseChain, LiveChain, LiveRule, LiveSet};
 
-    fn demo_state() -> State {
-        let mut s = State::default();
-        let n =
-            Network::new("MyDocker0", "172.16.0.0/16".parse().unwrap(), Some("172.16.1.254".parse().unwrap()), None)
-                .unwrap();
-        s.networks.insert(n.name.clone(), n);
-        s.mappings.push("9090:172.16.1.1:8080".parse().unwrap());
-        s
-    }
-
-    /// What the kernel would report after applying `want` (the fake backend: knftables style).
-    fn as_live(want: &Desired) -> LiveTable {
+    /// What the kernel would report after applying `want` (the fake backend: knftables style),
+    /// every element having seen `packets` and `bytes`.
+    pub(crate) fn live_after(want: &Desired, packets: u64, bytes: u64) -> LiveTable {
         let chains = CHAINS
             .iter()
             .map(|c| LiveChain {
@@ -792,12 +783,34 @@ mod tests {
             .map(|(s, e)| {
                 let v = e
                     .iter()
-                    .map(|(k, d)| LiveElem { key: k.clone(), data: d.clone(), packets: Some(0), bytes: Some(0) })
+                    .map(|(k, d)| LiveElem {
+                        key: k.clone(),
+                        data: d.clone(),
+                        packets: Some(packets),
+                        bytes: Some(bytes),
+                    })
                     .collect();
                 (s.to_string(), v)
             })
             .collect();
         LiveTable { chains, rules, sets, elems }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Network, State};
+    use crate::nft::LiveRule;
+
+    fn demo_state() -> State {
+        let mut s = State::default();
+        let n =
+            Network::new("MyDocker0", "172.16.0.0/16".parse().unwrap(), Some("172.16.1.254".parse().unwrap()), None)
+                .unwrap();
+        s.networks.insert(n.name.clone(), n);
+        s.mappings.push("9090:172.16.1.1:8080".parse().unwrap());
+        s
     }
 
     #[test]
@@ -816,13 +829,13 @@ mod tests {
     #[test]
     fn applied_state_plans_nothing() {
         let want = desired(&demo_state());
-        assert_eq!(plan(&want, Some(&as_live(&want))), vec![]);
+        assert_eq!(plan(&want, Some(&fake::live_after(&want, 0, 0))), vec![]);
     }
 
     #[test]
     fn one_new_port_sends_its_elements_and_no_rules() {
         let mut st = demo_state();
-        let live = as_live(&desired(&st));
+        let live = fake::live_after(&desired(&st), 0, 0);
         st.mappings.push("127.0.0.1:5353:172.16.1.2:53/udp".parse().unwrap());
         let text: Vec<String> = plan(&desired(&st), Some(&live)).iter().map(|o| o.to_string()).collect();
         assert_eq!(
@@ -853,7 +866,7 @@ mod tests {
     #[test]
     fn changed_target_is_delete_then_add() {
         let mut st = demo_state();
-        let live = as_live(&desired(&st));
+        let live = fake::live_after(&desired(&st), 0, 0);
         st.mappings[0].container_ip = "172.16.1.2".parse().unwrap();
         let text: Vec<String> = plan(&desired(&st), Some(&live)).iter().map(|o| o.to_string()).collect();
         assert_eq!(
@@ -868,7 +881,7 @@ mod tests {
     #[test]
     fn hand_edited_chain_is_flushed_and_refilled() {
         let want = desired(&demo_state());
-        let mut live = as_live(&want);
+        let mut live = fake::live_after(&want, 0, 0);
         live.rules.push(LiveRule {
             table: TABLE.into(),
             family: 1,
