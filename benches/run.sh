@@ -2,7 +2,7 @@
 # netnat benchmark suite: netnat against its peers, measured in one run, configurations
 # interleaved (A B A B ...), medians and ratios printed as one table, targets as PASS/MISS.
 #
-#   benches/run.sh            full suite (~10 min on 2 cores)
+#   benches/run.sh            full suite (~14 min on 2 cores)
 #   benches/run.sh --quick    one short round of everything (~2-3 min)
 #   BENCH_ONLY=control benches/run.sh   re-measure the control plane only, keeping the rest
 #
