@@ -167,7 +167,7 @@ impl Nft {
             for (hdr, payload) in NlIter::new(bytes(&buf, n)) {
                 pending.remove(&hdr.seq);
                 if hdr.kind == NLMSG_ERROR {
-                    let errno = i32::from_ne_bytes(payload[..4].try_into().unwrap());
+                    let errno = error_code(payload);
                     if errno != 0 && hdr.seq == first {
                         let err = std::io::Error::from_raw_os_error(-errno);
                         return Err(anyhow!(err).context("the kernel refused the nftables transaction"));
@@ -229,7 +229,7 @@ impl Nft {
                 match hdr.kind {
                     NLMSG_DONE => return Ok(true),
                     NLMSG_ERROR => {
-                        let errno = -i32::from_ne_bytes(payload[..4].try_into().unwrap());
+                        let errno = -error_code(payload);
                         match errno {
                             0 => return Ok(true),
                             libc::ENOENT => return Ok(false),
@@ -434,6 +434,11 @@ impl<'a> Iterator for NlIter<'a> {
         self.buf = &self.buf[(len + 3) & !3..];
         Some((Hdr { kind, seq, whole }, payload))
     }
+}
+
+/// The (negative) errno of an NLMSG_ERROR payload; a truncated one counts as a protocol error.
+fn error_code(payload: &[u8]) -> i32 {
+    payload.get(..4).map_or(-libc::EPROTO, |b| i32::from_ne_bytes(b.try_into().expect("4 bytes")))
 }
 
 fn bytes(buf: &[u64], n: usize) -> &[u8] {
