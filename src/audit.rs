@@ -1086,22 +1086,11 @@ pub fn render_text(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Endpoint, Network, Proto, Sandbox};
+    use crate::model::{Proto, Sandbox};
     use crate::nft::BaseChain;
 
     fn seed_state() -> State {
-        let mut st = State::default();
-        let n =
-            Network::new("MyDocker0", "172.16.0.0/16".parse().unwrap(), Some("172.16.1.254".parse().unwrap()), None)
-                .unwrap();
-        st.networks.insert(n.name.clone(), n);
-        let ep = Endpoint {
-            network: "MyDocker0".into(),
-            ip: "172.16.1.1".parse().unwrap(),
-            ifname: "eth0".into(),
-            host_ifname: crate::model::host_ifname("ns1", "MyDocker0"),
-        };
-        st.sandboxes.insert("ns1".into(), Sandbox { name: "ns1".into(), created: true, endpoints: vec![ep] });
+        let mut st = crate::model::fixtures::seed_state(&crate::model::host_ifname("ns1", "MyDocker0"));
         st.mappings.push("9090:172.16.1.1:8080".parse().unwrap());
         st.mappings.push("127.0.0.1:5353:172.16.1.1:53/udp".parse().unwrap());
         st

@@ -101,22 +101,10 @@ pub fn dot(state: &State) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Endpoint, Network, Sandbox};
 
     #[test]
     fn graph_of_a_hand_built_state() {
-        let mut st = State::default();
-        let n =
-            Network::new("MyDocker0", "172.16.0.0/16".parse().unwrap(), Some("172.16.1.254".parse().unwrap()), None)
-                .unwrap();
-        st.networks.insert(n.name.clone(), n);
-        let ep = Endpoint {
-            network: "MyDocker0".into(),
-            ip: "172.16.1.1".parse().unwrap(),
-            ifname: "eth0".into(),
-            host_ifname: "nn00000001".into(),
-        };
-        st.sandboxes.insert("ns1".into(), Sandbox { name: "ns1".into(), created: true, endpoints: vec![ep] });
+        let mut st = crate::model::fixtures::seed_state("nn00000001");
         // Given out of order: the output is sorted.
         st.mappings.push("10.0.0.9:7000:192.0.2.5:70".parse().unwrap());
         st.mappings.push("127.0.0.1:5353:172.16.1.1:53/udp".parse().unwrap());

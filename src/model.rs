@@ -478,6 +478,30 @@ impl State {
     }
 }
 
+/// Test fixtures shared by the unit tests of several modules.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// The seed's network MyDocker0 (172.16.0.0/16, gateway 172.16.1.254) with sandbox ns1 at
+    /// 172.16.1.1, its host-side veth named `host_ifname`; no mappings.
+    pub(crate) fn seed_state(host_ifname: &str) -> State {
+        let mut st = State::default();
+        let n =
+            Network::new("MyDocker0", "172.16.0.0/16".parse().unwrap(), Some("172.16.1.254".parse().unwrap()), None)
+                .unwrap();
+        st.networks.insert(n.name.clone(), n);
+        let ep = Endpoint {
+            network: "MyDocker0".into(),
+            ip: "172.16.1.1".parse().unwrap(),
+            ifname: "eth0".into(),
+            host_ifname: host_ifname.into(),
+        };
+        st.sandboxes.insert("ns1".into(), Sandbox { name: "ns1".into(), created: true, endpoints: vec![ep] });
+        st
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -324,6 +324,24 @@ fn count_and_accept(by_addr: bool) -> Vec<Expr> {
     v
 }
 
+/// Which way traffic crosses a bridge's boundary.
+#[derive(Clone, Copy)]
+enum Crossing {
+    /// From another interface into the bridge.
+    In,
+    /// From the bridge out to another interface.
+    Out,
+}
+
+/// `oifname BR iifname != BR counter drop` (into) or its mirror (out of).
+fn drop_crossing(bridge: &str, way: Crossing) -> Vec<Vec<Expr>> {
+    let (inside, outside) = match way {
+        Crossing::In => (META_OIFNAME, META_IIFNAME),
+        Crossing::Out => (META_IIFNAME, META_OIFNAME),
+    };
+    vec![match_ifname(inside, CmpOp::Eq, bridge), match_ifname(outside, CmpOp::Neq, bridge), verdict(Verdict::Drop)]
+}
+
 fn subnet_of(n: &Network) -> Vec<Expr> {
     match_ip_prefix(load_ip_saddr(REG_1), n.subnet.addr, n.subnet.prefix)
 }
@@ -400,25 +418,16 @@ pub fn desired_rules(state: &State) -> Vec<RuleSpec> {
         .values()
         .filter(|n| n.internal)
         .flat_map(|n| {
-            let br = n.bridge.as_str();
             [
                 rule(
                     "forward",
                     format!("{}: internal, nothing comes in", n.name),
-                    vec![
-                        match_ifname(META_OIFNAME, CmpOp::Eq, br),
-                        match_ifname(META_IIFNAME, CmpOp::Neq, br),
-                        verdict(Verdict::Drop),
-                    ],
+                    drop_crossing(&n.bridge, Crossing::In),
                 ),
                 rule(
                     "forward",
                     format!("{}: internal, nothing goes out", n.name),
-                    vec![
-                        match_ifname(META_IIFNAME, CmpOp::Eq, br),
-                        match_ifname(META_OIFNAME, CmpOp::Neq, br),
-                        verdict(Verdict::Drop),
-                    ],
+                    drop_crossing(&n.bridge, Crossing::Out),
                 ),
             ]
         })
@@ -431,11 +440,7 @@ pub fn desired_rules(state: &State) -> Vec<RuleSpec> {
             rules.push(rule(
                 "forward",
                 format!("{}: only published ports come in", n.name),
-                vec![
-                    match_ifname(META_OIFNAME, CmpOp::Eq, br),
-                    match_ifname(META_IIFNAME, CmpOp::Neq, br),
-                    verdict(Verdict::Drop),
-                ],
+                drop_crossing(br, Crossing::In),
             ));
         }
         rules.push(rule(
