@@ -655,7 +655,7 @@ _netnat() {
             return 0
             ;;
         netnat__subcmd__network__subcmd__create)
-            opts="-h --subnet --gateway --bridge --no-masquerade --internal --state-dir --help"
+            opts="-h --subnet --gateway --ipv6-mode --bridge --no-masquerade --internal --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -666,6 +666,10 @@ _netnat() {
                     return 0
                     ;;
                 --gateway)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ipv6-mode)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -12,7 +12,7 @@ use crate::ruleset::{self, render_concat, render_rule, set_spec, NftOp, CHAINS, 
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 // Netfilter families (NFPROTO_*).
 pub const FAMILY_INET: u32 = 1;
@@ -99,6 +99,8 @@ pub struct Observed {
     pub connections: Vec<usize>,
     /// Names under /run/netns.
     pub netns: Vec<String>,
+    /// Links with an IPv6 route learned from a router advertisement.
+    pub ra_links: Vec<String>,
     /// The state a configuration file describes (`--config`), to compare with the record.
     pub config: Option<State>,
 }
@@ -138,11 +140,11 @@ pub struct MappingReport {
     #[serde(skip)]
     pub mapping: Mapping,
     pub protocol: String,
-    /// None: every local address.
-    pub host_ip: Option<Ipv4Addr>,
+    /// None: every local address (of the container address's family).
+    pub host_ip: Option<IpAddr>,
     pub host_port: u16,
     pub host_port_end: u16,
-    pub container_ip: Ipv4Addr,
+    pub container_ip: IpAddr,
     pub container_port: u16,
     pub container_port_end: u16,
     pub packets: u64,
@@ -445,8 +447,14 @@ fn read_matches(exprs: &[Expr]) -> RuleMatches {
             }
             Expr::Bitwise { sreg, dreg, mask, xor } => {
                 let src = regs.get(sreg).cloned().unwrap_or(Src::Other);
-                let prefix = (mask.len() == 4 && xor.iter().all(|b| *b == 0))
-                    .then(|| u32::from_be_bytes(mask[..4].try_into().unwrap()))
+                // A contiguous network mask of an IPv4 or IPv6 address: its prefix length.
+                let wide = match mask.len() {
+                    4 => Some((u32::from_be_bytes(mask[..4].try_into().unwrap()) as u128) << 96),
+                    16 => Some(u128::from_be_bytes(mask[..16].try_into().unwrap())),
+                    _ => None,
+                };
+                let prefix = wide
+                    .filter(|_| xor.iter().all(|b| *b == 0))
                     .filter(|m| m.checked_shl(m.leading_ones()).unwrap_or(0) == 0)
                     .map(|m| m.leading_ones() as u8);
                 let s = match prefix {
@@ -479,7 +487,17 @@ fn read_matches(exprs: &[Expr]) -> RuleMatches {
 }
 
 fn read_cmp(m: &mut RuleMatches, src: &Src, op: CmpOp, data: &[u8]) {
-    let ip_of = |d: &[u8]| (d.len() == 4).then(|| Ipv4Addr::new(d[0], d[1], d[2], d[3]));
+    let ip_of = |d: &[u8]| match d.len() {
+        4 => Some(IpAddr::from(<[u8; 4]>::try_from(d).ok()?)),
+        16 => Some(IpAddr::from(<[u8; 16]>::try_from(d).ok()?)),
+        _ => None,
+    };
+    // IPv4 saddr/daddr at 12/16, IPv6 at 8/24: (is daddr).
+    let addr_field = |off: u32, len: u32| match (off, len) {
+        (12, 4) | (8, 16) => Some(false),
+        (16, 4) | (24, 16) => Some(true),
+        _ => None,
+    };
     match src {
         Src::Meta(k) if *k == META_IIFNAME || *k == META_OIFNAME => {
             let end = data.iter().position(|b| *b == 0);
@@ -488,14 +506,17 @@ fn read_cmp(m: &mut RuleMatches, src: &Src, op: CmpOp, data: &[u8]) {
         }
         Src::Meta(k) if *k == META_L4PROTO && data.len() == 1 && op == CmpOp::Eq => m.l4proto = Some(data[0]),
         Src::Payload(PAYLOAD_NETWORK, 9, 1) if data.len() == 1 && op == CmpOp::Eq => m.l4proto = Some(data[0]),
-        Src::Payload(PAYLOAD_NETWORK, off @ (12 | 16), 4) => {
+        Src::Payload(PAYLOAD_NETWORK, off, len) if addr_field(*off, *len).is_some() => {
             if let Some(ip) = ip_of(data) {
-                m.prefixes.push((*off == 16, op, Subnet { addr: ip, prefix: 32 }));
+                let full = if ip.is_ipv6() { 128 } else { 32 };
+                m.prefixes.push((addr_field(*off, *len) == Some(true), op, Subnet { addr: ip, prefix: full }));
             }
         }
         Src::Masked(inner, p) => {
-            if let (Src::Payload(PAYLOAD_NETWORK, off @ (12 | 16), 4), Some(ip)) = (inner.as_ref(), ip_of(data)) {
-                m.prefixes.push((*off == 16, op, Subnet { addr: ip, prefix: *p }));
+            if let (Src::Payload(PAYLOAD_NETWORK, off, len), Some(ip)) = (inner.as_ref(), ip_of(data)) {
+                if let Some(daddr) = addr_field(*off, *len) {
+                    m.prefixes.push((daddr, op, Subnet { addr: ip, prefix: *p }));
+                }
             }
         }
         Src::Payload(PAYLOAD_TRANSPORT, 2, 2) if data.len() == 2 => {
@@ -615,7 +636,9 @@ fn conflicts(o: &Observed, out: &mut Vec<Finding>) {
         for l in &o.listeners {
             let proto_ok = l.protocol == m.protocol;
             let port_ok = (m.host_port..=m.host_port_end).contains(&l.port);
-            let addr_ok = l.addr.is_unspecified() || m.host_ip.is_none_or(|h| h == l.addr);
+            // Listeners are read as IPv4 (an IPv6 wildcard socket shows as 0.0.0.0).
+            let addr_ok = l.addr.is_unspecified()
+                || (m.family() == crate::model::Family::V4 && m.host_ip.is_none_or(|h| h == IpAddr::V4(l.addr)));
             if proto_ok && port_ok && addr_ok {
                 out.push(finding(
                     "conflict.local-listener",
@@ -676,8 +699,9 @@ fn forward_drop(o: &Observed, out: &mut Vec<Finding>) {
                 *op == CmpOp::Eq
                     && !bridges.iter().any(|b| if *prefix { b.starts_with(name.as_str()) } else { b == name })
             });
-            let other_net =
-                m.prefixes.iter().any(|(_, op, s)| *op == CmpOp::Eq && !nets.iter().any(|n| n.subnet.overlaps(s)));
+            let other_net = m.prefixes.iter().any(|(_, op, s)| {
+                *op == CmpOp::Eq && !nets.iter().any(|n| n.pools.iter().any(|p| p.subnet.overlaps(s)))
+            });
             if other_if || other_net {
                 continue;
             }
@@ -762,6 +786,30 @@ fn foreign_dnat(o: &Observed, out: &mut Vec<Finding>) {
 
 fn host(o: &Observed, out: &mut Vec<Finding>) {
     let get = |k: &str| o.sysctls.get(k).map(|v| v.trim());
+    let v6_forward = crate::linkplan::IP6_FORWARD;
+    if o.state.has_v6() && get(v6_forward) == Some("0") {
+        out.push(finding(
+            "host.forwarding-off",
+            Severity::Error,
+            "net.ipv6.conf.all.forwarding is 0 while a network has an IPv6 subnet: no IPv6 traffic is routed between containers and the outside",
+            vec![v6_forward.replace('/', ".")],
+        ));
+    }
+    if get(v6_forward) == Some("1") {
+        for l in &o.ra_links {
+            let key = crate::linkplan::accept_ra_key(l);
+            if get(&key) == Some("1") {
+                out.push(finding(
+                    "host.ra-ignored",
+                    Severity::Warning,
+                    format!(
+                        "{l} learns IPv6 routes from router advertisements (accept_ra=1), but IPv6 forwarding is on, so the kernel ignores them and the routes will expire; set net.ipv6.conf.{l}.accept_ra=2"
+                    ),
+                    vec![key.replace('/', ".")],
+                ));
+            }
+        }
+    }
     if !o.state.networks.is_empty() && get(SYSCTL_IP_FORWARD) == Some("0") {
         out.push(finding(
             "host.forwarding-off",

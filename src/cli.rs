@@ -52,13 +52,16 @@ pub enum Command {
     },
     /// Publish ports: the kernel forwards host ports to a container (nftables DNAT)
     Publish {
-        /// [HOSTIP:]HOSTPORT[-END]:CONTAINERIP:CONTAINERPORT[-END][/tcp|/udp|/sctp]
+        /// [HOSTIP:]HOSTPORT[-END]:CONTAINER:CONTAINERPORT[-END][/tcp|/udp|/sctp], IPv6 addresses in
+        /// brackets ([2001:db8::1]:8080:[fd00:16::2]:80); CONTAINER is an address or a sandbox name
+        /// (SANDBOX or SANDBOX@NETWORK: every family of its endpoint)
         #[arg(required = true, value_name = "SPEC")]
         specs: Vec<String>,
     },
     /// Stop publishing ports
     Unpublish {
-        /// A SPEC as given to publish, or [HOSTIP:]HOSTPORT[-END][/PROTO]
+        /// A SPEC as given to publish, or [HOSTIP:]HOSTPORT[-END][/PROTO]; a bare HOSTPORT removes the
+        /// every-address mappings of both families, 0.0.0.0:PORT or [::]:PORT those of one
         #[arg(required = true, value_name = "SPEC")]
         specs: Vec<String>,
     },
@@ -133,12 +136,16 @@ pub enum NetworkCmd {
 pub struct NetworkCreateArgs {
     /// Network name (also the bridge name unless --bridge is given)
     pub name: String,
-    /// IPv4 subnet in CIDR form, e.g. 172.16.0.0/16
-    #[arg(long, value_name = "CIDR")]
-    pub subnet: String,
-    /// Gateway address on the bridge (default: the subnet's first host address)
+    /// Subnet in CIDR form, e.g. 172.16.0.0/16 or fd00:16::/64; once per family for dual stack
+    #[arg(long, value_name = "CIDR", required = true)]
+    pub subnet: Vec<String>,
+    /// Gateway address on the bridge, once per family (default: each subnet's first host address)
     #[arg(long, value_name = "IP")]
-    pub gateway: Option<String>,
+    pub gateway: Vec<String>,
+    /// IPv6 egress and publishing: nat (masquerade, DNAT) or routed (no NAT: the subnet is
+    /// routed to this host; published container ports are reachable at the container's address)
+    #[arg(long, value_name = "MODE", default_value = "nat")]
+    pub ipv6_mode: String,
     /// Bridge interface name (default: the network name)
     #[arg(long, value_name = "IFNAME")]
     pub bridge: Option<String>,
@@ -174,9 +181,9 @@ pub struct SandboxCreateArgs {
     /// Connect it to this network
     #[arg(long, value_name = "NET")]
     pub network: Option<String>,
-    /// Address on that network (default: the first free one)
+    /// Address on that network, once per family (default: the first free one of each)
     #[arg(long, value_name = "IP", requires = "network")]
-    pub ip: Option<String>,
+    pub ip: Vec<String>,
     /// Interface name inside the sandbox (default: eth0, eth1, ...)
     #[arg(long, value_name = "IF", requires = "network")]
     pub ifname: Option<String>,
@@ -188,9 +195,9 @@ pub struct ConnectArgs {
     pub network: String,
     /// Sandbox name
     pub sandbox: String,
-    /// Address on the network (default: the first free one)
+    /// Address on the network, once per family (default: the first free one of each)
     #[arg(long, value_name = "IP")]
-    pub ip: Option<String>,
+    pub ip: Vec<String>,
     /// Interface name inside the sandbox (default: eth0, eth1, ...)
     #[arg(long, value_name = "IF")]
     pub ifname: Option<String>,
@@ -229,7 +236,9 @@ Findings (id, severity: what):
   conflict.dnat                  warning  another table DNATs a host port netnat publishes (and which wins)
   conflict.legacy-iptables       warning  legacy iptables tables are in use; netlink cannot see their rules
   conflict.local-listener        warning  a local process listens on a published host port
-  host.forwarding-off            error    IPv4 forwarding is off while networks exist
+  host.forwarding-off            error    IPv4 (or, with an IPv6 network, IPv6) forwarding is off while networks exist
+  host.ra-ignored                warning  an interface takes router advertisements (accept_ra=1) but IPv6
+                                          forwarding makes the kernel ignore them
   host.route-localnet-unguarded  error    route_localnet is on without netnat's 127.0.0.0/8 guard
   host.br-netfilter              info     bridged traffic traverses the IP hooks (br_netfilter)
   host.conntrack-full            warning  the conntrack table is over 80% full

@@ -5,33 +5,36 @@
 //!
 //! [[network]]
 //! name = "MyDocker0"
-//! subnet = "172.16.0.0/16"
-//! gateway = "172.16.1.254"   # optional: the subnet's first host address
+//! subnet = ["172.16.0.0/16", "fd00:16::/64"]   # one per family; a string for one
+//! gateway = "172.16.1.254"   # optional, per family: the subnet's first host address
 //! bridge = "MyDocker0"       # optional: the network name
 //! masquerade = true          # optional
 //! internal = false           # optional
+//! ipv6_mode = "nat"          # optional: "nat" or "routed"
 //!
 //! [[sandbox]]
 //! name = "Container_ns1"
 //! [[sandbox.endpoint]]
 //! network = "MyDocker0"
-//! ip = "172.16.1.1"          # optional: allocated
+//! ip = ["172.16.1.1", "fd00:16::2"]   # optional, per family: allocated
 //! ifname = "eth0"            # optional: eth0, eth1, ...
-//! publish = ["9090:172.16.1.1:8080", "127.0.0.1:5353:172.16.1.1:53/udp", "8081:80"]
+//! publish = ["9090:172.16.1.1:8080", "127.0.0.1:5353:172.16.1.1:53/udp", "8081:80", "8082:Container_ns1:80"]
 //! ```
 //!
 //! An endpoint's `publish` entries may leave out the container address (`HOSTPORT:PORT`,
-//! `HOSTIP:HOSTPORT:PORT`): it is then the endpoint's own. Parsing reports an unknown key or a
-//! wrong type with its line; [`validate`] lists every other problem, each with its line; and
-//! [`to_state`] turns a valid file into the `State` netnat should have.
+//! `HOSTIP:HOSTPORT:PORT`): it is then the endpoint's own (each of its families). Any entry may
+//! name a sandbox instead of an address. Parsing reports an unknown key or a wrong type with its
+//! line; [`validate`] lists every other problem, each with its line; and [`to_state`] turns a
+//! valid file into the `State` netnat should have.
 
 use crate::model::{
-    check_ifname, check_name, host_ifname, parse_ipv4, Endpoint, InputError, Mapping, Network, Sandbox, State, Subnet,
+    check_ifname, check_name, host_ifname, ip_text, parse_ip, pools_of, spec_parts, Endpoint, Family, InputError,
+    Ipv6Mode, Mapping, Network, PublishSpec, Sandbox, State, Subnet, Target,
 };
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use toml::Spanned;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -46,15 +49,19 @@ pub struct Config {
     pub sandboxes: Vec<SandboxConf>,
 }
 
+/// `subnet`, `gateway` and `ip` take a string or an array of strings (one per family).
+pub type OneOrMany = Spanned<toml::Value>;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkConf {
     pub name: Spanned<String>,
-    pub subnet: Spanned<String>,
-    pub gateway: Option<Spanned<String>>,
+    pub subnet: OneOrMany,
+    pub gateway: Option<OneOrMany>,
     pub bridge: Option<Spanned<String>>,
     pub masquerade: Option<bool>,
     pub internal: Option<bool>,
+    pub ipv6_mode: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -69,7 +76,7 @@ pub struct SandboxConf {
 #[serde(deny_unknown_fields)]
 pub struct EndpointConf {
     pub network: Spanned<String>,
-    pub ip: Option<Spanned<String>>,
+    pub ip: Option<OneOrMany>,
     pub ifname: Option<Spanned<String>>,
     #[serde(default)]
     pub publish: Vec<Spanned<String>>,
@@ -134,44 +141,88 @@ pub fn load(text: &str) -> Result<Parsed, Vec<Problem>> {
     }
 }
 
-/// A network as checked: the model's Network and the line of its `name`.
+/// The strings of a `subnet`, `gateway` or `ip` value.
+fn strings(v: &OneOrMany, key: &str) -> Result<Vec<String>, InputError> {
+    let bad = || InputError(format!("`{key}` must be a string or an array of strings (one per family)"));
+    match v.get_ref() {
+        toml::Value::String(s) => Ok(vec![s.clone()]),
+        toml::Value::Array(a) => a.iter().map(|x| x.as_str().map(String::from).ok_or_else(bad)).collect(),
+        _ => Err(bad()),
+    }
+}
+
+fn addresses(v: &OneOrMany, key: &str, what: &str) -> Result<Vec<IpAddr>, InputError> {
+    strings(v, key)?.iter().map(|s| parse_ip(s, what)).collect()
+}
+
+/// A network entry as the model's Network.
+fn network_of(n: &NetworkConf) -> Result<Network, (Option<usize>, InputError)> {
+    // Which field a problem is about: None for `subnet`, Some(1) gateway, Some(2) ipv6_mode.
+    let subnets: Vec<Subnet> =
+        strings(&n.subnet, "subnet").and_then(|v| v.iter().map(|s| s.parse()).collect()).map_err(|e| (None, e))?;
+    let gateways = match &n.gateway {
+        Some(g) => addresses(g, "gateway", "gateway").map_err(|e| (Some(1), e))?,
+        None => vec![],
+    };
+    let pools = pools_of(&subnets, &gateways).map_err(|e| (if gateways.is_empty() { None } else { Some(1) }, e))?;
+    let ipv6_mode: Ipv6Mode = match &n.ipv6_mode {
+        Some(m) => m.get_ref().parse().map_err(|e| (Some(2), e))?,
+        None => Ipv6Mode::Nat,
+    };
+    let name = n.name.get_ref().clone();
+    Ok(Network {
+        bridge: n.bridge.as_ref().map(|b| b.get_ref().clone()).unwrap_or(name.clone()),
+        name,
+        pools,
+        masquerade: n.masquerade.unwrap_or(true),
+        internal: n.internal.unwrap_or(false),
+        ipv6_mode,
+    })
+}
+
+/// A network as checked: the model's Network and its entry.
 struct NetAt<'a> {
     net: Network,
     conf: &'a NetworkConf,
 }
 
-/// Splits a publish entry into the mapping it means; `own` is the endpoint's address (if known),
-/// used when the entry leaves the container address out.
-pub fn parse_publish(spec: &str, own: Option<Ipv4Addr>) -> Result<Mapping, InputError> {
-    let full = spec.parse::<Mapping>();
-    if full.is_ok() {
-        return full;
+/// Splits a publish entry into the specs it means; `own` holds the endpoint's addresses (if
+/// known), used when the entry leaves the container address out: one spec per address (only
+/// those of the host address's family when one is given).
+pub fn parse_publish(spec: &str, own: Option<&[IpAddr]>) -> Result<Vec<PublishSpec>, InputError> {
+    let full = spec.parse::<PublishSpec>();
+    if full.is_ok() || spec_parts(spec) > 3 {
+        return full.map(|s| vec![s]);
     }
     let (body, proto) = match spec.rsplit_once('/') {
         Some((b, p)) => (b, format!("/{p}")),
         None => (spec, String::new()),
     };
-    let parts: Vec<&str> = body.split(':').collect();
-    // Short forms: HOSTPORT:PORT and HOSTIP:HOSTPORT:PORT (the last part is not an address).
-    let short = match parts.as_slice() {
-        [hp, cp] => Some((None, *hp, *cp)),
-        [hip, hp, cp] if hip.parse::<Ipv4Addr>().is_ok() && hp.parse::<Ipv4Addr>().is_err() => {
-            Some((Some(*hip), *hp, *cp))
-        }
-        _ => None,
+    // Short forms: HOSTPORT:PORT and HOSTIP:HOSTPORT:PORT (ports are plain numbers, so the host
+    // address is what stands before the last two ':').
+    let parts: Vec<&str> = body.rsplitn(3, ':').collect();
+    let (hip, hp, cp) = match parts.as_slice() {
+        [cp, hp] => (None, *hp, *cp),
+        [cp, hp, hip] if parse_ip(hip, "host address").is_ok() => (Some(*hip), *hp, *cp),
+        _ => return full.map(|s| vec![s]),
     };
-    match (short, own) {
-        (Some((hip, hp, cp)), Some(ip)) => {
-            let hip = hip.map(|h| format!("{h}:")).unwrap_or_default();
-            format!("{hip}{hp}:{ip}:{cp}{proto}")
-                .parse::<Mapping>()
-                .map_err(|e| InputError(e.0.replace(&format!("{hip}{hp}:{ip}:{cp}{proto}"), spec)))
-        }
-        (Some(_), None) => Err(InputError(format!(
+    let Some(own) = own else {
+        return Err(InputError(format!(
             "'{spec}' leaves out the container address; that is only allowed in an endpoint's publish list"
-        ))),
-        (None, _) => full,
+        )));
+    };
+    let host_family = hip.and_then(|h| parse_ip(h, "host address").ok()).map(Family::of);
+    let mine: Vec<&IpAddr> = own.iter().filter(|ip| host_family.is_none_or(|f| f == Family::of(**ip))).collect();
+    if mine.is_empty() {
+        return Err(InputError(format!("'{spec}': the endpoint has no address of the host address's family")));
     }
+    mine.into_iter()
+        .map(|ip| {
+            let hip = hip.map(|h| format!("{h}:")).unwrap_or_default();
+            let long = format!("{hip}{hp}:{}:{cp}{proto}", ip_text(*ip));
+            long.parse::<PublishSpec>().map_err(|e| InputError(e.0.replace(&long, spec)))
+        })
+        .collect()
 }
 
 /// Lists every problem of a parsed file, each with its line, in file order.
@@ -193,55 +244,40 @@ pub fn validate(p: &Parsed) -> Vec<Problem> {
             bad(line, format!("network {name} is defined twice (first at line {first})"));
             continue;
         }
-        let subnet: Subnet = match n.subnet.get_ref().parse() {
-            Ok(s) => s,
-            Err(e) => {
-                bad(p.line(&n.subnet), format!("network {name}: {}", e.0));
+        let net = match network_of(n) {
+            Ok(net) => net,
+            Err((field, e)) => {
+                let at = match (field, &n.gateway, &n.ipv6_mode) {
+                    (Some(1), Some(g), _) => p.line(g),
+                    (Some(2), _, Some(m)) => p.line(m),
+                    _ => p.line(&n.subnet),
+                };
+                bad(at, format!("network {name}: {}", e.0));
                 continue;
             }
         };
-        let gateway = match &n.gateway {
-            Some(g) => match parse_ipv4(g.get_ref(), "gateway") {
-                Ok(ip) if subnet.is_host(ip) => ip,
-                Ok(ip) => {
-                    bad(p.line(g), format!("network {name}: gateway {ip} is not a host address of subnet {subnet}"));
-                    continue;
-                }
-                Err(e) => {
-                    bad(p.line(g), format!("network {name}: {}", e.0));
-                    continue;
-                }
-            },
-            None => subnet.first_host(),
-        };
-        let bridge = n.bridge.as_ref().map(|b| b.get_ref().as_str()).unwrap_or(name);
         let bridge_line = n.bridge.as_ref().map(|b| p.line(b)).unwrap_or(line);
-        if let Err(e) = check_ifname(bridge, "bridge name") {
+        if let Err(e) = check_ifname(&net.bridge, "bridge name") {
             bad(bridge_line, format!("network {name}: {}", e.0));
             continue;
         }
-        let mut net = Network {
-            name: name.to_string(),
-            subnet,
-            gateway,
-            bridge: bridge.to_string(),
-            masquerade: true,
-            internal: false,
-        };
-        net.masquerade = n.masquerade.unwrap_or(true);
-        net.internal = n.internal.unwrap_or(false);
+        if net.ipv6_mode == Ipv6Mode::Routed && !net.has_v6() {
+            bad(line, format!("network {name}: ipv6_mode = \"routed\" needs an IPv6 subnet"));
+        }
         for o in &nets {
-            if o.net.subnet.overlaps(&net.subnet) {
-                bad(
-                    p.line(&n.subnet),
-                    format!(
-                        "subnet {} of network {name} overlaps subnet {} of network {} (line {})",
-                        net.subnet,
-                        o.net.subnet,
-                        o.net.name,
-                        p.line(&o.conf.subnet)
-                    ),
-                );
+            for (a, b) in net.pools.iter().flat_map(|a| o.net.pools.iter().map(move |b| (a, b))) {
+                if a.subnet.overlaps(&b.subnet) {
+                    bad(
+                        p.line(&n.subnet),
+                        format!(
+                            "subnet {} of network {name} overlaps subnet {} of network {} (line {})",
+                            a.subnet,
+                            b.subnet,
+                            o.net.name,
+                            p.line(&o.conf.subnet)
+                        ),
+                    );
+                }
             }
             if o.net.bridge == net.bridge {
                 bad(
@@ -257,7 +293,7 @@ pub fn validate(p: &Parsed) -> Vec<Problem> {
     // Sandboxes and endpoints.
     let mut sb_names: BTreeMap<&str, usize> = BTreeMap::new();
     // (network, address) -> (sandbox, line)
-    let mut taken: BTreeMap<(String, Ipv4Addr), (String, usize)> = BTreeMap::new();
+    let mut taken: BTreeMap<(String, IpAddr), (String, usize)> = BTreeMap::new();
     let mut maps: Vec<(Mapping, usize)> = vec![];
     for s in &c.sandboxes {
         let line = p.line(&s.name);
@@ -291,73 +327,77 @@ pub fn validate(p: &Parsed) -> Vec<Problem> {
             if net.is_none() && !names.contains_key(nname) {
                 bad(nline, format!("sandbox {sname}: no network named {nname} in this file"));
             }
-            let ip = match &e.ip {
+            let ips: Option<Vec<IpAddr>> = match &e.ip {
                 None => None,
                 Some(i) => {
                     let iline = p.line(i);
-                    match parse_ipv4(i.get_ref(), "address") {
+                    match addresses(i, "ip", "address") {
                         Err(err) => {
                             bad(iline, format!("sandbox {sname}: {}", err.0));
                             None
                         }
-                        Ok(ip) => {
+                        Ok(ips) => {
                             if let Some(n) = net {
-                                if !n.subnet.is_host(ip) || ip == n.gateway {
-                                    bad(
-                                        iline,
-                                        format!(
-                                            "sandbox {sname}: address {ip} is not a free host address of network {} ({}, gateway {})",
-                                            n.name, n.subnet, n.gateway
-                                        ),
-                                    );
-                                } else if let Some((other, oline)) =
-                                    taken.insert((n.name.clone(), ip), (sname.to_string(), iline))
-                                {
-                                    bad(
-                                        iline,
-                                        format!(
-                                            "address {ip} on network {} is given to both sandbox {other} (line {oline}) and sandbox {sname}",
-                                            n.name
-                                        ),
-                                    );
+                                for (k, ip) in ips.iter().enumerate() {
+                                    let fam = Family::of(*ip);
+                                    if ips[..k].iter().any(|o| Family::of(*o) == fam) {
+                                        bad(iline, format!("sandbox {sname}: two {fam} addresses for one endpoint"));
+                                    } else if let Err(err) = State::default().check_endpoint_ip(n, *ip, sname) {
+                                        bad(iline, format!("sandbox {sname}: {}", err.0));
+                                    } else if let Some((other, oline)) =
+                                        taken.insert((n.name.clone(), *ip), (sname.to_string(), iline))
+                                    {
+                                        bad(
+                                            iline,
+                                            format!(
+                                                "address {ip} on network {} is given to both sandbox {other} (line {oline}) and sandbox {sname}",
+                                                n.name
+                                            ),
+                                        );
+                                    }
                                 }
                             }
-                            Some(ip)
+                            Some(ips)
                         }
                     }
                 }
             };
             for spec in &e.publish {
-                match parse_publish(spec.get_ref(), ip) {
+                match parse_publish(spec.get_ref(), ips.as_deref()) {
                     Err(err) if e.ip.is_none() && err.0.contains("leaves out the container address") => bad(
                         p.line(spec),
                         format!("'{}': the short form needs the endpoint's `ip` to be set", spec.get_ref()),
                     ),
                     Err(err) => bad(p.line(spec), err.0),
-                    Ok(m) => {
-                        if let Some(own) = ip {
-                            if m.container_ip != own {
+                    Ok(specs) => {
+                        for ps in specs {
+                            let Target::Addr(ip) = ps.target else { continue }; // resolved with the state below
+                            if let Some(own) = &ips {
+                                if !own.contains(&ip) {
+                                    bad(
+                                        p.line(spec),
+                                        format!(
+                                            "'{}' forwards to {ip} but this endpoint's address is {}; publish it under that endpoint or at the top level",
+                                            spec.get_ref(),
+                                            own.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+                                        ),
+                                    );
+                                    continue;
+                                }
+                            } else {
                                 bad(
                                     p.line(spec),
                                     format!(
-                                        "'{}' forwards to {} but this endpoint's address is {own}; publish it under that endpoint or at the top level",
-                                        spec.get_ref(),
-                                        m.container_ip
+                                        "'{}' is published on an endpoint without a fixed `ip`; set `ip` so the address cannot change",
+                                        spec.get_ref()
                                     ),
                                 );
                                 continue;
                             }
-                        } else if e.ip.is_none() {
-                            bad(
-                                p.line(spec),
-                                format!(
-                                    "'{}' is published on an endpoint without a fixed `ip`; set `ip` so the address cannot change",
-                                    spec.get_ref()
-                                ),
-                            );
-                            continue;
+                            if let Ok(ms) = ps.resolve(&State::default()) {
+                                maps.extend(ms.into_iter().map(|m| (m, p.line(spec))));
+                            }
                         }
-                        maps.push((m, p.line(spec)));
                     }
                 }
             }
@@ -366,7 +406,13 @@ pub fn validate(p: &Parsed) -> Vec<Problem> {
     for spec in &c.publish {
         match parse_publish(spec.get_ref(), None) {
             Err(err) => bad(p.line(spec), err.0),
-            Ok(m) => maps.push((m, p.line(spec))),
+            Ok(specs) => {
+                for ps in specs.iter().filter(|ps| matches!(ps.target, Target::Addr(_))) {
+                    if let Ok(ms) = ps.resolve(&State::default()) {
+                        maps.extend(ms.into_iter().map(|m| (m, p.line(spec))));
+                    }
+                }
+            }
         }
     }
     for (i, (a, line)) in maps.iter().enumerate() {
@@ -375,33 +421,36 @@ pub fn validate(p: &Parsed) -> Vec<Problem> {
         }
     }
 
-    // Room for the endpoints without an address (only when everything else is fine).
+    // Room for the endpoints without an address, and name targets (when all else is fine).
     if out.is_empty() {
-        if let Err(e) = to_state(p, &State::default()) {
-            out.push(Problem { line: 1, message: e.0 });
+        if let Err(problem) = to_state_at(p, &State::default()) {
+            out.push(problem);
         }
     }
     out.sort_by_key(|p| p.line);
     out
 }
 
-/// The State a valid file describes. Missing addresses are allocated like `State::allocate_ip`
-/// (lowest free host address), after every fixed address is placed, in file order; an endpoint
-/// that `previous` already has (same sandbox and network) keeps its address when it is still free,
-/// so removing one sandbox from a file does not renumber the others.
+/// The State a valid file describes; see [`to_state_at`].
 pub fn to_state(p: &Parsed, previous: &State) -> Result<State, InputError> {
+    to_state_at(p, previous).map_err(|pr| InputError(pr.to_string()))
+}
+
+/// The State a valid file describes. Missing addresses are allocated like `State::allocate_ip`
+/// (lowest free host address of each family), after every fixed address is placed, in file
+/// order; an endpoint that `previous` already has (same sandbox and network) keeps its address
+/// when it is still free, so removing one sandbox from a file does not renumber the others.
+/// Name targets are resolved last, against the finished endpoints.
+pub fn to_state_at(p: &Parsed, previous: &State) -> Result<State, Problem> {
     let c = &p.config;
+    let at = |line: usize| move |e: InputError| Problem { line, message: e.0 };
     let mut st = State::default();
     for n in &c.networks {
-        let subnet: Subnet = n.subnet.get_ref().parse()?;
-        let gateway = n.gateway.as_ref().map(|g| parse_ipv4(g.get_ref(), "gateway")).transpose()?;
-        let mut net = Network::new(n.name.get_ref(), subnet, gateway, n.bridge.as_ref().map(|b| b.get_ref().as_str()))?;
-        net.masquerade = n.masquerade.unwrap_or(true);
-        net.internal = n.internal.unwrap_or(false);
+        let net = network_of(n).map_err(|(_, e)| at(p.line(&n.subnet))(e))?;
         st.networks.insert(net.name.clone(), net);
     }
-    // Pass 1: sandboxes with their fixed addresses; placeholders for the others.
-    let mut pending: Vec<(String, usize)> = vec![];
+    // Pass 1: sandboxes with their fixed addresses.
+    let mut pending: Vec<(String, usize, usize)> = vec![];
     for s in &c.sandboxes {
         let name = s.name.get_ref().clone();
         let mut used_ifnames: HashSet<String> =
@@ -409,7 +458,10 @@ pub fn to_state(p: &Parsed, previous: &State) -> Result<State, InputError> {
         let mut endpoints = vec![];
         for (i, e) in s.endpoints.iter().enumerate() {
             let network = e.network.get_ref().clone();
-            let ip = e.ip.as_ref().map(|i| parse_ipv4(i.get_ref(), "address")).transpose()?;
+            let ips = match &e.ip {
+                Some(v) => addresses(v, "ip", "address").map_err(at(p.line(v)))?,
+                None => vec![],
+            };
             let ifname = match &e.ifname {
                 Some(i) => i.get_ref().clone(),
                 None => {
@@ -418,49 +470,54 @@ pub fn to_state(p: &Parsed, previous: &State) -> Result<State, InputError> {
                     n
                 }
             };
-            if ip.is_none() {
-                pending.push((name.clone(), i));
-            }
-            endpoints.push(Endpoint {
-                host_ifname: host_ifname(&name, &network),
-                network,
-                ip: ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
-                ifname,
-            });
+            pending.push((name.clone(), i, p.line(&e.network)));
+            endpoints.push(Endpoint { host_ifname: host_ifname(&name, &network), network, ips, ifname });
         }
         st.sandboxes.insert(name.clone(), Sandbox { name, created: true, endpoints });
     }
-    // Pass 2: addresses for the others, keeping a previous one when it is still free.
-    for (sb, i) in pending {
+    // Pass 2: an address for every family an endpoint lacks, keeping a previous one when free.
+    for (sb, i, line) in pending {
         let network = st.sandboxes[&sb].endpoints[i].network.clone();
         let Some(net) = st.networks.get(&network).cloned() else {
-            return Err(InputError(format!("sandbox {sb}: no network named {network}")));
+            return Err(at(line)(InputError(format!("sandbox {sb}: no network named {network}"))));
         };
-        let busy = |st: &State, ip: Ipv4Addr| st.endpoints_on(&network).any(|(_, e)| e.ip == ip);
-        let kept = previous
-            .sandboxes
-            .get(&sb)
-            .and_then(|s| s.endpoints.iter().find(|e| e.network == network))
-            .map(|e| e.ip)
-            .filter(|ip| net.subnet.is_host(*ip) && *ip != net.gateway && !busy(&st, *ip));
-        let ip = match kept {
-            Some(ip) => ip,
-            None => st.allocate_ip(&net)?,
-        };
-        st.sandboxes.get_mut(&sb).expect("inserted above").endpoints[i].ip = ip;
+        for fam in net.families().collect::<Vec<_>>() {
+            if st.sandboxes[&sb].endpoints[i].ip(fam).is_some() {
+                continue;
+            }
+            let kept = previous
+                .sandboxes
+                .get(&sb)
+                .and_then(|s| s.endpoints.iter().find(|e| e.network == network))
+                .and_then(|e| e.ip(fam))
+                .filter(|ip| st.check_endpoint_ip(&net, *ip, &sb).is_ok());
+            let ip = match kept {
+                Some(ip) => ip,
+                None => st.allocate_ip(&net, fam).map_err(at(line))?,
+            };
+            let ips = &mut st.sandboxes.get_mut(&sb).expect("inserted above").endpoints[i].ips;
+            ips.push(ip);
+            ips.sort_by_key(|ip| Family::of(*ip));
+        }
     }
     // Published ports, in file order.
+    let mut mappings = vec![];
     for s in &c.sandboxes {
         for (i, e) in s.endpoints.iter().enumerate() {
-            let own = st.sandboxes[s.name.get_ref()].endpoints[i].ip;
+            let own = st.sandboxes[s.name.get_ref()].endpoints[i].ips.clone();
             for spec in &e.publish {
-                st.mappings.push(parse_publish(spec.get_ref(), Some(own))?);
+                for ps in parse_publish(spec.get_ref(), Some(&own)).map_err(at(p.line(spec)))? {
+                    mappings.extend(ps.resolve(&st).map_err(at(p.line(spec)))?);
+                }
             }
         }
     }
     for spec in &c.publish {
-        st.mappings.push(parse_publish(spec.get_ref(), None)?);
+        for ps in parse_publish(spec.get_ref(), None).map_err(at(p.line(spec)))? {
+            mappings.extend(ps.resolve(&st).map_err(at(p.line(spec)))?);
+        }
     }
+    st.mappings = mappings;
     Ok(st)
 }
 
@@ -471,6 +528,14 @@ fn q(s: &str) -> String {
 fn list(items: &[String]) -> String {
     let v: Vec<String> = items.iter().map(|s| q(s)).collect();
     format!("[{}]", v.join(", "))
+}
+
+/// One value as a string, several as an array (the form `apply` reads either way).
+fn one_or_many(items: &[String]) -> String {
+    match items {
+        [one] => q(one),
+        many => list(many),
+    }
 }
 
 /// A file that `to_state` turns back into `state` (every value written out, nothing allocated).
@@ -486,7 +551,7 @@ pub fn to_toml(state: &State, notes: &[String]) -> String {
         let net = state.network_of(m.container_ip)?;
         state
             .endpoints_on(&net.name)
-            .find(|(_, e)| e.ip == m.container_ip)
+            .find(|(_, e)| e.has(m.container_ip))
             .map(|(s, _)| (s.name.as_str(), net.name.as_str()))
     };
     let top: Vec<String> = state.mappings.iter().filter(|m| owner(m).is_none()).map(|m| m.to_string()).collect();
@@ -494,23 +559,29 @@ pub fn to_toml(state: &State, notes: &[String]) -> String {
         out += &format!("\npublish = {}\n", list(&top));
     }
     for n in state.networks.values() {
+        let subnets: Vec<String> = n.pools.iter().map(|p| p.subnet.to_string()).collect();
+        let gateways: Vec<String> = n.pools.iter().map(|p| p.gateway.to_string()).collect();
         out += &format!(
             "\n[[network]]\nname = {}\nsubnet = {}\ngateway = {}\nbridge = {}\nmasquerade = {}\ninternal = {}\n",
             q(&n.name),
-            q(&n.subnet.to_string()),
-            q(&n.gateway.to_string()),
+            one_or_many(&subnets),
+            one_or_many(&gateways),
             q(&n.bridge),
             n.masquerade,
             n.internal
         );
+        if n.ipv6_mode != Ipv6Mode::Nat {
+            out += &format!("ipv6_mode = {}\n", q(&n.ipv6_mode.to_string()));
+        }
     }
     for s in state.sandboxes.values() {
         out += &format!("\n[[sandbox]]\nname = {}\n", q(&s.name));
         for e in &s.endpoints {
+            let ips: Vec<String> = e.ips.iter().map(|i| i.to_string()).collect();
             out += &format!(
                 "\n[[sandbox.endpoint]]\nnetwork = {}\nip = {}\nifname = {}\n",
                 q(&e.network),
-                q(&e.ip.to_string()),
+                one_or_many(&ips),
                 q(&e.ifname)
             );
             let mine: Vec<String> = state
@@ -564,11 +635,11 @@ ip = "172.16.1.2"
         let st = to_state(&p, &State::default()).unwrap();
         let n = &st.networks["MyDocker0"];
         assert_eq!(
-            (n.gateway.to_string(), n.bridge.as_str(), n.masquerade, n.internal),
+            (n.pools[0].gateway.to_string(), n.bridge.as_str(), n.masquerade, n.internal),
             ("172.16.1.254".into(), "MyDocker0", true, false)
         );
         let e = &st.sandboxes["Container_ns1"].endpoints[0];
-        assert_eq!((e.ip.to_string(), e.ifname.as_str()), ("172.16.1.1".into(), "eth0"));
+        assert_eq!((e.ips_text(), e.ifname.as_str()), ("172.16.1.1".into(), "eth0"));
         assert_eq!(e.host_ifname, host_ifname("Container_ns1", "MyDocker0"));
         assert_eq!(st.mappings, vec!["9090:172.16.1.1:8080".parse::<Mapping>().unwrap()]);
     }
@@ -653,13 +724,13 @@ network = "n"
 "#;
         let p = load(text).unwrap();
         let st = to_state(&p, &State::default()).unwrap();
-        let ip = |s: &str| st.sandboxes[s].endpoints[0].ip.to_string();
+        let ip = |s: &str| st.sandboxes[s].endpoints[0].ips_text();
         assert_eq!((ip("a"), ip("b"), ip("c")), ("10.9.0.3".into(), "10.9.0.2".into(), "10.9.0.4".into()));
         // A previous address is kept when still free.
         let mut prev = st.clone();
-        prev.sandboxes.get_mut("c").unwrap().endpoints[0].ip = "10.9.0.6".parse().unwrap();
+        prev.sandboxes.get_mut("c").unwrap().endpoints[0].ips = vec!["10.9.0.6".parse().unwrap()];
         let again = to_state(&p, &prev).unwrap();
-        assert_eq!(again.sandboxes["c"].endpoints[0].ip.to_string(), "10.9.0.6");
+        assert_eq!(again.sandboxes["c"].endpoints[0].ips_text(), "10.9.0.6");
         // Full network: one problem.
         let full = text.replace("10.9.0.0/29", "10.9.0.0/30");
         assert!(problems(&full).iter().any(|p| p.contains("no free address")), "{:?}", problems(&full));
@@ -673,6 +744,94 @@ network = "n"
         assert_eq!(got, vec!["8080:10.9.0.7:80/tcp", "127.0.0.1:5353:10.9.0.7:53/udp"]);
         let wrong = text.replace("8080:80", "8080:10.9.0.8:80");
         assert!(problems(&wrong)[0].contains("forwards to 10.9.0.8"), "{:?}", problems(&wrong));
+    }
+
+    const DUAL: &str = r#"
+[[network]]
+name = "d"
+subnet = ["172.16.0.0/16", "fd00:16::/64"]
+gateway = ["172.16.1.254", "fd00:16::fe"]
+ipv6_mode = "nat"
+
+[[sandbox]]
+name = "c1"
+[[sandbox.endpoint]]
+network = "d"
+ip = ["172.16.1.1", "fd00:16::2"]
+publish = ["9090:80", "[2001:db8:1::1]:9091:81", "9092:c1:82/udp"]
+
+[[sandbox]]
+name = "c2"
+[[sandbox.endpoint]]
+network = "d"
+
+publish = ["7070:c2:80"]
+"#;
+
+    #[test]
+    fn dual_stack_file_allocates_and_resolves_per_family() {
+        // The top-level publish list goes first in a TOML file (before any table).
+        let text = DUAL.replace("\npublish = [\"7070:c2:80\"]\n", "\n");
+        let top = format!("publish = [\"7070:c2:80\"]\n{text}");
+        let st = to_state(&load(&top).unwrap_or_else(|e| panic!("{e:?}")), &State::default()).unwrap();
+        assert_eq!(st.networks["d"].gateways_text(), "172.16.1.254, fd00:16::fe");
+        assert_eq!(st.sandboxes["c2"].endpoints[0].ips_text(), "172.16.0.1 fd00:16::1");
+        let got: Vec<String> = st.mappings.iter().map(|m| m.to_string()).collect();
+        assert_eq!(
+            got,
+            [
+                "9090:172.16.1.1:80/tcp",
+                "9090:[fd00:16::2]:80/tcp",
+                "[2001:db8:1::1]:9091:[fd00:16::2]:81/tcp",
+                "9092:172.16.1.1:82/udp",
+                "9092:[fd00:16::2]:82/udp",
+                "7070:172.16.0.1:80/tcp",
+                "7070:[fd00:16::1]:80/tcp",
+            ]
+        );
+        // save writes the resolved addresses, and apply reads them back as they were.
+        let back = to_state(&load(&to_toml(&st, &[])).unwrap(), &State::default()).unwrap();
+        assert_eq!(back.networks, st.networks);
+        assert_eq!(back.sandboxes, st.sandboxes);
+    }
+
+    #[test]
+    fn ipv6_problems_have_their_lines() {
+        let ps = |t: &str| problems(t);
+        let one = |t: &str, want: &str| {
+            let got = ps(t);
+            assert!(got.iter().any(|p| p.contains(want)), "want {want} in {got:?}");
+        };
+        one(
+            "[[network]]\nname = \"n\"\nsubnet = [\"fd00::/64\", \"fd01::/64\"]\n",
+            "line 3: network n: subnets fd00::/64 and fd01::/64",
+        );
+        one(
+            "[[network]]\nname = \"n\"\nsubnet = \"fe80::/64\"\n",
+            "line 3: network n: subnet 'fe80::/64' overlaps the link-local",
+        );
+        one("[[network]]\nname = \"n\"\nsubnet = \"fd00::/121\"\n", "line 3: network n: subnet 'fd00::/121'");
+        one(
+            "[[network]]\nname = \"n\"\nsubnet = \"fd00::/64\"\ngateway = \"fd01::1\"\n",
+            "line 4: network n: gateway fd01::1",
+        );
+        one(
+            "[[network]]\nname = \"n\"\nsubnet = \"fd00::/64\"\n[[network]]\nname = \"m\"\nsubnet = \"fd00::/48\"\n",
+            "line 6: subnet fd00::/48 of network m overlaps",
+        );
+        one("[[network]]\nname = \"n\"\nsubnet = 7\n", "line 3: network n: `subnet` must be a string or an array");
+        one(
+            "[[network]]\nname = \"n\"\nsubnet = \"10.0.0.0/24\"\nipv6_mode = \"routed\"\n",
+            "line 2: network n: ipv6_mode",
+        );
+        let ep = "[[network]]\nname = \"n\"\nsubnet = [\"10.0.0.0/24\", \"fd00::/64\"]\n[[sandbox]]\nname = \"s\"\n[[sandbox.endpoint]]\nnetwork = \"n\"\n";
+        one(&format!("{ep}ip = \"fd01::2\"\n"), "line 8: sandbox s: address fd01::2 is not a free host address");
+        one(&format!("{ep}ip = [\"fd00::2\", \"fd00::3\"]\n"), "line 8: sandbox s: two IPv6 addresses");
+        one(
+            &format!("{ep}ip = \"fd00::2\"\npublish = [\"[::1]:80:81\"]\n"),
+            "line 9: host address [::1] in '[::1]:80:81' cannot be published",
+        );
+        one(&format!("{ep}publish = [\"80:nobody:81\"]\n"), "line 8: '80:nobody:81': no sandbox named nobody");
     }
 
     #[test]

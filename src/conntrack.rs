@@ -5,13 +5,13 @@
 //! the *original* tuple's destination port and protocol, and to count live
 //! connections per published mapping.
 //!
-//! Only IPv4 entries are considered. Dumps are full table dumps filtered in
-//! user space; deletion sends one `IPCTNL_MSG_CT_DELETE` per entry.
+//! IPv4 and IPv6 entries alike. Dumps are full table dumps filtered in user
+//! space; deletion sends one `IPCTNL_MSG_CT_DELETE` per entry.
 
 use anyhow::{Context, Result};
 use std::fmt;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 // --- netlink (linux/netlink.h) ---
@@ -50,6 +50,8 @@ const CTA_TUPLE_PROTO: u16 = 2;
 // enum ctattr_ip
 const CTA_IP_V4_SRC: u16 = 1;
 const CTA_IP_V4_DST: u16 = 2;
+const CTA_IP_V6_SRC: u16 = 3;
+const CTA_IP_V6_DST: u16 = 4;
 
 // enum ctattr_l4proto
 const CTA_PROTO_NUM: u16 = 1;
@@ -57,11 +59,12 @@ const CTA_PROTO_SRC_PORT: u16 = 2;
 const CTA_PROTO_DST_PORT: u16 = 3;
 
 const AF_INET: u8 = libc::AF_INET as u8;
+const AF_INET6: u8 = libc::AF_INET6 as u8;
 
 /// Dump restarts allowed when the kernel reports an interrupted/busy dump.
 const DUMP_ATTEMPTS: usize = 5;
 
-/// Which entries to match: original-direction tuple, IPv4.
+/// Which entries to match: original-direction tuple.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Filter {
     /// `IPPROTO_TCP`, `IPPROTO_UDP`, `IPPROTO_SCTP`, ...
@@ -70,13 +73,16 @@ pub struct Filter {
     pub dport_min: u16,
     pub dport_max: u16,
     /// Original destination address, if it must match.
-    pub daddr: Option<Ipv4Addr>,
+    pub daddr: Option<IpAddr>,
+    /// Only entries of this family (IPv6 when true, IPv4 when false).
+    pub ipv6: bool,
 }
 
 impl Filter {
     /// True if `e`'s original tuple matches this filter.
     pub fn matches(&self, e: &Entry) -> bool {
         e.proto == self.proto
+            && e.dst.is_ipv6() == self.ipv6
             && (self.dport_min..=self.dport_max).contains(&e.dport)
             && self.daddr.is_none_or(|a| a == e.dst)
     }
@@ -87,11 +93,11 @@ impl Filter {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub proto: u8,
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub sport: u16,
     pub dport: u16,
-    pub reply_src: Ipv4Addr,
+    pub reply_src: IpAddr,
     pub reply_sport: u16,
 }
 
@@ -119,7 +125,7 @@ struct Dumped {
     zone: Option<u16>,
 }
 
-/// Dumps IPv4 entries matching the filter.
+/// Dumps the entries matching the filter.
 ///
 /// Returns an empty list if conntrack is not available in the kernel.
 pub fn list(filter: &Filter) -> Result<Vec<Entry>> {
@@ -155,7 +161,7 @@ pub fn flush(filter: &Filter) -> Result<usize> {
     Ok(deleted)
 }
 
-/// Full dump of IPv4 entries. Each attempt uses a fresh socket, so an
+/// Full dump of IPv4 and IPv6 entries. Each attempt uses a fresh socket, so an
 /// aborted dump leaves nothing stale behind; interrupted or busy dumps are
 /// retried a few times.
 fn dump() -> Result<Vec<Dumped>> {
@@ -418,17 +424,24 @@ fn be16(v: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes(v.get(..2)?.try_into().ok()?))
 }
 
-fn ipv4(v: &[u8]) -> Option<Ipv4Addr> {
+fn ipv4(v: &[u8]) -> Option<IpAddr> {
     let b: [u8; 4] = v.get(..4)?.try_into().ok()?;
-    Some(Ipv4Addr::from(b))
+    Some(IpAddr::V4(Ipv4Addr::from(b)))
+}
+
+fn ipv6(v: &[u8]) -> Option<IpAddr> {
+    let b: [u8; 16] = v.get(..16)?.try_into().ok()?;
+    Some(IpAddr::V6(Ipv6Addr::from(b)))
 }
 
 /// A parsed tuple: proto, src, dst, sport, dport. Ports are 0 for protocols
-/// without them. None for non-IPv4 tuples.
-fn parse_tuple(t: &[u8]) -> Option<(u8, Ipv4Addr, Ipv4Addr, u16, u16)> {
+/// without them.
+fn parse_tuple(t: &[u8]) -> Option<(u8, IpAddr, IpAddr, u16, u16)> {
     let ip = find(t, CTA_TUPLE_IP)?;
-    let src = ipv4(find(ip, CTA_IP_V4_SRC)?)?;
-    let dst = ipv4(find(ip, CTA_IP_V4_DST)?)?;
+    let (src, dst) = match find(ip, CTA_IP_V4_SRC) {
+        Some(s) => (ipv4(s)?, ipv4(find(ip, CTA_IP_V4_DST)?)?),
+        None => (ipv6(find(ip, CTA_IP_V6_SRC)?)?, ipv6(find(ip, CTA_IP_V6_DST)?)?),
+    };
     let p = find(t, CTA_TUPLE_PROTO)?;
     let proto = *find(p, CTA_PROTO_NUM)?.first()?;
     let sport = find(p, CTA_PROTO_SRC_PORT).and_then(be16).unwrap_or(0);
@@ -437,9 +450,9 @@ fn parse_tuple(t: &[u8]) -> Option<(u8, Ipv4Addr, Ipv4Addr, u16, u16)> {
 }
 
 /// Parses a ctnetlink message payload (nfgenmsg + attributes). None for
-/// non-IPv4 or incomplete entries.
+/// other families or incomplete entries.
 fn parse_ct(payload: &[u8]) -> Option<Dumped> {
-    if payload.len() < NFGENMSG_LEN || payload[0] != AF_INET {
+    if payload.len() < NFGENMSG_LEN || (payload[0] != AF_INET && payload[0] != AF_INET6) {
         return None;
     }
     let body = &payload[NFGENMSG_LEN..];
@@ -496,16 +509,23 @@ impl Builder {
     }
 }
 
+/// AF_UNSPEC: the entries of every family.
 fn dump_request(seq: u32) -> Vec<u8> {
-    Builder::new(ct_type(IPCTNL_MSG_CT_GET), NLM_F_REQUEST | NLM_F_DUMP, seq, AF_INET).finish()
+    Builder::new(ct_type(IPCTNL_MSG_CT_GET), NLM_F_REQUEST | NLM_F_DUMP, seq, libc::AF_UNSPEC as u8).finish()
 }
 
 fn delete_request(seq: u32, e: &Entry, zone: Option<u16>) -> Vec<u8> {
-    let mut b = Builder::new(ct_type(IPCTNL_MSG_CT_DELETE), NLM_F_REQUEST | NLM_F_ACK, seq, AF_INET);
+    let (family, src_attr, dst_attr, src, dst) = match (e.src, e.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            (AF_INET, CTA_IP_V4_SRC, CTA_IP_V4_DST, s.octets().to_vec(), d.octets().to_vec())
+        }
+        (s, d) => (AF_INET6, CTA_IP_V6_SRC, CTA_IP_V6_DST, v6_octets(s), v6_octets(d)),
+    };
+    let mut b = Builder::new(ct_type(IPCTNL_MSG_CT_DELETE), NLM_F_REQUEST | NLM_F_ACK, seq, family);
     b.begin(CTA_TUPLE_ORIG)
         .begin(CTA_TUPLE_IP)
-        .attr(CTA_IP_V4_SRC, &e.src.octets())
-        .attr(CTA_IP_V4_DST, &e.dst.octets())
+        .attr(src_attr, &src)
+        .attr(dst_attr, &dst)
         .end()
         .begin(CTA_TUPLE_PROTO)
         .attr(CTA_PROTO_NUM, &[e.proto]);
@@ -517,6 +537,13 @@ fn delete_request(seq: u32, e: &Entry, zone: Option<u16>) -> Vec<u8> {
         b.attr(CTA_ZONE, &z.to_be_bytes());
     }
     b.finish()
+}
+
+fn v6_octets(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V6(a) => a.octets().to_vec(),
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets().to_vec(),
+    }
 }
 
 #[cfg(test)]
@@ -564,11 +591,11 @@ mod tests {
     fn sample_entry() -> Entry {
         Entry {
             proto: 17,
-            src: Ipv4Addr::new(10, 0, 0, 1),
-            dst: Ipv4Addr::new(192, 168, 1, 5),
+            src: Ipv4Addr::new(10, 0, 0, 1).into(),
+            dst: Ipv4Addr::new(192, 168, 1, 5).into(),
             sport: 40000,
             dport: 8080,
-            reply_src: Ipv4Addr::new(172, 17, 0, 2),
+            reply_src: Ipv4Addr::new(172, 17, 0, 2).into(),
             reply_sport: 80,
         }
     }
@@ -622,10 +649,10 @@ mod tests {
         // Truncated attribute inside a payload: parse gives None, no panic.
         let payload = [2, 0, 0, 0, 52, 0, 1, 0x80, 20, 0];
         assert_eq!(parse_ct(&payload), None);
-        // IPv6 family is skipped.
-        let mut v6 = sample_msg()[NLMSG_HDRLEN..].to_vec();
-        v6[0] = libc::AF_INET6 as u8;
-        assert_eq!(parse_ct(&v6), None);
+        // Another family is skipped.
+        let mut other = sample_msg()[NLMSG_HDRLEN..].to_vec();
+        other[0] = libc::AF_BRIDGE as u8;
+        assert_eq!(parse_ct(&other), None);
     }
 
     #[test]
@@ -653,19 +680,38 @@ mod tests {
         let m = &messages(&buf).unwrap()[0];
         assert_eq!(m.kind, 0x0101);
         assert_eq!(m.flags, NLM_F_REQUEST | NLM_F_DUMP);
-        assert_eq!(m.payload, &[2, 0, 0, 0]);
+        assert_eq!(m.payload, &[0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn ipv6_delete_request_round_trips() {
+        let e = Entry {
+            proto: 17,
+            src: "2001:db8:1::3".parse().unwrap(),
+            dst: "2001:db8:1::1".parse().unwrap(),
+            sport: 40000,
+            dport: 8080,
+            reply_src: "fd00:16::2".parse().unwrap(),
+            reply_sport: 80,
+        };
+        let buf = delete_request(3, &e, None);
+        let m = &messages(&buf).unwrap()[0];
+        assert_eq!(m.payload[0], AF_INET6);
+        let orig = find(&m.payload[NFGENMSG_LEN..], CTA_TUPLE_ORIG).unwrap();
+        assert_eq!(parse_tuple(orig), Some((17, e.src, e.dst, e.sport, e.dport)));
     }
 
     #[test]
     fn filter_matching() {
         let e = sample_entry();
-        let f = |proto, lo, hi, daddr| Filter { proto, dport_min: lo, dport_max: hi, daddr };
+        let f = |proto, lo, hi, daddr| Filter { proto, dport_min: lo, dport_max: hi, daddr, ipv6: false };
         assert!(f(17, 8080, 8080, None).matches(&e));
         assert!(f(17, 8000, 9000, Some(e.dst)).matches(&e));
         assert!(!f(6, 8080, 8080, None).matches(&e));
         assert!(!f(17, 8081, 9000, None).matches(&e));
         // The container port (reply source) is not what is matched.
         assert!(!f(17, 80, 80, None).matches(&e));
-        assert!(!f(17, 8080, 8080, Some(Ipv4Addr::LOCALHOST)).matches(&e));
+        assert!(!f(17, 8080, 8080, Some(Ipv4Addr::LOCALHOST.into())).matches(&e));
+        assert!(!Filter { ipv6: true, ..f(17, 8080, 8080, None) }.matches(&e));
     }
 }

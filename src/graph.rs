@@ -32,8 +32,10 @@ pub fn dot(state: &State) -> String {
     out += "\thost [shape=box3d, label=\"host\"];\n";
     for n in state.networks.values() {
         let mut lines = vec![format!("network {}", n.name), format!("bridge {}", n.bridge)];
-        lines.push(format!("subnet {}", n.subnet));
-        lines.push(format!("gateway {}", n.gateway));
+        for pool in &n.pools {
+            lines.push(format!("subnet {}", pool.subnet));
+            lines.push(format!("gateway {}", pool.gateway));
+        }
         if n.internal {
             lines.push("internal".into());
         } else if !n.masquerade {
@@ -45,7 +47,7 @@ pub fn dot(state: &State) -> String {
     for s in state.sandboxes.values() {
         let mut lines = vec![format!("sandbox {}", s.name)];
         for e in &s.endpoints {
-            lines.push(format!("{} {}", e.ifname, e.ip));
+            lines.push(format!("{} {}", e.ifname, e.ips_text()));
         }
         let _ = writeln!(out, "\t{} [shape=ellipse, label={}];", q(&format!("sandbox:{}", s.name)), label(&lines));
         for e in &s.endpoints {
@@ -60,7 +62,7 @@ pub fn dot(state: &State) -> String {
     }
     let mut maps = state.mappings.clone();
     maps.sort();
-    let mut outside: Vec<std::net::Ipv4Addr> = vec![];
+    let mut outside: Vec<std::net::IpAddr> = vec![];
     for m in &maps {
         let scope = Scope::of(m);
         let host = match m.host_ip {
@@ -78,7 +80,7 @@ pub fn dot(state: &State) -> String {
         let target = state
             .sandboxes
             .values()
-            .find(|s| s.endpoints.iter().any(|e| e.ip == m.container_ip))
+            .find(|s| s.endpoints.iter().any(|e| e.has(m.container_ip)))
             .map(|s| format!("sandbox:{}", s.name))
             .or_else(|| state.network_of(m.container_ip).map(|n| format!("net:{}", n.name)))
             .unwrap_or_else(|| {

@@ -6,13 +6,13 @@
 //! [`Links`] there with [`Links::open_in`].
 
 use std::fs::File;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures::TryStreamExt;
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{self as nl, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
@@ -40,7 +40,7 @@ pub struct LinkInfo {
 pub struct Addr {
     pub ifname: String,
     pub index: u32,
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub prefix: u8,
 }
 
@@ -51,13 +51,14 @@ pub struct EndpointSpec<'a> {
     /// Host end of the veth, at most 15 bytes.
     pub host_ifname: &'a str,
     /// The sandbox namespace, e.g. /run/netns/Container_ns1.
-    pub netns_path: &'a Path,
+    pub netns_path: PathBuf,
     /// Name inside the sandbox, e.g. eth0.
     pub ifname: &'a str,
-    pub addr: Ipv4Addr,
-    pub prefix: u8,
-    pub gateway: Ipv4Addr,
-    /// False when the sandbox already has a default route (second network).
+    /// One address with its prefix length per family of the network.
+    pub addrs: Vec<(IpAddr, u8)>,
+    /// The gateway of each family, for the default routes.
+    pub gateways: Vec<IpAddr>,
+    /// False when the sandbox already has its default routes (second network).
     pub default_route: bool,
 }
 
@@ -103,25 +104,45 @@ impl Links {
         Ok(self.links().with_context(|| format!("looking up link {name}"))?.into_iter().find(|l| l.name == name))
     }
 
-    /// All IPv4 addresses in this namespace.
+    /// All addresses in this namespace, of both families.
     pub fn addrs(&self) -> Result<Vec<Addr>> {
         let names: Vec<(u32, String)> = self.links()?.into_iter().map(|l| (l.index, l.name)).collect();
         let mut req = self.handle.address().get();
-        req.message_mut().header.family = AddressFamily::Inet;
-        let msgs: Vec<AddressMessage> =
-            self.rt.block_on(req.execute().try_collect()).context("listing IPv4 addresses")?;
+        req.message_mut().header.family = AddressFamily::Unspec;
+        let msgs: Vec<AddressMessage> = self.rt.block_on(req.execute().try_collect()).context("listing addresses")?;
         Ok(msgs
             .iter()
             .filter_map(|m| {
                 let ifname = names.iter().find(|(i, _)| *i == m.header.index)?.1.clone();
-                Some(Addr { ifname, index: m.header.index, addr: ipv4_of(m)?, prefix: m.header.prefix_len })
+                Some(Addr { ifname, index: m.header.index, addr: ip_of(m)?, prefix: m.header.prefix_len })
             })
             .collect())
     }
 
-    /// Creates the bridge if missing, puts gw/prefix on it if missing, sets it up. Idempotent.
-    /// Error if a link of that name exists and is not a bridge.
-    pub fn ensure_bridge(&self, name: &str, gw: Ipv4Addr, prefix: u8) -> Result<()> {
+    /// Names of the links that have an IPv6 route learned from a router advertisement.
+    pub fn ra_route_links(&self) -> Result<Vec<String>> {
+        use netlink_packet_route::route::{RouteAttribute, RouteMessage, RouteProtocol};
+        let names: Vec<(u32, String)> = self.links()?.into_iter().map(|l| (l.index, l.name)).collect();
+        let req = self.handle.route().get(RouteMessageBuilder::<Ipv6Addr>::new().build());
+        let msgs: Vec<RouteMessage> = self.rt.block_on(req.execute().try_collect()).context("listing IPv6 routes")?;
+        let mut out: Vec<String> = msgs
+            .iter()
+            .filter(|m| m.header.protocol == RouteProtocol::Ra)
+            .filter_map(|m| {
+                m.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Oif(i) => names.iter().find(|(n, _)| n == i).map(|(_, name)| name.clone()),
+                    _ => None,
+                })
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Creates the bridge if missing, puts each gateway/prefix on it if missing, sets it up.
+    /// Idempotent. Error if a link of that name exists and is not a bridge.
+    pub fn ensure_bridge(&self, name: &str, gateways: &[(IpAddr, u8)]) -> Result<()> {
         let index = match self.link(name)? {
             Some(l) if l.kind.as_deref() == Some("bridge") => l.index,
             Some(l) => bail!(
@@ -130,9 +151,11 @@ impl Links {
             ),
             None => self.create_bridge(name)?,
         };
-        let has_gw = self.addrs()?.iter().any(|a| a.index == index && a.addr == gw && a.prefix == prefix);
-        if !has_gw {
-            self.add_addr(index, name, gw, prefix)?;
+        let have = self.addrs()?;
+        for &(gw, prefix) in gateways {
+            if !have.iter().any(|a| a.index == index && a.addr == gw && a.prefix == prefix) {
+                self.add_addr(index, name, gw, prefix)?;
+            }
         }
         self.set_up(name)
     }
@@ -187,7 +210,7 @@ impl Links {
     /// Creates the pair with the peer born inside the sandbox (IFLA_NET_NS_FD on the peer), so
     /// its name cannot clash with a host link and a failure leaves nothing in either namespace.
     fn create_veth(&self, ep: &EndpointSpec) -> Result<()> {
-        let ns = File::open(ep.netns_path)
+        let ns = File::open(&ep.netns_path)
             .with_context(|| format!("opening network namespace {}", ep.netns_path.display()))?;
         let peer = LinkUnspec::new_with_name(ep.ifname).setns_by_fd(ns.as_raw_fd()).build();
         let msg = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
@@ -209,28 +232,46 @@ impl Links {
         self.rt
             .block_on(self.handle.link().set_port(hairpin).execute())
             .with_context(|| format!("setting hairpin mode on {}", ep.host_ifname))?;
-        Links::open_in(ep.netns_path)?.configure_sandbox(ep)
+        Links::open_in(&ep.netns_path)?.configure_sandbox(ep)
     }
 
     /// Runs on a connection inside the sandbox.
     fn configure_sandbox(&self, ep: &EndpointSpec) -> Result<()> {
         self.set_up("lo")?;
         let index = self.index_of(ep.ifname)?;
-        self.add_addr(index, ep.ifname, ep.addr, ep.prefix)?;
+        if ep.addrs.iter().any(|(a, _)| a.is_ipv6()) {
+            // A container takes no router advertisements: its routes are the ones netnat sets.
+            in_netns(&ep.netns_path, || {
+                ipv6_available(&format!("sandbox {}", ep.netns_path.display()))?;
+                sysctl::write(&format!("net/ipv6/conf/{}/accept_ra", ep.ifname), "0")
+            })?;
+        }
+        for &(addr, prefix) in &ep.addrs {
+            self.add_addr(index, ep.ifname, addr, prefix)?;
+        }
         self.set_up(ep.ifname)?;
         if ep.default_route {
-            let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(ep.gateway).build();
-            self.rt
-                .block_on(self.handle.route().add(route).execute())
-                .with_context(|| format!("adding default route via {} in {}", ep.gateway, ep.netns_path.display()))?;
+            for gw in &ep.gateways {
+                let route = match gw {
+                    IpAddr::V4(g) => RouteMessageBuilder::<Ipv4Addr>::new().gateway(*g).build(),
+                    IpAddr::V6(g) => RouteMessageBuilder::<Ipv6Addr>::new().gateway(*g).build(),
+                };
+                self.rt
+                    .block_on(self.handle.route().add(route).execute())
+                    .with_context(|| format!("adding default route via {gw} in {}", ep.netns_path.display()))?;
+            }
         }
         Ok(())
     }
 
-    fn add_addr(&self, index: u32, name: &str, addr: Ipv4Addr, prefix: u8) -> Result<()> {
-        self.rt
-            .block_on(self.handle.address().add(index, IpAddr::V4(addr), prefix).execute())
-            .with_context(|| format!("adding address {addr}/{prefix} to {name}"))
+    /// IPv6 addresses are added with NODAD: netnat hands out every address itself, so there is
+    /// nothing to detect, and without it the address is unusable (tentative) for a second.
+    fn add_addr(&self, index: u32, name: &str, addr: IpAddr, prefix: u8) -> Result<()> {
+        let mut req = self.handle.address().add(index, addr, prefix);
+        if addr.is_ipv6() {
+            req.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        self.rt.block_on(req.execute()).with_context(|| format!("adding address {addr}/{prefix} to {name}"))
     }
 
     fn index_of(&self, name: &str) -> Result<u32> {
@@ -271,16 +312,37 @@ fn link_info(m: &LinkMessage) -> LinkInfo {
     info
 }
 
-/// IFA_LOCAL is the interface's own address; IFA_ADDRESS differs from it only on point-to-point links.
-fn ipv4_of(m: &AddressMessage) -> Option<Ipv4Addr> {
+/// IFA_LOCAL is the interface's own address; IFA_ADDRESS differs from it only on point-to-point
+/// links (and IPv6 addresses have only IFA_ADDRESS).
+fn ip_of(m: &AddressMessage) -> Option<IpAddr> {
     let pick = |want_local: bool| {
         m.attributes.iter().find_map(|a| match a {
-            AddressAttribute::Local(IpAddr::V4(ip)) if want_local => Some(*ip),
-            AddressAttribute::Address(IpAddr::V4(ip)) if !want_local => Some(*ip),
+            AddressAttribute::Local(ip) if want_local => Some(*ip),
+            AddressAttribute::Address(ip) if !want_local => Some(*ip),
             _ => None,
         })
     };
     pick(true).or_else(|| pick(false))
+}
+
+/// Runs `f` with the current thread in the network namespace at `path` (e.g. to read or write
+/// that namespace's net.* sysctls), and back.
+pub fn in_netns<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let target = File::open(path).with_context(|| format!("opening network namespace {}", path.display()))?;
+    let _back = NetnsGuard::enter(&target).with_context(|| format!("entering network namespace {}", path.display()))?;
+    f()
+}
+
+/// Fails with one clear line when IPv6 is off in the current namespace (`where` names it):
+/// no IPv6 stack, or net.ipv6.conf.all.disable_ipv6=1.
+pub fn ipv6_available(place: &str) -> Result<()> {
+    match sysctl::read("net/ipv6/conf/all/disable_ipv6").as_deref() {
+        Ok("0") => Ok(()),
+        Ok(_) => bail!(
+            "IPv6 is disabled in {place} (net.ipv6.conf.all.disable_ipv6=1); enable it or use an IPv4-only network"
+        ),
+        Err(_) => bail!("{place} has no IPv6 stack (no /proc/sys/net/ipv6); use an IPv4-only network"),
+    }
 }
 
 fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {

@@ -5,9 +5,25 @@
 use crate::model::{Endpoint, Network, State};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 pub const IP_FORWARD: &str = "net/ipv4/ip_forward";
+pub const IP6_FORWARD: &str = "net/ipv6/conf/all/forwarding";
+
+/// The forwarding sysctls a state needs on: IPv4's while any network exists, IPv6's while one
+/// has an IPv6 subnet.
+pub fn forwarding_keys(state: &State) -> Vec<&'static str> {
+    match (state.networks.is_empty(), state.has_v6()) {
+        (true, _) => vec![],
+        (false, false) => vec![IP_FORWARD],
+        (false, true) => vec![IP_FORWARD, IP6_FORWARD],
+    }
+}
+
+/// accept_ra of an interface: 1 takes router advertisements unless forwarding is on, 2 always.
+pub fn accept_ra_key(ifname: &str) -> String {
+    format!("net/ipv6/conf/{ifname}/accept_ra")
+}
 
 pub fn route_localnet_key(bridge: &str) -> String {
     format!("net/ipv4/conf/{bridge}/route_localnet")
@@ -20,8 +36,8 @@ pub struct ObservedLink {
     pub up: bool,
     /// Name of the bridge it is enslaved to.
     pub master: Option<String>,
-    /// IPv4 addresses with prefix length.
-    pub addrs: Vec<(Ipv4Addr, u8)>,
+    /// Addresses with prefix length.
+    pub addrs: Vec<(IpAddr, u8)>,
 }
 
 /// What the kernel has (host namespace).
@@ -72,8 +88,10 @@ pub enum LinkOp {
         endpoint: Endpoint,
         default_route: bool,
     },
-    /// IPv4 forwarding on (the old value is kept in the record for `reset`).
-    EnableForwarding,
+    /// Forwarding on for these keys (the old values are kept in the record for `reset`).
+    EnableForwarding {
+        keys: Vec<&'static str>,
+    },
     /// No network left: put back the sysctls netnat changed.
     RestoreSysctls,
 }
@@ -85,7 +103,10 @@ impl fmt::Display for LinkOp {
                 write!(
                     f,
                     "disconnect {sandbox} from {} ({} {}, host side {})",
-                    e.network, e.ifname, e.ip, e.host_ifname
+                    e.network,
+                    e.ifname,
+                    e.ips_text(),
+                    e.host_ifname
                 )
             }
             LinkOp::RemoveSandbox { name, created: true } => write!(f, "remove namespace {name}"),
@@ -94,30 +115,43 @@ impl fmt::Display for LinkOp {
             }
             LinkOp::RemoveNetwork { network: n } => write!(f, "remove bridge {} (network {})", n.bridge, n.name),
             LinkOp::CreateBridge { network: n } => {
-                write!(f, "create bridge {} {}/{}", n.bridge, n.gateway, n.subnet.prefix)?;
+                write!(f, "create bridge {} {}", n.bridge, gateways_text(n))?;
                 if n.bridge != n.name {
                     write!(f, " (network {})", n.name)?;
                 }
                 Ok(())
             }
             LinkOp::RepairBridge { network: n } => {
-                write!(f, "repair bridge {} {}/{}", n.bridge, n.gateway, n.subnet.prefix)
+                write!(f, "repair bridge {} {}", n.bridge, gateways_text(n))
             }
             LinkOp::CreateNamespace { sandbox } => write!(f, "create namespace {sandbox}"),
             LinkOp::AdoptNamespace { sandbox } => write!(f, "adopt namespace {sandbox}"),
             LinkOp::Connect { sandbox, network, endpoint: e, .. } => {
-                write!(f, "connect {sandbox} to {} as {} {}", network.name, e.ifname, e.ip)
+                write!(f, "connect {sandbox} to {} as {} {}", network.name, e.ifname, e.ips_text())
             }
-            LinkOp::EnableForwarding => write!(f, "set sysctl {IP_FORWARD} = 1"),
+            LinkOp::EnableForwarding { keys } => {
+                let sets: Vec<String> = keys.iter().map(|k| format!("set sysctl {k} = 1")).collect();
+                f.write_str(&sets.join(", "))
+            }
             LinkOp::RestoreSysctls => write!(f, "restore sysctls netnat changed (no network left)"),
         }
     }
 }
 
-/// Same bridge, subnet and gateway: the bridge and the endpoints on it can stay.
-/// (masquerade and internal are firewall-only.)
+/// `172.16.1.254/16 fd00:16::1/64`: the bridge's addresses.
+fn gateways_text(n: &Network) -> String {
+    n.pools.iter().map(|p| format!("{}/{}", p.gateway, p.subnet.prefix)).collect::<Vec<_>>().join(" ")
+}
+
+/// The addresses a network's bridge carries: each gateway with its subnet's prefix length.
+pub fn bridge_addrs(n: &Network) -> Vec<(IpAddr, u8)> {
+    n.pools.iter().map(|p| (p.gateway, p.subnet.prefix)).collect()
+}
+
+/// Same bridge, subnets and gateways: the bridge and the endpoints on it can stay.
+/// (masquerade, internal and the IPv6 mode are firewall-only.)
 fn same_links(a: &Network, b: &Network) -> bool {
-    a.bridge == b.bridge && a.subnet == b.subnet && a.gateway == b.gateway
+    a.bridge == b.bridge && a.pools == b.pools
 }
 
 /// The link-level steps from `record` (what netnat made) to `target`, given what the kernel has.
@@ -192,7 +226,7 @@ pub fn plan_links(target: &State, record: &State, obs: &Observed) -> Vec<LinkOp>
         } else {
             let l = &obs.links[&n.bridge];
             let localnet = obs.sysctls.get(&route_localnet_key(&n.bridge)).map(String::as_str);
-            if !l.up || !l.addrs.contains(&(n.gateway, n.subnet.prefix)) || localnet != Some("1") {
+            if !l.up || !bridge_addrs(n).iter().all(|a| l.addrs.contains(a)) || localnet != Some("1") {
                 ops.push(LinkOp::RepairBridge { network: n.clone() });
             }
         }
@@ -223,8 +257,10 @@ pub fn plan_links(target: &State, record: &State, obs: &Observed) -> Vec<LinkOp>
         }
     }
     // 7. Sysctls.
-    if !target.networks.is_empty() && obs.sysctls.get(IP_FORWARD).map(String::as_str) != Some("1") {
-        ops.push(LinkOp::EnableForwarding);
+    let keys: Vec<&'static str> =
+        forwarding_keys(target).into_iter().filter(|k| obs.sysctls.get(*k).map(String::as_str) != Some("1")).collect();
+    if !keys.is_empty() {
+        ops.push(LinkOp::EnableForwarding { keys });
     }
     if target.networks.is_empty() && !record.sysctls.is_empty() {
         ops.push(LinkOp::RestoreSysctls);
@@ -238,12 +274,12 @@ mod tests {
     use crate::model::{host_ifname, Sandbox};
 
     fn net(name: &str, subnet: &str, gw: &str) -> Network {
-        Network::new(name, subnet.parse().unwrap(), Some(gw.parse().unwrap()), None).unwrap()
+        crate::model::fixtures::net(name, &[subnet], &[gw])
     }
     fn ep(sb: &str, network: &str, ip: &str) -> Endpoint {
         Endpoint {
             network: network.into(),
-            ip: ip.parse().unwrap(),
+            ips: vec![ip.parse().unwrap()],
             ifname: "eth0".into(),
             host_ifname: host_ifname(sb, network),
         }
@@ -263,12 +299,7 @@ mod tests {
         for n in st.networks.values() {
             o.links.insert(
                 n.bridge.clone(),
-                ObservedLink {
-                    kind: Some("bridge".into()),
-                    up: true,
-                    master: None,
-                    addrs: vec![(n.gateway, n.subnet.prefix)],
-                },
+                ObservedLink { kind: Some("bridge".into()), up: true, master: None, addrs: bridge_addrs(n) },
             );
             o.sysctls.insert(route_localnet_key(&n.bridge), "1".into());
         }
@@ -283,6 +314,7 @@ mod tests {
             }
         }
         o.sysctls.insert(IP_FORWARD.into(), "1".into());
+        o.sysctls.insert(IP6_FORWARD.into(), "1".into());
         o
     }
     fn text(ops: &[LinkOp]) -> Vec<String> {
@@ -316,7 +348,7 @@ mod tests {
     fn changed_address_replaces_only_that_endpoint() {
         let rec = demo();
         let mut want = demo();
-        want.sandboxes.get_mut("Container_ns2").unwrap().endpoints[0].ip = "172.16.1.9".parse().unwrap();
+        want.sandboxes.get_mut("Container_ns2").unwrap().endpoints[0].ips = vec!["172.16.1.9".parse().unwrap()];
         let ops = plan_links(&want, &rec, &observed(&rec));
         let t = text(&ops);
         assert_eq!(t.len(), 2, "{t:?}");
@@ -363,7 +395,7 @@ mod tests {
     fn changed_subnet_recreates_bridge_and_endpoints_and_existing_namespace_is_adopted() {
         let rec = demo();
         let mut want = demo();
-        want.networks.get_mut("MyDocker0").unwrap().gateway = "172.16.0.1".parse().unwrap();
+        want.networks.get_mut("MyDocker0").unwrap().pools[0].gateway = "172.16.0.1".parse().unwrap();
         want.sandboxes.insert("Other".into(), Sandbox { name: "Other".into(), created: true, endpoints: vec![] });
         let mut o = observed(&rec);
         o.namespaces.insert("Other".into());
@@ -377,5 +409,16 @@ mod tests {
         let mut m = demo();
         m.networks.get_mut("MyDocker0").unwrap().masquerade = false;
         assert_eq!(plan_links(&m, &rec, &observed(&rec)), vec![]);
+    }
+
+    #[test]
+    fn ipv6_subnet_goes_on_the_bridge_and_turns_ipv6_forwarding_on() {
+        let rec = demo();
+        let mut want = demo();
+        want.networks.insert("v6".into(), crate::model::fixtures::net("v6", &["172.17.0.0/16", "fd00:17::/64"], &[]));
+        let mut o = observed(&rec);
+        o.sysctls.insert(IP6_FORWARD.into(), "0".into());
+        let t = text(&plan_links(&want, &rec, &o));
+        assert_eq!(t, ["create bridge v6 172.17.0.1/16 fd00:17::1/64", "set sysctl net/ipv6/conf/all/forwarding = 1"]);
     }
 }

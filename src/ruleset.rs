@@ -1,93 +1,37 @@
 //! netnat's nftables layout (pure): what table `inet netnat` should contain for a `State`, how
 //! that differs from what the kernel has (`plan`), and how both print in nft syntax.
 //!
-//! Layout (see docs/nft-layout.md for the why):
-//! - `guard`       filter, prerouting, priority raw (-300): drop 127.0.0.0/8 arriving from outside.
-//! - `prerouting`  nat, prerouting, dstnat (-100): DNAT through the two port maps.
+//! Layout (see docs/nft-layout.md for the why). Each family (IPv4, IPv6) has the same rules and
+//! maps, built by the same functions from a `FamilySpec`:
+//! - `guard`       filter, prerouting, priority raw (-300): drop loopback addresses arriving from outside.
+//! - `prerouting`  nat, prerouting, dstnat (-100): DNAT through the two port maps of each family.
 //! - `output`      nat, output, dstnat (-100): the same for connections made by the host itself.
 //! - `forward`     filter, forward, filter (0): internal networks sealed first; DNAT'd packets jump
-//!   to `published`; then only established traffic enters a bridge.
-//! - `published`   regular chain: counts each DNAT'd packet per port (`fwd_any4`/`fwd_addr4`), accepts.
+//!   to `published`; then only established traffic, and published ports of IPv6-routed networks
+//!   (`routed6`), enter a bridge.
+//! - `published`   regular chain: counts each DNAT'd packet per port (`fwd_*`), accepts.
 //! - `postrouting` nat, postrouting, srcnat (100): egress masquerade, hairpin and localhost SNAT.
-//! - maps `pub_any4` (`meta l4proto . th dport`) and `pub_addr4` (`ip daddr . meta l4proto . th
-//!   dport`) → `ipv4_addr . inet_service`: one element per published port, so rules never change
-//!   when ports are published and per-packet cost does not grow with their number.
+//! - maps `pub_any4|6` (`meta l4proto . th dport`) and `pub_addr4|6` (`ip[6] daddr . meta l4proto
+//!   . th dport`) → `ipv4|6_addr . inet_service`: one element per published port, so rules never
+//!   change when ports are published and per-packet cost does not grow with their number.
 
-use crate::model::{Mapping, Network, State};
+use crate::model::{Family, Mapping, Network, State};
 use crate::nft::expr::{self, CmpOp, Expr, Verdict, *};
+pub use crate::nft::spec::*;
 use crate::nft::{LiveElem, LiveTable};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-pub const TABLE: &str = "netnat";
-pub const FAMILY_NAME: &str = "inet";
 pub const MAP_ANY: &str = "pub_any4";
 pub const MAP_ADDR: &str = "pub_addr4";
 /// Traffic counters per published port: the NAT maps only see a connection's first packet, so
 /// the forward chain looks every DNAT'd packet up in these sets (same keys as the maps).
 pub const COUNT_ANY: &str = "fwd_any4";
 pub const COUNT_ADDR: &str = "fwd_addr4";
-
-// Hook priorities from the nftables wiki ("Netfilter hooks"): NF_IP_PRI_RAW, _NAT_DST, _FILTER, _NAT_SRC.
-pub const PRIO_RAW: i32 = -300;
-pub const PRIO_DSTNAT: i32 = -100;
-pub const PRIO_FILTER: i32 = 0;
-pub const PRIO_SRCNAT: i32 = 100;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hook {
-    Prerouting,
-    Input,
-    Forward,
-    Output,
-    Postrouting,
-}
-
-impl Hook {
-    pub fn number(self) -> u32 {
-        match self {
-            Hook::Prerouting => 0,
-            Hook::Input => 1,
-            Hook::Forward => 2,
-            Hook::Output => 3,
-            Hook::Postrouting => 4,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        ["prerouting", "input", "forward", "output", "postrouting"][self.number() as usize]
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChainKind {
-    Filter,
-    Nat,
-}
-
-impl ChainKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            ChainKind::Filter => "filter",
-            ChainKind::Nat => "nat",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainSpec {
-    pub name: &'static str,
-    /// None for a regular chain, reached only by a jump.
-    pub base: Option<BaseSpec>,
-}
-
-/// Where a base chain hooks in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BaseSpec {
-    pub hook: Hook,
-    pub kind: ChainKind,
-    pub priority: i32,
-}
+/// Published container ports of IPv6-routed networks: `ip6 daddr . meta l4proto . th dport`,
+/// the container's own address and port (no DNAT), with a counter each.
+pub const ROUTED6: &str = "routed6";
 
 const fn base(name: &'static str, hook: Hook, kind: ChainKind, priority: i32) -> ChainSpec {
     ChainSpec { name, base: Some(BaseSpec { hook, kind, priority }) }
@@ -103,151 +47,88 @@ pub const CHAINS: [ChainSpec; 6] = [
     ChainSpec { name: "published", base: None },
 ];
 
-/// One component of a set key or map value, as nft names its data types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Field {
-    Ipv4Addr,
-    InetProto,
-    InetService,
+/// Everything that differs between the two families in netnat's table.
+pub struct FamilySpec {
+    pub family: Family,
+    pub nfproto: u8,
+    pub addr: Field,
+    /// The NAT maps and their counting sets: every local address, one address.
+    pub map_any: &'static str,
+    pub map_addr: &'static str,
+    pub count_any: &'static str,
+    pub count_addr: &'static str,
+    /// What the guard drops when it arrives from outside. None for IPv6: the kernel itself drops
+    /// a packet for ::1 that arrives on another device than lo (ip6_rcv_core), before any hook.
+    pub loopback: Option<(&'static str, u8)>,
 }
 
-impl Field {
-    fn type_id(self) -> u32 {
-        match self {
-            Field::Ipv4Addr => 7,
-            Field::InetProto => 12,
-            Field::InetService => 13,
-        }
-    }
-    fn from_type_id(t: u32) -> Option<Field> {
-        [Field::Ipv4Addr, Field::InetProto, Field::InetService].into_iter().find(|f| f.type_id() == t)
-    }
-    fn name(self) -> &'static str {
-        match self {
-            Field::Ipv4Addr => "ipv4_addr",
-            Field::InetProto => "inet_proto",
-            Field::InetService => "inet_service",
-        }
-    }
-    /// Bytes in a register: every component of a concatenation is padded to 4.
-    fn len(self) -> usize {
-        match self {
-            Field::Ipv4Addr => 4,
-            Field::InetProto => 1,
-            Field::InetService => 2,
-        }
-    }
-    fn render(self, b: &[u8]) -> String {
-        match self {
-            Field::Ipv4Addr => Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string(),
-            Field::InetProto => expr::proto_name(b[0]),
-            Field::InetService => u16::from_be_bytes([b[0], b[1]]).to_string(),
-        }
-    }
-}
-
-/// Concatenated type id, as nft builds it: 6 bits per component.
-fn concat_type(fields: &[Field]) -> u32 {
-    fields.iter().fold(0, |acc, f| (acc << 6) | f.type_id())
-}
-fn concat_len(fields: &[Field]) -> u32 {
-    (fields.len() * 4) as u32
-}
-/// Splits a concatenated type id back into fields (None if a component is not one of ours).
-pub fn fields_of(type_id: u32, len: u32) -> Option<Vec<Field>> {
-    let n = (len as usize).div_ceil(4);
-    let mut out: Vec<Field> = (0..n).map(|i| Field::from_type_id((type_id >> (6 * i)) & 63)).collect::<Option<_>>()?;
-    out.reverse();
-    (concat_type(&out) == type_id).then_some(out)
-}
-
-/// Renders concatenated bytes as `a . b . c`.
-pub fn render_concat(fields: &[Field], bytes: &[u8]) -> String {
-    let parts: Vec<String> = fields
-        .iter()
-        .enumerate()
-        .map(|(i, f)| match bytes.get(i * 4..i * 4 + f.len()) {
-            Some(b) => f.render(b),
-            None => "?".into(),
-        })
-        .collect();
-    parts.join(" . ")
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SetSpec {
-    pub name: &'static str,
-    pub key: &'static [Field],
-    /// Empty for a plain set.
-    pub data: &'static [Field],
-    /// A counter on every element.
-    pub counter: bool,
-}
-
-impl SetSpec {
-    /// (data type, data length) for a map, None for a plain set.
-    pub fn data_desc(&self) -> Option<(u32, u32)> {
-        (!self.data.is_empty()).then(|| (self.data_type(), self.data_len()))
-    }
-    pub fn key_type(&self) -> u32 {
-        concat_type(self.key)
-    }
-    pub fn key_len(&self) -> u32 {
-        concat_len(self.key)
-    }
-    pub fn data_type(&self) -> u32 {
-        concat_type(self.data)
-    }
-    pub fn data_len(&self) -> u32 {
-        concat_len(self.data)
-    }
-    fn type_text(fields: &[Field]) -> String {
-        fields.iter().map(|f| f.name()).collect::<Vec<_>>().join(" . ")
-    }
-}
-
-pub const SETS: [SetSpec; 4] = [
-    // The NAT maps only see a connection's first packet: their counters would count connections
-    // at a cost on every insert and dump, so traffic is counted by the forward sets instead.
-    SetSpec {
-        name: MAP_ANY,
-        key: &[Field::InetProto, Field::InetService],
-        data: &[Field::Ipv4Addr, Field::InetService],
-        counter: false,
+pub const FAMILIES: [FamilySpec; 2] = [
+    FamilySpec {
+        family: Family::V4,
+        nfproto: NFPROTO_IPV4,
+        addr: Field::Ipv4Addr,
+        map_any: MAP_ANY,
+        map_addr: MAP_ADDR,
+        count_any: COUNT_ANY,
+        count_addr: COUNT_ADDR,
+        loopback: Some(("127.0.0.0", 8)),
     },
-    SetSpec {
-        name: MAP_ADDR,
-        key: &[Field::Ipv4Addr, Field::InetProto, Field::InetService],
-        data: &[Field::Ipv4Addr, Field::InetService],
-        counter: false,
-    },
-    SetSpec { name: COUNT_ANY, key: &[Field::InetProto, Field::InetService], data: &[], counter: true },
-    SetSpec {
-        name: COUNT_ADDR,
-        key: &[Field::Ipv4Addr, Field::InetProto, Field::InetService],
-        data: &[],
-        counter: true,
+    FamilySpec {
+        family: Family::V6,
+        nfproto: NFPROTO_IPV6,
+        addr: Field::Ipv6Addr,
+        map_any: "pub_any6",
+        map_addr: "pub_addr6",
+        count_any: "fwd_any6",
+        count_addr: "fwd_addr6",
+        loopback: None,
     },
 ];
 
-/// The counting set that goes with a NAT map.
-pub fn counter_set_of(map: &str) -> &'static str {
-    if map == MAP_ADDR {
-        COUNT_ADDR
-    } else {
-        COUNT_ANY
+pub fn family_spec(f: Family) -> &'static FamilySpec {
+    &FAMILIES[f as usize]
+}
+
+impl FamilySpec {
+    /// 32-bit register slots an address takes (1 or 4).
+    fn addr_slots(&self) -> u32 {
+        if self.family == Family::V6 {
+            4
+        } else {
+            1
+        }
     }
 }
 
-pub fn set_spec(name: &str) -> Option<&'static SetSpec> {
-    SETS.iter().find(|s| s.name == name)
+const PROTO_PORT: &[Field] = &[Field::InetProto, Field::InetService];
+const V4_PROTO_PORT: &[Field] = &[Field::Ipv4Addr, Field::InetProto, Field::InetService];
+const V6_PROTO_PORT: &[Field] = &[Field::Ipv6Addr, Field::InetProto, Field::InetService];
+const V4_PORT: &[Field] = &[Field::Ipv4Addr, Field::InetService];
+const V6_PORT: &[Field] = &[Field::Ipv6Addr, Field::InetService];
+
+const fn nat_map(name: &'static str, key: &'static [Field], data: &'static [Field]) -> SetSpec {
+    // The NAT maps only see a connection's first packet: their counters would count connections
+    // at a cost on every insert and dump, so traffic is counted by the forward sets instead.
+    SetSpec { name, key, data, counter: false }
+}
+const fn counting(name: &'static str, key: &'static [Field]) -> SetSpec {
+    SetSpec { name, key, data: &[], counter: true }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleSpec {
-    pub chain: &'static str,
-    pub exprs: Vec<Expr>,
-    pub comment: String,
+pub const SETS: [SetSpec; 9] = [
+    nat_map(MAP_ANY, PROTO_PORT, V4_PORT),
+    nat_map(MAP_ADDR, V4_PROTO_PORT, V4_PORT),
+    counting(COUNT_ANY, PROTO_PORT),
+    counting(COUNT_ADDR, V4_PROTO_PORT),
+    nat_map("pub_any6", PROTO_PORT, V6_PORT),
+    nat_map("pub_addr6", V6_PROTO_PORT, V6_PORT),
+    counting("fwd_any6", PROTO_PORT),
+    counting("fwd_addr6", V6_PROTO_PORT),
+    counting(ROUTED6, V6_PROTO_PORT),
+];
+
+pub fn set_spec(name: &str) -> Option<&'static SetSpec> {
+    SETS.iter().find(|s| s.name == name)
 }
 
 /// Element bytes: key → data.
@@ -268,21 +149,41 @@ fn pad4(b: &[u8]) -> [u8; 4] {
     out
 }
 
-/// The map element(s) of one mapping: (map name, key, data) for each port of its range.
-pub fn mapping_elems(m: &Mapping) -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
-    m.ports()
-        .map(|(hp, cp)| {
-            let mut key = Vec::with_capacity(12);
-            if let Some(ip) = m.host_ip {
-                key.extend(ip.octets());
-            }
+/// One element of one set: (set, key, data), data empty for a plain set.
+pub type Elem = (&'static str, Vec<u8>, Vec<u8>);
+
+/// The elements of one mapping, for each port of its range: the NAT map element and its
+/// counting set element; for a mapping to an IPv6-routed network (`routed`), only the
+/// container's address and port in `routed6` (no NAT).
+pub fn mapping_elems(m: &Mapping, routed: bool) -> Vec<Elem> {
+    let f = family_spec(m.family());
+    let mut out = Vec::with_capacity(m.len() as usize * 2);
+    for (hp, cp) in m.ports() {
+        if routed {
+            let mut key = ip_bytes(m.container_ip);
             key.extend(pad4(&[m.protocol.number()]));
-            key.extend(pad4(&hp.to_be_bytes()));
-            let mut data = m.container_ip.octets().to_vec();
-            data.extend(pad4(&cp.to_be_bytes()));
-            (if m.host_ip.is_some() { MAP_ADDR } else { MAP_ANY }, key, data)
-        })
-        .collect()
+            key.extend(pad4(&cp.to_be_bytes()));
+            out.push((ROUTED6, key, vec![]));
+            continue;
+        }
+        let mut key = Vec::with_capacity(24);
+        if let Some(ip) = m.host_ip {
+            key.extend(ip_bytes(ip));
+        }
+        key.extend(pad4(&[m.protocol.number()]));
+        key.extend(pad4(&hp.to_be_bytes()));
+        let mut data = ip_bytes(m.container_ip);
+        data.extend(pad4(&cp.to_be_bytes()));
+        let (map, count) = if m.host_ip.is_some() { (f.map_addr, f.count_addr) } else { (f.map_any, f.count_any) };
+        out.push((count, key.clone(), vec![]));
+        out.push((map, key, data));
+    }
+    out
+}
+
+/// The elements of a mapping whose counters count its traffic.
+pub fn counted_elems(m: &Mapping, routed: bool) -> impl Iterator<Item = Elem> {
+    mapping_elems(m, routed).into_iter().filter(|(s, _, _)| set_spec(s).is_some_and(|s| s.counter))
 }
 
 fn rule(chain: &'static str, comment: impl Into<String>, parts: Vec<Vec<Expr>>) -> RuleSpec {
@@ -293,32 +194,43 @@ fn verdict(v: Verdict) -> Vec<Expr> {
     vec![Expr::Counter, Expr::Verdict(v)]
 }
 
-/// DNAT through a map: `dnat ip to KEY map @MAP`; `by_addr` adds `ip daddr` in front of the key.
-fn dnat_via_map(by_addr: bool) -> Vec<Expr> {
-    let (map, proto_reg, port_reg) = if by_addr { (MAP_ADDR, REG32_01, REG32_02) } else { (MAP_ANY, REG_1, REG32_01) };
+/// `[ip[6] daddr .] meta l4proto . th dport` into registers from slot 0, as a concatenated
+/// lookup wants it; returns the loads.
+fn load_key(
+    f: &FamilySpec,
+    by_addr: bool,
+    load_addr: impl Fn(u32) -> Expr,
+    load_port: impl Fn(u32) -> Expr,
+) -> Vec<Expr> {
     let mut v = vec![];
+    let mut slot = 0;
     if by_addr {
-        v.push(load_ip_daddr(REG_1));
+        v.push(load_addr(REG_1));
+        slot = f.addr_slots();
     }
-    v.push(load_meta(META_L4PROTO, proto_reg));
-    v.push(load_th_dport(port_reg));
-    v.push(Expr::Lookup { sreg: REG_1, set: map.into(), dreg: Some(REG_1), flags: 0 });
-    v.push(Expr::Nat { kind: NAT_DNAT, family: NFPROTO_IPV4 as u32, addr: Some(REG_1), proto: Some(REG32_01) });
+    v.push(load_meta(META_L4PROTO, reg_at(slot)));
+    v.push(load_port(reg_at(slot + 1)));
     v
 }
 
-/// `[ct original ip daddr .] meta l4proto . ct original proto-dst @SET accept`: the lookup bumps the
-/// matching element's counter (every packet of a published connection, both directions; `ct
-/// original` is the connection before DNAT), and the packet is accepted.
-fn count_and_accept(by_addr: bool) -> Vec<Expr> {
-    let (set, proto_reg, port_reg) =
-        if by_addr { (COUNT_ADDR, REG32_01, REG32_02) } else { (COUNT_ANY, REG_1, REG32_01) };
-    let mut v = vec![];
-    if by_addr {
-        v.push(load_ct_original(CT_DST_IP, REG_1));
-    }
-    v.push(load_meta(META_L4PROTO, proto_reg));
-    v.push(load_ct_original(CT_PROTO_DST, port_reg));
+/// DNAT through a map: `dnat ip[6] to KEY map @MAP`; `by_addr` adds the daddr in front of the key.
+fn dnat_via_map(f: &FamilySpec, by_addr: bool) -> Vec<Expr> {
+    let map = if by_addr { f.map_addr } else { f.map_any };
+    let mut v = load_key(f, by_addr, |r| load_daddr(f.nfproto, r), load_th_dport);
+    v.push(Expr::Lookup { sreg: REG_1, set: map.into(), dreg: Some(REG_1), flags: 0 });
+    // The map's data is `addr . port`: the port follows the address's slots.
+    let port = reg_at(f.addr_slots());
+    v.push(Expr::Nat { kind: NAT_DNAT, family: f.nfproto as u32, addr: Some(REG_1), proto: Some(port) });
+    v
+}
+
+/// `[ct original ip[6] daddr .] meta l4proto . ct original proto-dst @SET accept`: the lookup
+/// bumps the matching element's counter (every packet of a published connection, both
+/// directions; `ct original` is the connection before DNAT), and the packet is accepted.
+fn count_and_accept(f: &FamilySpec, by_addr: bool) -> Vec<Expr> {
+    let set = if by_addr { f.count_addr } else { f.count_any };
+    let mut v = match_nfproto(f.nfproto);
+    v.extend(load_key(f, by_addr, |r| load_ct_original_daddr(f.nfproto, r), |r| load_ct_original(CT_PROTO_DST, r)));
     v.push(Expr::Lookup { sreg: REG_1, set: set.into(), dreg: None, flags: 0 });
     v.push(Expr::Verdict(Verdict::Accept));
     v
@@ -342,98 +254,113 @@ fn drop_crossing(bridge: &str, way: Crossing) -> Vec<Vec<Expr>> {
     vec![match_ifname(inside, CmpOp::Eq, bridge), match_ifname(outside, CmpOp::Neq, bridge), verdict(Verdict::Drop)]
 }
 
-fn subnet_of(n: &Network) -> Vec<Expr> {
-    match_ip_prefix(load_ip_saddr(REG_1), n.subnet.addr, n.subnet.prefix)
+/// `meta nfproto F ip[6] saddr SUBNET`.
+fn from_subnet(f: &FamilySpec, n: &Network) -> Vec<Expr> {
+    let pool = n.pool(f.family).expect("called for the network's families");
+    let mut v = match_nfproto(f.nfproto);
+    v.extend(match_prefix(load_saddr(f.nfproto, REG_1), pool.subnet.addr, pool.subnet.prefix));
+    v
 }
 
 /// The whole desired table for a state. Rules are static per network; ports are elements.
 pub fn desired(state: &State) -> Desired {
     let mut elems: BTreeMap<&'static str, Elems> = SETS.iter().map(|s| (s.name, Elems::new())).collect();
     for m in &state.mappings {
-        for (map, k, d) in mapping_elems(m) {
-            elems.entry(counter_set_of(map)).or_default().insert(k.clone(), vec![]);
-            elems.entry(map).or_default().insert(k, d);
+        for (set, k, d) in mapping_elems(m, state.is_routed(m)) {
+            elems.entry(set).or_default().insert(k, d);
         }
     }
     Desired { rules: desired_rules(state), elems }
 }
 
-/// The rules of the desired table, in chain order. They depend on the networks only.
-pub fn desired_rules(state: &State) -> Vec<RuleSpec> {
-    let mut rules = vec![
-        rule(
+/// The rules one family has whatever the networks: guard, DNAT in prerouting and output, counting.
+fn family_rules(f: &FamilySpec) -> Vec<RuleSpec> {
+    let fam = f.family.name();
+    let nf = || match_nfproto(f.nfproto);
+    let mut rules = vec![];
+    if let Some((lo, lo_prefix)) = f.loopback {
+        let lo: IpAddr = lo.parse().expect("a constant address");
+        rules.push(rule(
             "guard",
-            "drop 127.0.0.0/8 from outside (CVE-2020-8558)",
+            format!("drop {lo}/{lo_prefix} from outside (CVE-2020-8558)"),
             vec![
-                match_ipv4(),
-                match_ip_prefix(load_ip_daddr(REG_1), Ipv4Addr::new(127, 0, 0, 0), 8),
+                nf(),
+                match_prefix(load_daddr(f.nfproto, REG_1), lo, lo_prefix),
                 match_ifname(META_IIFNAME, CmpOp::Neq, "lo"),
                 verdict(Verdict::Drop),
             ],
-        ),
-        rule("prerouting", "ports published on one address", vec![match_ipv4(), dnat_via_map(true)]),
-        rule(
-            "prerouting",
-            "ports published on every local address",
-            vec![match_ipv4(), match_daddr_local(), dnat_via_map(false)],
-        ),
-        rule("output", "ports published on one address, from the host", vec![match_ipv4(), dnat_via_map(true)]),
-        rule(
-            "output",
-            "ports published on every local address, from the host",
-            vec![match_ipv4(), match_daddr_local(), dnat_via_map(false)],
-        ),
-        // One check for every forwarded packet; the DNAT'd ones are counted and accepted in
-        // `published`, so the per-packet cost stays one ct test for everything else.
-        rule(
-            "forward",
-            "published ports: count and accept",
-            vec![match_ct_bits(CT_STATUS, CT_STATUS_DNAT), vec![Expr::Verdict(Verdict::Jump("published".into()))]],
-        ),
-        rule(
-            "forward",
-            "replies and related traffic",
-            vec![
-                match_ct_bits(CT_STATE, CT_STATE_ESTABLISHED | CT_STATE_RELATED),
-                vec![Expr::Verdict(Verdict::Accept)],
-            ],
-        ),
-        rule("published", "ports published on every address", vec![count_and_accept(false)]),
-        rule("published", "ports published on one address", vec![count_and_accept(true)]),
-        rule("published", "DNAT'd by another table", vec![vec![Expr::Verdict(Verdict::Accept)]]),
-        rule(
-            "postrouting",
-            "localhost to a published port",
-            vec![
-                match_ipv4(),
-                match_ip_prefix(load_ip_saddr(REG_1), Ipv4Addr::new(127, 0, 0, 0), 8),
-                match_ct_bits(CT_STATUS, CT_STATUS_DNAT),
-                vec![Expr::Masquerade],
-            ],
-        ),
-    ];
+        ));
+    }
+    for (chain, from_host) in [("prerouting", ""), ("output", ", from the host")] {
+        rules.push(rule(
+            chain,
+            format!("{fam} ports published on one address{from_host}"),
+            vec![nf(), dnat_via_map(f, true)],
+        ));
+        rules.push(rule(
+            chain,
+            format!("{fam} ports published on every local address{from_host}"),
+            vec![nf(), match_daddr_local(), dnat_via_map(f, false)],
+        ));
+    }
+    rules.push(rule("published", format!("{fam} ports published on every address"), vec![count_and_accept(f, false)]));
+    rules.push(rule("published", format!("{fam} ports published on one address"), vec![count_and_accept(f, true)]));
+    rules
+}
+
+/// The rules of the desired table, in chain order. They depend on the networks only.
+pub fn desired_rules(state: &State) -> Vec<RuleSpec> {
+    let v4 = family_spec(Family::V4);
+    let v6 = family_spec(Family::V6);
+    let mut rules: Vec<RuleSpec> = FAMILIES.iter().flat_map(family_rules).collect();
     // Internal networks first: nothing crosses their bridge, not even published or related traffic.
-    let internal: Vec<RuleSpec> = state
-        .networks
-        .values()
-        .filter(|n| n.internal)
-        .flat_map(|n| {
-            [
-                rule(
-                    "forward",
-                    format!("{}: internal, nothing comes in", n.name),
-                    drop_crossing(&n.bridge, Crossing::In),
-                ),
-                rule(
-                    "forward",
-                    format!("{}: internal, nothing goes out", n.name),
-                    drop_crossing(&n.bridge, Crossing::Out),
-                ),
-            ]
-        })
-        .collect();
-    let first_forward = rules.iter().position(|r| r.chain == "forward").expect("forward rules exist");
-    rules.splice(first_forward..first_forward, internal);
+    for n in state.networks.values().filter(|n| n.internal) {
+        rules.push(rule(
+            "forward",
+            format!("{}: internal, nothing comes in", n.name),
+            drop_crossing(&n.bridge, Crossing::In),
+        ));
+        rules.push(rule(
+            "forward",
+            format!("{}: internal, nothing goes out", n.name),
+            drop_crossing(&n.bridge, Crossing::Out),
+        ));
+    }
+    // One check for every forwarded packet; the DNAT'd ones are counted and accepted in
+    // `published`, so the per-packet cost stays one ct test for everything else.
+    rules.push(rule(
+        "forward",
+        "published ports: count and accept",
+        vec![match_ct_bits(CT_STATUS, CT_STATUS_DNAT), vec![Expr::Verdict(Verdict::Jump("published".into()))]],
+    ));
+    rules.push(rule(
+        "forward",
+        "replies and related traffic",
+        vec![match_ct_bits(CT_STATE, CT_STATE_ESTABLISHED | CT_STATE_RELATED), vec![Expr::Verdict(Verdict::Accept)]],
+    ));
+    rules.push(rule(
+        "forward",
+        "published ports of IPv6-routed networks, at the container's address",
+        vec![
+            match_nfproto(v6.nfproto),
+            load_key(v6, true, |r| load_daddr(v6.nfproto, r), load_th_dport),
+            vec![
+                Expr::Lookup { sreg: REG_1, set: ROUTED6.into(), dreg: None, flags: 0 },
+                Expr::Verdict(Verdict::Accept),
+            ],
+        ],
+    ));
+    rules.push(rule("published", "DNAT'd by another table", vec![vec![Expr::Verdict(Verdict::Accept)]]));
+    rules.push(rule(
+        "postrouting",
+        "localhost to a published port",
+        vec![
+            match_nfproto(v4.nfproto),
+            match_prefix(load_saddr(v4.nfproto, REG_1), "127.0.0.0".parse().expect("constant"), 8),
+            match_ct_bits(CT_STATUS, CT_STATUS_DNAT),
+            vec![Expr::Masquerade],
+        ],
+    ));
     for n in state.networks.values() {
         let br = n.bridge.as_str();
         if !n.internal {
@@ -443,23 +370,30 @@ pub fn desired_rules(state: &State) -> Vec<RuleSpec> {
                 drop_crossing(br, Crossing::In),
             ));
         }
-        rules.push(rule(
-            "postrouting",
-            format!("{}: hairpin to a published port", n.name),
-            vec![
-                match_ipv4(),
-                match_ct_bits(CT_STATUS, CT_STATUS_DNAT),
-                subnet_of(n),
-                match_ifname(META_OIFNAME, CmpOp::Eq, br),
-                vec![Expr::Masquerade],
-            ],
-        ));
-        if n.masquerade && !n.internal {
-            rules.push(rule(
-                "postrouting",
-                format!("{}: egress", n.name),
-                vec![match_ipv4(), subnet_of(n), match_ifname(META_OIFNAME, CmpOp::Neq, br), vec![Expr::Masquerade]],
-            ));
+        for p in &n.pools {
+            let f = family_spec(p.family());
+            // A routed IPv6 subnet is reachable as it is: nothing to translate.
+            let nat = !(p.family() == Family::V6 && n.routed_v6());
+            let fam = if n.pools.len() > 1 { format!(" ({})", f.family.name()) } else { String::new() };
+            if nat {
+                rules.push(rule(
+                    "postrouting",
+                    format!("{}: hairpin to a published port{fam}", n.name),
+                    vec![
+                        from_subnet(f, n),
+                        match_ct_bits(CT_STATUS, CT_STATUS_DNAT),
+                        match_ifname(META_OIFNAME, CmpOp::Eq, br),
+                        vec![Expr::Masquerade],
+                    ],
+                ));
+            }
+            if nat && n.masquerade && !n.internal {
+                rules.push(rule(
+                    "postrouting",
+                    format!("{}: egress{fam}", n.name),
+                    vec![from_subnet(f, n), match_ifname(META_OIFNAME, CmpOp::Neq, br), vec![Expr::Masquerade]],
+                ));
+            }
         }
     }
     // Keep rules of a chain together, in the order above: the chain's rules are compared as a list.
@@ -469,41 +403,24 @@ pub fn desired_rules(state: &State) -> Vec<RuleSpec> {
 }
 
 /// The element changes for mappings added and removed (NAT map and traffic counter), as one
-/// transaction's worth of ops: deletes first, so a changed mapping is delete + add.
-pub fn plan_mapping_changes(added: &[Mapping], removed: &[Mapping]) -> Vec<NftOp> {
+/// transaction's worth of ops: deletes first, so a changed mapping is delete + add. `state`
+/// says which networks are IPv6-routed.
+pub fn plan_mapping_changes(state: &State, added: &[Mapping], removed: &[Mapping]) -> Vec<NftOp> {
     let mut dels: BTreeMap<&'static str, Vec<Vec<u8>>> = BTreeMap::new();
     let mut adds: BTreeMap<&'static str, ElemList> = BTreeMap::new();
     for m in removed {
-        for (map, k, _) in mapping_elems(m) {
-            dels.entry(counter_set_of(map)).or_default().push(k.clone());
-            dels.entry(map).or_default().push(k);
+        for (set, k, _) in mapping_elems(m, state.is_routed(m)) {
+            dels.entry(set).or_default().push(k);
         }
     }
     for m in added {
-        for (map, k, d) in mapping_elems(m) {
-            adds.entry(counter_set_of(map)).or_default().push((k.clone(), vec![]));
-            adds.entry(map).or_default().push((k, d));
+        for (set, k, d) in mapping_elems(m, state.is_routed(m)) {
+            adds.entry(set).or_default().push((k, d));
         }
     }
     let dels = dels.into_iter().map(|(set, keys)| NftOp::DelElems { set: set.into(), keys });
     let adds = adds.into_iter().map(|(set, elems)| NftOp::AddElems { set: set.into(), elems });
     dels.chain(adds).collect()
-}
-
-/// One change to table `inet netnat`. A list of them goes to the kernel as one transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NftOp {
-    AddTable,
-    DelTable,
-    AddChain(ChainSpec),
-    DelChain(String),
-    FlushChain(String),
-    AddRule(RuleSpec),
-    AddSet(SetSpec),
-    DelSet(String),
-    FlushSet(String),
-    AddElems { set: String, elems: Vec<(Vec<u8>, Vec<u8>)> },
-    DelElems { set: String, keys: Vec<Vec<u8>> },
 }
 
 /// The changes that turn `live` (None: no table) into `want`.
@@ -713,7 +630,7 @@ pub fn render_table(live: &LiveTable, counters: bool) -> String {
     for (i, c) in chains.iter().enumerate() {
         out += &format!("\tchain {} {{\n", c.name);
         if let Some(b) = &c.base {
-            let hook = [Hook::Prerouting, Hook::Input, Hook::Forward, Hook::Output, Hook::Postrouting]
+            let hook = Hook::ALL
                 .into_iter()
                 .find(|h| h.number() == b.hook)
                 .map(|h| h.name().to_string())
@@ -805,14 +722,12 @@ pub(crate) mod fake {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Network, State};
+    use crate::model::State;
     use crate::nft::LiveRule;
 
     fn demo_state() -> State {
         let mut s = State::default();
-        let n =
-            Network::new("MyDocker0", "172.16.0.0/16".parse().unwrap(), Some("172.16.1.254".parse().unwrap()), None)
-                .unwrap();
+        let n = crate::model::fixtures::net("MyDocker0", &["172.16.0.0/16"], &["172.16.1.254"]);
         s.networks.insert(n.name.clone(), n);
         s.mappings.push("9090:172.16.1.1:8080".parse().unwrap());
         s
@@ -856,7 +771,8 @@ mod tests {
     fn mapping_changes_touch_only_their_elements() {
         let old: Mapping = "9090:172.16.1.1:8080".parse().unwrap();
         let new: Mapping = "9090:172.16.1.2:8080".parse().unwrap();
-        let text: Vec<String> = plan_mapping_changes(&[new], &[old]).iter().map(|o| o.to_string()).collect();
+        let text: Vec<String> =
+            plan_mapping_changes(&demo_state(), &[new], &[old]).iter().map(|o| o.to_string()).collect();
         assert_eq!(
             text,
             vec![
@@ -911,10 +827,52 @@ mod tests {
     }
 
     #[test]
-    fn concat_types_round_trip() {
-        for s in &SETS {
-            assert_eq!(fields_of(s.key_type(), s.key_len()).unwrap(), s.key.to_vec());
-        }
-        assert_eq!(SETS[0].key_type(), 781); // inet_proto . inet_service, as nft computes it
+    fn ipv6_network_gets_its_rules_and_elements() {
+        let mut st = State::default();
+        let n = crate::model::fixtures::net("d", &["172.16.0.0/16", "fd00:16::/64"], &[]);
+        st.networks.insert(n.name.clone(), n);
+        st.mappings.push("[2001:db8:1::1]:8080:[fd00:16::2]:80".parse().unwrap());
+        st.mappings.push("8080:[fd00:16::2]:80/udp".parse().unwrap());
+        let text: Vec<String> = plan(&desired(&st), None).iter().map(|o| o.to_string()).collect();
+        let has = |t: &str| assert!(text.iter().any(|x| x == t), "missing {t} in\n{}", text.join("\n"));
+        has("add map inet netnat pub_addr6 { type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service; }");
+        has("add element inet netnat pub_addr6 { 2001:db8:1::1 . tcp . 8080 : fd00:16::2 . 80 }");
+        has("add element inet netnat pub_any6 { udp . 8080 : fd00:16::2 . 80 }");
+        has(
+            r#"add rule inet netnat prerouting meta nfproto ipv6 dnat ip6 to ip6 daddr . meta l4proto . th dport map @pub_addr6 comment "IPv6 ports published on one address""#,
+        );
+        has(
+            r#"add rule inet netnat postrouting meta nfproto ipv6 ip6 saddr fd00:16::/64 oifname != "d" masquerade comment "d: egress (IPv6)""#,
+        );
+        has(
+            r#"add rule inet netnat published meta nfproto ipv6 ct original ip6 daddr . meta l4proto . ct original proto-dst @fwd_addr6 accept comment "IPv6 ports published on one address""#,
+        );
+    }
+
+    #[test]
+    fn routed_ipv6_is_neither_masqueraded_nor_dnatted() {
+        let mut st = State::default();
+        let mut n = crate::model::fixtures::net("r", &["172.16.0.0/16", "2001:db8:2::/64"], &[]);
+        n.ipv6_mode = crate::model::Ipv6Mode::Routed;
+        st.networks.insert(n.name.clone(), n);
+        st.mappings.push("8080:[2001:db8:2::2]:80".parse().unwrap());
+        st.mappings.push("8080:172.16.0.2:80".parse().unwrap());
+        let d = desired(&st);
+        assert!(d.elems["pub_any6"].is_empty());
+        assert_eq!(d.elems[MAP_ANY].len(), 1);
+        assert_eq!(d.elems[ROUTED6].len(), 1);
+        let text: Vec<String> = plan(&d, None).iter().map(|o| o.to_string()).collect();
+        assert!(text.contains(&"add element inet netnat routed6 { 2001:db8:2::2 . tcp . 80 }".to_string()));
+        assert!(!text.iter().any(|t| t.contains("ip6 saddr 2001:db8:2::/64")), "no IPv6 masquerade: {text:?}");
+        assert!(text.iter().any(|t| t.contains("ip saddr 172.16.0.0/16") && t.contains("egress")));
+        assert!(text.iter().any(|t| t.contains("ip6 daddr . meta l4proto . th dport @routed6 accept")), "{text:?}");
+    }
+
+    #[test]
+    fn rules_are_the_same_in_number_for_either_family() {
+        let mut st = demo_state();
+        let before = desired(&st).rules.len();
+        st.mappings.push("10000-10999:[fd00::2]:10000-10999".parse().unwrap());
+        assert_eq!(desired(&st).rules.len(), before);
     }
 }

@@ -54,7 +54,13 @@ fn tool_count(args: &str) -> usize {
 }
 
 fn udp(port_lo: u16, port_hi: u16) -> Filter {
-    Filter { proto: IPPROTO_UDP, dport_min: port_lo, dport_max: port_hi, daddr: Some(Ipv4Addr::LOCALHOST) }
+    Filter {
+        proto: IPPROTO_UDP,
+        dport_min: port_lo,
+        dport_max: port_hi,
+        daddr: Some(Ipv4Addr::LOCALHOST.into()),
+        ipv6: false,
+    }
 }
 
 /// Sets up lo and an nft rule that makes conntrack track locally sent packets.
@@ -110,8 +116,8 @@ fn inner_udp_list_flush_count() {
     assert_eq!(a.iter().map(|e| e.sport).collect::<BTreeSet<_>>(), sports);
     for e in &a {
         assert_eq!(e.proto, IPPROTO_UDP);
-        assert_eq!((e.src, e.dst, e.dport), (Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST, pa));
-        assert_eq!((e.reply_src, e.reply_sport), (Ipv4Addr::LOCALHOST, pa));
+        assert_eq!((e.src, e.dst, e.dport), (Ipv4Addr::LOCALHOST.into(), Ipv4Addr::LOCALHOST.into(), pa));
+        assert_eq!((e.reply_src, e.reply_sport), (Ipv4Addr::LOCALHOST.into(), pa));
     }
     assert_eq!(tool_count(&format!("-p udp --dport {pa}")), 2);
 
@@ -122,7 +128,7 @@ fn inner_udp_list_flush_count() {
         udp(pa.min(pb), pa.max(pb)),
         udp(absent, absent),
         Filter { proto: IPPROTO_TCP, ..udp(pa, pa) },
-        Filter { daddr: Some(Ipv4Addr::new(127, 0, 0, 2)), ..udp(pa, pa) },
+        Filter { daddr: Some(Ipv4Addr::new(127, 0, 0, 2).into()), ..udp(pa, pa) },
         Filter { daddr: None, ..udp(pb, pb) },
     ])
     .unwrap();
@@ -157,7 +163,7 @@ fn inner_no_conntrack_rule_means_empty() {
         return;
     }
     // Fresh namespace, no rules: nothing is tracked, nothing to flush.
-    let all = Filter { proto: IPPROTO_UDP, dport_min: 0, dport_max: 65535, daddr: None };
+    let all = Filter { proto: IPPROTO_UDP, dport_min: 0, dport_max: 65535, daddr: None, ipv6: false };
     assert!(conntrack::list(&all).unwrap().is_empty());
     assert_eq!(conntrack::flush(&all).unwrap(), 0);
     assert_eq!(conntrack::count_many(&[all, all]).unwrap(), vec![0, 0]);

@@ -3,22 +3,21 @@
 
 mod common;
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use netnat::link::{netns, sysctl, EndpointSpec, Links};
 
-const GW: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 1);
+const GW: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 88, 0, 1));
 
 fn endpoint<'a>(ns: &'a Path, host: &'a str, last: u8) -> EndpointSpec<'a> {
     EndpointSpec {
         bridge: "nnbr0",
         host_ifname: host,
-        netns_path: ns,
+        netns_path: ns.to_path_buf(),
         ifname: "eth0",
-        addr: Ipv4Addr::new(10, 88, 0, last),
-        prefix: 24,
-        gateway: GW,
+        addrs: vec![(Ipv4Addr::new(10, 88, 0, last).into(), 24)],
+        gateways: vec![GW],
         default_route: true,
     }
 }
@@ -38,13 +37,14 @@ fn assert_reaches(from: &Path, to: Option<&Path>, src: [u8; 4], dst: [u8; 4]) {
 
 isolated!(bridge_is_created_idempotently, inner_bridge_is_created_idempotently, {
     let links = Links::open().unwrap();
-    links.ensure_bridge("nnbr0", GW, 24).unwrap();
-    links.ensure_bridge("nnbr0", GW, 24).unwrap();
+    links.ensure_bridge("nnbr0", &[(GW, 24)]).unwrap();
+    links.ensure_bridge("nnbr0", &[(GW, 24)]).unwrap();
 
     let br = links.link("nnbr0").unwrap().expect("bridge exists");
     assert_eq!(br.kind.as_deref(), Some("bridge"));
     assert!(br.up);
-    let on_br: Vec<_> = links.addrs().unwrap().into_iter().filter(|a| a.index == br.index).collect();
+    let on_br: Vec<_> =
+        links.addrs().unwrap().into_iter().filter(|a| a.index == br.index && a.addr.is_ipv4()).collect();
     assert_eq!(on_br.len(), 1, "{on_br:?}");
     assert_eq!((on_br[0].addr, on_br[0].prefix, on_br[0].ifname.as_str()), (GW, 24, "nnbr0"));
     assert!(common::stdout("ip", &["-o", "addr", "show", "dev", "nnbr0"]).contains("10.88.0.1/24"));
@@ -52,7 +52,7 @@ isolated!(bridge_is_created_idempotently, inner_bridge_is_created_idempotently, 
 
 isolated!(ensure_bridge_refuses_non_bridge, inner_ensure_bridge_refuses_non_bridge, {
     let links = Links::open().unwrap();
-    let err = links.ensure_bridge("lo", GW, 24).unwrap_err();
+    let err = links.ensure_bridge("lo", &[(GW, 24)]).unwrap_err();
     assert!(format!("{err:#}").contains("not a bridge"), "{err:#}");
     assert!(!links.addrs().unwrap().iter().any(|a| a.addr == GW));
 });
@@ -77,7 +77,7 @@ isolated!(netns_lifecycle, inner_netns_lifecycle, {
 
 isolated!(endpoints_talk_over_the_bridge, inner_endpoints_talk_over_the_bridge, {
     let links = Links::open().unwrap();
-    links.ensure_bridge("nnbr0", GW, 24).unwrap();
+    links.ensure_bridge("nnbr0", &[(GW, 24)]).unwrap();
     for ns in ["nn1", "nn2"] {
         netns::create(ns).unwrap();
     }
@@ -99,12 +99,12 @@ isolated!(endpoints_talk_over_the_bridge, inner_endpoints_talk_over_the_bridge, 
     assert!(common::stdout("ip", &["-d", "link", "show", "dev", "nnv1"]).contains("hairpin on"));
 
     // Second network for nn1: no default route of its own, the first one stays.
-    links.ensure_bridge("nnbr1", Ipv4Addr::new(10, 89, 0, 1), 24).unwrap();
+    links.ensure_bridge("nnbr1", &[(Ipv4Addr::new(10, 89, 0, 1).into(), 24)]).unwrap();
     let second = EndpointSpec {
         bridge: "nnbr1",
         ifname: "eth1",
-        addr: Ipv4Addr::new(10, 89, 0, 2),
-        gateway: Ipv4Addr::new(10, 89, 0, 1),
+        addrs: vec![(Ipv4Addr::new(10, 89, 0, 2).into(), 24)],
+        gateways: vec![Ipv4Addr::new(10, 89, 0, 1).into()],
         default_route: false,
         ..endpoint(&p1, "nnv1b", 0)
     };
@@ -131,8 +131,8 @@ isolated!(failed_endpoint_leaves_nothing, inner_failed_endpoint_leaves_nothing, 
     assert_eq!(sandbox_names(), ["lo"]);
 
     // Fails after the pair exists: the gateway is outside the sandbox's subnet.
-    links.ensure_bridge("nnbr0", GW, 24).unwrap();
-    let bad = EndpointSpec { gateway: Ipv4Addr::new(192, 0, 2, 1), ..endpoint(&p1, "nnv1", 2) };
+    links.ensure_bridge("nnbr0", &[(GW, 24)]).unwrap();
+    let bad = EndpointSpec { gateways: vec![Ipv4Addr::new(192, 0, 2, 1).into()], ..endpoint(&p1, "nnv1", 2) };
     let err = links.add_endpoint(&bad).unwrap_err();
     assert!(format!("{err:#}").contains("default route"), "{err:#}");
     assert!(links.link("nnv1").unwrap().is_none());
@@ -141,7 +141,7 @@ isolated!(failed_endpoint_leaves_nothing, inner_failed_endpoint_leaves_nothing, 
 
 isolated!(delete_link_is_idempotent, inner_delete_link_is_idempotent, {
     let links = Links::open().unwrap();
-    links.ensure_bridge("nnbr0", GW, 24).unwrap();
+    links.ensure_bridge("nnbr0", &[(GW, 24)]).unwrap();
     assert!(links.delete_link("nnbr0").unwrap());
     assert!(!links.delete_link("nnbr0").unwrap());
     assert!(links.link("nnbr0").unwrap().is_none());

@@ -381,7 +381,7 @@ isolated!(bad_input_is_refused_and_changes_nothing, inner_bad_input_is_refused_a
         (&["network", "create", "x", "--subnet", "10.1.0.0/24", "--gateway", "10.1.0.255"], "10.1.0.255"),
         (&["network", "create", "x", "--subnet", "10.1.0.0/24", "--gateway", "10.1.0.0"], "10.1.0.0"),
         (&["network", "create", "x", "--subnet", "10.1.0.0/24", "--gateway", "gw"], "'gw'"),
-        (&["network", "create", "x", "--subnet", "fd00::/64"], "fd00::"),
+        (&["network", "create", "x", "--subnet", "fe80::/64"], "fe80::/64"),
         (&["network", "create", "x", "--subnet", "10.1.0.0/24", "--gateway", "fd00::1"], "fd00::1"),
         (&["network", "create", "x", "--subnet", "10.50.0.128/25"], "10.50.0.0/24"),
         (&["network", "create", "x", "--subnet", "10.0.0.0/8"], "10.50.0.0/24"),

@@ -148,7 +148,7 @@ isolated!(bad_input_is_refused_with_the_value_named, inner_bad_input, {
         ("[[network]]\nname = \"a-very-long-bridge-name\"\nsubnet = \"10.1.0.0/16\"\n", "a-very-long-bridge-name"),
         ("[[network]]\nname = \"n\"\nsubnet = \"10.1.0.0/16\"\n[[network]]\nname = \"m\"\nsubnet = \"10.1.2.0/24\"\n", "10.1.2.0/24"),
         ("[[network]]\nname = \"n\"\nsubnet = \"10.1.0.0/16\"\n[[network]]\nname = \"n\"\nsubnet = \"10.2.0.0/16\"\n", "n"),
-        ("[[network]]\nname = \"n\"\nsubnet = \"fd00::/64\"\n", "fd00::"),
+        ("[[network]]\nname = \"n\"\nsubnet = \"fe80::/64\"\n", "fe80::/64"),
         ("[[sandbox]]\nname = \"s\"\n[[sandbox.endpoint]]\nnetwork = \"nope\"\n", "nope"),
         ("[[network]]\nname = \"n\"\nsubnet = \"10.1.0.0/16\"\n[[sandbox]]\nname = \"s\"\n[[sandbox.endpoint]]\nnetwork = \"n\"\nip = \"10.1.0.5\"\n[[sandbox]]\nname = \"t\"\n[[sandbox.endpoint]]\nnetwork = \"n\"\nip = \"10.1.0.5\"\n", "10.1.0.5"),
         ("[[network]]\nname = \"n\"\nsubnet = \"10.1.0.0/16\"\n[[sandbox]]\nname = \"s\"\n[[sandbox.endpoint]]\nnetwork = \"n\"\nip = \"10.1.0.5\"\npublish = [\"70000:10.1.0.5:80\"]\n", "70000"),

@@ -2,13 +2,13 @@
 //! steps come from `linkplan::plan_links` (record + what the kernel has), the firewall from
 //! `ruleset::plan` as one transaction. A failed step is reported and the rest still done.
 
-use super::network::{bring_up_bridge, enable_forwarding, restore_sysctls};
+use super::network::{bring_up_bridge, enable_forwarding, endpoint_spec, restore_sysctls};
 use super::ports::{check_host_addresses, flush_conntrack};
 use super::reload::write_sysctl_conf;
 use super::{read_live_table, Ctx};
 use crate::config::{self, problems_error};
-use crate::link::{netns, sysctl, EndpointSpec, Links};
-use crate::linkplan::{self, route_localnet_key, LinkOp, Observed, ObservedLink, IP_FORWARD};
+use crate::link::{netns, sysctl, Links};
+use crate::linkplan::{self, route_localnet_key, LinkOp, Observed, ObservedLink, IP6_FORWARD, IP_FORWARD};
 use crate::model::{InputError, Mapping, Sandbox, State};
 use crate::ruleset;
 use crate::state::Store;
@@ -76,7 +76,7 @@ pub fn apply(dir: &Path, file: &Path, o: &ApplyOptions) -> Result<()> {
     }
     // Firewall-only settings of networks whose links are in place; the endpoints in file order.
     for (name, n) in rec.networks.iter_mut() {
-        if let Some(t) = target.networks.get(name).filter(|t| t.bridge == n.bridge && t.subnet == n.subnet) {
+        if let Some(t) = target.networks.get(name).filter(|t| t.bridge == n.bridge && t.pools == n.pools) {
             *n = t.clone();
         }
     }
@@ -140,8 +140,8 @@ fn with_extras(mut t: State, rec: &State, prune: bool) -> Result<(State, Vec<Str
     if prune {
         return Ok((t, extras));
     }
-    let file_endpoint_ips: BTreeSet<std::net::Ipv4Addr> =
-        t.sandboxes.values().flat_map(|s| s.endpoints.iter().map(|e| e.ip)).collect();
+    let file_endpoint_ips: BTreeSet<std::net::IpAddr> =
+        t.sandboxes.values().flat_map(|s| s.endpoints.iter().flat_map(|e| e.ips.iter().copied())).collect();
     for (name, n) in &rec.networks {
         if !t.networks.contains_key(name) {
             extras.push(format!("network {name}"));
@@ -157,7 +157,7 @@ fn with_extras(mut t: State, rec: &State, prune: bool) -> Result<(State, Vec<Str
             Some(sb) => {
                 for e in &s.endpoints {
                     if !sb.endpoints.iter().any(|x| x.network == e.network) {
-                        extras.push(format!("endpoint of {name} on {} ({} {})", e.network, e.ifname, e.ip));
+                        extras.push(format!("endpoint of {name} on {} ({} {})", e.network, e.ifname, e.ips_text()));
                         sb.endpoints.push(e.clone());
                     }
                 }
@@ -180,14 +180,16 @@ fn with_extras(mut t: State, rec: &State, prune: bool) -> Result<(State, Vec<Str
         t.check_new_network(n).map_err(|e| InputError(format!("{}; {hint}", e.0)))?;
     }
     for n in &nets {
-        let mut seen: BTreeMap<std::net::Ipv4Addr, &str> = BTreeMap::new();
+        let mut seen: BTreeMap<std::net::IpAddr, &str> = BTreeMap::new();
         for (s, e) in t.endpoints_on(&n.name) {
-            if let Some(other) = seen.insert(e.ip, &s.name) {
-                return Err(InputError(format!(
-                    "address {} on network {} would be held by both sandbox {other} and sandbox {}; {hint}",
-                    e.ip, n.name, s.name
-                ))
-                .into());
+            for ip in &e.ips {
+                if let Some(other) = seen.insert(*ip, &s.name) {
+                    return Err(InputError(format!(
+                        "address {ip} on network {} would be held by both sandbox {other} and sandbox {}; {hint}",
+                        n.name, s.name
+                    ))
+                    .into());
+                }
             }
         }
     }
@@ -228,7 +230,7 @@ fn observe(links: &Links, a: &State, b: &State) -> Result<Observed> {
             obs.namespaces.insert(name.clone());
         }
     }
-    let mut keys = vec![IP_FORWARD.to_string()];
+    let mut keys: Vec<String> = [IP_FORWARD, IP6_FORWARD].map(String::from).to_vec();
     keys.extend(
         a.networks.values().filter(|n| obs.links.contains_key(&n.bridge)).map(|n| route_localnet_key(&n.bridge)),
     );
@@ -291,19 +293,10 @@ fn execute(op: &LinkOp, links: &Links, store: &Store, rec: &mut State) -> Result
             };
             // Another endpoint of the sandbox may already carry the default route.
             let default_route = *default_route && sb.endpoints.is_empty();
-            links.add_endpoint(&EndpointSpec {
-                bridge: &network.bridge,
-                host_ifname: &endpoint.host_ifname,
-                netns_path: &netns::path(sandbox),
-                ifname: &endpoint.ifname,
-                addr: endpoint.ip,
-                prefix: network.subnet.prefix,
-                gateway: network.gateway,
-                default_route,
-            })?;
+            links.add_endpoint(&endpoint_spec(network, sandbox, endpoint, default_route))?;
             rec.sandboxes.get_mut(sandbox).expect("checked above").endpoints.push(endpoint.clone());
         }
-        LinkOp::EnableForwarding => enable_forwarding(rec)?,
+        LinkOp::EnableForwarding { .. } => enable_forwarding(rec)?,
         LinkOp::RestoreSysctls => restore_sysctls(rec)?,
     }
     Ok(())

@@ -61,8 +61,9 @@ pub fn observe(state: State) -> Result<Observed> {
     let mut nft = Nft::open()?;
     let table = nft.read_table(TABLE).with_context(|| format!("reading table inet {TABLE}"))?;
     let (chains, rules) = nft.read_all()?;
-    let links = Links::open()?;
-    let live_links = links.links()?;
+    let rtnl = Links::open()?;
+    let live_links = rtnl.links()?;
+    let ra_links = rtnl.ra_route_links().context("listing IPv6 routes learned from router advertisements")?;
     let links: Vec<ObservedLink> = live_links
         .iter()
         .map(|l| ObservedLink {
@@ -78,6 +79,8 @@ pub fn observe(state: State) -> Result<Observed> {
         audit::SYSCTL_CT_COUNT.into(),
         audit::SYSCTL_CT_MAX.into(),
     ];
+    keys.push(crate::linkplan::IP6_FORWARD.into());
+    keys.extend(ra_links.iter().map(|l| crate::linkplan::accept_ra_key(l)));
     keys.push(audit::route_localnet_key("all"));
     keys.extend(live_links.iter().map(|l| audit::route_localnet_key(&l.name)));
     for k in keys {
@@ -110,6 +113,7 @@ pub fn observe(state: State) -> Result<Observed> {
             dport_min: m.host_port,
             dport_max: m.host_port_end,
             daddr: m.host_ip,
+            ipv6: m.family() == crate::model::Family::V6,
         })
         .collect();
     let connections = conntrack::count_many(&filters).context("counting live connections per mapping")?;
@@ -123,6 +127,7 @@ pub fn observe(state: State) -> Result<Observed> {
         listeners,
         legacy_tables,
         connections,
+        ra_links,
         netns: netns::list()?,
         config: None,
     })

@@ -49,7 +49,7 @@ impl Ctx {
         if let Some(layout) = nft.read_layout(TABLE)? {
             let rules_only = ruleset::Desired { rules: ruleset::desired_rules(&self.state), elems: Default::default() };
             if ruleset::plan(&rules_only, Some(&layout)).is_empty() {
-                let ops = ruleset::plan_mapping_changes(added, removed);
+                let ops = ruleset::plan_mapping_changes(&self.state, added, removed);
                 match nft.apply(&ops) {
                     Ok(()) => return Ok(ops),
                     Err(e) if is_errno(&e, &[libc::EEXIST, libc::ENOENT]) => {} // drift: full sync below

@@ -2,21 +2,30 @@
 
 use super::{refuse, Ctx};
 use crate::cli::{ConnectArgs, NetworkCreateArgs, SandboxCreateArgs};
-use crate::link::{netns, sysctl, EndpointSpec, Links};
-use crate::model::{check_ifname, check_name, host_ifname, parse_ipv4, Endpoint, Network, Sandbox, State, Subnet};
+use crate::link::{self, netns, sysctl, EndpointSpec, Links};
+use crate::linkplan::{accept_ra_key, bridge_addrs, forwarding_keys, IP6_FORWARD};
+use crate::model::{
+    check_ifname, check_name, host_ifname, parse_ip, Endpoint, InputError, Ipv6Mode, Network, Sandbox, State, Subnet,
+};
 use anyhow::{Context, Result};
+use std::net::IpAddr;
 use std::path::Path;
 
-const IP_FORWARD: &str = "net/ipv4/ip_forward";
-
 pub fn network_create(dir: &Path, a: &NetworkCreateArgs) -> Result<()> {
-    let subnet: Subnet = a.subnet.parse()?;
-    let gateway = a.gateway.as_deref().map(|g| parse_ipv4(g, "gateway")).transpose()?;
-    let mut net = Network::new(&a.name, subnet, gateway, a.bridge.as_deref())?;
+    let subnets: Vec<Subnet> = a.subnet.iter().map(|s| s.parse()).collect::<Result<_, InputError>>()?;
+    let gateways: Vec<IpAddr> = a.gateway.iter().map(|g| parse_ip(g, "gateway")).collect::<Result<_, InputError>>()?;
+    let mut net = Network::new(&a.name, &subnets, &gateways, a.bridge.as_deref())?;
     net.masquerade = !a.no_masquerade;
     net.internal = a.internal;
+    net.ipv6_mode = a.ipv6_mode.parse()?;
+    if net.ipv6_mode == Ipv6Mode::Routed && !net.has_v6() {
+        return refuse(format!("--ipv6-mode routed: network {} has no IPv6 subnet", net.name));
+    }
 
     let mut ctx = Ctx::open(dir)?;
+    if net.has_v6() {
+        link::ipv6_available("this host's network namespace")?;
+    }
     let links = Links::open()?;
     match ctx.state.networks.get(&net.name) {
         Some(old) if *old == net => {
@@ -54,9 +63,14 @@ pub fn network_create(dir: &Path, a: &NetworkCreateArgs) -> Result<()> {
     }
     ctx.save()?;
     super::reload::sync_sysctl_conf_or_warn(&ctx.state);
+    let gws: Vec<String> = bridge_addrs(&net).iter().map(|(g, p)| format!("{g}/{p}")).collect();
+    let routed = if net.routed_v6() { " (IPv6 routed, no NAT)" } else { "" };
     println!(
-        "network {} created: bridge {} {}/{} subnet {}",
-        net.name, net.bridge, net.gateway, net.subnet.prefix, net.subnet
+        "network {} created: bridge {} {} subnet {}{routed}",
+        net.name,
+        net.bridge,
+        gws.join(" "),
+        net.subnets_text()
     );
     super::warn_forward_blockers(&ctx.state);
     Ok(())
@@ -64,11 +78,13 @@ pub fn network_create(dir: &Path, a: &NetworkCreateArgs) -> Result<()> {
 
 fn differences(old: &Network, new: &Network) -> String {
     let mut d = vec![];
-    if old.subnet != new.subnet {
-        d.push(format!("subnet {} (asked {})", old.subnet, new.subnet));
+    if old.pools.iter().map(|p| p.subnet).ne(new.pools.iter().map(|p| p.subnet)) {
+        d.push(format!("subnet {} (asked {})", old.subnets_text(), new.subnets_text()));
+    } else if old.pools != new.pools {
+        d.push(format!("gateway {} (asked {})", old.gateways_text(), new.gateways_text()));
     }
-    if old.gateway != new.gateway {
-        d.push(format!("gateway {} (asked {})", old.gateway, new.gateway));
+    if old.ipv6_mode != new.ipv6_mode {
+        d.push(format!("ipv6-mode {} (asked {})", old.ipv6_mode, new.ipv6_mode));
     }
     if old.bridge != new.bridge {
         d.push(format!("bridge {} (asked {})", old.bridge, new.bridge));
@@ -82,19 +98,45 @@ fn differences(old: &Network, new: &Network) -> String {
     d.join(", ")
 }
 
-/// Bridge with its gateway address, up, and route_localnet so the host's own 127.0.0.1
+/// Bridge with its gateway addresses, up, and route_localnet so the host's own 127.0.0.1
 /// connections to a published port can be DNAT'd onto it (only this interface gets it).
 pub fn bring_up_bridge(links: &Links, net: &Network) -> Result<()> {
-    links.ensure_bridge(&net.bridge, net.gateway, net.subnet.prefix)?;
-    sysctl::write(&format!("net/ipv4/conf/{}/route_localnet", net.bridge), "1")
+    links.ensure_bridge(&net.bridge, &bridge_addrs(net))?;
+    sysctl::write(&crate::linkplan::route_localnet_key(&net.bridge), "1")
 }
 
-/// IPv4 forwarding on while netnat has networks; the old value is kept to restore it.
+/// Forwarding on while netnat has networks (IPv6's while one has an IPv6 subnet); the old
+/// values are kept to restore them.
 pub fn enable_forwarding(state: &mut State) -> Result<()> {
-    let old = sysctl::read(IP_FORWARD)?;
-    if old != "1" {
-        state.sysctls.entry(IP_FORWARD.into()).or_insert(old);
-        sysctl::write(IP_FORWARD, "1")?;
+    for key in forwarding_keys(state) {
+        let old = sysctl::read(key)?;
+        if old == "1" {
+            continue;
+        }
+        if key == IP6_FORWARD {
+            keep_router_advertisements(state)?;
+        }
+        state.sysctls.entry(key.into()).or_insert(old);
+        sysctl::write(key, "1")?;
+    }
+    Ok(())
+}
+
+/// With IPv6 forwarding on, the kernel ignores router advertisements on interfaces with
+/// accept_ra=1, so a host that learns its IPv6 routes from RAs would lose them when they
+/// expire. Such interfaces get accept_ra=2 (take RAs even when forwarding), recorded and
+/// restored by `reset`.
+fn keep_router_advertisements(state: &mut State) -> Result<()> {
+    for ifname in Links::open()?.ra_route_links()? {
+        let key = accept_ra_key(&ifname);
+        let Ok(old) = sysctl::read(&key) else { continue };
+        if old == "1" {
+            state.sysctls.entry(key.clone()).or_insert(old);
+            sysctl::write(&key, "2")?;
+            eprintln!(
+                "netnat: note: {ifname} learns IPv6 routes from router advertisements; set its accept_ra to 2 so it keeps them with forwarding on (restored by `netnat reset`)"
+            );
+        }
     }
     Ok(())
 }
@@ -144,14 +186,15 @@ pub fn network_ls(dir: &Path, json: bool) -> Result<()> {
         } else if !n.masquerade {
             flags.push("no-masquerade");
         }
-        println!(
-            "{:<16} {:<16} {:<18} {:<16} {}",
-            n.name,
-            n.bridge,
-            n.subnet.to_string(),
-            n.gateway.to_string(),
-            flags.join(",")
-        );
+        if n.routed_v6() {
+            flags.push("ipv6-routed");
+        }
+        // One line per family; the name and flags on the first.
+        for (i, p) in n.pools.iter().enumerate() {
+            let (name, bridge, flags) =
+                if i == 0 { (n.name.as_str(), n.bridge.as_str(), flags.join(",")) } else { ("", "", String::new()) };
+            println!("{name:<16} {bridge:<16} {:<18} {:<16} {flags}", p.subnet.to_string(), p.gateway.to_string());
+        }
     }
     Ok(())
 }
@@ -182,7 +225,7 @@ pub fn sandbox_create(dir: &Path, a: &SandboxCreateArgs) -> Result<()> {
     };
     if let Some(net) = &a.network {
         let links = Links::open()?;
-        if let Err(e) = connect_in(&mut ctx.state, &links, net, &a.name, a.ip.as_deref(), a.ifname.as_deref()) {
+        if let Err(e) = connect_in(&mut ctx.state, &links, net, &a.name, &a.ip, a.ifname.as_deref()) {
             if made {
                 let sb = ctx.state.sandboxes.remove(&a.name).expect("just inserted");
                 if sb.created {
@@ -206,7 +249,7 @@ pub fn sandbox_create(dir: &Path, a: &SandboxCreateArgs) -> Result<()> {
 }
 
 fn endpoints_text(sb: &Sandbox) -> String {
-    sb.endpoints.iter().map(|e| format!("; {} {} on {}", e.ifname, e.ip, e.network)).collect()
+    sb.endpoints.iter().map(|e| format!("; {} {} on {}", e.ifname, e.ips_text(), e.network)).collect()
 }
 
 pub fn sandbox_rm(dir: &Path, name: &str) -> Result<()> {
@@ -247,7 +290,7 @@ pub fn sandbox_ls(dir: &Path, json: bool) -> Result<()> {
                 s.name,
                 e.network,
                 e.ifname,
-                e.ip.to_string(),
+                e.ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","),
                 e.host_ifname
             );
         }
@@ -258,7 +301,7 @@ pub fn sandbox_ls(dir: &Path, json: bool) -> Result<()> {
 pub fn connect(dir: &Path, a: &ConnectArgs) -> Result<()> {
     let mut ctx = Ctx::open(dir)?;
     let links = Links::open()?;
-    let msg = connect_in(&mut ctx.state, &links, &a.network, &a.sandbox, a.ip.as_deref(), a.ifname.as_deref())?;
+    let msg = connect_in(&mut ctx.state, &links, &a.network, &a.sandbox, &a.ip, a.ifname.as_deref())?;
     ctx.save()?;
     println!("{msg}");
     Ok(())
@@ -270,7 +313,7 @@ fn connect_in(
     links: &Links,
     network: &str,
     sandbox: &str,
-    ip: Option<&str>,
+    ips: &[String],
     ifname: Option<&str>,
 ) -> Result<String> {
     let Some(net) = state.networks.get(network).cloned() else {
@@ -279,44 +322,27 @@ fn connect_in(
     let Some(sb) = state.sandboxes.get(sandbox).cloned() else {
         return refuse(format!("no sandbox named {sandbox}; create it with `netnat sandbox create {sandbox}`"));
     };
-    let ip = ip.map(|i| parse_ipv4(i, "address")).transpose()?;
+    let asked: Vec<IpAddr> = ips.iter().map(|i| parse_ip(i, "address")).collect::<Result<_, InputError>>()?;
     if let Some(i) = ifname {
         check_ifname(i, "interface name")?;
     }
     if let Some(ep) = sb.endpoints.iter().find(|e| e.network == network) {
         // Name what differs: the recorded value and the one asked for.
-        let mut asked = vec![];
-        if let Some(i) = ip.filter(|i| *i != ep.ip) {
-            asked.push(format!("--ip {i}"));
-        }
+        let mut differ: Vec<String> = asked.iter().filter(|i| !ep.has(**i)).map(|i| format!("--ip {i}")).collect();
         if let Some(i) = ifname.filter(|i| *i != ep.ifname) {
-            asked.push(format!("--ifname {i}"));
+            differ.push(format!("--ifname {i}"));
         }
-        if !asked.is_empty() {
+        if !differ.is_empty() {
             return refuse(format!(
                 "sandbox {sandbox} is already connected to {network} as {} {} (asked {})",
                 ep.ifname,
-                ep.ip,
-                asked.join(" ")
+                ep.ips_text(),
+                differ.join(" ")
             ));
         }
-        return Ok(format!("sandbox {sandbox} is already connected to {network} as {} {}", ep.ifname, ep.ip));
+        return Ok(format!("sandbox {sandbox} is already connected to {network} as {} {}", ep.ifname, ep.ips_text()));
     }
-    let ip = match ip {
-        Some(i) => {
-            if !net.subnet.is_host(i) || i == net.gateway {
-                return refuse(format!(
-                    "address {i} is not a free host address of network {network} ({}, gateway {})",
-                    net.subnet, net.gateway
-                ));
-            }
-            if let Some((owner, _)) = state.endpoints_on(network).find(|(_, e)| e.ip == i) {
-                return refuse(format!("address {i} is already used on network {network} by sandbox {}", owner.name));
-            }
-            i
-        }
-        None => state.allocate_ip(&net)?,
-    };
+    let ips = state.endpoint_ips(&net, &asked, sandbox)?;
     let ifname = match ifname {
         Some(i) if sb.endpoints.iter().any(|e| e.ifname == i) => {
             return refuse(format!("sandbox {sandbox} already has an interface named {i}"));
@@ -329,21 +355,30 @@ fn connect_in(
     if !netns::exists(sandbox) {
         anyhow::bail!("the namespace of sandbox {sandbox} ({}) is gone", netns::path(sandbox).display());
     }
-    let ep = Endpoint { network: network.into(), ip, ifname, host_ifname: host_ifname(sandbox, network) };
-    links.add_endpoint(&EndpointSpec {
-        bridge: &net.bridge,
-        host_ifname: &ep.host_ifname,
-        netns_path: &netns::path(sandbox),
-        ifname: &ep.ifname,
-        addr: ep.ip,
-        prefix: net.subnet.prefix,
-        gateway: net.gateway,
-        default_route: sb.endpoints.is_empty(),
-    })?;
-    let msg =
-        format!("sandbox {sandbox} connected to {network} as {} {} (host side {})", ep.ifname, ep.ip, ep.host_ifname);
+    let ep = Endpoint { network: network.into(), ips, ifname, host_ifname: host_ifname(sandbox, network) };
+    links.add_endpoint(&endpoint_spec(&net, sandbox, &ep, sb.endpoints.is_empty()))?;
+    let msg = format!(
+        "sandbox {sandbox} connected to {network} as {} {} (host side {})",
+        ep.ifname,
+        ep.ips_text(),
+        ep.host_ifname
+    );
     state.sandboxes.get_mut(sandbox).expect("checked above").endpoints.push(ep);
     Ok(msg)
+}
+
+/// What the link adapter needs to wire `ep` of `sandbox` into `net`.
+pub fn endpoint_spec<'a>(net: &'a Network, sandbox: &str, ep: &'a Endpoint, default_route: bool) -> EndpointSpec<'a> {
+    let prefix = |ip: &IpAddr| net.pools.iter().find(|p| p.subnet.contains(*ip)).map(|p| p.subnet.prefix);
+    EndpointSpec {
+        bridge: &net.bridge,
+        host_ifname: &ep.host_ifname,
+        netns_path: netns::path(sandbox),
+        ifname: &ep.ifname,
+        addrs: ep.ips.iter().filter_map(|ip| Some((*ip, prefix(ip)?))).collect(),
+        gateways: net.pools.iter().map(|p| p.gateway).collect(),
+        default_route,
+    }
 }
 
 pub fn disconnect(dir: &Path, network: &str, sandbox: &str) -> Result<()> {

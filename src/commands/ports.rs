@@ -3,23 +3,30 @@
 use super::{read_live_table, refuse, Ctx};
 use crate::conntrack;
 use crate::link::Links;
-use crate::model::{HostPorts, InputError, Mapping, Proto, State};
+use crate::model::{ip_text, spec_parts, Family, HostPorts, InputError, Mapping, Proto, PublishSpec, State};
 use crate::nft::LiveTable;
-use crate::ruleset::{counter_set_of, mapping_elems, render_table};
+use crate::ruleset::{counted_elems, render_table};
 use anyhow::{bail, Result};
 use serde::Serialize;
-use std::net::Ipv4Addr;
 use std::path::Path;
 
 pub fn publish(dir: &Path, specs: &[String]) -> Result<()> {
-    let maps: Vec<Mapping> = specs.iter().map(|s| s.parse()).collect::<Result<_, InputError>>()?;
+    let specs: Vec<PublishSpec> = specs.iter().map(|s| s.parse()).collect::<Result<_, InputError>>()?;
+    let mut ctx = Ctx::open(dir)?;
+    // Name targets need the record; so does nothing else of the checks.
+    let mut maps: Vec<Mapping> = vec![];
+    for s in &specs {
+        maps.extend(s.resolve(&ctx.state)?);
+    }
     for (i, a) in maps.iter().enumerate() {
         if let Some(b) = maps[..i].iter().find(|b| *b != a && b.conflicts_with(a)) {
             return refuse(format!("{a} and {b} publish the same host port"));
         }
     }
-    let mut ctx = Ctx::open(dir)?;
     check_host_addresses(&maps)?;
+    if maps.iter().any(|m| m.family() == Family::V6) {
+        crate::link::ipv6_available("this host's network namespace")?;
+    }
     let mut added = vec![];
     for m in maps {
         if ctx.state.mappings.contains(&m) || added.contains(&m) {
@@ -42,6 +49,13 @@ pub fn publish(dir: &Path, specs: &[String]) -> Result<()> {
     }
     for m in &added {
         match ctx.state.network_of(m.container_ip) {
+            Some(n) if ctx.state.is_routed(m) => println!(
+                "published {m} (network {}, IPv6 routed: reachable at {}:{} itself; host port {} is not used)",
+                n.name,
+                ip_text(m.container_ip),
+                range(m.container_port, m.container_port_end),
+                range(m.host_port, m.host_port_end)
+            ),
             Some(n) => println!("published {m} (network {})", n.name),
             None => println!(
                 "published {m} (note: {} is in no netnat network; it must be routable from this host)",
@@ -80,31 +94,46 @@ pub(crate) fn flush_conntrack(maps: &[Mapping]) -> Result<()> {
             dport_min: m.host_port,
             dport_max: m.host_port_end,
             daddr: m.host_ip,
+            ipv6: m.family() == Family::V6,
         })?;
     }
     Ok(())
 }
 
 pub fn unpublish(dir: &Path, specs: &[String]) -> Result<()> {
-    // A full mapping has at least two ':' (HOSTPORT:IP:PORT); a host side has at most one.
+    // A full mapping has 3 or 4 parts (HOSTPORT:CONTAINER:PORT); a host side 1 or 2.
     enum Sel {
-        Exact(Mapping),
+        Exact(PublishSpec),
         Host(HostPorts),
     }
     let sels: Vec<Sel> = specs
         .iter()
-        .map(|s| if s.matches(':').count() >= 2 { s.parse().map(Sel::Exact) } else { s.parse().map(Sel::Host) })
+        .map(|s| if spec_parts(s) >= 3 { s.parse().map(Sel::Exact) } else { s.parse().map(Sel::Host) })
         .collect::<Result<_, InputError>>()?;
     let mut ctx = Ctx::open(dir)?;
     let mut removed = vec![];
     for (sel, spec) in sels.iter().zip(specs) {
-        let hit = ctx.state.mappings.iter().position(|m| match sel {
-            Sel::Exact(x) => x == m,
-            Sel::Host(h) => h.matches(m),
-        });
-        match hit {
-            Some(i) => removed.push(ctx.state.mappings.remove(i)),
-            None => println!("not published: {spec}"),
+        let exact = match sel {
+            Sel::Exact(p) => p.resolve(&ctx.state)?,
+            Sel::Host(_) => vec![],
+        };
+        // A bare HOSTPORT names a mapping of each family: every one that matches goes.
+        let before = ctx.state.mappings.len();
+        let mut kept = vec![];
+        for m in std::mem::take(&mut ctx.state.mappings) {
+            let hit = match sel {
+                Sel::Exact(_) => exact.contains(&m),
+                Sel::Host(h) => h.matches(&m),
+            };
+            if hit {
+                removed.push(m);
+            } else {
+                kept.push(m);
+            }
+        }
+        ctx.state.mappings = kept;
+        if ctx.state.mappings.len() == before {
+            println!("not published: {spec}");
         }
     }
     if removed.is_empty() {
@@ -148,9 +177,8 @@ pub fn mapping_views(state: &State, live: Option<&LiveTable>) -> Vec<MappingView
         .mappings
         .iter()
         .map(|m| {
-            let (packets, bytes) = mapping_elems(m)
-                .iter()
-                .filter_map(|(map, k, _)| counters.get(&(counter_set_of(map), k.as_slice())))
+            let (packets, bytes) = counted_elems(m, state.is_routed(m))
+                .filter_map(|(set, k, _)| counters.get(&(set, k.as_slice())).copied())
                 .fold((0, 0), |(p, b), (p2, b2)| (p + p2, b + b2));
             MappingView {
                 mapping: *m,
@@ -160,8 +188,10 @@ pub fn mapping_views(state: &State, live: Option<&LiveTable>) -> Vec<MappingView
             }
         })
         .collect();
-    views
-        .sort_by_key(|v| (v.mapping.protocol, v.mapping.host_port, v.mapping.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED)));
+    views.sort_by_key(|v| {
+        let m = &v.mapping;
+        (m.protocol, m.host_port, m.family(), m.host_ip.unwrap_or(m.family().unspecified()))
+    });
     views
 }
 
@@ -176,12 +206,9 @@ pub fn ls(dir: &Path, json: bool) -> Result<()> {
     println!("{:<5} {:<22} {:<26} {:<12} {:>10} {:>12}", "PROTO", "HOST", "CONTAINER", "NETWORK", "PACKETS", "BYTES");
     for v in views {
         let m = v.mapping;
-        let host = format!(
-            "{}:{}",
-            m.host_ip.map(|i| i.to_string()).unwrap_or("*".into()),
-            range(m.host_port, m.host_port_end)
-        );
-        let ctr = format!("{}:{}", m.container_ip, range(m.container_port, m.container_port_end));
+        let any = if m.family() == Family::V6 { "[*]" } else { "*" };
+        let host = format!("{}:{}", m.host_ip.map(ip_text).unwrap_or(any.into()), range(m.host_port, m.host_port_end));
+        let ctr = format!("{}:{}", ip_text(m.container_ip), range(m.container_port, m.container_port_end));
         let net = v.network.unwrap_or("-".into());
         println!("{:<5} {host:<22} {ctr:<26} {net:<12} {:>10} {:>12}", m.protocol.to_string(), v.packets, v.bytes);
     }

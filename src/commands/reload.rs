@@ -5,7 +5,7 @@
 use super::network::enable_forwarding;
 use super::Ctx;
 use crate::link::{sysctl, Links};
-use crate::linkplan::{route_localnet_key, IP_FORWARD};
+use crate::linkplan::{forwarding_keys, route_localnet_key};
 use crate::model::State;
 use crate::ruleset::TABLE;
 use anyhow::{Context, Result};
@@ -23,9 +23,15 @@ pub fn sysctl_conf_text(state: &State) -> Option<String> {
         "# Written by netnat: sysctls it set, so systemd-sysctl does not revert them.\n\
          # Removed by `netnat reset`; do not edit.\n",
     );
-    out += &format!("{IP_FORWARD} = 1\n");
+    for key in forwarding_keys(state) {
+        out += &format!("{key} = 1\n");
+    }
     for n in state.networks.values() {
         out += &format!("{} = 1\n", route_localnet_key(&n.bridge));
+    }
+    // Interfaces that keep taking router advertisements while IPv6 forwarding is on.
+    for key in state.sysctls.keys().filter(|k| k.ends_with("/accept_ra")) {
+        out += &format!("{key} = 2\n");
     }
     Some(out)
 }

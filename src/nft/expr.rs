@@ -8,15 +8,27 @@
 //! Live rules are compared with desired rules as `Vec<Expr>` values, not as text.
 
 use std::fmt::Write;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 // Registers. The kernel dumps registers in a canonical form (a 32-bit register at a 16-byte
 // boundary is reported as the 128-bit one), so netnat only ever uses canonical numbers:
 // `REG_1` is NFT_REG_1 (== NFT_REG32_00) and `REG32_01`/`REG32_02` follow it.
 pub const REG_VERDICT: u32 = 0;
 pub const REG_1: u32 = 1;
+pub const REG_2: u32 = 2;
 pub const REG32_01: u32 = 9;
 pub const REG32_02: u32 = 10;
+
+/// The canonical register for 32-bit slot `slot` (0..16): the 128-bit register when the slot
+/// starts one (what the kernel dumps), else NFT_REG32_xx.
+pub const fn reg_at(slot: u32) -> u32 {
+    if slot % 4 == 0 {
+        slot / 4 + REG_1
+    } else {
+        REG32_00 + slot
+    }
+}
+const REG32_00: u32 = 8;
 
 // linux/netfilter/nf_tables.h
 pub const META_IIFNAME: u32 = 6;
@@ -29,6 +41,7 @@ pub const CT_STATE: u32 = 0;
 pub const CT_STATUS: u32 = 2;
 pub const CT_PROTO_DST: u32 = 12;
 pub const CT_DST_IP: u32 = 20;
+pub const CT_DST_IP6: u32 = 22;
 pub const CT_DIR_ORIGINAL: u8 = 0;
 pub const NAT_SNAT: u32 = 0;
 pub const NAT_DNAT: u32 = 1;
@@ -36,6 +49,7 @@ pub const FIB_F_DADDR: u32 = 1 << 1;
 pub const FIB_RESULT_ADDRTYPE: u32 = 3;
 pub const RTN_LOCAL: u32 = 2;
 pub const NFPROTO_IPV4: u8 = 2;
+pub const NFPROTO_IPV6: u8 = 10;
 pub const CT_STATE_ESTABLISHED: u32 = 1 << 1;
 pub const CT_STATE_RELATED: u32 = 1 << 2;
 pub const CT_STATUS_DNAT: u32 = 1 << 5;
@@ -183,31 +197,70 @@ pub fn load_meta(key: u32, dreg: u32) -> Expr {
 pub fn cmp(sreg: u32, op: CmpOp, data: impl Into<Vec<u8>>) -> Expr {
     Expr::Cmp { sreg, op, data: data.into() }
 }
-/// `meta nfproto ipv4`: must precede any IPv4 header load in an inet table.
+/// `meta nfproto ipv4|ipv6`: must precede any network header load in an inet table.
+pub fn match_nfproto(nfproto: u8) -> Vec<Expr> {
+    vec![load_meta(META_NFPROTO, REG_1), cmp(REG_1, CmpOp::Eq, [nfproto])]
+}
+/// `meta nfproto ipv4`.
 pub fn match_ipv4() -> Vec<Expr> {
-    vec![load_meta(META_NFPROTO, REG_1), cmp(REG_1, CmpOp::Eq, [NFPROTO_IPV4])]
+    match_nfproto(NFPROTO_IPV4)
+}
+/// (offset of the source address, of the destination address, address length) in the network
+/// header of `nfproto`.
+fn addr_layout(nfproto: u8) -> (u32, u32, u32) {
+    if nfproto == NFPROTO_IPV6 {
+        (8, 24, 16)
+    } else {
+        (12, 16, 4)
+    }
+}
+/// `ip saddr` / `ip6 saddr`.
+pub fn load_saddr(nfproto: u8, dreg: u32) -> Expr {
+    let (src, _, len) = addr_layout(nfproto);
+    Expr::Payload { base: PAYLOAD_NETWORK, offset: src, len, dreg }
+}
+/// `ip daddr` / `ip6 daddr`.
+pub fn load_daddr(nfproto: u8, dreg: u32) -> Expr {
+    let (_, dst, len) = addr_layout(nfproto);
+    Expr::Payload { base: PAYLOAD_NETWORK, offset: dst, len, dreg }
 }
 pub fn load_ip_saddr(dreg: u32) -> Expr {
-    Expr::Payload { base: PAYLOAD_NETWORK, offset: 12, len: 4, dreg }
+    load_saddr(NFPROTO_IPV4, dreg)
 }
 pub fn load_ip_daddr(dreg: u32) -> Expr {
-    Expr::Payload { base: PAYLOAD_NETWORK, offset: 16, len: 4, dreg }
+    load_daddr(NFPROTO_IPV4, dreg)
 }
 pub fn load_th_dport(dreg: u32) -> Expr {
     Expr::Payload { base: PAYLOAD_TRANSPORT, offset: 2, len: 2, dreg }
 }
-/// `ip saddr|daddr ADDR/PREFIX` (prefix 32 needs no mask).
-pub fn match_ip_prefix(load: Expr, net: Ipv4Addr, prefix: u8) -> Vec<Expr> {
+/// `ct original ip daddr` / `ct original ip6 daddr`: the destination before DNAT.
+pub fn load_ct_original_daddr(nfproto: u8, dreg: u32) -> Expr {
+    load_ct_original(if nfproto == NFPROTO_IPV6 { CT_DST_IP6 } else { CT_DST_IP }, dreg)
+}
+/// Address bytes, 4 or 16.
+pub fn ip_bytes(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+/// `ip[6] saddr|daddr ADDR/PREFIX` (a full-length prefix needs no mask).
+pub fn match_prefix(load: Expr, net: IpAddr, prefix: u8) -> Vec<Expr> {
+    let addr = ip_bytes(net);
     let mut v = vec![load];
-    if prefix < 32 {
-        let mask = prefix_mask(prefix);
-        v.push(Expr::Bitwise { sreg: REG_1, dreg: REG_1, mask: mask.to_vec(), xor: vec![0; 4] });
-        let net = u32::from(net) & u32::from_be_bytes(mask);
-        v.push(cmp(REG_1, CmpOp::Eq, net.to_be_bytes()));
+    if (prefix as usize) < addr.len() * 8 {
+        let mask = prefix_mask_bytes(prefix, addr.len());
+        v.push(Expr::Bitwise { sreg: REG_1, dreg: REG_1, mask: mask.clone(), xor: vec![0; addr.len()] });
+        let net: Vec<u8> = addr.iter().zip(&mask).map(|(a, m)| a & m).collect();
+        v.push(cmp(REG_1, CmpOp::Eq, net));
     } else {
-        v.push(cmp(REG_1, CmpOp::Eq, net.octets()));
+        v.push(cmp(REG_1, CmpOp::Eq, addr));
     }
     v
+}
+/// `ip saddr|daddr ADDR/PREFIX` for IPv4.
+pub fn match_ip_prefix(load: Expr, net: Ipv4Addr, prefix: u8) -> Vec<Expr> {
+    match_prefix(load, IpAddr::V4(net), prefix)
 }
 /// `iifname|oifname [!=] NAME`: compared on the whole 16-byte IFNAMSIZ field, so it is exact.
 pub fn match_ifname(key: u32, op: CmpOp, name: &str) -> Vec<Expr> {
@@ -235,8 +288,17 @@ pub fn match_daddr_local() -> Vec<Expr> {
 }
 
 pub fn prefix_mask(prefix: u8) -> [u8; 4] {
-    let m = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix as u32) };
-    m.to_be_bytes()
+    prefix_mask_bytes(prefix, 4).try_into().expect("4 bytes")
+}
+
+/// A network mask of `len` bytes with `prefix` leading ones.
+pub fn prefix_mask_bytes(prefix: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| {
+            let ones = (prefix as usize).saturating_sub(i * 8).min(8);
+            (0xff00u16 >> ones) as u8
+        })
+        .collect()
 }
 
 pub fn ifname_bytes(name: &str) -> Vec<u8> {
@@ -267,6 +329,7 @@ enum Mask {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
     Ipv4,
+    Ipv6,
     Port,
     Proto,
     NfProto,
@@ -312,6 +375,8 @@ pub fn render(exprs: &[Expr], set_key_len: &dyn Fn(&str) -> Option<u32>) -> Stri
                 let (text, kind) = match (*base, *offset, *len) {
                     (PAYLOAD_NETWORK, 12, 4) => ("ip saddr".into(), Kind::Ipv4),
                     (PAYLOAD_NETWORK, 16, 4) => ("ip daddr".into(), Kind::Ipv4),
+                    (PAYLOAD_NETWORK, 8, 16) => ("ip6 saddr".into(), Kind::Ipv6),
+                    (PAYLOAD_NETWORK, 24, 16) => ("ip6 daddr".into(), Kind::Ipv6),
                     (PAYLOAD_TRANSPORT, 0, 2) => ("th sport".into(), Kind::Port),
                     (PAYLOAD_TRANSPORT, 2, 2) => ("th dport".into(), Kind::Port),
                     (b, o, l) => {
@@ -333,9 +398,11 @@ pub fn render(exprs: &[Expr], set_key_len: &dyn Fn(&str) -> Option<u32>) -> Stri
                     CT_STATUS => ("ct status".into(), Kind::CtStatus),
                     CT_PROTO_DST => (format!("ct {d}proto-dst"), Kind::Port),
                     CT_DST_IP => (format!("ct {d}ip daddr"), Kind::Ipv4),
+                    CT_DST_IP6 => (format!("ct {d}ip6 daddr"), Kind::Ipv6),
                     k => (format!("ct {d}key{k}"), Kind::Raw),
                 };
-                regs.insert(slot(*dreg), Sym { text, kind, slots: 1, mask: None });
+                let slots = if kind == Kind::Ipv6 { 4 } else { 1 };
+                regs.insert(slot(*dreg), Sym { text, kind, slots, mask: None });
             }
             Expr::Fib { flags, result, dreg } => {
                 let mut parts = vec![];
@@ -354,7 +421,7 @@ pub fn render(exprs: &[Expr], set_key_len: &dyn Fn(&str) -> Option<u32>) -> Stri
                 let flag_kind = matches!(src.kind, Kind::CtState | Kind::CtStatus);
                 let sym = match (src.kind, prefix_len(mask), xor.iter().all(|b| *b == 0)) {
                     // prefix matches and ct bit tests are folded into the following cmp
-                    (Kind::Ipv4, Some(p), true) => Sym { mask: Some(Mask::Prefix(p)), ..src },
+                    (Kind::Ipv4 | Kind::Ipv6, Some(p), true) => Sym { mask: Some(Mask::Prefix(p)), ..src },
                     (_, _, true) if flag_kind && mask.len() == 4 => {
                         let bits = u32::from_ne_bytes(mask[..4].try_into().unwrap());
                         Sym { mask: Some(Mask::Bits(bits)), ..src }
@@ -399,13 +466,15 @@ pub fn render(exprs: &[Expr], set_key_len: &dyn Fn(&str) -> Option<u32>) -> Stri
                     }
                 }
                 let verb = if *kind == NAT_DNAT { "dnat" } else { "snat" };
-                let fam = if *family == NFPROTO_IPV4 as u32 { " ip" } else { "" };
+                let fam = match *family as u8 {
+                    NFPROTO_IPV4 => " ip",
+                    NFPROTO_IPV6 => " ip6",
+                    _ => "",
+                };
                 let target = match (addr, proto) {
-                    (Some(a), Some(p)) if slot(*p) == slot(*a) + 1 => match regs.get(&slot(*a)) {
-                        Some(s) if s.kind == Kind::MapResult => s.text.clone(),
-                        Some(s) => format!("{}:{}", s.text, reg_text(&regs, *p)),
-                        None => format!("reg {a} . reg {p}"),
-                    },
+                    (Some(a), Some(_)) if regs.get(&slot(*a)).is_some_and(|s| s.kind == Kind::MapResult) => {
+                        regs[&slot(*a)].text.clone()
+                    }
                     (Some(a), Some(p)) => format!("{}:{}", reg_text(&regs, *a), reg_text(&regs, *p)),
                     (Some(a), None) => reg_text(&regs, *a),
                     (None, Some(p)) => format!(":{}", reg_text(&regs, *p)),
@@ -450,6 +519,7 @@ fn nat_imm_text(s: &Sym, is_addr: bool) -> Option<String> {
         (0..h.len() / 2).map(|i| u8::from_str_radix(&h[i * 2..i * 2 + 2], 16)).collect::<Result<_, _>>().ok()?;
     match (is_addr, b.len()) {
         (true, 4) => Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string()),
+        (true, 16) => Some(format!("[{}]", Ipv6Addr::from(<[u8; 16]>::try_from(b.as_slice()).ok()?))),
         (false, 2) => Some(u16::from_be_bytes([b[0], b[1]]).to_string()),
         _ => None,
     }
@@ -486,6 +556,7 @@ fn concat_at(regs: &std::collections::BTreeMap<i64, Sym>, start: i64, key_len: u
 fn render_cmp(src: &Sym, op: CmpOp, data: &[u8]) -> String {
     let value = match src.kind {
         Kind::Ipv4 if data.len() == 4 => Ipv4Addr::new(data[0], data[1], data[2], data[3]).to_string(),
+        Kind::Ipv6 if data.len() == 16 => Ipv6Addr::from(<[u8; 16]>::try_from(data).expect("16 bytes")).to_string(),
         Kind::Port if data.len() == 2 => u16::from_be_bytes([data[0], data[1]]).to_string(),
         Kind::Proto if data.len() == 1 => proto_name(data[0]),
         Kind::NfProto if data.len() == 1 => match data[0] {
@@ -540,9 +611,13 @@ pub fn proto_name(p: u8) -> String {
     }
 }
 
-/// Contiguous network mask → prefix length.
+/// Contiguous network mask (4 or 16 bytes) → prefix length.
 fn prefix_len(mask: &[u8]) -> Option<u8> {
-    let m = u32::from_be_bytes(mask.try_into().ok()?);
+    let m = match mask.len() {
+        4 => (u32::from_be_bytes(mask.try_into().ok()?) as u128) << 96,
+        16 => u128::from_be_bytes(mask.try_into().ok()?),
+        _ => return None,
+    };
     let ones = m.leading_ones();
     (m.checked_shl(ones).unwrap_or(0) == 0).then_some(ones as u8)
 }
@@ -619,7 +694,27 @@ mod tests {
     }
 
     #[test]
+    fn renders_ipv6_dnat_map_and_counting() {
+        let mut e = match_nfproto(NFPROTO_IPV6);
+        e.push(load_daddr(NFPROTO_IPV6, REG_1));
+        e.push(load_meta(META_L4PROTO, reg_at(4)));
+        e.push(load_th_dport(reg_at(5)));
+        e.push(Expr::Lookup { sreg: REG_1, set: "pub_addr6".into(), dreg: Some(REG_1), flags: 0 });
+        e.push(Expr::Nat { kind: NAT_DNAT, family: 10, addr: Some(REG_1), proto: Some(reg_at(4)) });
+        let t = render(&e, &|n| (n == "pub_addr6").then_some(24));
+        assert_eq!(t, "meta nfproto ipv6 dnat ip6 to ip6 daddr . meta l4proto . th dport map @pub_addr6");
+        let mut g = match_nfproto(NFPROTO_IPV6);
+        g.extend(match_prefix(load_saddr(NFPROTO_IPV6, REG_1), "fd00:16::".parse().unwrap(), 64));
+        g.push(load_ct_original_daddr(NFPROTO_IPV6, REG_1));
+        assert_eq!(render(&g, &|_| None), "meta nfproto ipv6 ip6 saddr fd00:16::/64");
+        assert_eq!((reg_at(0), reg_at(1), reg_at(4), reg_at(5)), (REG_1, REG32_01, REG_2, 13));
+    }
+
+    #[test]
     fn prefix_lengths() {
+        assert_eq!(prefix_len(&prefix_mask_bytes(64, 16)), Some(64));
+        assert_eq!(prefix_len(&prefix_mask_bytes(0, 16)), Some(0));
+        assert_eq!(prefix_mask_bytes(12, 4), vec![255, 240, 0, 0]);
         assert_eq!(prefix_len(&prefix_mask(16)), Some(16));
         assert_eq!(prefix_len(&prefix_mask(0)), Some(0));
         assert_eq!(prefix_len(&[255, 0, 255, 0]), None);

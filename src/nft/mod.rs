@@ -1,17 +1,18 @@
 //! nftables over netlink: the only module that imports `nftnl`, `mnl` and `nftnl-sys`.
 //!
 //! It knows tables, chains, rules, sets and elements, never containers or state files.
-//! A change is a list of `NftOp`s (planned elsewhere, see `crate::ruleset`), sent as ONE batch:
+//! A change is a list of `NftOp`s (`spec`, planned elsewhere: `crate::ruleset`), sent as ONE batch:
 //! the kernel applies all of it or none of it.
 
 pub mod expr;
 mod raw;
+pub mod spec;
 
-use crate::ruleset::{ChainKind, ChainSpec, Hook, NftOp, SetSpec, TABLE};
 use anyhow::{anyhow, bail, Context, Result};
 use expr::Expr;
 use nftnl::{Batch, Chain, MsgType, ProtoFamily, Rule, Table};
 use raw::{DumpKind, ElemsMsg, Encoded, SetDesc, SetMsg};
+use spec::{ChainKind, ChainSpec, Hook, NftOp, SetSpec, TABLE};
 use std::collections::HashSet;
 use std::ffi::CString;
 use std::os::fd::RawFd;
@@ -390,7 +391,9 @@ fn build_chain<'a>(table: &'a Table, spec: &ChainSpec) -> Chain<'a> {
 fn build_set(spec: &SetSpec) -> SetMsg {
     let desc = SetDesc {
         name: spec.name,
-        id: crate::ruleset::SETS.iter().position(|s| s.name == spec.name).unwrap_or(0) as u32 + 1,
+        // Unique within the batch; the kernel uses it only to find a set added in the same batch
+        // by id, and netnat refers to its sets by name, so any stable number per name will do.
+        id: spec.name.bytes().fold(0x811c9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x01000193)),
         key_type: spec.key_type(),
         key_len: spec.key_len(),
         data: spec.data_desc(),

@@ -163,11 +163,14 @@ pub fn sh(script: &str) -> String {
 }
 
 /// The kernel state a test may compare before/after: nft ruleset, links (names, kinds, masters,
-/// admin state), IPv4 addresses, routes, namespaces. Carrier/operational state and IPv6
-/// link-local addresses are left out: the kernel changes them on its own after a link comes up.
+/// admin state), IPv4 and global IPv6 addresses, routes of both families, namespaces.
+/// Carrier/operational state and IPv6 link-local addresses and routes are left out: the kernel
+/// changes them on its own after a link comes up.
 pub fn kernel_snapshot() -> String {
     sh("nft list ruleset; ip -o link show | sed -E 's/ state [A-Z]+//; s/,?(LOWER_UP|NO-CARRIER|M-DOWN)//g; s/ qlen.*//'; \
-        ip -o -4 addr show; ip route show; ls /run/netns 2>/dev/null || true")
+        ip -o -4 addr show; ip -o -6 addr show scope global | sed -E 's/valid_lft.*//'; ip route show; \
+        ip -6 route show | grep -v '^fe80\\|^multicast\\|^ff00' | sed -E 's/ expires [0-9]+sec//'; \
+        ls /run/netns 2>/dev/null || true")
 }
 
 /// An "external host": namespace `ext` linked to the test's host namespace by a veth,
@@ -310,5 +313,48 @@ pub fn settled_snapshot() -> String {
         }
         assert!(Instant::now() < end, "kernel state did not settle within 20 s:\n{a}");
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+// ---- IPv6 (documentation prefix between host and "external host", ULA for networks) ----
+
+/// The external host over IPv6 too: host side 2001:db8:1::1/64, `ext` side 2001:db8:1::2/64
+/// (nodad: usable at once), and `ext`'s default IPv6 route via the host.
+pub const HOST_EXT_IP6: &str = "2001:db8:1::1";
+pub const EXT_IP6: &str = "2001:db8:1::2";
+pub fn make_external_host_v6() {
+    make_external_host();
+    sh("ip addr add 2001:db8:1::1/64 dev veth-ext nodad && ip -n ext addr add 2001:db8:1::2/64 dev eth0 nodad \
+        && ip -n ext -6 route add default via 2001:db8:1::1");
+}
+
+/// The seed's topology, dual stack: MyDocker0 also has fd00:16::/64 (gateway fd00:16::1),
+/// Container_ns1 fd00:16::2, Container_ns2 fd00:16::3.
+pub fn seed_topology_v6() {
+    ok(&[
+        "network",
+        "create",
+        "MyDocker0",
+        "--subnet",
+        "172.16.0.0/16",
+        "--gateway",
+        "172.16.1.254",
+        "--subnet",
+        "fd00:16::/64",
+    ]);
+    ok(&["sandbox", "create", "Container_ns1", "--network", "MyDocker0", "--ip", "172.16.1.1", "--ip", "fd00:16::2"]);
+    ok(&["sandbox", "create", "Container_ns2", "--network", "MyDocker0", "--ip", "172.16.1.2", "--ip", "fd00:16::3"]);
+}
+
+/// `tcp_get` that retries for up to 3 s: the first packets through a link that has just come up
+/// can be refused (IPv6 neighbour discovery, bridge ports learning), later ones go through.
+pub fn tcp_get_settled(netns: Option<&Path>, dst: &str) -> Result<String, String> {
+    let end = Instant::now() + Duration::from_secs(3);
+    loop {
+        match tcp_get(netns, dst) {
+            Ok(s) => return Ok(s),
+            Err(e) if Instant::now() >= end => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
     }
 }
