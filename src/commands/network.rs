@@ -86,6 +86,7 @@ fn differences(old: &Network, new: &Network) -> String {
 /// connections to a published port can be DNAT'd onto it (only this interface gets it).
 pub fn bring_up_bridge(links: &Links, net: &Network) -> Result<()> {
     links.ensure_bridge(&net.bridge, net.gateway, net.subnet.prefix)?;
+    links.set_alias(&net.bridge, &crate::recover::network_alias(&net.name))?;
     sysctl::write(&format!("net/ipv4/conf/{}/route_localnet", net.bridge), "1")
 }
 
@@ -130,7 +131,7 @@ pub fn network_rm(dir: &Path, name: &str) -> Result<()> {
 }
 
 pub fn network_ls(dir: &Path, json: bool) -> Result<()> {
-    let state = crate::state::Store::lock(dir)?.load()?;
+    let state = super::read_state(dir)?;
     let nets: Vec<&Network> = state.networks.values().collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&nets)?);
@@ -229,7 +230,7 @@ pub fn sandbox_rm(dir: &Path, name: &str) -> Result<()> {
 }
 
 pub fn sandbox_ls(dir: &Path, json: bool) -> Result<()> {
-    let state = crate::state::Store::lock(dir)?.load()?;
+    let state = super::read_state(dir)?;
     let sbs: Vec<&Sandbox> = state.sandboxes.values().collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&sbs)?);
@@ -330,7 +331,7 @@ fn connect_in(
         anyhow::bail!("the namespace of sandbox {sandbox} ({}) is gone", netns::path(sandbox).display());
     }
     let ep = Endpoint { network: network.into(), ip, ifname, host_ifname: host_ifname(sandbox, network) };
-    links.add_endpoint(&EndpointSpec {
+    let spec = EndpointSpec {
         bridge: &net.bridge,
         host_ifname: &ep.host_ifname,
         netns_path: &netns::path(sandbox),
@@ -339,7 +340,8 @@ fn connect_in(
         prefix: net.subnet.prefix,
         gateway: net.gateway,
         default_route: sb.endpoints.is_empty(),
-    })?;
+    };
+    super::add_endpoint(links, &spec, network, sandbox)?;
     let msg =
         format!("sandbox {sandbox} connected to {network} as {} {} (host side {})", ep.ifname, ep.ip, ep.host_ifname);
     state.sandboxes.get_mut(sandbox).expect("checked above").endpoints.push(ep);
