@@ -402,8 +402,10 @@ mod tests {
 
     #[test]
     fn adjacent_single_ports_merge_into_one_range() {
-        let mut st = State::default();
-        st.mappings = vec!["8000:10.0.0.2:80".parse().unwrap(), "8001:10.0.0.2:81".parse().unwrap()];
+        let mut st = State {
+            mappings: vec!["8000:10.0.0.2:80".parse().unwrap(), "8001:10.0.0.2:81".parse().unwrap()],
+            ..State::default()
+        };
         let got = rebuild(&KernelView { table: Some(table_of(&st)), ..KernelView::default() });
         assert_eq!(got.state.mappings, vec!["8000-8001:10.0.0.2:80-81".parse::<Mapping>().unwrap()]);
         // Not adjacent in the container: two mappings.
