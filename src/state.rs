@@ -125,28 +125,29 @@ impl Store {
         }
     }
 
-    /// Proves the record can be written with `room` bytes more than `state` needs: writes the
-    /// state padded with spaces (still valid JSON; real bytes, so the space is allocated on any
-    /// filesystem) to a temporary file beside the record and fsyncs it. A second call only
-    /// grows the reservation.
-    pub fn reserve(&mut self, state: &State, room: usize) -> Result<()> {
-        let text = render(state);
-        let want = text.len() + room;
-        if self.spare.as_ref().is_some_and(|(_, _, len)| *len >= want) {
+    /// The size of the record file now (0 when there is none).
+    pub fn record_len(&self) -> usize {
+        fs::metadata(self.file()).map(|m| m.len() as usize).unwrap_or(0)
+    }
+
+    /// Proves a record of up to `len` bytes can be written: writes that many bytes (spaces:
+    /// real bytes, so the space is allocated on any filesystem) to a temporary file beside the
+    /// record and fsyncs it. A second call only grows the reservation.
+    pub fn reserve(&mut self, len: usize) -> Result<()> {
+        if self.spare.as_ref().is_some_and(|(_, _, have)| *have >= len) {
             return Ok(());
         }
         self.spare = None;
         let tmp = self.dir.join(format!("{TMP_PREFIX}{}", std::process::id()));
         let write = || -> std::io::Result<File> {
             let mut f = OpenOptions::new().create(true).write(true).truncate(true).open(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.write_all(&vec![b' '; room])?;
+            f.write_all(&vec![b' '; len])?;
             f.sync_all()?;
             Ok(f)
         };
         match write() {
             Ok(f) => {
-                self.spare = Some((f, tmp, want));
+                self.spare = Some((f, tmp, len));
                 Ok(())
             }
             Err(e) => {

@@ -35,7 +35,7 @@ pub fn apply(dir: &Path, file: &Path, o: &ApplyOptions) -> Result<()> {
         println!("ok");
         return Ok(());
     }
-    let mut ctx = Ctx::open(dir)?;
+    let mut ctx = if o.dry_run { Ctx::open_unreserved(dir)? } else { Ctx::open(dir)? };
     let wanted = config::to_state(&parsed, &ctx.state)?;
     let (target, extras) = with_extras(wanted, &ctx.state, o.prune)?;
     check_host_addresses(&target.mappings)?;

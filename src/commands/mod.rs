@@ -60,7 +60,19 @@ impl Ctx {
             Ok(s) => s,
             Err(why) => bail!("{}", refusal(&store, &why)),
         };
-        store.reserve(&state, ROOM)?;
+        store.reserve(store.record_len() + ROOM)?;
+        Ok(Ctx { store, before: state.clone(), state })
+    }
+
+    /// For `apply --dry-run`: the record, refused when damaged, but nothing reserved: it
+    /// writes nothing (and works in a read-only state directory).
+    pub fn open_unreserved(dir: &Path) -> Result<Ctx> {
+        require_net_admin()?;
+        let store = Store::lock(dir)?;
+        let state = match load(&store)? {
+            Ok(s) => s,
+            Err(why) => bail!("{}", refusal(&store, &why)),
+        };
         Ok(Ctx { store, before: state.clone(), state })
     }
 
@@ -77,14 +89,24 @@ impl Ctx {
                 (r.state, Some(Damage { why, lost: r.lost }))
             }
         };
-        store.reserve(&state, ROOM)?;
+        // A rebuilt record can be larger than the damaged file (an empty one, say).
+        let len = store.record_len().max(crate::state::render(&state).len());
+        store.reserve(len + ROOM)?;
         Ok((Ctx { store, before: state.clone(), state }, damage))
     }
 
     /// Makes sure the record can grow to `predicted` (plus the usual room) before the kernel is
     /// touched.
     pub fn reserve_for(&mut self, predicted: &State) -> Result<()> {
-        self.store.reserve(predicted, ROOM)
+        self.store.reserve(crate::state::render(predicted).len() + ROOM)
+    }
+
+    /// Makes sure the record can grow by these mappings before the kernel is touched, without
+    /// rendering the whole record again (a publish stays cheap with 10,000 ports published).
+    pub fn reserve_for_mappings(&mut self, added: &[Mapping]) -> Result<()> {
+        // Pretty JSON nested in the record is indented deeper than alone: twice is plenty.
+        let more = 2 * serde_json::to_string_pretty(added).map(|t| t.len()).unwrap_or(0);
+        self.store.reserve(self.store.record_len() + ROOM + more)
     }
 
     /// Step 4, and step 5 when it fails.

@@ -31,8 +31,8 @@ pub fn publish(dir: &Path, specs: &[String]) -> Result<()> {
         }
         added.push(m);
     }
+    ctx.reserve_for_mappings(&added)?;
     ctx.state.mappings.extend(added.iter().copied());
-    ctx.reserve_for(&ctx.state.clone())?;
     ctx.sync_mappings(&added, &[])?;
     // Entries made before this publish (e.g. a UDP client already sending to the host port)
     // would bypass the new DNAT for their whole life: drop them, keyed by the HOST port.
