@@ -18,6 +18,7 @@ use std::path::PathBuf;
 
 FILES:
   /run/netnat/state.json  netnat's runtime record of its networks, sandboxes and ports (JSON)
+  /run/netnat/state.json.damaged-SECONDS  A record that could not be read, kept by `recover` or `reset`
   /run/netnat/lock  Held with flock(2) for the whole of each command, so commands run one at a time
   /run/netns/NAME  The network namespace of sandbox NAME (the same place `ip netns` uses)
 
