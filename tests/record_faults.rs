@@ -80,6 +80,20 @@ fn damaged_record_is_survived(d: Damage) {
     assert_eq!(err.lines().count(), 1, "one warning line: {err}");
     assert!(err.contains("warning") && err.contains(RECORD) && err.contains("netnat recover"), "{err}");
 
+    // The other commands that only read answer too, each with the one warning line.
+    for (args, want) in [
+        (&["show"][..], "table inet netnat"),
+        (&["save"], "20000-20999:172.16.1.2:20000-20999"),
+        (&["graph"], "Container_ns2"),
+        (&["network", "ls"], "172.16.0.0/16"),
+        (&["sandbox", "ls"], "172.16.1.2"),
+    ] {
+        let (code, out, err) = netnat_out(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(out.contains(want), "{args:?}: {out}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one warning line: {err}");
+    }
+
     let (code, out, _) = netnat_out(&["audit"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("state.unreadable") && out.contains(RECORD), "{out}");

@@ -278,7 +278,7 @@ pub(super) fn execute(op: &LinkOp, links: &Links, store: &Store, rec: &mut State
         }
         LinkOp::AdoptNamespace { sandbox } => {
             // Made by netnat (a run killed before it saved its record) or by someone else.
-            let created = store.owns_netns(sandbox);
+            let created = store.owns_netns(sandbox) || super::has_sandbox_alias(sandbox);
             rec.sandboxes.entry(sandbox.clone()).or_insert_with(|| Sandbox {
                 name: sandbox.clone(),
                 created,

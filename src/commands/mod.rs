@@ -202,7 +202,7 @@ pub fn create_netns(store: &Store, name: &str) -> Result<bool> {
 }
 
 /// The namespace's lo carries netnat's sandbox alias: netnat created it.
-fn has_sandbox_alias(name: &str) -> bool {
+pub(super) fn has_sandbox_alias(name: &str) -> bool {
     let want = Mark::Sandbox(name.into());
     Links::open_in(&netns::path(name))
         .and_then(|l| l.aliased_links())
