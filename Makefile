@@ -13,7 +13,7 @@ CARGO ?= cargo
 BIN := target/release/netnat
 
 # Debian packages needed to build (libnftnl, libmnl, pkg-config) and to run the demo and tests.
-DEB_PACKAGES := libnftnl-dev libmnl-dev pkg-config nftables iproute2 iptables conntrack socat curl python3
+DEB_PACKAGES := libnftnl-dev libmnl-dev pkg-config nftables iproute2 iptables conntrack socat curl python3 e2fsprogs
 
 .PHONY: help deps build demo test man fmt lint check clean
 

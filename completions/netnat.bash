@@ -43,6 +43,9 @@ _netnat() {
             netnat,publish)
                 cmd="netnat__subcmd__publish"
                 ;;
+            netnat,recover)
+                cmd="netnat__subcmd__recover"
+                ;;
             netnat,reload)
                 cmd="netnat__subcmd__reload"
                 ;;
@@ -87,6 +90,9 @@ _netnat() {
                 ;;
             netnat__subcmd__help,publish)
                 cmd="netnat__subcmd__help__subcmd__publish"
+                ;;
+            netnat__subcmd__help,recover)
+                cmd="netnat__subcmd__help__subcmd__recover"
                 ;;
             netnat__subcmd__help,reload)
                 cmd="netnat__subcmd__help__subcmd__reload"
@@ -179,7 +185,7 @@ _netnat() {
 
     case "${cmd}" in
         netnat)
-            opts="-h -V --state-dir --help --version network sandbox connect disconnect publish unpublish ls show apply save reload reset audit graph help"
+            opts="-h -V --state-dir --help --version network sandbox connect disconnect publish unpublish ls show apply save reload reset recover audit graph help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -311,7 +317,7 @@ _netnat() {
             return 0
             ;;
         netnat__subcmd__help)
-            opts="network sandbox connect disconnect publish unpublish ls show apply save reload reset audit graph help"
+            opts="network sandbox connect disconnect publish unpublish ls show apply save reload reset recover audit graph help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -479,6 +485,20 @@ _netnat() {
             return 0
             ;;
         netnat__subcmd__help__subcmd__publish)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netnat__subcmd__help__subcmd__recover)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -795,6 +815,24 @@ _netnat() {
             return 0
             ;;
         netnat__subcmd__publish)
+            opts="-h --state-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netnat__subcmd__recover)
             opts="-h --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

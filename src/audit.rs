@@ -103,6 +103,9 @@ pub struct Observed {
     pub ra_links: Vec<String>,
     /// The state a configuration file describes (`--config`), to compare with the record.
     pub config: Option<State>,
+    /// Set when netnat's record could not be used (its path and why); `state` is then what the
+    /// kernel holds, rebuilt by `recover`.
+    pub record_unreadable: Option<String>,
 }
 
 /// How far a published port reaches.
@@ -169,6 +172,17 @@ impl Report {
 pub fn audit(o: &Observed) -> Report {
     let mappings = mapping_reports(o);
     let mut f = vec![];
+    if let Some(why) = &o.record_unreadable {
+        f.push(finding(
+            "state.unreadable",
+            Severity::Error,
+            format!(
+                "netnat's record {why}; the kernel is audited against what it holds; `netnat recover` rebuilds the \
+                 record, and commands that change things refuse until then"
+            ),
+            vec![why.split(": ").next().unwrap_or(why).to_string()],
+        ));
+    }
     inventory(o, &mappings, &mut f);
     drift(o, &mut f);
     drift_config(o, &mut f);
@@ -1449,6 +1463,18 @@ mod tests {
         let f = has(&o, "drift.config");
         assert_eq!(f.len(), 2, "{f:#?}");
         assert!(f.iter().all(|x| x.severity == Severity::Warning));
+    }
+
+    #[test]
+    fn unreadable_record_is_an_error_naming_the_file() {
+        let mut o = clean();
+        assert!(audit(&o).findings.iter().all(|f| f.id != "state.unreadable"));
+        o.record_unreadable = Some("/run/netnat/state.json: the file is empty".into());
+        let r = audit(&o);
+        let f = &r.findings[0];
+        assert_eq!((f.id, f.severity), ("state.unreadable", Severity::Error));
+        assert_eq!(f.objects, vec!["/run/netnat/state.json".to_string()]);
+        assert!(f.message.contains("the file is empty") && f.message.contains("netnat recover"), "{}", f.message);
     }
 
     #[test]

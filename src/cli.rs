@@ -18,6 +18,7 @@ use std::path::PathBuf;
 
 FILES:
   /run/netnat/state.json  netnat's runtime record of its networks, sandboxes and ports (JSON)
+  /run/netnat/state.json.damaged-SECONDS  A record that could not be read, kept by `recover` or `reset`
   /run/netnat/lock  Held with flock(2) for the whole of each command, so commands run one at a time
   /run/netns/NAME  The network namespace of sandbox NAME (the same place `ip netns` uses)
 
@@ -85,6 +86,20 @@ pub enum Command {
     Reload,
     /// Remove everything netnat created (bridges, veths, its namespaces, its nftables table) and nothing else
     Reset,
+    /// Rebuild netnat's record from the kernel when it cannot be read (garbage, truncated, empty, from a newer netnat, or lost)
+    #[command(
+        long_about = "Rebuild netnat's record from the kernel when it cannot be read (garbage, truncated, empty, \
+a format from a newer netnat, or missing while netnat's table, links or namespaces exist).
+
+netnat marks what it makes in the kernel itself: bridges carry the interface alias netnat:network=NAME, \
+the host ends of endpoints netnat:endpoint=NETWORK/SANDBOX, the lo of namespaces it created \
+netnat:sandbox=NAME; published ports are the elements of table inet netnat, and each network's rules \
+there say whether it is internal or masquerades. recover rebuilds networks, sandboxes, endpoints and \
+mappings from these, keeps the damaged file beside the new one (state.json.damaged-SECONDS, never \
+deleted) and says what the kernel could not tell (e.g. the value net.ipv4.ip_forward had before netnat). \
+It changes nothing in the kernel. With a readable record it does nothing."
+    )]
+    Recover,
     /// Check the kernel against netnat's record: drift, conflicts with other firewalls, host settings, leftovers
     #[command(
         after_help = "Exit status: 0 no finding at or above --fail-on, 1 at least one, 2 the audit could not run.",
@@ -242,6 +257,8 @@ Findings (id, severity: what):
   host.route-localnet-unguarded  error    route_localnet is on without netnat's 127.0.0.0/8 guard
   host.br-netfilter              info     bridged traffic traverses the IP hooks (br_netfilter)
   host.conntrack-full            warning  the conntrack table is over 80% full
+  state.unreadable               error    netnat's record cannot be read (the kernel is audited as it is;
+                                          `netnat recover` rebuilds the record)
   leftover.veth                  warning  a netnat-named veth that is not recorded, or whose peer is gone
   leftover.netns                 warning  a namespace netnat made that no endpoint uses
   leftover.mapping-target        warning  a mapping whose container address is in no netnat network
@@ -256,7 +273,7 @@ mod tests {
     #[test]
     fn every_audit_finding_id_is_documented() {
         let src = include_str!("audit.rs");
-        let prefixes = ["inventory.", "drift.", "conflict.", "host.", "leftover.", "foreign."];
+        let prefixes = ["inventory.", "drift.", "conflict.", "host.", "state.", "leftover.", "foreign."];
         let ids: Vec<&str> = src
             .split('"')
             .filter(|s| prefixes.iter().any(|p| s.starts_with(p)))

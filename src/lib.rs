@@ -16,6 +16,7 @@ pub mod link;
 pub mod linkplan;
 pub mod model;
 pub mod nft;
+pub mod recover;
 pub mod ruleset;
 pub mod state;
 

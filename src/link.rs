@@ -187,6 +187,31 @@ impl Links {
         Ok(())
     }
 
+    /// Sets the interface alias (IFLA_IFALIAS, `ip link set NAME alias TEXT`): netnat's mark on
+    /// what it made, kept by the kernel itself so it survives a lost record (see `recover`).
+    /// The kernel ignores an alias in the message that creates a link, hence a change after it.
+    pub fn set_alias(&self, name: &str, alias: &str) -> Result<()> {
+        let index = self.index_of(name)?;
+        self.change(LinkUnspec::new_with_index(index).alias(alias).build())
+            .with_context(|| format!("setting alias {alias:?} on {name}"))
+    }
+
+    /// Every link that has an alias, with it.
+    pub fn aliased_links(&self) -> Result<Vec<(LinkInfo, String)>> {
+        let msgs: Vec<LinkMessage> =
+            self.rt.block_on(self.handle.link().get().execute().try_collect()).context("listing links")?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| {
+                let alias = m.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::IfAlias(s) if !s.is_empty() => Some(s.clone()),
+                    _ => None,
+                })?;
+                Some((link_info(m), alias))
+            })
+            .collect())
+    }
+
     pub fn set_up(&self, name: &str) -> Result<()> {
         let index = self.index_of(name)?;
         self.change(LinkUnspec::new_with_index(index).up().build()).with_context(|| format!("setting {name} up"))

@@ -1,71 +1,243 @@
 //! netnat's record of what it made: one JSON file under the state directory (default /run/netnat,
 //! which lives exactly as long as the kernel state it describes), read and written under an
 //! exclusive lock held for the whole command, so concurrent commands never lose an update or
-//! hand out one address twice. Writes are atomic (temp file + fsync + rename).
+//! hand out one address twice.
+//!
+//! Writing is split in two so a command can prove the record is writable before it touches the
+//! kernel (the order is described once, at `commands::Ctx`): `reserve` writes a temporary file
+//! beside the record, as large as the record will become, and fsyncs it; `save` overwrites that
+//! file in place (no new space needed), fsyncs it and renames it over the record (same directory:
+//! no new space either). A crash leaves the old record or the new one, never half of one.
 
 use crate::model::State;
 use anyhow::{Context, Result};
+use serde::Serialize;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_DIR: &str = "/run/netnat";
+pub const FILE: &str = "state.json";
+/// The record format this netnat writes. A record without a `format` key was written before
+/// formats were numbered and has the layout of format 1.
+pub const FORMAT: u64 = 1;
+const TMP_PREFIX: &str = ".state.json.";
 
-/// The state directory with its lock held; dropping it releases the lock.
+/// What reading the record gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Read(State),
+    /// No record file (a fresh machine, or a deleted one: the caller asks the kernel which).
+    Missing,
+    /// The file is there but is not a record this netnat can read; the reason, for humans.
+    Unreadable(String),
+}
+
+/// The record as text: its format number first, then the state.
+pub fn render(state: &State) -> String {
+    #[derive(Serialize)]
+    struct Versioned<'a> {
+        format: u64,
+        #[serde(flatten)]
+        state: &'a State,
+    }
+    let mut text = serde_json::to_string_pretty(&Versioned { format: FORMAT, state }).expect("state always serialises");
+    text.push('\n');
+    text
+}
+
+/// Parses a record; the error says what is wrong with it (empty, not JSON, a format from a
+/// newer netnat, not netnat's layout).
+pub fn parse(text: &str) -> Result<State, String> {
+    if text.trim().is_empty() {
+        return Err("the file is empty".into());
+    }
+    let mut v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("it is not valid JSON ({e}), e.g. truncated or overwritten"))?;
+    let obj = v.as_object_mut().ok_or("it is not a JSON object")?;
+    match obj.remove("format") {
+        None => {}
+        Some(f) if f.as_u64() == Some(FORMAT) => {}
+        Some(f) => {
+            return Err(format!(
+                "it has record format {f}, and this netnat ({}) reads format {FORMAT} only",
+                env!("CARGO_PKG_VERSION")
+            ))
+        }
+    }
+    serde_json::from_value(v).map_err(|e| format!("it is JSON but not a netnat record ({e})"))
+}
+
+/// The state directory with its lock held; dropping it releases the lock and removes a
+/// reservation that was not used.
 pub struct Store {
     dir: PathBuf,
-    _lock: File,
+    _lock: Option<File>,
+    /// The temporary file `reserve` wrote: file, path, bytes it holds.
+    spare: Option<(File, PathBuf, usize)>,
 }
 
 impl Store {
-    /// Opens (creating if needed) the state directory and takes the lock, waiting for another
-    /// netnat command to finish if one holds it.
+    /// For commands that change things: opens (creating if needed) the state directory and takes
+    /// the lock, waiting for another netnat command to finish if one holds it. Temporary files
+    /// of commands that were killed are removed.
     pub fn lock(dir: &Path) -> Result<Store> {
         fs::create_dir_all(dir).with_context(|| format!("creating state directory {}", dir.display()))?;
-        let path = dir.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("opening lock file {}", path.display()))?;
-        loop {
-            if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                break;
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e).with_context(|| format!("locking {}", path.display()));
+        let store = Store { dir: dir.to_path_buf(), _lock: Some(take_lock(dir)?), spare: None };
+        if let Ok(rd) = fs::read_dir(dir) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                    let _ = fs::remove_file(e.path());
+                }
             }
         }
-        Ok(Store { dir: dir.to_path_buf(), _lock: lock })
+        Ok(store)
     }
 
-    fn file(&self) -> PathBuf {
-        self.dir.join("state.json")
+    /// For commands that only read: None when the directory does not exist (nothing is created);
+    /// in a read-only directory without a lock file, no lock (the record is replaced atomically,
+    /// so a read still sees one whole record).
+    pub fn open_existing(dir: &Path) -> Result<Option<Store>> {
+        if !dir.is_dir() {
+            return Ok(None);
+        }
+        let lock = take_lock(dir).ok();
+        Ok(Some(Store { dir: dir.to_path_buf(), _lock: lock, spare: None }))
     }
 
-    pub fn load(&self) -> Result<State> {
-        let path = self.file();
-        match fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).with_context(|| format!("reading netnat state {}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
-            Err(e) => Err(e).with_context(|| format!("reading netnat state {}", path.display())),
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn file(&self) -> PathBuf {
+        self.dir.join(FILE)
+    }
+
+    pub fn read(&self) -> Record {
+        match fs::read_to_string(self.file()) {
+            Ok(text) => match parse(&text) {
+                Ok(s) => Record::Read(s),
+                Err(why) => Record::Unreadable(why),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Record::Missing,
+            Err(e) => Record::Unreadable(format!("it cannot be read ({e})")),
         }
     }
 
-    pub fn save(&self, state: &State) -> Result<()> {
-        let path = self.file();
-        let tmp = self.dir.join(format!(".state.json.{}", std::process::id()));
-        let text = serde_json::to_string_pretty(state).expect("state always serialises");
-        let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(text.as_bytes())?;
+    /// The size of the record file now (0 when there is none).
+    pub fn record_len(&self) -> usize {
+        fs::metadata(self.file()).map(|m| m.len() as usize).unwrap_or(0)
+    }
+
+    /// Proves a record of up to `len` bytes can be written: writes that many bytes (spaces:
+    /// real bytes, so the space is allocated on any filesystem) to a temporary file beside the
+    /// record and fsyncs it. A second call only grows the reservation.
+    pub fn reserve(&mut self, len: usize) -> Result<()> {
+        if self.spare.as_ref().is_some_and(|(_, _, have)| *have >= len) {
+            return Ok(());
+        }
+        self.spare = None;
+        let tmp = self.dir.join(format!("{TMP_PREFIX}{}", std::process::id()));
+        let write = || -> std::io::Result<File> {
+            let mut f = OpenOptions::new().create(true).write(true).truncate(true).open(&tmp)?;
+            f.write_all(&vec![b' '; len])?;
             f.sync_all()?;
-            fs::rename(&tmp, &path)
+            Ok(f)
         };
-        write().with_context(|| format!("writing netnat state {}", path.display()))
+        match write() {
+            Ok(f) => {
+                self.spare = Some((f, tmp, len));
+                Ok(())
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e).with_context(|| {
+                    format!(
+                        "netnat cannot write its record in {} (it must be able to before it changes anything)",
+                        self.dir.display()
+                    )
+                })
+            }
+        }
+    }
+
+    /// Writes the record: into the reserved file when there is one, then fsync, rename over the
+    /// record, fsync of the directory.
+    pub fn save(&mut self, state: &State) -> Result<()> {
+        let path = self.file();
+        let text = render(state);
+        let (mut f, tmp) = match self.spare.take() {
+            Some((f, tmp, _)) => (f, tmp),
+            None => {
+                let tmp = self.dir.join(format!("{TMP_PREFIX}{}", std::process::id()));
+                let f = File::create(&tmp).with_context(|| format!("writing netnat's record {}", path.display()))?;
+                (f, tmp)
+            }
+        };
+        let mut write = || -> std::io::Result<()> {
+            f.seek(SeekFrom::Start(0))?;
+            f.write_all(text.as_bytes())?;
+            f.set_len(text.len() as u64)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            File::open(&self.dir)?.sync_all()
+        };
+        let r = write();
+        if r.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        r.with_context(|| format!("writing netnat's record {}", path.display()))
+    }
+
+    /// Keeps a damaged record under a new name beside it (`state.json.damaged-SECONDS`), so
+    /// replacing the record never deletes it. A hard link: no space needed, the content stays.
+    pub fn keep_damaged(&self) -> Result<Option<PathBuf>> {
+        let path = self.file();
+        if !path.exists() {
+            return Ok(None);
+        }
+        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let mut kept = self.dir.join(format!("{FILE}.damaged-{secs}"));
+        let mut n = 1;
+        while kept.exists() {
+            kept = self.dir.join(format!("{FILE}.damaged-{secs}.{n}"));
+            n += 1;
+        }
+        fs::hard_link(&path, &kept)
+            .or_else(|_| fs::copy(&path, &kept).map(|_| ()))
+            .with_context(|| format!("keeping the damaged record {} as {}", path.display(), kept.display()))?;
+        Ok(Some(kept))
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some((_, tmp, _)) = self.spare.take() {
+            let _ = fs::remove_file(tmp);
+        }
+    }
+}
+
+/// Opens the lock file (read-write, creating it; or read-only when it exists in a read-only
+/// directory: flock works on either) and takes the exclusive lock.
+fn take_lock(dir: &Path) -> Result<File> {
+    let path = dir.join("lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .or_else(|e| File::open(&path).map_err(|_| e))
+        .with_context(|| format!("opening lock file {}", path.display()))?;
+    loop {
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(lock);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e).with_context(|| format!("locking {}", path.display()));
+        }
     }
 }
 
@@ -112,4 +284,41 @@ impl Store {
 /// first two; this is the fallback).
 pub fn dir_or_default(dir: Option<&Path>) -> PathBuf {
     dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(DEFAULT_DIR))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::fixtures::seed_state;
+
+    #[test]
+    fn a_record_round_trips_with_its_format() {
+        let st = seed_state("nn12345678");
+        let text = render(&st);
+        assert!(text.contains("\"format\": 1"), "{text}");
+        assert_eq!(parse(&text), Ok(st.clone()));
+        // Records written before formats were numbered are format 1.
+        let old = serde_json::to_string(&st).unwrap();
+        assert_eq!(parse(&old), Ok(st));
+    }
+
+    #[test]
+    fn damaged_records_say_what_is_wrong() {
+        let text = render(&seed_state("nn12345678"));
+        let cases = [
+            ("", "empty"),
+            ("  \n", "empty"),
+            ("{\"x\u{1}garbage", "not valid JSON"),
+            (&text[..text.len() / 2], "not valid JSON"),
+            ("[1, 2]", "not a JSON object"),
+            ("{\"format\": 2, \"networks\": {}}", "record format 2"),
+            ("{\"format\": \"one\"}", "record format \"one\""),
+            ("{\"networks\": 5}", "not a netnat record"),
+            ("{\"surprise\": {}}", "not a netnat record"),
+        ];
+        for (text, want) in cases {
+            let why = parse(text).unwrap_err();
+            assert!(why.contains(want), "{text:?}: {why}");
+        }
+    }
 }

@@ -251,10 +251,13 @@ isolated!(counters_rise_with_traffic, inner_counters_rise_with_traffic, {
 });
 
 isolated!(audit_that_cannot_run_exits_2, inner_audit_that_cannot_run_exits_2, {
+    let err = fails(&["audit", "--config", "/run/no-such.toml"], 2);
+    assert!(err.contains("audit could not run") && err.contains("/run/no-such.toml"), "{err}");
+    // A damaged record does not stop the audit: it is a finding (tests/record_faults.rs).
     std::fs::create_dir_all("/run/netnat").unwrap();
     std::fs::write("/run/netnat/state.json", "not json").unwrap();
-    let err = fails(&["audit"], 2);
-    assert!(err.contains("audit could not run") && err.contains("state.json"), "{err}");
+    let out = String::from_utf8_lossy(&netnat(&["audit"]).stdout).into_owned();
+    assert!(out.contains("state.unreadable") && out.contains("state.json"), "{out}");
 });
 
 // ---- the JSON output against docs/audit-schema.json ----

@@ -35,10 +35,13 @@ pub fn apply(dir: &Path, file: &Path, o: &ApplyOptions) -> Result<()> {
         println!("ok");
         return Ok(());
     }
-    let mut ctx = Ctx::open(dir)?;
+    let mut ctx = if o.dry_run { Ctx::open_unreserved(dir)? } else { Ctx::open(dir)? };
     let wanted = config::to_state(&parsed, &ctx.state)?;
     let (target, extras) = with_extras(wanted, &ctx.state, o.prune)?;
     check_host_addresses(&target.mappings)?;
+    if !o.dry_run {
+        ctx.reserve_for(&target)?;
+    }
     let links = Links::open()?;
     let obs = observe(&links, &target, &ctx.state)?;
     let ops = linkplan::plan_links(&target, &ctx.state, &obs);
@@ -209,7 +212,7 @@ fn with_extras(mut t: State, rec: &State, prune: bool) -> Result<(State, Vec<Str
 }
 
 /// What the kernel has of the host namespace, for the objects of `a` and `b`.
-fn observe(links: &Links, a: &State, b: &State) -> Result<Observed> {
+pub(super) fn observe(links: &Links, a: &State, b: &State) -> Result<Observed> {
     let all = links.links()?;
     let addrs = links.addrs()?;
     let names: BTreeMap<u32, String> = all.iter().map(|l| (l.index, l.name.clone())).collect();
@@ -243,7 +246,7 @@ fn observe(links: &Links, a: &State, b: &State) -> Result<Observed> {
 }
 
 /// Does one step and records its effect in `rec`.
-fn execute(op: &LinkOp, links: &Links, store: &Store, rec: &mut State) -> Result<()> {
+pub(super) fn execute(op: &LinkOp, links: &Links, store: &Store, rec: &mut State) -> Result<()> {
     match op {
         LinkOp::Disconnect { sandbox, endpoint } => {
             links.delete_link(&endpoint.host_ifname)?;
@@ -277,7 +280,7 @@ fn execute(op: &LinkOp, links: &Links, store: &Store, rec: &mut State) -> Result
         }
         LinkOp::AdoptNamespace { sandbox } => {
             // Made by netnat (a run killed before it saved its record) or by someone else.
-            let created = store.owns_netns(sandbox);
+            let created = store.owns_netns(sandbox) || super::has_sandbox_alias(sandbox);
             rec.sandboxes.entry(sandbox.clone()).or_insert_with(|| Sandbox {
                 name: sandbox.clone(),
                 created,
@@ -293,7 +296,12 @@ fn execute(op: &LinkOp, links: &Links, store: &Store, rec: &mut State) -> Result
             };
             // Another endpoint of the sandbox may already carry the default route.
             let default_route = *default_route && sb.endpoints.is_empty();
-            links.add_endpoint(&endpoint_spec(network, sandbox, endpoint, default_route))?;
+            super::add_endpoint(
+                links,
+                &endpoint_spec(network, sandbox, endpoint, default_route),
+                &network.name,
+                sandbox,
+            )?;
             rec.sandboxes.get_mut(sandbox).expect("checked above").endpoints.push(endpoint.clone());
         }
         LinkOp::EnableForwarding { .. } => enable_forwarding(rec)?,
@@ -304,7 +312,7 @@ fn execute(op: &LinkOp, links: &Links, store: &Store, rec: &mut State) -> Result
 
 /// `save`: the record as a file `apply` accepts; what the kernel lacks is warned about.
 pub fn save(dir: &Path) -> Result<()> {
-    let state = Store::lock(dir)?.load()?;
+    let state = super::read_state(dir)?;
     let links = Links::open()?;
     let all = links.links()?;
     let kind = |name: &str| all.iter().find(|l| l.name == name).map(|l| l.kind.clone().unwrap_or_default());

@@ -15,8 +15,9 @@ use std::path::Path;
 /// Runs the audit and prints it. Ok(true) when a finding is at or above `--fail-on`.
 pub fn audit(dir: &Path, a: &AuditArgs) -> Result<bool> {
     super::require_net_admin().context("the audit reads nftables and conntrack over netlink")?;
-    let state = load_state(dir)?;
+    let (state, unreadable) = load_state(dir)?;
     let mut o = observe(state)?;
+    o.record_unreadable = unreadable;
     if let Some(file) = &a.config {
         o.config = Some(config_state(file, &o.state)?);
     }
@@ -47,13 +48,25 @@ fn config_state(file: &Path, record: &State) -> Result<State> {
 }
 
 pub fn graph(dir: &Path) -> Result<()> {
-    let state = load_state(dir)?;
+    let state = super::read_state(dir)?;
     print!("{}", graph::dot(&state));
     Ok(())
 }
 
-fn load_state(dir: &Path) -> Result<State> {
-    Store::lock(dir)?.load()
+/// The record; when it cannot be used, the state rebuilt from the kernel (so the kernel is
+/// audited as usual) and why, for the `state.unreadable` finding.
+fn load_state(dir: &Path) -> Result<(State, Option<String>)> {
+    let store = Store::open_existing(dir)?;
+    let why = match &store {
+        Some(s) => match super::load(s)? {
+            Ok(st) => return Ok((st, None)),
+            Err(why) => why,
+        },
+        None if super::observe_kernel(None, false)?.is_empty() => return Ok((State::default(), None)),
+        None => format!("its directory {} is missing, while netnat's table, links or namespaces exist", dir.display()),
+    };
+    let rebuilt = crate::recover::rebuild(&super::observe_kernel(store.as_ref(), true)?).state;
+    Ok((rebuilt, Some(format!("{}: {why}", dir.join(crate::state::FILE).display()))))
 }
 
 /// Reads everything the audit looks at. Fails only when netnat's own view cannot be read.
@@ -130,5 +143,6 @@ pub fn observe(state: State) -> Result<Observed> {
         ra_links,
         netns: netns::list()?,
         config: None,
+        record_unreadable: None,
     })
 }

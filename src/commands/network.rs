@@ -102,6 +102,7 @@ fn differences(old: &Network, new: &Network) -> String {
 /// connections to a published port can be DNAT'd onto it (only this interface gets it).
 pub fn bring_up_bridge(links: &Links, net: &Network) -> Result<()> {
     links.ensure_bridge(&net.bridge, &bridge_addrs(net))?;
+    links.set_alias(&net.bridge, &crate::recover::network_alias(&net.name))?;
     sysctl::write(&crate::linkplan::route_localnet_key(&net.bridge), "1")
 }
 
@@ -172,7 +173,7 @@ pub fn network_rm(dir: &Path, name: &str) -> Result<()> {
 }
 
 pub fn network_ls(dir: &Path, json: bool) -> Result<()> {
-    let state = crate::state::Store::lock(dir)?.load()?;
+    let state = super::read_state(dir)?;
     let nets: Vec<&Network> = state.networks.values().collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&nets)?);
@@ -272,7 +273,7 @@ pub fn sandbox_rm(dir: &Path, name: &str) -> Result<()> {
 }
 
 pub fn sandbox_ls(dir: &Path, json: bool) -> Result<()> {
-    let state = crate::state::Store::lock(dir)?.load()?;
+    let state = super::read_state(dir)?;
     let sbs: Vec<&Sandbox> = state.sandboxes.values().collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&sbs)?);
@@ -356,7 +357,7 @@ fn connect_in(
         anyhow::bail!("the namespace of sandbox {sandbox} ({}) is gone", netns::path(sandbox).display());
     }
     let ep = Endpoint { network: network.into(), ips, ifname, host_ifname: host_ifname(sandbox, network) };
-    links.add_endpoint(&endpoint_spec(&net, sandbox, &ep, sb.endpoints.is_empty()))?;
+    super::add_endpoint(links, &endpoint_spec(&net, sandbox, &ep, sb.endpoints.is_empty()), network, sandbox)?;
     let msg = format!(
         "sandbox {sandbox} connected to {network} as {} {} (host side {})",
         ep.ifname,

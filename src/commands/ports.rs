@@ -38,6 +38,7 @@ pub fn publish(dir: &Path, specs: &[String]) -> Result<()> {
         }
         added.push(m);
     }
+    ctx.reserve_for_mappings(&added)?;
     ctx.state.mappings.extend(added.iter().copied());
     ctx.sync_mappings(&added, &[])?;
     // Entries made before this publish (e.g. a UDP client already sending to the host port)
@@ -196,9 +197,10 @@ pub fn mapping_views(state: &State, live: Option<&LiveTable>) -> Vec<MappingView
 }
 
 pub fn ls(dir: &Path, json: bool) -> Result<()> {
-    let ctx = Ctx::open(dir)?;
+    super::require_net_admin()?;
+    let state = super::read_state(dir)?;
     let live = read_live_table()?;
-    let views = mapping_views(&ctx.state, live.as_ref());
+    let views = mapping_views(&state, live.as_ref());
     if json {
         println!("{}", serde_json::to_string_pretty(&views)?);
         return Ok(());
@@ -223,8 +225,10 @@ fn range(a: u16, b: u16) -> String {
     }
 }
 
-pub fn show(counters: bool) -> Result<()> {
+pub fn show(dir: &Path, counters: bool) -> Result<()> {
     super::require_net_admin()?;
+    // The table is read from the kernel anyway; the record is only checked, to say it is damaged.
+    let _ = super::read_state(dir)?;
     match read_live_table()? {
         Some(t) => print!("{}", render_table(&t, counters)),
         None => println!("# table inet netnat does not exist (no network or port yet)"),

@@ -1,17 +1,40 @@
-//! `reset`: remove everything netnat made, and nothing else.
+//! `reset`: remove everything netnat made, and nothing else. What netnat made is the union of its
+//! record and of what carries netnat's marks in the kernel (see `recover`), so a reset also works
+//! when the record is damaged or lost, and finds what a killed command made but never recorded.
 
 use super::network::restore_sysctls;
-use super::{delete_netns, read_live_table, Ctx};
+use super::{delete_netns, observe_kernel, read_live_table, Ctx};
 use crate::link::Links;
 use crate::model::State;
 use crate::nft::Nft;
 use crate::ruleset::{NftOp, TABLE};
 use anyhow::Result;
+use std::collections::BTreeSet;
 use std::path::Path;
 
 pub fn reset(dir: &Path) -> Result<()> {
-    let mut ctx = Ctx::open(dir)?;
+    let (mut ctx, damage) = Ctx::open_any(dir)?;
     let links = Links::open()?;
+    let marked = observe_kernel(Some(ctx.store()), false)?;
+    let st = &ctx.state;
+    let veths: BTreeSet<String> = st
+        .sandboxes
+        .values()
+        .flat_map(|s| s.endpoints.iter().map(|e| e.host_ifname.clone()))
+        .chain(marked.veths.iter().map(|v| v.name.clone()))
+        .collect();
+    // Namespaces netnat made: recorded as made, marked in the kernel, or marked before creation
+    // (a command killed half-way).
+    let namespaces: BTreeSet<String> = st
+        .sandboxes
+        .values()
+        .filter(|s| s.created)
+        .map(|s| s.name.clone())
+        .chain(marked.made_namespaces.iter().cloned())
+        .chain(ctx.store().owned_netns())
+        .collect();
+    let bridges: BTreeSet<String> =
+        st.networks.values().map(|n| n.bridge.clone()).chain(marked.bridges.iter().map(|b| b.name.clone())).collect();
     // Keep going on failure and report everything at the end: a half-done reset is worse than
     // one that says exactly what it could not remove.
     let mut failures: Vec<String> = vec![];
@@ -28,22 +51,14 @@ pub fn reset(dir: &Path) -> Result<()> {
             format!("deleting table inet {TABLE}"),
         );
     }
-    for sb in ctx.state.sandboxes.values() {
-        for ep in &sb.endpoints {
-            note(links.delete_link(&ep.host_ifname), format!("deleting veth {}", ep.host_ifname));
-        }
-        if sb.created {
-            note(delete_netns(ctx.store(), &sb.name), format!("deleting namespace {}", sb.name));
-        }
+    for v in &veths {
+        note(links.delete_link(v), format!("deleting veth {v}"));
     }
-    // Namespaces netnat made but never recorded (a command killed half-way).
-    for name in ctx.store().owned_netns() {
-        if !ctx.state.sandboxes.contains_key(&name) {
-            note(delete_netns(ctx.store(), &name), format!("deleting namespace {name}"));
-        }
+    for name in &namespaces {
+        note(delete_netns(ctx.store(), name), format!("deleting namespace {name}"));
     }
-    for net in ctx.state.networks.values() {
-        note(links.delete_link(&net.bridge), format!("deleting bridge {}", net.bridge));
+    for b in &bridges {
+        note(links.delete_link(b), format!("deleting bridge {b}"));
     }
     note(restore_sysctls(&mut ctx.state).map(|_| true), "restoring sysctls".into());
     note(super::reload::remove_sysctl_conf().map(|_| true), "removing the sysctl.d drop-in".into());
@@ -51,9 +66,27 @@ pub fn reset(dir: &Path) -> Result<()> {
     if !failures.is_empty() {
         anyhow::bail!("reset left things behind:\n  - {}", failures.join("\n  - "));
     }
+    let kept = match &damage {
+        Some(_) => ctx.store().keep_damaged()?,
+        None => None,
+    };
     ctx.state = State::default();
     ctx.save()?;
     let table = if had_table { format!(" and table inet {TABLE}") } else { String::new() };
     println!("reset: removed {n} network(s), {s} sandbox(es), {m} mapping(s){table}");
+    if let Some(d) = damage {
+        println!(
+            "reset: the record could not be used ({}); what netnat made was found by its marks in the kernel",
+            d.why
+        );
+        if let Some(k) = kept {
+            println!("reset: the damaged record is kept as {}", k.display());
+        }
+        if n > 0 {
+            println!(
+                "reset: net.ipv4.ip_forward is left as it is: the value it had before netnat is not in the kernel"
+            );
+        }
+    }
     Ok(())
 }

@@ -358,3 +358,41 @@ pub fn tcp_get_settled(netns: Option<&Path>, dst: &str) -> Result<String, String
         }
     }
 }
+
+/// The seed topology with ports published and answering: the external host, MyDocker0 with
+/// Container_ns1 (server "ns1" on 172.16.1.1:8080, published as host port 9090) and
+/// Container_ns2 (server "ns2" on 172.16.1.2:20005, in the published range 20000-20999).
+/// Keep the servers alive for as long as the ports should answer. Makes the external host
+/// unless it exists.
+pub fn seed_with_published_ports() -> Vec<Server> {
+    if !ns("ext").exists() {
+        make_external_host();
+    }
+    seed_topology();
+    ok(&["publish", "9090:172.16.1.1:8080", "20000-20999:172.16.1.2:20000-20999"]);
+    let servers = vec![
+        tcp_server(Some(&ns("Container_ns1")), "172.16.1.1:8080", "ns1"),
+        tcp_server(Some(&ns("Container_ns2")), "172.16.1.2:20005", "ns2"),
+    ];
+    assert_published(9090, "ns1");
+    assert_published(20005, "ns2");
+    servers
+}
+
+/// A request from the external host to host port `port` gets the answer of server `name`,
+/// which sees the external host's own address.
+pub fn assert_published(port: u16, name: &str) {
+    let got =
+        tcp_get(Some(&ns("ext")), &format!("{HOST_EXT_IP}:{port}")).unwrap_or_else(|e| panic!("port {port}: {e}"));
+    assert_eq!(got, format!("{name} saw {EXT_IP}"), "port {port}");
+}
+
+/// Runs netnat and returns (exit code, stdout, stderr), asserting nothing.
+pub fn netnat_out(args: &[&str]) -> (i32, String, String) {
+    let out = netnat(args);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
