@@ -367,12 +367,17 @@ fn concurrently(args: Vec<Vec<String>>) -> Vec<std::process::Output> {
 
 isolated!(concurrent_publishes_never_lose_or_double, inner_concurrent_publishes_never_lose_or_double, {
     setup();
-    // 20 distinct ports at once: all present.
-    let outs = concurrently((0..20).map(|i| vec!["publish".into(), format!("{}:172.16.1.1:80", 10000 + i)]).collect());
+    // 20 distinct ports of each family at once: all present.
+    let both = (0..20).flat_map(|i| {
+        [format!("{}:172.16.1.1:80", 10000 + i), format!("{}:[fd00:16::2]:80", 10000 + i)]
+            .map(|spec| vec!["publish".to_string(), spec])
+    });
+    let outs = concurrently(both.collect());
     assert!(outs.iter().all(|o| o.status.success()));
     let v: serde_json::Value = serde_json::from_str(&ok(&["ls", "--json"])).unwrap();
-    assert_eq!(v.as_array().unwrap().len(), 20);
+    assert_eq!(v.as_array().unwrap().len(), 40);
     assert_eq!(sh("nft list map inet netnat pub_any4").matches(" : 172.16.1.1 . 80").count(), 20);
+    assert_eq!(sh("nft list map inet netnat pub_any6").matches(" : fd00:16::2 . 80").count(), 20);
     // 10 publishes of one host port to different targets: exactly one wins, the others name it.
     let outs = concurrently((0..10).map(|i| vec!["publish".into(), format!("7777:172.16.1.{}:80", 10 + i)]).collect());
     let winners: Vec<_> = outs.iter().filter(|o| o.status.success()).collect();
@@ -388,14 +393,16 @@ isolated!(concurrent_publishes_never_lose_or_double, inner_concurrent_publishes_
 isolated!(publish_needs_net_admin, inner_publish_needs_net_admin, {
     setup();
     let before = kernel_snapshot();
-    let out = std::process::Command::new("setpriv")
-        .args(["--inh-caps=-all", "--bounding-set=-net_admin", NETNAT, "publish", "9090:172.16.1.1:8080"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("CAP_NET_ADMIN") && err.trim().lines().count() == 1, "{err}");
-    assert_eq!(before, kernel_snapshot());
+    for spec in ["9090:172.16.1.1:8080", "9090:[fd00:16::2]:8080"] {
+        let out = std::process::Command::new("setpriv")
+            .args(["--inh-caps=-all", "--bounding-set=-net_admin", NETNAT, "publish", spec])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("CAP_NET_ADMIN") && err.trim().lines().count() == 1, "{err}");
+        assert_eq!(before, kernel_snapshot());
+    }
 });
 
 isolated!(publish_and_unpublish_survive_hand_edited_elements, inner_publish_survives_drift, {

@@ -17,7 +17,7 @@ name = "netA"
 subnet = "10.60.0.0/24"
 [[network]]
 name = "netB"
-subnet = "10.61.0.0/24"
+subnet = ["10.61.0.0/24", "fd00:61::/64"]
 [[sandbox]]
 name = "s1"
 [[sandbox.endpoint]]
@@ -33,7 +33,8 @@ ip = "10.60.0.3"
 name = "s3"
 [[sandbox.endpoint]]
 network = "netB"
-ip = "10.61.0.2"
+ip = ["10.61.0.2", "fd00:61::2"]
+publish = ["[::]:40000-44999:[fd00:61::2]:40000-44999"]
 "#;
 
 const STATE_B: &str = r#"
@@ -42,7 +43,7 @@ name = "netA"
 subnet = "10.60.0.0/24"
 [[network]]
 name = "netC"
-subnet = "10.62.0.0/24"
+subnet = ["10.62.0.0/24", "fd00:62::/64"]
 [[sandbox]]
 name = "s1"
 [[sandbox.endpoint]]
@@ -52,8 +53,8 @@ ip = "10.60.0.2"
 name = "s4"
 [[sandbox.endpoint]]
 network = "netC"
-ip = "10.62.0.2"
-publish = ["20000-29999:10.62.0.2:30000-39999", "8080:10.62.0.2:80/udp"]
+ip = ["10.62.0.2", "fd00:62::2"]
+publish = ["20000-29999:10.62.0.2:30000-39999", "8080:10.62.0.2:80/udp", "[::]:40000-44999:[fd00:62::2]:50000-54999"]
 [[sandbox]]
 name = "s5"
 [[sandbox.endpoint]]
