@@ -125,13 +125,13 @@ heading "A fresh network namespace stands in for the host: only a loopback inter
 say ip -br link
 say nft list tables
 
-heading "Network MyDocker0: a Linux bridge with the gateway address (brctl addbr + ip addr add, in the seed)"
-say netnat network create MyDocker0 --subnet 172.16.0.0/16 --gateway 172.16.1.254
+heading "Network MyDocker0: a Linux bridge with the gateway address (brctl addbr + ip addr add, in the seed), dual stack"
+say netnat network create MyDocker0 --subnet 172.16.0.0/16 --gateway 172.16.1.254 --subnet fd00:16::/64
 say ip -br addr show MyDocker0
 
 heading "Sandboxes Container_ns1 and Container_ns2: a named namespace each, joined by a veth endpoint"
-say netnat sandbox create Container_ns1 --network MyDocker0 --ip 172.16.1.1
-say netnat sandbox create Container_ns2 --network MyDocker0 --ip 172.16.1.2
+say netnat sandbox create Container_ns1 --network MyDocker0 --ip 172.16.1.1 --ip fd00:16::2
+say netnat sandbox create Container_ns2 --network MyDocker0 --ip 172.16.1.2 --ip fd00:16::3
 say netnat sandbox ls
 say ip netns exec Container_ns1 ip -br addr
 say ip netns exec Container_ns1 ip route
@@ -144,23 +144,33 @@ printf '\n$ ip netns exec Container_ns1 python3 -m http.server 8080 --bind 172.1
 (cd "$WORK/files" && exec timeout 240 ip netns exec Container_ns1 python3 -m http.server 8080 --bind 172.16.1.1) \
     >"$WORK/fileserver.log" 2>&1 &
 PIDS+=($!)
+# The same files over IPv6 (http.server listens on one address per process).
+(cd "$WORK/files" && exec timeout 240 ip netns exec Container_ns1 python3 -m http.server 8080 --bind fd00:16::2) \
+    >"$WORK/fileserver6.log" 2>&1 &
+PIDS+=($!)
 wait_listening Container_ns1 8080
 
 heading "Container to container, across the bridge: Container_ns2 -> 172.16.1.1:8080"
 say_into out ip netns exec Container_ns2 curl -sS --max-time 3 http://172.16.1.1:8080/ || fail "Container_ns2 cannot reach the file server"
 [[ $out == *"hello from Container_ns1"* ]] || fail "unexpected answer: $out"
 
-heading "An external host: namespace ext, linked to the host by a veth (host 198.51.100.1, ext 198.51.100.2)"
+heading "An external host: namespace ext, linked to the host by a veth (host 198.51.100.1 and 2001:db8:1::1, ext .2 and ::2)"
 say ip netns add ext
 say ip link add veth-ext type veth peer name eth0 netns ext
 say ip addr add 198.51.100.1/24 dev veth-ext
+say ip addr add 2001:db8:1::1/64 dev veth-ext nodad
 say ip link set veth-ext up
 say ip -n ext addr add 198.51.100.2/24 dev eth0
+say ip -n ext addr add 2001:db8:1::2/64 dev eth0 nodad
 say ip -n ext link set eth0 up
 say ip -n ext link set lo up
+say ip -n ext -6 route add default via 2001:db8:1::1
 
-heading "Publish host port 9090 to Container_ns1:8080 (the seed ran a userland proxy here; netnat adds a map element)"
-say netnat publish 9090:172.16.1.1:8080
+heading "Publish host port 9090 to Container_ns1:8080, both families in one command (the seed ran a userland proxy here; netnat adds a map element per family)"
+say netnat publish 9090:Container_ns1:8080
+say_into out ip netns exec ext curl -sS --max-time 3 -g "http://[2001:db8:1::1]:9090/" || fail "ext cannot reach the published port over IPv6"
+[[ $out == *"hello from Container_ns1"* ]] || fail "unexpected answer through the published port over IPv6: $out"
+grep -q '^2001:db8:1::2 ' "$WORK/fileserver6.log" || fail "the IPv6 file server did not see 2001:db8:1::2"
 say_into out ip netns exec ext curl -sS --max-time 3 http://198.51.100.1:9090/ || fail "ext cannot reach the published port"
 [[ $out == *"hello from Container_ns1"* ]] || fail "unexpected answer through the published port: $out"
 echo

@@ -118,9 +118,11 @@ isolated!(dry_run_changes_nothing, inner_dry_run, {
 
     ok(&["apply", "-f", &demo()]);
     let applied = kernel_snapshot();
-    let changed = std::fs::read_to_string(demo()).unwrap().replace("ip = \"172.16.1.2\"", "ip = \"172.16.1.3\"");
+    let changed = std::fs::read_to_string(demo())
+        .unwrap()
+        .replace("\"172.16.1.2\", \"fd00:16::3\"", "\"172.16.1.3\", \"fd00:16::3\"");
     let out = ok(&["apply", "--dry-run", "--prune", "-f", &file("changed.toml", &changed)]);
-    assert!(out.contains("connect Container_ns2 to MyDocker0 as eth0 172.16.1.3"), "{out}");
+    assert!(out.contains("connect Container_ns2 to MyDocker0 as eth0 172.16.1.3 fd00:16::3"), "{out}");
     assert!(out.contains("disconnect Container_ns2 from MyDocker0 (eth0 172.16.1.2"), "{out}");
     assert_eq!(kernel_snapshot(), applied, "dry run changed the kernel");
     assert!(ok(&["apply", "--dry-run", "-f", &demo()]).contains("no changes"));

@@ -374,7 +374,10 @@ isolated!(json_matches_documented_schema, inner_json_matches_documented_schema, 
 });
 
 isolated!(config_drift, inner_config_drift, {
-    setup();
+    // What rules/demo.toml describes: the seed, dual stack, 9090 published on both families.
+    make_external_host_v6();
+    seed_topology_v6();
+    ok(&["publish", "9090:Container_ns1:8080"]);
     let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/demo.toml");
     let (code, v) = audit(&["--config", demo]);
     assert!(with_id(&v, "drift.config", "warning").is_empty(), "{v:#}");
