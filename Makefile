@@ -73,7 +73,8 @@ demo: deps build
 	NETNAT_BIN=$(BIN) bash scripts/demo.sh
 
 # The kernel tests need root: each re-executes itself in a new network and mount namespace.
-test: deps
+# tests/package.rs runs `make deb` and `make install` (cargo-deb is installed here, up front).
+test: deps cargo-deb
 	$(CARGO) test --all-targets
 
 # Writes man/*.1 and completions/* from the clap definitions (tests/generated_docs.rs);
