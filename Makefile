@@ -1,4 +1,4 @@
-# netnat: build, demo, tests, generated docs. Run as root on Debian/Ubuntu:
+# netnat: build, demo, tests, generated docs, package. Run as root on Debian/Ubuntu:
 #   make demo   the seed story in a throwaway network namespace
 #   make test   the whole test suite (kernel tests run in throwaway namespaces)
 
@@ -10,17 +10,38 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 CARGO ?= cargo
-BIN := target/release/netnat
+# Cargo's output directory: ./target unless CARGO_TARGET_DIR says otherwise.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+BIN := $(abspath $(TARGET_DIR))/release/netnat
 
-# Debian packages needed to build (libnftnl, libmnl, pkg-config) and to run the demo and tests.
-DEB_PACKAGES := libnftnl-dev libmnl-dev pkg-config nftables iproute2 iptables conntrack socat curl python3 e2fsprogs
+# Debian packages needed to build (libnftnl, libmnl, pkg-config), to run the demo and tests,
+# and to build and check the .deb (dpkg-dev for dpkg-shlibdeps, lintian).
+DEB_PACKAGES := libnftnl-dev libmnl-dev pkg-config nftables iproute2 iptables conntrack socat curl python3 \
+	e2fsprogs dpkg-dev lintian
 
-.PHONY: help deps build demo test man fmt lint check clean
+# `make deb` builds with this cargo-deb, installed from crates.io when missing.
+CARGO_DEB_VERSION := 3.8.0
+
+# `make install`: the package's layout under PREFIX (/usr/local by default). The units run
+# $(SBINDIR)/netnat and read $(SYSCONFDIR)/netnat/netnat.toml.
+PREFIX ?= /usr/local
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR ?= $(PREFIX)/share/zsh/vendor-completions
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+DOCDIR ?= $(PREFIX)/share/doc/netnat
+SYSCONFDIR ?= /etc
+
+.PHONY: help deps build demo test man fmt lint check clean deb cargo-deb install uninstall
 
 help:
 	@echo "make demo    install what is missing, build, run scripts/demo.sh (root)"
 	@echo "make test    install what is missing, run every test (root)"
 	@echo "make build   cargo build --release"
+	@echo "make deb     build the Debian package (cargo-deb) into $(TARGET_DIR)/debian/"
+	@echo "make install install the package's files under PREFIX (default /usr/local), DESTDIR"
+	@echo "make uninstall  remove what make install installed (not the file in /etc)"
 	@echo "make man     regenerate man/ and completions/ from src/cli.rs"
 	@echo "make fmt     cargo fmt"
 	@echo "make lint    cargo fmt --check and clippy with warnings as errors"
@@ -49,16 +70,55 @@ build:
 	$(CARGO) build --release
 
 demo: deps build
-	bash scripts/demo.sh
+	NETNAT_BIN=$(BIN) bash scripts/demo.sh
 
 # The kernel tests need root: each re-executes itself in a new network and mount namespace.
-test: deps
+# tests/package.rs runs `make deb` and `make install` (cargo-deb is installed here, up front).
+test: deps cargo-deb
 	$(CARGO) test --all-targets
 
 # Writes man/*.1 and completions/* from the clap definitions (tests/generated_docs.rs);
 # without NETNAT_REGENERATE that test fails when the committed files are stale.
 man:
 	NETNAT_REGENERATE=1 $(CARGO) test --test generated_docs -- --nocapture
+
+# The package is checked by tests/package.rs (contents, modes, lintian, the binary inside).
+# --strip: the release profile keeps line tables for profiling; the package does not need them.
+deb: deps cargo-deb
+	$(CARGO) deb --strip
+
+cargo-deb:
+	@$(CARGO) deb --version 2>/dev/null | grep -qx "cargo-deb $(CARGO_DEB_VERSION)" || \
+	    $(CARGO) install cargo-deb --locked --version $(CARGO_DEB_VERSION)
+
+# The files of the .deb but the two that only Debian's tools read (changelog.Debian.gz and the
+# lintian overrides); tests/package.rs compares the two lists. An existing netnat.toml is kept.
+install: build
+	install -D -s -m 755 $(BIN) $(DESTDIR)$(SBINDIR)/netnat
+	install -d -m 755 $(DESTDIR)$(MANDIR)/man1
+	for page in man/*.1; do \
+	    gzip -9 -n -c "$$page" > "$(DESTDIR)$(MANDIR)/man1/$${page#man/}.gz"; \
+	    chmod 644 "$(DESTDIR)$(MANDIR)/man1/$${page#man/}.gz"; \
+	done
+	install -D -m 644 completions/netnat.bash $(DESTDIR)$(BASHCOMPDIR)/netnat
+	install -D -m 644 completions/_netnat $(DESTDIR)$(ZSHCOMPDIR)/_netnat
+	install -d -m 755 $(DESTDIR)$(UNITDIR)
+	for unit in systemd/*.service; do \
+	    sed -e 's|/usr/sbin/netnat|$(SBINDIR)/netnat|g' -e 's|/etc/netnat/|$(SYSCONFDIR)/netnat/|g' \
+	        "$$unit" > "$(DESTDIR)$(UNITDIR)/$${unit#systemd/}"; \
+	    chmod 644 "$(DESTDIR)$(UNITDIR)/$${unit#systemd/}"; \
+	done
+	[ -e $(DESTDIR)$(SYSCONFDIR)/netnat/netnat.toml ] || \
+	    install -D -m 644 packaging/netnat.toml $(DESTDIR)$(SYSCONFDIR)/netnat/netnat.toml
+	install -D -m 644 -t $(DESTDIR)$(DOCDIR)/examples rules/demo.toml rules/example-all-options.toml
+	install -D -m 644 packaging/copyright $(DESTDIR)$(DOCDIR)/copyright
+	@echo "installed; enable at boot with: systemctl daemon-reload && systemctl enable --now netnat.service netnat-reload.service"
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/netnat $(DESTDIR)$(BASHCOMPDIR)/netnat $(DESTDIR)$(ZSHCOMPDIR)/_netnat
+	for page in man/*.1; do rm -f "$(DESTDIR)$(MANDIR)/man1/$${page#man/}.gz"; done
+	for unit in systemd/*.service; do rm -f "$(DESTDIR)$(UNITDIR)/$${unit#systemd/}"; done
+	rm -rf $(DESTDIR)$(DOCDIR)
 
 fmt:
 	$(CARGO) fmt

@@ -4,10 +4,20 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+/// `netnat --version`: the crate's version and the libraries it was built against (build.rs).
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\nbuilt against libnftnl ",
+    env!("NETNAT_LIBNFTNL_VERSION"),
+    ", libmnl ",
+    env!("NETNAT_LIBMNL_VERSION")
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "netnat",
     version,
+    long_version = LONG_VERSION,
     about = "Container networks on Linux with in-kernel NAT: bridges, veth endpoints, network namespaces, and published ports through nftables (no userland proxy)",
     long_about = None,
     after_help = "Exit status: 0 done, 1 runtime failure, 2 invalid input or usage.",

@@ -342,10 +342,10 @@ fn systemd_units_verify() {
     let mut paths = vec![];
     for unit in ["netnat.service", "netnat-reload.service"] {
         let text = std::fs::read_to_string(format!("{root}/systemd/{unit}")).unwrap();
-        assert!(text.contains("/usr/local/bin/netnat "), "{unit} does not run /usr/local/bin/netnat");
+        assert!(text.contains("/usr/sbin/netnat "), "{unit} does not run /usr/sbin/netnat");
         // verify checks that ExecStart= exists: point it at the binary under test.
         let p = dir.join(unit);
-        std::fs::write(&p, text.replace("/usr/local/bin/netnat", common::NETNAT)).unwrap();
+        std::fs::write(&p, text.replace("/usr/sbin/netnat", common::NETNAT)).unwrap();
         paths.push(p);
     }
     let out = std::process::Command::new("systemd-analyze")
@@ -362,13 +362,13 @@ fn systemd_units_verify() {
         "RemainAfterExit=yes",
         "Before=network-pre.target",
         "Wants=network-pre.target",
-        "ExecStart=/usr/local/bin/netnat apply -f /etc/netnat/netnat.toml",
-        "ExecReload=/usr/local/bin/netnat reload",
+        "ExecStart=/usr/sbin/netnat apply -f /etc/netnat/netnat.toml",
+        "ExecReload=/usr/sbin/netnat reload",
     ] {
         assert!(main.lines().any(|l| l == line), "netnat.service lacks {line}");
     }
     let reload = std::fs::read_to_string(format!("{root}/systemd/netnat-reload.service")).unwrap();
-    for line in ["PartOf=nftables.service", "WantedBy=nftables.service", "ExecStart=/usr/local/bin/netnat reload"] {
+    for line in ["PartOf=nftables.service", "WantedBy=nftables.service", "ExecStart=/usr/sbin/netnat reload"] {
         assert!(reload.lines().any(|l| l == line), "netnat-reload.service lacks {line}");
     }
     assert!(reload.lines().any(|l| l.starts_with("After=") && l.contains("nftables.service")));

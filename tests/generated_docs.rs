@@ -21,8 +21,9 @@ fn root() -> &'static Path {
 /// Every file that should be committed under man/ and completions/.
 fn generate() -> Files {
     let mut files = Files::new();
-    // Pages for `help` would only repeat the others.
-    let mut cmd = Cli::command().disable_help_subcommand(true);
+    // Pages for `help` would only repeat the others. The long version names the libnftnl and
+    // libmnl of the build machine; the committed pages keep to the crate's version.
+    let mut cmd = Cli::command().disable_help_subcommand(true).long_version(None::<&str>);
     cmd.build();
     files.insert(PathBuf::from("man").join("netnat.1"), top_page(&cmd));
     for sub in cmd.get_subcommands() {
