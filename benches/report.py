@@ -41,6 +41,7 @@ def fmt(v, nd=1):
 
 
 configs = ["direct", "netnat", "nft1", "iptables", "netavark", "socat", "dockerproxy"]
+configs6 = ["direct6", "netnat6", "nft6"]
 names = {
     "direct": "direct (no NAT)",
     "netnat": "netnat",
@@ -49,23 +50,39 @@ names = {
     "netavark": "netavark (Podman), iptables driver",
     "socat": "socat proxy",
     "dockerproxy": "docker-proxy",
+    "direct6": "direct over IPv6 (no NAT)",
+    "netnat6": "netnat over IPv6",
+    "nft6": "hand nft ip6, 1 rule",
 }
+
+
+def datapath_table(cfgs, direct):
+    emit("| configuration | Gbit/s | ratio | keep-alive req/s | ratio | p99 ms | new-conn req/s | ratio | p99 ms | proxy RSS KiB |")
+    emit("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    base = {m: med(m, direct) for m in ("gbps", "ka_rps", "nc_rps")}
+    for c in cfgs:
+        if med("ka_rps", c) is None:
+            continue
+        emit(
+            f"| {names[c]} | {fmt(med('gbps', c), 2)} | {fmt(ratio(med('gbps', c), base['gbps']), 2)} "
+            f"| {fmt(med('ka_rps', c), 0)} | {fmt(ratio(med('ka_rps', c), base['ka_rps']), 2)} | {fmt(med('ka_p99', c), 2)} "
+            f"| {fmt(med('nc_rps', c), 0)} | {fmt(ratio(med('nc_rps', c), base['nc_rps']), 2)} | {fmt(med('nc_p99', c), 2)} "
+            f"| {fmt(med('proxy_rss_kib', c), 0)} |"
+        )
+
+
 emit("## Data path (client in the external namespace, medians)")
 emit("")
-emit("| configuration | Gbit/s | ratio | keep-alive req/s | ratio | p99 ms | new-conn req/s | ratio | p99 ms | proxy RSS KiB |")
-emit("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-base = {m: med(m, "direct") for m in ("gbps", "ka_rps", "nc_rps")}
-for c in configs:
-    if med("ka_rps", c) is None:
-        continue
-    emit(
-        f"| {names[c]} | {fmt(med('gbps', c), 2)} | {fmt(ratio(med('gbps', c), base['gbps']), 2)} "
-        f"| {fmt(med('ka_rps', c), 0)} | {fmt(ratio(med('ka_rps', c), base['ka_rps']), 2)} | {fmt(med('ka_p99', c), 2)} "
-        f"| {fmt(med('nc_rps', c), 0)} | {fmt(ratio(med('nc_rps', c), base['nc_rps']), 2)} | {fmt(med('nc_p99', c), 2)} "
-        f"| {fmt(med('proxy_rss_kib', c), 0)} |"
-    )
+datapath_table(configs, "direct")
 emit("")
 emit("Ratios are against the direct path measured in the same run.")
+if any(med("ka_rps", c) is not None for c in configs6):
+    emit("")
+    emit("## Data path over IPv6 (same run, medians)")
+    emit("")
+    datapath_table(configs6, "direct6")
+    emit("")
+    emit("Ratios are against the direct path over IPv6 measured in the same run.")
 emit("")
 emit("Round-to-round spread ((max - min) / median) of each configuration, to read the ratios by:")
 emit("")
@@ -80,19 +97,19 @@ def spread(metric, cfg):
     return f"{(max(v) - min(v)) / statistics.median(v) * 100:.0f}%"
 
 
-for c in configs:
+for c in configs + configs6:
     if med("ka_rps", c) is not None:
         emit(f"| {names[c]} | {spread('gbps', c)} | {spread('ka_rps', c)} | {spread('nc_rps', c)} |")
 emit("")
 
 emit("## Per-packet scaling: new connections/s to the last published port")
 emit("")
-emit("| mappings | netnat (map) | one rule per port | netnat / rules |")
-emit("|---:|---:|---:|---:|")
+emit("| mappings | netnat (map) | one rule per port | netnat / rules | netnat over IPv6 (map) |")
+emit("|---:|---:|---:|---:|---:|")
 ns = [1, 100, 1000, 10000]
 for n in ns:
     a, b = med(f"scale_nc_rps_{n}", "netnat"), med(f"scale_nc_rps_{n}", "rules")
-    emit(f"| {n:,} | {fmt(a, 0)} | {fmt(b, 0)} | {fmt(ratio(a, b), 2)} |")
+    emit(f"| {n:,} | {fmt(a, 0)} | {fmt(b, 0)} | {fmt(ratio(a, b), 2)} | {fmt(med(f'scale_nc_rps_{n}', 'netnat6'), 0)} |")
 emit("")
 
 emit("## Control plane (wall time ms, median of 5; peak RSS KiB)")
@@ -140,6 +157,9 @@ targets = [
     ("netnat peak RSS < 20 MiB", netnat_rss / 1024, 20, "<"),
     ("ls --json on 10,000: < 0.2 s process time", med("ls_json_10k_cpu_s", "netnat"), 0.2, "<"),
     ("audit on 10,000: < 0.2 s process time", med("audit_10k_cpu_s", "netnat"), 0.2, "<"),
+    ("IPv6 keep-alive req/s >= 0.97 x hand ip6 rule", ratio(med("ka_rps", "netnat6"), med("ka_rps", "nft6")), 0.97, ">="),
+    ("IPv6 new-conn req/s >= 0.97 x hand ip6 rule", ratio(med("nc_rps", "netnat6"), med("nc_rps", "nft6")), 0.97, ">="),
+    ("IPv6 new-conn at 10,000 mappings >= 0.95 x at 1", ratio(med("scale_nc_rps_10000", "netnat6"), med("scale_nc_rps_1", "netnat6")), 0.95, ">="),
 ]
 rules_ratio = ratio(med("scale_nc_rps_10000", "rules"), med("scale_nc_rps_1", "rules"))
 emit("## Targets")
@@ -166,7 +186,10 @@ with open(os.path.join(out, "results.md"), "w") as f:
 dat = os.path.join(out, "scaling.dat")
 with open(dat, "w") as f:
     for n in ns:
-        f.write(f"{n} {med(f'scale_nc_rps_{n}', 'netnat') or 0} {med(f'scale_nc_rps_{n}', 'rules') or 0}\n")
+        f.write(
+            f"{n} {med(f'scale_nc_rps_{n}', 'netnat') or 0} {med(f'scale_nc_rps_{n}', 'rules') or 0} "
+            f"{med(f'scale_nc_rps_{n}', 'netnat6') or 0}\n"
+        )
 png = os.path.join(out, "scaling.png")
 gp = f"""set terminal pngcairo size 800,480
 set output '{png}'
@@ -178,7 +201,8 @@ set key bottom left
 set grid
 set title 'New-connection rate vs number of published ports'
 plot '{dat}' using 1:2 with linespoints lw 2 title 'netnat (one map element per port)', \\
-     '{dat}' using 1:3 with linespoints lw 2 title 'one DNAT rule per port (peers)'
+     '{dat}' using 1:3 with linespoints lw 2 title 'one DNAT rule per port (peers)', \\
+     '{dat}' using 1:4 with linespoints lw 2 title 'netnat over IPv6 (one map element per port)'
 """
 try:
     subprocess.run(["gnuplot"], input=gp.encode(), check=True)

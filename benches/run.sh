@@ -38,7 +38,8 @@ if [[ -z "${NETNAT_BENCH_INNER:-}" ]]; then
 fi
 
 # ---------------- inside the scratch namespace ----------------
-NETNAT=$ROOT/target/release/netnat
+# cargo builds where CARGO_TARGET_DIR says, when it is set.
+NETNAT=${CARGO_TARGET_DIR:-$ROOT/target}/release/netnat
 export NETNAT_STATE_DIR=/run/netnat
 if ((QUICK)); then ROUNDS=1; DUR=2; else ROUNDS=5; DUR=3; fi
 RAW=$OUT/raw.tsv
@@ -51,6 +52,10 @@ fi
 HOST=198.51.100.1
 EXT=198.51.100.2
 SRV=172.16.1.1
+# IPv6: documentation prefix between the external namespace and the host, ULA for the network.
+HOST6=2001:db8::1
+EXT6=2001:db8::2
+SRV6=fd00:16::2
 EXTNS=(ip netns exec ext)
 
 ip link set lo up
@@ -58,6 +63,9 @@ ip netns add ext
 ip link add veth-ext type veth peer name eth0 netns ext
 ip addr add $HOST/24 dev veth-ext && ip link set veth-ext up
 "${EXTNS[@]}" sh -c "ip addr add $EXT/24 dev eth0 && ip link set eth0 up && ip link set lo up"
+# nodad: an address is usable at once instead of tentative for about a second.
+ip -6 addr add $HOST6/64 dev veth-ext nodad
+"${EXTNS[@]}" ip -6 addr add $EXT6/64 dev eth0 nodad
 # The client may open many short connections: give it room.
 "${EXTNS[@]}" sh -c 'echo "1024 65000" > /proc/sys/net/ipv4/ip_local_port_range; echo 1 > /proc/sys/net/ipv4/tcp_tw_reuse'
 echo 1 >/proc/sys/net/ipv4/tcp_tw_reuse
@@ -66,9 +74,16 @@ log() { printf '%s\n' "$*" >&2; }
 record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RAW"; } # metric config value
 
 # --- topologies: the seed's (bridge MyDocker0 172.16.0.0/16, server sandbox srv 172.16.1.1) ---
+# With V6=1 (set by the IPv6 configurations) both topologies are dual stack: the network also has
+# fd00:16::/64 (gateway fd00:16::1) and srv also has $SRV6. The IPv4 configurations stay IPv4-only.
 topo_netnat() {
-  $NETNAT network create MyDocker0 --subnet 172.16.0.0/16 --gateway 172.16.1.254 >/dev/null
-  $NETNAT sandbox create srv --network MyDocker0 --ip $SRV >/dev/null
+  if ((${V6:-0})); then
+    $NETNAT network create MyDocker0 --subnet 172.16.0.0/16 --gateway 172.16.1.254 --subnet fd00:16::/64 >/dev/null
+    $NETNAT sandbox create srv --network MyDocker0 --ip $SRV --ip $SRV6 >/dev/null
+  else
+    $NETNAT network create MyDocker0 --subnet 172.16.0.0/16 --gateway 172.16.1.254 >/dev/null
+    $NETNAT sandbox create srv --network MyDocker0 --ip $SRV >/dev/null
+  fi
 }
 topo_hand() { # the same topology built by hand, for the peers
   ip link add MyDocker0 type bridge && ip addr add 172.16.1.254/16 dev MyDocker0 && ip link set MyDocker0 up
@@ -77,6 +92,11 @@ topo_hand() { # the same topology built by hand, for the peers
   ip link set vsrv master MyDocker0 up
   ip netns exec srv sh -c "ip link set lo up; ip addr add $SRV/16 dev eth0; ip link set eth0 up; ip route add default via 172.16.1.254"
   echo 1 >/proc/sys/net/ipv4/ip_forward
+  if ((${V6:-0})); then
+    ip -6 addr add fd00:16::1/64 dev MyDocker0 nodad
+    ip netns exec srv sh -c "echo 0 >/proc/sys/net/ipv6/conf/eth0/accept_ra; ip -6 addr add $SRV6/64 dev eth0 nodad; ip -6 route add default via fd00:16::1"
+    echo 1 >/proc/sys/net/ipv6/conf/all/forwarding
+  fi
 }
 teardown() {
   stop_servers
@@ -88,6 +108,7 @@ teardown() {
   ip link del vsrv 2>/dev/null || true
   ip netns del srv 2>/dev/null || true
   ip -n ext route del 172.16.0.0/16 2>/dev/null || true
+  ip -n ext -6 route del fd00:16::/64 2>/dev/null || true
   pkill -x socat 2>/dev/null || true
   pkill -x docker-proxy 2>/dev/null || true
   # Every configuration starts with an empty conntrack table in this scratch namespace: the
@@ -105,16 +126,19 @@ pid /run/bench/nginx.pid;
 error_log /run/bench/nginx.err;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 100000000;
-  server { listen $SRV:8080 reuseport backlog=4096; location / { return 200 "ok\n"; } } }
+  server { listen $SRV:8080 reuseport backlog=4096;${V6:+ listen [$SRV6]:8080 reuseport backlog=4096;} location / { return 200 "ok\n"; } } }
 EOF
   ip netns exec srv nginx -c /run/bench/nginx.conf
+  # One iperf3 server per family: it binds one address.
   ip netns exec srv iperf3 -s -B $SRV -p 5201 -D --pidfile /run/bench/iperf.pid
+  if ((${V6:-0})); then ip netns exec srv iperf3 -s -B $SRV6 -p 5201 -D --pidfile /run/bench/iperf6.pid; fi
   for _ in $(seq 50); do ip netns exec srv ss -Hltn | grep -q ":8080" && return 0; sleep 0.1; done
   log "server did not start"; return 1
 }
 stop_servers() {
   [[ -f /run/bench/nginx.pid ]] && kill "$(cat /run/bench/nginx.pid)" 2>/dev/null || true
   [[ -f /run/bench/iperf.pid ]] && kill "$(cat /run/bench/iperf.pid)" 2>/dev/null || true
+  [[ -f /run/bench/iperf6.pid ]] && kill "$(cat /run/bench/iperf6.pid)" 2>/dev/null || true
   rm -f /run/bench/*.pid
   sleep 0.2
 }
@@ -171,6 +195,44 @@ cfg_dockerproxy() {
   echo "$HOST:9090 $HOST:9201"
 }
 
+# IPv6: the same three in-kernel paths, over IPv6 between the external namespace and the host.
+# The first packets through a link that has just come up can be refused, so each waits until the
+# client can open a connection (bounded) before it is measured.
+ready6() { # [addr]:port -> until a TCP connection from ext succeeds, at most 5 s
+  local h=${1%:*} p=${1##*:}
+  h=${h#[}; h=${h%]}
+  for _ in $(seq 50); do
+    "${EXTNS[@]}" timeout 1 bash -c "exec 3<>/dev/tcp/$h/$p" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  log "[$h]:$p not reachable over IPv6"; return 1
+}
+cfg_direct6() { # the client routes the ULA subnet via the host's IPv6 address, no NAT
+  local V6=1
+  topo_hand; ip -n ext -6 route add fd00:16::/64 via $HOST6; start_servers
+  ready6 "[$SRV6]:8080" && echo "[$SRV6]:8080 [$SRV6]:5201"
+}
+cfg_netnat6() {
+  local V6=1
+  topo_netnat; start_servers
+  $NETNAT publish "9090:[$SRV6]:8080" "9201:[$SRV6]:5201" >/dev/null
+  ready6 "[$HOST6]:9090" && echo "[$HOST6]:9090 [$HOST6]:9201"
+}
+cfg_nft6() { # the minimal hand-written ip6 DNAT: one rule per port, nothing else
+  local V6=1
+  topo_hand; start_servers
+  nft -f - <<EOF
+table ip6 handnat {
+  chain pre {
+    type nat hook prerouting priority dstnat;
+    tcp dport 9090 dnat ip6 to [$SRV6]:8080
+    tcp dport 9201 dnat ip6 to [$SRV6]:5201
+  }
+}
+EOF
+  ready6 "[$HOST6]:9090" && echo "[$HOST6]:9090 [$HOST6]:9201"
+}
+
 # Podman's netavark (Debian's package), driven directly with its JSON on stdin: same bridge name,
 # subnet, gateway and container address as the others; its firewall driver is iptables.
 NETAVARK=/usr/lib/podman/netavark
@@ -210,8 +272,10 @@ wrk_run() { # url extra-args... -> "req/s p99_ms"
     /^ +99%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; p99=v}
     END {printf "%s %s\n", rps+0, p99+0}'
 }
-iperf_run() { # host:port -> Gbit/s
-  "${EXTNS[@]}" iperf3 -c "${1%:*}" -p "${1#*:}" -t $DUR -J 2>/dev/null |
+iperf_run() { # host:port or [host6]:port -> Gbit/s
+  local h=${1%:*}
+  h=${h#[}; h=${h%]}
+  "${EXTNS[@]}" iperf3 -c "$h" -p "${1##*:}" -t $DUR -J 2>/dev/null |
     python3 -c 'import json,sys; e=json.load(sys.stdin).get("end",{}); print(round(e.get("sum_received",{}).get("bits_per_second",0)/1e9,3))' || echo 0
 }
 rss_of() { # total RSS (KiB) of processes with this name
@@ -238,11 +302,18 @@ measure_datapath() {
 
 # Per-packet scaling: new-connection rate to the LAST published port with N mappings.
 measure_scaling() {
-  local layout=$1 n=$2 last=$((20000 + $2 - 1))
+  local layout=$1 n=$2 last=$((20000 + $2 - 1)) target=$HOST
   if [[ $layout == netnat ]]; then
     topo_netnat; start_servers
     if ((n > 1)); then $NETNAT publish "20000-$((last - 1)):$SRV:20000-$((last - 1))" >/dev/null; fi
     $NETNAT publish "$last:$SRV:8080" >/dev/null
+  elif [[ $layout == netnat6 ]]; then # the same over IPv6: N IPv6 mappings, the target last
+    local V6=1
+    topo_netnat; start_servers
+    if ((n > 1)); then $NETNAT publish "20000-$((last - 1)):[$SRV6]:20000-$((last - 1))" >/dev/null; fi
+    $NETNAT publish "$last:[$SRV6]:8080" >/dev/null
+    target=[$HOST6]
+    ready6 "$target:$last" || true
   else # one rule per port, target last (the peers' layout)
     topo_hand; start_servers
     {
@@ -255,7 +326,7 @@ measure_scaling() {
       echo "}"
     } | nft -f -
   fi
-  read -r rps _ < <(wrk_run "$HOST:$last" -H "Connection: close")
+  read -r rps _ < <(wrk_run "$target:$last" -H "Connection: close")
   record "scale_nc_rps_$n" "$layout" "$rps"
   log "  $layout N=$n: $rps new connections/s"
   teardown
@@ -407,7 +478,7 @@ measure_control_plane() {
   fi
 }
 
-DATAPATH=(direct netnat nft1 iptables socat)
+DATAPATH=(direct netnat nft1 iptables socat direct6 netnat6 nft6)
 [[ -x $NETAVARK ]] && DATAPATH+=(netavark)
 [[ -x $TOOLS/docker-proxy ]] && DATAPATH+=(dockerproxy)
 [[ ${BENCH_ONLY:-} == control ]] && ROUNDS=0
@@ -416,7 +487,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
   for c in "${DATAPATH[@]}"; do measure_datapath "$c"; done
   log "round $r/$ROUNDS: per-packet scaling"
   for n in 1 100 1000 10000; do
-    for layout in netnat rules; do measure_scaling $layout $n; done
+    for layout in netnat rules netnat6; do measure_scaling $layout $n; done
   done
 done
 log "control plane"
