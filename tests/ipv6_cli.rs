@@ -177,9 +177,12 @@ isolated!(crafted_syn_to_ipv6_loopback_gets_no_answer, inner_crafted_syn_to_ipv6
     setup();
     let _s = tcp_server(None, "[::1]:6060", "host-loopback");
     let _p = tcp_server(None, "[2001:db8:1::1]:6061", "host");
-    let host_mac = raw6::mac_of("ip -o link show veth-ext");
-    assert!(raw6::syn_gets_synack(&ns("ext"), &host_mac, "2001:db8:1::1", 6061), "control: must be answered");
-    assert!(!raw6::syn_gets_synack(&ns("ext"), &host_mac, "::1", 6060), "a SYN for [::1] from outside was answered");
+    let host_mac = raw::mac_of("ip -o link show veth-ext");
+    assert!(raw::syn_gets_synack(&ns("ext"), &host_mac, EXT_IP6, "2001:db8:1::1", 6061), "control: must be answered");
+    assert!(
+        !raw::syn_gets_synack(&ns("ext"), &host_mac, EXT_IP6, "::1", 6060),
+        "a SYN for [::1] from outside was answered"
+    );
     // Publishing on [::1] is refused, so nothing can open that path.
     assert!(fails(&["publish", "[::1]:6060:[fd00:16::2]:80"], 2).contains("route_localnet"));
 });
@@ -315,117 +318,3 @@ isolated!(bad_ipv6_input_is_refused_and_changes_nothing, inner_bad_ipv6_input_is
         assert_eq!(before, kernel_snapshot(), "netnat {args:?} changed the kernel");
     }
 });
-
-/// A hand-made TCP SYN over IPv6 on the wire (AF_PACKET): a packet for ::1 addressed to the
-/// host's MAC, which no socket API would send.
-mod raw6 {
-    use std::net::Ipv6Addr;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    use std::path::Path;
-    use std::time::{Duration, Instant};
-
-    fn csum(data: &[u8]) -> u16 {
-        let mut sum: u32 = data.chunks(2).map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32).sum();
-        while sum >> 16 != 0 {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        !(sum as u16)
-    }
-
-    pub fn mac_of(cmd: &str) -> String {
-        let out = super::sh(cmd);
-        out.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).expect("a link/ether address").to_string()
-    }
-
-    fn mac(s: &str) -> [u8; 6] {
-        let v: Vec<u8> = s.split(':').map(|h| u8::from_str_radix(h, 16).unwrap()).collect();
-        v.try_into().unwrap()
-    }
-
-    /// Sends one SYN from ext's eth0 ([2001:db8:1::2]:45678) to `[dst]:port` at `dst_mac`; true
-    /// when a SYN-ACK from that port comes back within 1.5 s.
-    pub fn syn_gets_synack(netns: &Path, dst_mac: &str, dst: &str, port: u16) -> bool {
-        let (netns, dst_mac, dst) = (netns.to_path_buf(), mac(dst_mac), dst.parse::<Ipv6Addr>().unwrap());
-        std::thread::spawn(move || {
-            let f = std::fs::File::open(&netns).unwrap();
-            // SAFETY: plain syscalls on fds this thread owns.
-            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-            let src_mac = mac(&mac_of("ip -n ext -o link show eth0"));
-            let ifindex = unsafe { libc::if_nametoindex(c"eth0".as_ptr()) } as i32;
-            let proto = (libc::ETH_P_IPV6 as u16).to_be();
-            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto as i32) };
-            assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            sll.sll_family = libc::AF_PACKET as u16;
-            sll.sll_protocol = proto;
-            sll.sll_ifindex = ifindex;
-            let sll_len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-            assert_eq!(unsafe { libc::bind(fd.as_raw_fd(), &sll as *const _ as *const libc::sockaddr, sll_len) }, 0);
-
-            let src: Ipv6Addr = "2001:db8:1::2".parse().unwrap();
-            let sport: u16 = 45678;
-            let mut tcp = vec![0u8; 20];
-            tcp[0..2].copy_from_slice(&sport.to_be_bytes());
-            tcp[2..4].copy_from_slice(&port.to_be_bytes());
-            tcp[4..8].copy_from_slice(&1u32.to_be_bytes());
-            tcp[12] = 5 << 4;
-            tcp[13] = 0x02; // SYN
-            tcp[14..16].copy_from_slice(&65535u16.to_be_bytes());
-            let mut pseudo = [&src.octets()[..], &dst.octets()[..], &20u32.to_be_bytes()[..], &[0, 0, 0, 6]].concat();
-            pseudo.extend(&tcp);
-            let c = csum(&pseudo);
-            tcp[16..18].copy_from_slice(&c.to_be_bytes());
-            let mut ip = vec![0x60, 0, 0, 0];
-            ip.extend(20u16.to_be_bytes());
-            ip.extend([6, 64]); // next header TCP, hop limit
-            ip.extend(src.octets());
-            ip.extend(dst.octets());
-            let frame = [&dst_mac[..], &src_mac[..], &[0x86, 0xdd], &ip, &tcp].concat();
-            let mut to = sll;
-            to.sll_halen = 6;
-            to.sll_addr[..6].copy_from_slice(&dst_mac);
-            let n = unsafe {
-                libc::sendto(
-                    fd.as_raw_fd(),
-                    frame.as_ptr().cast(),
-                    frame.len(),
-                    0,
-                    &to as *const _ as *const libc::sockaddr,
-                    sll_len,
-                )
-            };
-            assert_eq!(n as usize, frame.len(), "sendto: {}", std::io::Error::last_os_error());
-
-            let end = Instant::now() + Duration::from_millis(1500);
-            let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
-            let tv_len = std::mem::size_of::<libc::timeval>() as u32;
-            unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    &tv as *const _ as *const _,
-                    tv_len,
-                )
-            };
-            let mut buf = [0u8; 2048];
-            while Instant::now() < end {
-                let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-                if n < 14 + 40 + 20 {
-                    continue;
-                }
-                let ip = &buf[14..];
-                let t = &ip[40..];
-                let from_port = u16::from_be_bytes([t[0], t[1]]);
-                let to_port = u16::from_be_bytes([t[2], t[3]]);
-                if ip[6] == 6 && from_port == port && to_port == sport && t[13] & 0x12 == 0x12 {
-                    return true;
-                }
-            }
-            false
-        })
-        .join()
-        .unwrap()
-    }
-}

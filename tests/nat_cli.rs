@@ -89,7 +89,7 @@ isolated!(loopback_guard_drops_crafted_syn, inner_loopback_guard_drops_crafted_s
     let _s = tcp_server(ns1().as_deref(), "172.16.1.1:8080", "ns1");
     ok(&["publish", "9090:172.16.1.1:8080", "127.0.0.1:6060:172.16.1.1:8080"]);
     let host_mac = raw::mac_of("ip -o link show veth-ext");
-    let syn = |dst: &str, port: u16| raw::syn_gets_synack(&ns("ext"), &host_mac, dst, port);
+    let syn = |dst: &str, port: u16| raw::syn_gets_synack(&ns("ext"), &host_mac, EXT_IP, dst, port);
     assert!(syn("198.51.100.1", 9090), "control: a SYN to the host's address must be answered");
     assert!(!syn("127.0.0.1", 6060), "a SYN for 127.0.0.1 from outside was answered");
     let dropped = sh("nft list chain inet netnat guard");
@@ -234,120 +234,6 @@ isolated!(counters_rise_with_traffic, inner_counters_rise_with_traffic, {
     assert!(v[0]["packets"].as_u64().unwrap() >= 3 * 6, "{v}");
     assert!(v[0]["bytes"].as_u64().unwrap() >= 3 * 300, "{v}");
 });
-
-/// A hand-made TCP SYN on the wire (AF_PACKET), to send what no socket API would: a packet for
-/// 127.0.0.1 addressed to another host's MAC.
-mod raw {
-    use std::net::Ipv4Addr;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    use std::path::Path;
-    use std::time::{Duration, Instant};
-
-    fn csum(data: &[u8]) -> u16 {
-        let mut sum: u32 = data.chunks(2).map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32).sum();
-        while sum >> 16 != 0 {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        !(sum as u16)
-    }
-
-    /// The MAC address in `ip -o link show` output (sysfs shows the machine's namespace here).
-    pub fn mac_of(cmd: &str) -> String {
-        let out = super::sh(cmd);
-        out.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).expect("a link/ether address").to_string()
-    }
-
-    fn mac(s: &str) -> [u8; 6] {
-        let v: Vec<u8> = s.split(':').map(|h| u8::from_str_radix(h, 16).unwrap()).collect();
-        v.try_into().unwrap()
-    }
-
-    /// Sends one SYN from ext's eth0 (198.51.100.2:45678) to `dst:port` at `dst_mac`; true when a
-    /// SYN-ACK from that port comes back within 1.5 s.
-    pub fn syn_gets_synack(netns: &Path, dst_mac: &str, dst: &str, port: u16) -> bool {
-        let (netns, dst_mac, dst) = (netns.to_path_buf(), mac(dst_mac), dst.parse::<Ipv4Addr>().unwrap());
-        std::thread::spawn(move || {
-            let f = std::fs::File::open(&netns).unwrap();
-            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-            let src_mac = mac(&mac_of("ip -n ext -o link show eth0"));
-            let ifindex = unsafe { libc::if_nametoindex(c"eth0".as_ptr()) } as i32;
-            let proto = (libc::ETH_P_IP as u16).to_be();
-            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto as i32) };
-            assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            sll.sll_family = libc::AF_PACKET as u16;
-            sll.sll_protocol = proto;
-            sll.sll_ifindex = ifindex;
-            let sll_len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-            assert_eq!(unsafe { libc::bind(fd.as_raw_fd(), &sll as *const _ as *const libc::sockaddr, sll_len) }, 0);
-
-            let src = Ipv4Addr::new(198, 51, 100, 2);
-            let sport: u16 = 45678;
-            let mut tcp = vec![0u8; 20];
-            tcp[0..2].copy_from_slice(&sport.to_be_bytes());
-            tcp[2..4].copy_from_slice(&port.to_be_bytes());
-            tcp[4..8].copy_from_slice(&1u32.to_be_bytes());
-            tcp[12] = 5 << 4;
-            tcp[13] = 0x02; // SYN
-            tcp[14..16].copy_from_slice(&65535u16.to_be_bytes());
-            let mut pseudo = [&src.octets()[..], &dst.octets()[..], &[0, 6], &20u16.to_be_bytes()[..]].concat();
-            pseudo.extend(&tcp);
-            let c = csum(&pseudo);
-            tcp[16..18].copy_from_slice(&c.to_be_bytes());
-            let mut ip = vec![0x45, 0, 0, 40, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0];
-            ip.extend(src.octets());
-            ip.extend(dst.octets());
-            let c = csum(&ip);
-            ip[10..12].copy_from_slice(&c.to_be_bytes());
-            let frame = [&dst_mac[..], &src_mac[..], &[0x08, 0x00], &ip, &tcp].concat();
-            let mut to = sll;
-            to.sll_halen = 6;
-            to.sll_addr[..6].copy_from_slice(&dst_mac);
-            let n = unsafe {
-                libc::sendto(
-                    fd.as_raw_fd(),
-                    frame.as_ptr().cast(),
-                    frame.len(),
-                    0,
-                    &to as *const _ as *const libc::sockaddr,
-                    sll_len,
-                )
-            };
-            assert_eq!(n as usize, frame.len(), "sendto: {}", std::io::Error::last_os_error());
-
-            let end = Instant::now() + Duration::from_millis(1500);
-            let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
-            let tv_len = std::mem::size_of::<libc::timeval>() as u32;
-            unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    &tv as *const _ as *const _,
-                    tv_len,
-                )
-            };
-            let mut buf = [0u8; 2048];
-            while Instant::now() < end {
-                let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-                if n < 54 {
-                    continue;
-                }
-                let (ip, ihl) = (&buf[14..], ((buf[14] & 0x0f) as usize) * 4);
-                let t = &ip[ihl..];
-                let from_port = u16::from_be_bytes([t[0], t[1]]);
-                let to_port = u16::from_be_bytes([t[2], t[3]]);
-                if ip[9] == 6 && from_port == port && to_port == sport && t[13] & 0x12 == 0x12 {
-                    return true;
-                }
-            }
-            false
-        })
-        .join()
-        .unwrap()
-    }
-}
 
 /// Starts `n` netnat commands at once and waits for all of them.
 fn concurrently(args: Vec<Vec<String>>) -> Vec<std::process::Output> {

@@ -1,6 +1,8 @@
 //! Helpers for tests that need root and a real kernel, run in a throwaway network namespace.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod raw;
+
 use std::process::{Command, Output};
 
 /// Defines a test pair: the outer `#[test]` re-executes this test binary to run `$inner` inside a
