@@ -1,14 +1,15 @@
 //! `netnat audit` (pure): what the kernel has, compared with what netnat recorded and would
 //! program, and with everything else on the host that can change what happens to its packets.
 //!
-//! [`Observed`] is plain data gathered elsewhere (`commands::audit::observe`); [`audit`] turns it
+//! [`Observed`] is plain data gathered elsewhere (`engine::observe_audit`); [`audit`] turns it
 //! into [`Finding`]s with stable ids, so every check is unit-tested with hand-built values.
 //! The text parsers for /proc files live here too, for the same reason.
 
+use crate::host::{self, BR_NF_CALL_IPTABLES, CT_COUNT, CT_MAX, IP_FORWARD};
 use crate::model::{Mapping, State, Subnet};
 use crate::nft::expr::{self, CmpOp, Expr, Verdict, *};
 use crate::nft::{LiveChain, LiveRule, LiveTable};
-use crate::ruleset::{self, render_concat, render_rule, set_spec, NftOp, CHAINS, PRIO_DSTNAT, TABLE};
+use crate::ruleset::{self, counted_elems, render_concat, render_rule, set_spec, TableAction, PRIO_DSTNAT, TABLE};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -20,16 +21,6 @@ pub const FAMILY_IPV4: u32 = 2;
 const HOOK_PREROUTING: u32 = 0;
 const HOOK_FORWARD: u32 = 2;
 const HOOK_OUTPUT: u32 = 3;
-
-pub const SYSCTL_IP_FORWARD: &str = "net/ipv4/ip_forward";
-pub const SYSCTL_BR_NF: &str = "net/bridge/bridge-nf-call-iptables";
-pub const SYSCTL_CT_COUNT: &str = "net/netfilter/nf_conntrack_count";
-pub const SYSCTL_CT_MAX: &str = "net/netfilter/nf_conntrack_max";
-
-/// `net/ipv4/conf/IF/route_localnet`.
-pub fn route_localnet_key(ifname: &str) -> String {
-    format!("net/ipv4/conf/{ifname}/route_localnet")
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -196,8 +187,55 @@ pub fn audit(o: &Observed) -> Report {
 
 // ---- inventory ----
 
+/// One published mapping with its traffic, as `ls --json` prints it.
+#[derive(Serialize)]
+pub struct MappingView {
+    #[serde(flatten)]
+    pub mapping: Mapping,
+    pub network: Option<String>,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Mappings with the traffic counted for them in the forward chain (summed over a range):
+/// packets and bytes in both directions of every connection through the mapping.
+pub fn mapping_views(state: &State, live: Option<&LiveTable>) -> Vec<MappingView> {
+    let counters: std::collections::HashMap<(&str, &[u8]), (u64, u64)> = live
+        .map(|l| {
+            l.elems
+                .iter()
+                .flat_map(|(set, es)| {
+                    es.iter().map(move |e| {
+                        ((set.as_str(), e.key.as_slice()), (e.packets.unwrap_or(0), e.bytes.unwrap_or(0)))
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut views: Vec<MappingView> = state
+        .mappings
+        .iter()
+        .map(|m| {
+            let (packets, bytes) = counted_elems(m, state.is_routed(m))
+                .filter_map(|(set, k, _)| counters.get(&(set, k.as_slice())).copied())
+                .fold((0, 0), |(p, b), (p2, b2)| (p + p2, b + b2));
+            MappingView {
+                mapping: *m,
+                network: state.network_of(m.container_ip).map(|n| n.name.clone()),
+                packets,
+                bytes,
+            }
+        })
+        .collect();
+    views.sort_by_key(|v| {
+        let m = &v.mapping;
+        (m.protocol, m.host_port, m.family(), m.host_ip.unwrap_or(m.family().unspecified()))
+    });
+    views
+}
+
 fn mapping_reports(o: &Observed) -> Vec<MappingReport> {
-    let views = crate::commands::ports::mapping_views(&o.state, o.table.as_ref());
+    let views = mapping_views(&o.state, o.table.as_ref());
     views
         .iter()
         .map(|v| {
@@ -249,53 +287,54 @@ fn own_table(table: &str, family: u32) -> bool {
 
 fn drift(o: &Observed, out: &mut Vec<Finding>) {
     let st = &o.state;
-    let want = ruleset::desired(st);
-    let Some(live) = &o.table else {
-        if !st.networks.is_empty() || !st.mappings.is_empty() {
+    let plan = ruleset::plan(&ruleset::desired(st), o.table.as_ref());
+    match (plan.table, &o.table) {
+        (TableAction::Create, _) => {
+            if !st.networks.is_empty() || !st.mappings.is_empty() {
+                out.push(finding(
+                    "drift.table-missing",
+                    Severity::Error,
+                    format!(
+                        "table inet {TABLE} does not exist, but netnat records {} network(s) and {} mapping(s): \
+                         no published port works and no network is isolated",
+                        st.networks.len(),
+                        st.mappings.len()
+                    ),
+                    vec![format!("inet {TABLE}")],
+                ));
+            }
+        }
+        (TableAction::Rebuild, Some(live)) => {
+            let chains: Vec<String> = live.chains.iter().map(|c| c.name.clone()).collect();
+            let sets: Vec<String> = live.sets.iter().map(|s| s.name.clone()).collect();
             out.push(finding(
-                "drift.table-missing",
+                "drift.layout",
                 Severity::Error,
                 format!(
-                    "table inet {TABLE} does not exist, but netnat records {} network(s) and {} mapping(s): \
-                     no published port works and no network is isolated",
-                    st.networks.len(),
-                    st.mappings.len()
+                    "table inet {TABLE} has chains or maps of another shape than netnat makes \
+                     (chains: {}; maps: {}); netnat would rebuild it",
+                    chains.join(", "),
+                    sets.join(", ")
                 ),
                 vec![format!("inet {TABLE}")],
             ));
         }
-        return;
-    };
-    let plan = ruleset::plan(&want, Some(live));
-    if plan.first() == Some(&NftOp::AddTable) && plan.get(1) == Some(&NftOp::DelTable) {
-        let chains: Vec<String> = live.chains.iter().map(|c| c.name.clone()).collect();
-        let sets: Vec<String> = live.sets.iter().map(|s| s.name.clone()).collect();
-        out.push(finding(
-            "drift.layout",
-            Severity::Error,
-            format!(
-                "table inet {TABLE} has chains or maps of another shape than netnat makes \
-                 (chains: {}; maps: {}); netnat would rebuild it",
-                chains.join(", "),
-                sets.join(", ")
-            ),
-            vec![format!("inet {TABLE}")],
-        ));
-        return;
-    }
-    let before = out.len();
-    for c in &CHAINS {
-        let have: Vec<&LiveRule> = live.rules.iter().filter(|r| r.chain == c.name).collect();
-        let need: Vec<&ruleset::RuleSpec> = want.rules.iter().filter(|r| r.chain == c.name).collect();
-        let same = |l: &LiveRule, n: &ruleset::RuleSpec| l.exprs == n.exprs && l.comment.as_deref() == Some(&n.comment);
-        if have.len() == need.len() && have.iter().zip(&need).all(|(l, n)| same(l, n)) {
-            continue;
+        _ => {
+            drift_rules(&plan.chains, out);
+            drift_elems(&plan.elems, out);
         }
+    }
+    drift_links(st, o, out);
+}
+
+/// Chains whose rules differ from what netnat would program.
+fn drift_rules(chains: &[ruleset::ChainChange], out: &mut Vec<Finding>) {
+    for c in chains {
         let mut lines = vec![];
-        for l in have.iter().filter(|l| !need.iter().any(|n| same(l, n))) {
+        for l in &c.extra {
             lines.push(format!("foreign rule (handle {}): {}", l.handle, render_rule(&l.exprs, l.comment.as_deref())));
         }
-        for n in need.iter().filter(|n| !have.iter().any(|l| same(l, n))) {
+        for n in &c.missing {
             lines.push(format!("missing rule: {}", render_rule(&n.exprs, Some(&n.comment))));
         }
         if lines.is_empty() {
@@ -304,63 +343,40 @@ fn drift(o: &Observed, out: &mut Vec<Finding>) {
         out.push(finding(
             "drift.rule",
             Severity::Error,
-            format!("chain inet {TABLE} {} differs from what netnat would program:\n{}", c.name, lines.join("\n")),
-            vec![format!("inet {TABLE} {}", c.name)],
+            format!("chain inet {TABLE} {} differs from what netnat would program:\n{}", c.chain, lines.join("\n")),
+            vec![format!("inet {TABLE} {}", c.chain)],
         ));
     }
-    for (set, need) in &want.elems {
-        let Some(spec) = set_spec(set) else { continue };
-        let have: BTreeMap<&[u8], &[u8]> = live
-            .elems
-            .get(*set)
-            .map(|v| v.iter().map(|e| (e.key.as_slice(), e.data.as_slice())).collect())
-            .unwrap_or_default();
-        let key = |k: &[u8]| render_concat(spec.key, k);
+}
+
+/// Map and set elements that are missing, extra or point elsewhere.
+fn drift_elems(elems: &[ruleset::ElemChange], out: &mut Vec<Finding>) {
+    for e in elems {
+        let Some(spec) = set_spec(e.set) else { continue };
+        let set = e.set;
+        let key = render_concat(spec.key, &e.key);
         let data = |d: &[u8]| render_concat(spec.data, d);
-        for (k, d) in need {
-            match have.get(k.as_slice()) {
-                None => out.push(finding(
-                    "drift.element-missing",
-                    Severity::Error,
-                    format!("map inet {TABLE} {set} lacks element {} : {}", key(k), data(d)),
-                    vec![format!("inet {TABLE} {set}"), key(k)],
-                )),
-                Some(live_d) if *live_d != d.as_slice() => out.push(finding(
-                    "drift.element-changed",
-                    Severity::Error,
-                    format!(
-                        "map inet {TABLE} {set} element {} points to {}, netnat records {}",
-                        key(k),
-                        data(live_d),
-                        data(d)
-                    ),
-                    vec![format!("inet {TABLE} {set}"), key(k)],
-                )),
-                Some(_) => {}
+        let objects = vec![format!("inet {TABLE} {set}"), key.clone()];
+        let (id, message) = match (&e.have, &e.want) {
+            (None, Some(d)) => {
+                ("drift.element-missing", format!("map inet {TABLE} {set} lacks element {key} : {}", data(d)))
             }
-        }
-        for (k, d) in &have {
-            if !need.contains_key(*k) {
-                out.push(finding(
-                    "drift.element-extra",
-                    Severity::Error,
-                    format!("map inet {TABLE} {set} has element {} : {} that netnat does not record", key(k), data(d)),
-                    vec![format!("inet {TABLE} {set}"), key(k)],
-                ));
-            }
-        }
+            (Some(h), Some(d)) => (
+                "drift.element-changed",
+                format!("map inet {TABLE} {set} element {key} points to {}, netnat records {}", data(h), data(d)),
+            ),
+            (Some(h), None) => (
+                "drift.element-extra",
+                format!("map inet {TABLE} {set} has element {key} : {} that netnat does not record", data(h)),
+            ),
+            (None, None) => continue,
+        };
+        out.push(finding(id, Severity::Error, message, objects));
     }
-    if out.len() == before && !plan.is_empty() {
-        // Safety net: whatever the plan would change is drift, even if no check above named it.
-        let ops: Vec<String> = plan.iter().map(|op| op.to_string()).collect();
-        out.push(finding(
-            "drift.rule",
-            Severity::Error,
-            format!("table inet {TABLE} differs from what netnat would program; it would run:\n{}", ops.join("\n")),
-            vec![format!("inet {TABLE}")],
-        ));
-    }
-    // Links netnat records but the kernel no longer has.
+}
+
+/// Links netnat records but the kernel no longer has.
+fn drift_links(st: &State, o: &Observed, out: &mut Vec<Finding>) {
     let links: BTreeSet<&str> = o.links.iter().map(|l| l.name.as_str()).collect();
     for n in st.networks.values() {
         if !links.contains(n.bridge.as_str()) {
@@ -800,7 +816,7 @@ fn foreign_dnat(o: &Observed, out: &mut Vec<Finding>) {
 
 fn host(o: &Observed, out: &mut Vec<Finding>) {
     let get = |k: &str| o.sysctls.get(k).map(|v| v.trim());
-    let v6_forward = crate::linkplan::IP6_FORWARD;
+    let v6_forward = host::IP6_FORWARD;
     if o.state.has_v6() && get(v6_forward) == Some("0") {
         out.push(finding(
             "host.forwarding-off",
@@ -811,7 +827,7 @@ fn host(o: &Observed, out: &mut Vec<Finding>) {
     }
     if get(v6_forward) == Some("1") {
         for l in &o.ra_links {
-            let key = crate::linkplan::accept_ra_key(l);
+            let key = host::accept_ra_key(l);
             if get(&key) == Some("1") {
                 out.push(finding(
                     "host.ra-ignored",
@@ -824,12 +840,12 @@ fn host(o: &Observed, out: &mut Vec<Finding>) {
             }
         }
     }
-    if !o.state.networks.is_empty() && get(SYSCTL_IP_FORWARD) == Some("0") {
+    if !o.state.networks.is_empty() && get(IP_FORWARD) == Some("0") {
         out.push(finding(
             "host.forwarding-off",
             Severity::Error,
             "net.ipv4.ip_forward is 0: nothing is routed between containers and the outside, published ports included",
-            vec![SYSCTL_IP_FORWARD.replace('/', ".")],
+            vec![IP_FORWARD.replace('/', ".")],
         ));
     }
     let guard = ruleset::desired(&State::default()).rules.into_iter().find(|r| r.chain == "guard");
@@ -858,24 +874,23 @@ fn host(o: &Observed, out: &mut Vec<Finding>) {
             ));
         }
     }
-    if get(SYSCTL_BR_NF) == Some("1") {
+    if get(BR_NF_CALL_IPTABLES) == Some("1") {
         out.push(finding(
             "host.br-netfilter",
             Severity::Info,
             "br_netfilter is loaded and bridge-nf-call-iptables is 1: traffic between containers on one bridge \
              also passes the IPv4 forward hooks (netnat's rules allow it)",
-            vec![SYSCTL_BR_NF.replace('/', ".")],
+            vec![BR_NF_CALL_IPTABLES.replace('/', ".")],
         ));
     }
-    if let (Some(Ok(count)), Some(Ok(max))) =
-        (get(SYSCTL_CT_COUNT).map(str::parse::<u64>), get(SYSCTL_CT_MAX).map(str::parse::<u64>))
+    if let (Some(Ok(count)), Some(Ok(max))) = (get(CT_COUNT).map(str::parse::<u64>), get(CT_MAX).map(str::parse::<u64>))
     {
         if max > 0 && count * 10 > max * 8 {
             out.push(finding(
                 "host.conntrack-full",
                 Severity::Warning,
                 format!("the conntrack table holds {count} of at most {max} entries (over 80%): new connections may be dropped"),
-                vec![SYSCTL_CT_COUNT.replace('/', ".")],
+                vec![CT_COUNT.replace('/', ".")],
             ));
         }
     }
@@ -1177,11 +1192,11 @@ mod tests {
             },
         ];
         o.netns = vec!["ns1".into()];
-        o.sysctls.insert(SYSCTL_IP_FORWARD.into(), "1".into());
-        o.sysctls.insert(route_localnet_key("MyDocker0"), "1".into());
-        o.sysctls.insert(SYSCTL_BR_NF.into(), "1".into());
-        o.sysctls.insert(SYSCTL_CT_COUNT.into(), "10".into());
-        o.sysctls.insert(SYSCTL_CT_MAX.into(), "1000".into());
+        o.sysctls.insert(IP_FORWARD.into(), "1".into());
+        o.sysctls.insert(host::route_localnet_key("MyDocker0"), "1".into());
+        o.sysctls.insert(BR_NF_CALL_IPTABLES.into(), "1".into());
+        o.sysctls.insert(CT_COUNT.into(), "10".into());
+        o.sysctls.insert(CT_MAX.into(), "1000".into());
         o.connections = vec![2, 0];
         o.state = st;
         o
@@ -1401,9 +1416,9 @@ mod tests {
     #[test]
     fn host_settings() {
         let mut o = clean();
-        o.sysctls.insert(SYSCTL_IP_FORWARD.into(), "0".into());
-        o.sysctls.insert(SYSCTL_CT_COUNT.into(), "900".into());
-        o.sysctls.insert(SYSCTL_BR_NF.into(), "0".into());
+        o.sysctls.insert(IP_FORWARD.into(), "0".into());
+        o.sysctls.insert(CT_COUNT.into(), "900".into());
+        o.sysctls.insert(BR_NF_CALL_IPTABLES.into(), "0".into());
         let got = ids(&o);
         assert!(got.contains(&("host.forwarding-off", Severity::Error)));
         assert!(got.contains(&("host.conntrack-full", Severity::Warning)));

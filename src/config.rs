@@ -31,6 +31,7 @@ use crate::model::{
     check_ifname, check_name, host_ifname, ip_text, parse_ip, pools_of, spec_parts, Endpoint, Family, InputError,
     Ipv6Mode, Mapping, Network, PublishSpec, Sandbox, State, Subnet, Target,
 };
+use crate::validate::{self, Subject};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -130,6 +131,13 @@ pub fn parse(text: &str) -> Result<Parsed, Problem> {
     }
 }
 
+/// Reads, parses and validates a file; every problem is one line of an InputError (exit 2).
+pub fn load_file(file: &std::path::Path) -> Result<Parsed, InputError> {
+    let name = file.display().to_string();
+    let text = std::fs::read_to_string(file).map_err(|e| InputError(format!("cannot read {name}: {e}")))?;
+    load(&text).map_err(|ps| problems_error(&name, &ps))
+}
+
 /// Parses and validates: the problems of either step, all of them.
 pub fn load(text: &str) -> Result<Parsed, Vec<Problem>> {
     let parsed = parse(text).map_err(|p| vec![p])?;
@@ -180,12 +188,6 @@ fn network_of(n: &NetworkConf) -> Result<Network, (Option<usize>, InputError)> {
     })
 }
 
-/// A network as checked: the model's Network and its entry.
-struct NetAt<'a> {
-    net: Network,
-    conf: &'a NetworkConf,
-}
-
 /// Splits a publish entry into the specs it means; `own` holds the endpoint's addresses (if
 /// known), used when the entry leaves the container address out: one spec per address (only
 /// those of the host address's family when one is given).
@@ -232,7 +234,7 @@ pub fn validate(p: &Parsed) -> Vec<Problem> {
     let mut bad = |line: usize, message: String| out.push(Problem { line, message });
 
     // Networks.
-    let mut nets: Vec<NetAt> = vec![];
+    let mut nets: Vec<Network> = vec![];
     let mut names: BTreeMap<&str, usize> = BTreeMap::new();
     for n in &c.networks {
         let line = p.line(&n.name);
@@ -264,36 +266,16 @@ pub fn validate(p: &Parsed) -> Vec<Problem> {
         if net.ipv6_mode == Ipv6Mode::Routed && !net.has_v6() {
             bad(line, format!("network {name}: ipv6_mode = \"routed\" needs an IPv6 subnet"));
         }
-        for o in &nets {
-            for (a, b) in net.pools.iter().flat_map(|a| o.net.pools.iter().map(move |b| (a, b))) {
-                if a.subnet.overlaps(&b.subnet) {
-                    bad(
-                        p.line(&n.subnet),
-                        format!(
-                            "subnet {} of network {name} overlaps subnet {} of network {} (line {})",
-                            a.subnet,
-                            b.subnet,
-                            o.net.name,
-                            p.line(&o.conf.subnet)
-                        ),
-                    );
-                }
-            }
-            if o.net.bridge == net.bridge {
-                bad(
-                    bridge_line,
-                    format!("bridge {} of network {name} is also the bridge of network {}", net.bridge, o.net.name),
-                );
-            }
-        }
-        nets.push(NetAt { net, conf: n });
+        nets.push(net);
     }
-    let net_named = |n: &str| nets.iter().find(|x| x.net.name == n).map(|x| &x.net);
+    let net_named = |n: &str| nets.iter().find(|x| x.name == n);
 
-    // Sandboxes and endpoints.
+    // Sandboxes and endpoints. What parses goes into `placed`, a state of the file's valid
+    // parts, for the checks across objects below (`validate::check`).
+    let mut placed = State { networks: nets.iter().map(|n| (n.name.clone(), n.clone())).collect(), ..State::default() };
+    // (sandbox, endpoint index in `placed`) -> (line of its address, line of its ifname).
+    let mut ep_lines: BTreeMap<(String, usize), (usize, usize)> = BTreeMap::new();
     let mut sb_names: BTreeMap<&str, usize> = BTreeMap::new();
-    // (network, address) -> (sandbox, line)
-    let mut taken: BTreeMap<(String, IpAddr), (String, usize)> = BTreeMap::new();
     let mut maps: Vec<(Mapping, usize)> = vec![];
     for s in &c.sandboxes {
         let line = p.line(&s.name);
@@ -301,106 +283,60 @@ pub fn validate(p: &Parsed) -> Vec<Problem> {
         if let Err(e) = check_name(sname, "sandbox") {
             bad(line, e.0);
         }
-        if let Some(first) = sb_names.insert(sname, line) {
-            bad(line, format!("sandbox {sname} is defined twice (first at line {first})"));
-        }
-        let mut on: BTreeMap<&str, usize> = BTreeMap::new();
-        let mut ifnames: BTreeMap<&str, usize> = BTreeMap::new();
+        let first_definition = match sb_names.insert(sname, line) {
+            Some(first) => {
+                bad(line, format!("sandbox {sname} is defined twice (first at line {first})"));
+                false
+            }
+            None => true,
+        };
+        let mut endpoints = vec![];
+        let mut auto_ifnames = (0..).map(|n| format!("eth{n}"));
         for e in &s.endpoints {
             let nline = p.line(&e.network);
             let nname = e.network.get_ref().as_str();
-            if let Some(first) = on.insert(nname, nline) {
-                bad(nline, format!("sandbox {sname} is connected to network {nname} twice (first at line {first})"));
-            }
-            if let Some(i) = &e.ifname {
-                let iline = p.line(i);
-                if let Err(err) = check_ifname(i.get_ref(), "interface name") {
-                    bad(iline, format!("sandbox {sname}: {}", err.0));
-                } else if let Some(first) = ifnames.insert(i.get_ref(), iline) {
-                    bad(
-                        iline,
-                        format!("sandbox {sname} has two interfaces named {} (first at line {first})", i.get_ref()),
-                    );
-                }
-            }
+            let ifname = match &e.ifname {
+                Some(i) => match check_ifname(i.get_ref(), "interface name") {
+                    Err(err) => {
+                        bad(p.line(i), format!("sandbox {sname}: {}", err.0));
+                        None
+                    }
+                    Ok(()) => Some(i.get_ref().clone()),
+                },
+                None => auto_ifnames
+                    .find(|n| s.endpoints.iter().all(|x| x.ifname.as_ref().is_none_or(|i| i.get_ref() != n))),
+            };
             let net = net_named(nname);
             if net.is_none() && !names.contains_key(nname) {
                 bad(nline, format!("sandbox {sname}: no network named {nname} in this file"));
             }
             let ips: Option<Vec<IpAddr>> = match &e.ip {
                 None => None,
-                Some(i) => {
-                    let iline = p.line(i);
-                    match addresses(i, "ip", "address") {
-                        Err(err) => {
-                            bad(iline, format!("sandbox {sname}: {}", err.0));
-                            None
-                        }
-                        Ok(ips) => {
-                            if let Some(n) = net {
-                                for (k, ip) in ips.iter().enumerate() {
-                                    let fam = Family::of(*ip);
-                                    if ips[..k].iter().any(|o| Family::of(*o) == fam) {
-                                        bad(iline, format!("sandbox {sname}: two {fam} addresses for one endpoint"));
-                                    } else if let Err(err) = State::default().check_endpoint_ip(n, *ip, sname) {
-                                        bad(iline, format!("sandbox {sname}: {}", err.0));
-                                    } else if let Some((other, oline)) =
-                                        taken.insert((n.name.clone(), *ip), (sname.to_string(), iline))
-                                    {
-                                        bad(
-                                            iline,
-                                            format!(
-                                                "address {ip} on network {} is given to both sandbox {other} (line {oline}) and sandbox {sname}",
-                                                n.name
-                                            ),
-                                        );
-                                    }
-                                }
-                            }
-                            Some(ips)
-                        }
+                Some(i) => match addresses(i, "ip", "address") {
+                    Err(err) => {
+                        bad(p.line(i), format!("sandbox {sname}: {}", err.0));
+                        None
                     }
-                }
+                    Ok(ips) => Some(ips),
+                },
             };
-            for spec in &e.publish {
-                match parse_publish(spec.get_ref(), ips.as_deref()) {
-                    Err(err) if e.ip.is_none() && err.0.contains("leaves out the container address") => bad(
-                        p.line(spec),
-                        format!("'{}': the short form needs the endpoint's `ip` to be set", spec.get_ref()),
-                    ),
-                    Err(err) => bad(p.line(spec), err.0),
-                    Ok(specs) => {
-                        for ps in specs {
-                            let Target::Addr(ip) = ps.target else { continue }; // resolved with the state below
-                            if let Some(own) = &ips {
-                                if !own.contains(&ip) {
-                                    bad(
-                                        p.line(spec),
-                                        format!(
-                                            "'{}' forwards to {ip} but this endpoint's address is {}; publish it under that endpoint or at the top level",
-                                            spec.get_ref(),
-                                            own.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
-                                        ),
-                                    );
-                                    continue;
-                                }
-                            } else {
-                                bad(
-                                    p.line(spec),
-                                    format!(
-                                        "'{}' is published on an endpoint without a fixed `ip`; set `ip` so the address cannot change",
-                                        spec.get_ref()
-                                    ),
-                                );
-                                continue;
-                            }
-                            if let Ok(ms) = ps.resolve(&State::default()) {
-                                maps.extend(ms.into_iter().map(|m| (m, p.line(spec))));
-                            }
-                        }
-                    }
-                }
+            if let (Some(_), Some(ifname)) = (net, ifname) {
+                let ip_line = e.ip.as_ref().map(|i| p.line(i)).unwrap_or(nline);
+                let if_line = e.ifname.as_ref().map(|i| p.line(i)).unwrap_or(nline);
+                ep_lines.insert((sname.to_string(), endpoints.len()), (ip_line, if_line));
+                endpoints.push(Endpoint {
+                    network: nname.to_string(),
+                    ips: ips.clone().unwrap_or_default(),
+                    ifname,
+                    host_ifname: host_ifname(sname, nname),
+                });
             }
+            for spec in &e.publish {
+                publish_entry(p, spec, e.ip.is_none(), ips.as_deref(), &mut bad, &mut maps);
+            }
+        }
+        if first_definition {
+            placed.sandboxes.insert(sname.into(), Sandbox { name: sname.into(), created: true, endpoints });
         }
     }
     for spec in &c.publish {
@@ -415,9 +351,22 @@ pub fn validate(p: &Parsed) -> Vec<Problem> {
             }
         }
     }
-    for (i, (a, line)) in maps.iter().enumerate() {
-        if let Some((b, bline)) = maps[..i].iter().find(|(b, _)| b.conflicts_with(a)) {
-            bad(*line, format!("host port {} of {a} is already published by {b} (line {bline})", a.host_spec()));
+    placed.mappings = maps.iter().map(|(m, _)| *m).collect();
+    let line_of = |s: &Subject| match s {
+        Subject::Network(n) => c.networks.iter().find(|x| x.name.get_ref() == n).map(|x| p.line(&x.subnet)),
+        Subject::Bridge(n) => c.networks.iter().find(|x| x.name.get_ref() == n).map(|x| match &x.bridge {
+            Some(b) => p.line(b),
+            None => p.line(&x.name),
+        }),
+        Subject::Endpoint { sandbox, index } => ep_lines.get(&(sandbox.clone(), *index)).map(|l| l.0),
+        Subject::Interface { sandbox, index } => ep_lines.get(&(sandbox.clone(), *index)).map(|l| l.1),
+        Subject::Mapping(i) => maps.get(*i).map(|m| m.1),
+    };
+    for v in validate::check(&placed) {
+        let at = line_of(&v.subject).unwrap_or(1);
+        match v.other.as_ref().and_then(line_of) {
+            Some(other) => bad(at, format!("{} (line {other})", v.message)),
+            None => bad(at, v.message),
         }
     }
 
@@ -429,6 +378,54 @@ pub fn validate(p: &Parsed) -> Vec<Problem> {
     }
     out.sort_by_key(|p| p.line);
     out
+}
+
+/// One `publish` entry of an endpoint (`own`: its addresses, when all parse): problems go to
+/// `bad`, the mappings it means (with the entry's line) to `maps`.
+fn publish_entry(
+    p: &Parsed,
+    spec: &Spanned<String>,
+    no_ip: bool,
+    own: Option<&[IpAddr]>,
+    bad: &mut impl FnMut(usize, String),
+    maps: &mut Vec<(Mapping, usize)>,
+) {
+    let line = p.line(spec);
+    let text = spec.get_ref();
+    let specs = match parse_publish(text, own) {
+        Err(err) if no_ip && err.0.contains("leaves out the container address") => {
+            return bad(line, format!("'{text}': the short form needs the endpoint's `ip` to be set"))
+        }
+        Err(err) => return bad(line, err.0),
+        Ok(specs) => specs,
+    };
+    for ps in specs {
+        let Target::Addr(ip) = ps.target else { continue }; // resolved with the state later
+        let Some(own) = own else {
+            bad(
+                line,
+                format!(
+                    "'{text}' is published on an endpoint without a fixed `ip`; set `ip` so the address cannot change"
+                ),
+            );
+            continue;
+        };
+        if !own.contains(&ip) {
+            let own: Vec<String> = own.iter().map(|i| i.to_string()).collect();
+            bad(
+                line,
+                format!(
+                    "'{text}' forwards to {ip} but this endpoint's address is {}; publish it under that endpoint or at \
+                     the top level",
+                    own.join(", ")
+                ),
+            );
+            continue;
+        }
+        if let Ok(ms) = ps.resolve(&State::default()) {
+            maps.extend(ms.into_iter().map(|m| (m, line)));
+        }
+    }
 }
 
 /// The State a valid file describes; see [`to_state_at`].
@@ -688,7 +685,7 @@ network = "nope"
             ("line 9:", "network a is defined twice (first at line 2)"),
             ("line 12:", "bridge name 'this-bridge-name-is-too-long'"),
             ("line 19:", "host range 90-91 has 2 ports but container range 90 has 1"),
-            ("line 24:", "address 10.0.0.5 on network a is given to both sandbox s1"),
+            ("line 24:", "address 10.0.0.5 on network a is held by both sandbox s1 and sandbox s2 (line 18)"),
             ("line 25:", "host port 80/tcp of 80:10.0.0.5:8080/tcp is already published"),
             ("line 27:", "no network named nope"),
         ];
@@ -817,7 +814,7 @@ publish = ["7070:c2:80"]
         );
         one(
             "[[network]]\nname = \"n\"\nsubnet = \"fd00::/64\"\n[[network]]\nname = \"m\"\nsubnet = \"fd00::/48\"\n",
-            "line 6: subnet fd00::/48 of network m overlaps",
+            "line 3: subnet fd00::/64 of network n overlaps subnet fd00::/48 of network m (line 6)",
         );
         one("[[network]]\nname = \"n\"\nsubnet = 7\n", "line 3: network n: `subnet` must be a string or an array");
         one(

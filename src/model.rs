@@ -1090,7 +1090,7 @@ impl State {
             );
         }
         if let Some((owner, _)) = self.endpoints_on(&network.name).find(|(s, e)| s.name != sandbox && e.has(ip)) {
-            invalid!("address {ip} is already used on network {} by sandbox {}", network.name, owner.name);
+            invalid!("{}", held_by_both(ip, &network.name, &owner.name, sandbox));
         }
         Ok(())
     }
@@ -1113,6 +1113,11 @@ impl State {
         }
         Ok(out)
     }
+}
+
+/// The message for an address two sandboxes claim on one network (`validate` says the same).
+pub fn held_by_both(ip: IpAddr, network: &str, first: &str, second: &str) -> String {
+    format!("address {ip} on network {network} is held by both sandbox {first} and sandbox {second}")
 }
 
 /// Test fixtures shared by the unit tests of several modules.
@@ -1390,7 +1395,7 @@ mod tests {
         );
         assert_eq!(st.allocate_ip(&n, Family::V4).unwrap(), ip("10.9.0.4"));
         assert_eq!(st.endpoint_ips(&n, &[ip("fd00:9::7")], "t").unwrap(), [ip("10.9.0.4"), ip("fd00:9::7")]);
-        assert!(err(st.endpoint_ips(&n, &[ip("fd00:9::2")], "t")).contains("already used"));
+        assert!(err(st.endpoint_ips(&n, &[ip("fd00:9::2")], "t")).contains("held by both"));
         assert!(err(st.endpoint_ips(&n, &[ip("fd00:9::1")], "t")).contains("not a free host address"));
         assert!(err(st.endpoint_ips(&n, &[ip("fd00:9::7"), ip("fd00:9::8")], "t")).contains("once per family"));
         assert!(err(st.endpoint_ips(&n, &[ip("fd00:8::7")], "t")).contains("not a free host address"));

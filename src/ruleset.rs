@@ -18,7 +18,7 @@
 use crate::model::{Family, Mapping, Network, State};
 use crate::nft::expr::{self, CmpOp, Expr, Verdict, *};
 pub use crate::nft::spec::*;
-use crate::nft::{LiveElem, LiveTable};
+use crate::nft::{LiveElem, LiveRule, LiveTable};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -52,11 +52,9 @@ pub struct FamilySpec {
     pub family: Family,
     pub nfproto: u8,
     pub addr: Field,
-    /// The NAT maps and their counting sets: every local address, one address.
+    /// The NAT maps: every local address, one address (each names its counting set).
     pub map_any: &'static str,
     pub map_addr: &'static str,
-    pub count_any: &'static str,
-    pub count_addr: &'static str,
     /// What the guard drops when it arrives from outside. None for IPv6: the kernel itself drops
     /// a packet for ::1 that arrives on another device than lo (ip6_rcv_core), before any hook.
     pub loopback: Option<(&'static str, u8)>,
@@ -69,8 +67,6 @@ pub const FAMILIES: [FamilySpec; 2] = [
         addr: Field::Ipv4Addr,
         map_any: MAP_ANY,
         map_addr: MAP_ADDR,
-        count_any: COUNT_ANY,
-        count_addr: COUNT_ADDR,
         loopback: Some(("127.0.0.0", 8)),
     },
     FamilySpec {
@@ -79,8 +75,6 @@ pub const FAMILIES: [FamilySpec; 2] = [
         addr: Field::Ipv6Addr,
         map_any: "pub_any6",
         map_addr: "pub_addr6",
-        count_any: "fwd_any6",
-        count_addr: "fwd_addr6",
         loopback: None,
     },
 ];
@@ -106,26 +100,36 @@ const V6_PROTO_PORT: &[Field] = &[Field::Ipv6Addr, Field::InetProto, Field::Inet
 const V4_PORT: &[Field] = &[Field::Ipv4Addr, Field::InetService];
 const V6_PORT: &[Field] = &[Field::Ipv6Addr, Field::InetService];
 
-const fn nat_map(name: &'static str, key: &'static [Field], data: &'static [Field]) -> SetSpec {
+const fn nat_map(
+    name: &'static str,
+    key: &'static [Field],
+    data: &'static [Field],
+    counted_in: &'static str,
+) -> SetSpec {
     // The NAT maps only see a connection's first packet: their counters would count connections
     // at a cost on every insert and dump, so traffic is counted by the forward sets instead.
-    SetSpec { name, key, data, counter: false }
+    SetSpec { name, key, data, counter: false, counted_in: Some(counted_in) }
 }
 const fn counting(name: &'static str, key: &'static [Field]) -> SetSpec {
-    SetSpec { name, key, data: &[], counter: true }
+    SetSpec { name, key, data: &[], counter: true, counted_in: None }
 }
 
 pub const SETS: [SetSpec; 9] = [
-    nat_map(MAP_ANY, PROTO_PORT, V4_PORT),
-    nat_map(MAP_ADDR, V4_PROTO_PORT, V4_PORT),
+    nat_map(MAP_ANY, PROTO_PORT, V4_PORT, COUNT_ANY),
+    nat_map(MAP_ADDR, V4_PROTO_PORT, V4_PORT, COUNT_ADDR),
     counting(COUNT_ANY, PROTO_PORT),
     counting(COUNT_ADDR, V4_PROTO_PORT),
-    nat_map("pub_any6", PROTO_PORT, V6_PORT),
-    nat_map("pub_addr6", V6_PROTO_PORT, V6_PORT),
+    nat_map("pub_any6", PROTO_PORT, V6_PORT, "fwd_any6"),
+    nat_map("pub_addr6", V6_PROTO_PORT, V6_PORT, "fwd_addr6"),
     counting("fwd_any6", PROTO_PORT),
     counting("fwd_addr6", V6_PROTO_PORT),
     counting(ROUTED6, V6_PROTO_PORT),
 ];
+
+/// The counting set a NAT map names in its spec.
+fn counting_set(map: &str) -> &'static str {
+    set_spec(map).and_then(|s| s.counted_in).expect("every NAT map names its counting set")
+}
 
 pub fn set_spec(name: &str) -> Option<&'static SetSpec> {
     SETS.iter().find(|s| s.name == name)
@@ -174,7 +178,8 @@ pub fn mapping_elems(m: &Mapping, routed: bool) -> Vec<Elem> {
         key.extend(pad4(&hp.to_be_bytes()));
         let mut data = ip_bytes(m.container_ip);
         data.extend(pad4(&cp.to_be_bytes()));
-        let (map, count) = if m.host_ip.is_some() { (f.map_addr, f.count_addr) } else { (f.map_any, f.count_any) };
+        let map = if m.host_ip.is_some() { f.map_addr } else { f.map_any };
+        let count = counting_set(map);
         out.push((count, key.clone(), vec![]));
         out.push((map, key, data));
     }
@@ -228,7 +233,7 @@ fn dnat_via_map(f: &FamilySpec, by_addr: bool) -> Vec<Expr> {
 /// bumps the matching element's counter (every packet of a published connection, both
 /// directions; `ct original` is the connection before DNAT), and the packet is accepted.
 fn count_and_accept(f: &FamilySpec, by_addr: bool) -> Vec<Expr> {
-    let set = if by_addr { f.count_addr } else { f.count_any };
+    let set = counting_set(if by_addr { f.map_addr } else { f.map_any });
     let mut v = match_nfproto(f.nfproto);
     v.extend(load_key(f, by_addr, |r| load_ct_original_daddr(f.nfproto, r), |r| load_ct_original(CT_PROTO_DST, r)));
     v.push(Expr::Lookup { sreg: REG_1, set: set.into(), dreg: None, flags: 0 });
@@ -402,92 +407,181 @@ pub fn desired_rules(state: &State) -> Vec<RuleSpec> {
     rules
 }
 
-/// The element changes for mappings added and removed (NAT map and traffic counter), as one
-/// transaction's worth of ops: deletes first, so a changed mapping is delete + add. `state`
-/// says which networks are IPv6-routed.
-pub fn plan_mapping_changes(state: &State, added: &[Mapping], removed: &[Mapping]) -> Vec<NftOp> {
-    let mut dels: BTreeMap<&'static str, Vec<Vec<u8>>> = BTreeMap::new();
-    let mut adds: BTreeMap<&'static str, ElemList> = BTreeMap::new();
+/// What happens to the table as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableAction {
+    /// The table has netnat's layout: only the chains and elements listed change.
+    Keep,
+    /// There is no table: it is made from scratch.
+    Create,
+    /// The table has chains or maps of another shape: it is deleted and made again.
+    Rebuild,
+}
+
+/// A chain whose rules differ: it is flushed and refilled with `want`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainChange {
+    pub chain: &'static str,
+    pub want: Vec<RuleSpec>,
+    /// Live rules netnat would not program (for the audit).
+    pub extra: Vec<LiveRule>,
+    /// Rules netnat would program that are not live (for the audit).
+    pub missing: Vec<RuleSpec>,
+}
+
+/// One element that changes: missing (`have` None), extra (`want` None) or pointing elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElemChange {
+    pub set: &'static str,
+    pub key: Vec<u8>,
+    pub have: Option<Vec<u8>>,
+    pub want: Option<Vec<u8>>,
+}
+
+/// The difference between what table `inet netnat` holds and what it should hold. `apply` turns
+/// it into one transaction (`ops`); the audit reports the same value as drift.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub table: TableAction,
+    /// With `Create` or `Rebuild`: every chain, filled.
+    pub chains: Vec<ChainChange>,
+    /// With `Create` or `Rebuild`: every desired element, as missing.
+    pub elems: Vec<ElemChange>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.table == TableAction::Keep && self.chains.is_empty() && self.elems.is_empty()
+    }
+
+    /// Whether the rules (or the layout) change, not only elements.
+    pub fn changes_rules(&self) -> bool {
+        self.table != TableAction::Keep || !self.chains.is_empty()
+    }
+
+    /// The plan as one transaction's operations: the table and its layout first, then the
+    /// chains' rules, then element deletes before adds (a changed element is delete + add).
+    pub fn ops(&self) -> Vec<NftOp> {
+        let mut ops = vec![];
+        if self.table == TableAction::Rebuild {
+            // Add first so the delete cannot fail on a table removed meanwhile.
+            ops.extend([NftOp::AddTable, NftOp::DelTable]);
+        }
+        if self.table != TableAction::Keep {
+            ops.push(NftOp::AddTable);
+            ops.extend(CHAINS.iter().cloned().map(NftOp::AddChain));
+            ops.extend(SETS.iter().cloned().map(NftOp::AddSet));
+        }
+        for c in &self.chains {
+            if self.table == TableAction::Keep {
+                ops.push(NftOp::FlushChain(c.chain.into()));
+            }
+            ops.extend(c.want.iter().cloned().map(NftOp::AddRule));
+        }
+        // Per set, in name order: its deletes, then its adds.
+        let mut per_set: BTreeMap<&'static str, (Vec<Vec<u8>>, ElemList)> = BTreeMap::new();
+        for e in &self.elems {
+            let (dels, adds) = per_set.entry(e.set).or_default();
+            if e.have.is_some() {
+                dels.push(e.key.clone());
+            }
+            if let Some(d) = &e.want {
+                adds.push((e.key.clone(), d.clone()));
+            }
+        }
+        for (set, (keys, elems)) in per_set {
+            if !keys.is_empty() {
+                ops.push(NftOp::DelElems { set: set.into(), keys });
+            }
+            if !elems.is_empty() {
+                ops.push(NftOp::AddElems { set: set.into(), elems });
+            }
+        }
+        ops
+    }
+}
+
+/// The element changes for mappings added and removed (NAT map and traffic counter), planned
+/// without reading the live elements: the caller knows the table has netnat's layout and rules.
+/// `state` says which networks are IPv6-routed.
+pub fn plan_mapping_changes(state: &State, added: &[Mapping], removed: &[Mapping]) -> Plan {
+    let mut elems = vec![];
     for m in removed {
-        for (set, k, _) in mapping_elems(m, state.is_routed(m)) {
-            dels.entry(set).or_default().push(k);
+        for (set, key, d) in mapping_elems(m, state.is_routed(m)) {
+            elems.push(ElemChange { set, key, have: Some(d), want: None });
         }
     }
     for m in added {
-        for (set, k, d) in mapping_elems(m, state.is_routed(m)) {
-            adds.entry(set).or_default().push((k, d));
+        for (set, key, d) in mapping_elems(m, state.is_routed(m)) {
+            elems.push(ElemChange { set, key, have: None, want: Some(d) });
         }
     }
-    let dels = dels.into_iter().map(|(set, keys)| NftOp::DelElems { set: set.into(), keys });
-    let adds = adds.into_iter().map(|(set, elems)| NftOp::AddElems { set: set.into(), elems });
-    dels.chain(adds).collect()
+    Plan { table: TableAction::Keep, chains: vec![], elems }
 }
 
 /// The changes that turn `live` (None: no table) into `want`.
 /// Rules are compared chain by chain; a chain that differs is flushed and refilled in the same
 /// transaction. Elements are compared one by one, so an unchanged mapping keeps its counters.
-pub fn plan(want: &Desired, live: Option<&LiveTable>) -> Vec<NftOp> {
+pub fn plan(want: &Desired, live: Option<&LiveTable>) -> Plan {
     let Some(live) = live.filter(|l| layout_matches(l)) else {
         // No table, or chains/maps of another shape: build the whole table from scratch.
-        let mut ops = vec![];
-        if live.is_some() {
-            ops.extend([NftOp::AddTable, NftOp::DelTable]);
-        }
-        ops.push(NftOp::AddTable);
-        ops.extend(CHAINS.iter().cloned().map(NftOp::AddChain));
-        ops.extend(SETS.iter().cloned().map(NftOp::AddSet));
-        ops.extend(want.rules.iter().cloned().map(NftOp::AddRule));
-        for (set, elems) in &want.elems {
-            if !elems.is_empty() {
-                let elems = elems.iter().map(|(k, d)| (k.clone(), d.clone())).collect();
-                ops.push(NftOp::AddElems { set: set.to_string(), elems });
-            }
-        }
-        return ops;
+        let table = if live.is_some() { TableAction::Rebuild } else { TableAction::Create };
+        let chains = CHAINS
+            .iter()
+            .map(|c| ChainChange { chain: c.name, want: rules_of(want, c.name), extra: vec![], missing: vec![] })
+            .filter(|c| !c.want.is_empty())
+            .collect();
+        let elems = want
+            .elems
+            .iter()
+            .flat_map(|(set, es)| {
+                es.iter().map(|(k, d)| ElemChange { set, key: k.clone(), have: None, want: Some(d.clone()) })
+            })
+            .collect();
+        return Plan { table, chains, elems };
     };
-    let mut ops = vec![];
+    Plan { table: TableAction::Keep, chains: plan_chains(want, live), elems: plan_elems(want, live) }
+}
+
+fn rules_of(want: &Desired, chain: &str) -> Vec<RuleSpec> {
+    want.rules.iter().filter(|r| r.chain == chain).cloned().collect()
+}
+
+fn plan_chains(want: &Desired, live: &LiveTable) -> Vec<ChainChange> {
+    let same = |l: &LiveRule, n: &RuleSpec| l.exprs == n.exprs && l.comment.as_deref() == Some(n.comment.as_str());
+    let mut out = vec![];
     for c in &CHAINS {
-        let have: Vec<(&[Expr], Option<&str>)> = live
-            .rules
-            .iter()
-            .filter(|r| r.chain == c.name)
-            .map(|r| (r.exprs.as_slice(), r.comment.as_deref()))
-            .collect();
-        let need: Vec<(&[Expr], Option<&str>)> = want
-            .rules
-            .iter()
-            .filter(|r| r.chain == c.name)
-            .map(|r| (r.exprs.as_slice(), Some(r.comment.as_str())))
-            .collect();
-        if have != need {
-            ops.push(NftOp::FlushChain(c.name.into()));
-            ops.extend(want.rules.iter().filter(|r| r.chain == c.name).cloned().map(NftOp::AddRule));
+        let have: Vec<&LiveRule> = live.rules.iter().filter(|r| r.chain == c.name).collect();
+        let need = rules_of(want, c.name);
+        if have.len() == need.len() && have.iter().zip(&need).all(|(l, n)| same(l, n)) {
+            continue;
         }
+        let extra = have.iter().filter(|l| !need.iter().any(|n| same(l, n))).map(|l| (*l).clone()).collect();
+        let missing = need.iter().filter(|n| !have.iter().any(|l| same(l, n))).cloned().collect();
+        out.push(ChainChange { chain: c.name, want: need, extra, missing });
     }
+    out
+}
+
+fn plan_elems(want: &Desired, live: &LiveTable) -> Vec<ElemChange> {
+    let mut out = vec![];
     for (set, need) in &want.elems {
         let have: BTreeMap<&[u8], &[u8]> = live
             .elems
             .get(*set)
             .map(|v| v.iter().map(|e: &LiveElem| (e.key.as_slice(), e.data.as_slice())).collect())
             .unwrap_or_default();
-        let keys: Vec<Vec<u8>> = have
-            .iter()
-            .filter(|(k, d)| need.get(**k).map(|n| n.as_slice()) != Some(**d))
-            .map(|(k, _)| k.to_vec())
-            .collect();
-        let elems: Vec<(Vec<u8>, Vec<u8>)> = need
-            .iter()
-            .filter(|(k, d)| have.get(k.as_slice()) != Some(&d.as_slice()))
-            .map(|(k, d)| (k.clone(), d.clone()))
-            .collect();
-        if !keys.is_empty() {
-            ops.push(NftOp::DelElems { set: set.to_string(), keys });
+        for (k, d) in &have {
+            match need.get(*k) {
+                Some(n) if n.as_slice() == *d => {}
+                n => out.push(ElemChange { set, key: k.to_vec(), have: Some(d.to_vec()), want: n.cloned() }),
+            }
         }
-        if !elems.is_empty() {
-            ops.push(NftOp::AddElems { set: set.to_string(), elems });
+        for (k, d) in need.iter().filter(|(k, _)| !have.contains_key(k.as_slice())) {
+            out.push(ElemChange { set, key: k.clone(), have: None, want: Some(d.clone()) });
         }
     }
-    ops
+    out
 }
 
 /// The live table has exactly netnat's chains (same hooks) and maps (same types).
@@ -735,7 +829,7 @@ mod tests {
 
     #[test]
     fn empty_kernel_gets_whole_table_in_one_plan() {
-        let ops = plan(&desired(&demo_state()), None);
+        let ops = plan(&desired(&demo_state()), None).ops();
         let text: Vec<String> = ops.iter().map(|o| o.to_string()).collect();
         assert_eq!(text[0], "add table inet netnat");
         assert!(text.contains(
@@ -749,7 +843,7 @@ mod tests {
     #[test]
     fn applied_state_plans_nothing() {
         let want = desired(&demo_state());
-        assert_eq!(plan(&want, Some(&fake::live_after(&want, 0, 0))), vec![]);
+        assert!(plan(&want, Some(&fake::live_after(&want, 0, 0))).is_empty());
     }
 
     #[test]
@@ -757,7 +851,7 @@ mod tests {
         let mut st = demo_state();
         let live = fake::live_after(&desired(&st), 0, 0);
         st.mappings.push("127.0.0.1:5353:172.16.1.2:53/udp".parse().unwrap());
-        let text: Vec<String> = plan(&desired(&st), Some(&live)).iter().map(|o| o.to_string()).collect();
+        let text: Vec<String> = plan(&desired(&st), Some(&live)).ops().iter().map(|o| o.to_string()).collect();
         assert_eq!(
             text,
             vec![
@@ -772,13 +866,13 @@ mod tests {
         let old: Mapping = "9090:172.16.1.1:8080".parse().unwrap();
         let new: Mapping = "9090:172.16.1.2:8080".parse().unwrap();
         let text: Vec<String> =
-            plan_mapping_changes(&demo_state(), &[new], &[old]).iter().map(|o| o.to_string()).collect();
+            plan_mapping_changes(&demo_state(), &[new], &[old]).ops().iter().map(|o| o.to_string()).collect();
         assert_eq!(
             text,
             vec![
                 "delete element inet netnat fwd_any4 { tcp . 9090 }",
-                "delete element inet netnat pub_any4 { tcp . 9090 }",
                 "add element inet netnat fwd_any4 { tcp . 9090 }",
+                "delete element inet netnat pub_any4 { tcp . 9090 }",
                 "add element inet netnat pub_any4 { tcp . 9090 : 172.16.1.2 . 8080 }",
             ]
         );
@@ -789,7 +883,7 @@ mod tests {
         let mut st = demo_state();
         let live = fake::live_after(&desired(&st), 0, 0);
         st.mappings[0].container_ip = "172.16.1.2".parse().unwrap();
-        let text: Vec<String> = plan(&desired(&st), Some(&live)).iter().map(|o| o.to_string()).collect();
+        let text: Vec<String> = plan(&desired(&st), Some(&live)).ops().iter().map(|o| o.to_string()).collect();
         assert_eq!(
             text,
             vec![
@@ -811,7 +905,7 @@ mod tests {
             exprs: vec![Expr::Verdict(Verdict::Drop)],
             comment: None,
         });
-        let ops = plan(&want, Some(&live));
+        let ops = plan(&want, Some(&live)).ops();
         assert_eq!(ops[0], NftOp::FlushChain("forward".into()));
         assert_eq!(ops.len(), 1 + want.rules.iter().filter(|r| r.chain == "forward").count());
     }
@@ -833,7 +927,7 @@ mod tests {
         st.networks.insert(n.name.clone(), n);
         st.mappings.push("[2001:db8:1::1]:8080:[fd00:16::2]:80".parse().unwrap());
         st.mappings.push("8080:[fd00:16::2]:80/udp".parse().unwrap());
-        let text: Vec<String> = plan(&desired(&st), None).iter().map(|o| o.to_string()).collect();
+        let text: Vec<String> = plan(&desired(&st), None).ops().iter().map(|o| o.to_string()).collect();
         let has = |t: &str| assert!(text.iter().any(|x| x == t), "missing {t} in\n{}", text.join("\n"));
         has("add map inet netnat pub_addr6 { type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service; }");
         has("add element inet netnat pub_addr6 { 2001:db8:1::1 . tcp . 8080 : fd00:16::2 . 80 }");
@@ -861,7 +955,7 @@ mod tests {
         assert!(d.elems["pub_any6"].is_empty());
         assert_eq!(d.elems[MAP_ANY].len(), 1);
         assert_eq!(d.elems[ROUTED6].len(), 1);
-        let text: Vec<String> = plan(&d, None).iter().map(|o| o.to_string()).collect();
+        let text: Vec<String> = plan(&d, None).ops().iter().map(|o| o.to_string()).collect();
         assert!(text.contains(&"add element inet netnat routed6 { 2001:db8:2::2 . tcp . 80 }".to_string()));
         assert!(!text.iter().any(|t| t.contains("ip6 saddr 2001:db8:2::/64")), "no IPv6 masquerade: {text:?}");
         assert!(text.iter().any(|t| t.contains("ip saddr 172.16.0.0/16") && t.contains("egress")));

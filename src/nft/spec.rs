@@ -166,6 +166,9 @@ pub struct SetSpec {
     pub data: &'static [Field],
     /// A counter on every element.
     pub counter: bool,
+    /// For a NAT map: the set whose element counters count its ports' traffic (a NAT map only
+    /// sees a connection's first packet, so it does not count).
+    pub counted_in: Option<&'static str>,
 }
 
 impl SetSpec {
