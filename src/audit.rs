@@ -6,7 +6,7 @@
 //! The text parsers for /proc files live here too, for the same reason.
 
 use crate::host::{self, BR_NF_CALL_IPTABLES, CT_COUNT, CT_MAX, IP_FORWARD};
-use crate::model::{Mapping, State, Subnet};
+use crate::model::{Family, Mapping, State, Subnet};
 use crate::nft::expr::{self, CmpOp, Expr, Verdict, *};
 use crate::nft::{LiveChain, LiveRule, LiveTable};
 use crate::ruleset::{self, counted_elems, render_concat, render_rule, set_spec, TableAction, PRIO_DSTNAT, TABLE};
@@ -18,6 +18,7 @@ use std::net::{IpAddr, Ipv4Addr};
 // Netfilter families (NFPROTO_*).
 pub const FAMILY_INET: u32 = 1;
 pub const FAMILY_IPV4: u32 = 2;
+pub const FAMILY_IPV6: u32 = 10;
 const HOOK_PREROUTING: u32 = 0;
 const HOOK_FORWARD: u32 = 2;
 const HOOK_OUTPUT: u32 = 3;
@@ -462,6 +463,9 @@ struct RuleMatches {
     dport_hi: Option<u16>,
     drop: bool,
     dnat: bool,
+    /// The one address family the rule's own expressions restrict it to: `meta nfproto`, or the
+    /// family of its nat statement (`dnat ip6 to ...` acts on IPv6 packets only, even in inet).
+    family: Option<Family>,
 }
 
 fn read_matches(exprs: &[Expr]) -> RuleMatches {
@@ -498,7 +502,10 @@ fn read_matches(exprs: &[Expr]) -> RuleMatches {
                 read_cmp(&mut m, &src, *op, data);
             }
             Expr::Verdict(Verdict::Drop) => m.drop = true,
-            Expr::Nat { kind, .. } if *kind == NAT_DNAT => m.dnat = true,
+            Expr::Nat { kind, family, .. } => {
+                m.dnat |= *kind == NAT_DNAT;
+                m.family = m.family.or(nfproto_family(*family));
+            }
             Expr::Xt { target: true, name, .. } => match name.as_str() {
                 "DNAT" | "REDIRECT" => m.dnat = true,
                 "DROP" | "REJECT" => m.drop = true,
@@ -535,6 +542,9 @@ fn read_cmp(m: &mut RuleMatches, src: &Src, op: CmpOp, data: &[u8]) {
             m.ifnames.push((*k, op, name, end.is_none() && data.len() < 16));
         }
         Src::Meta(k) if *k == META_L4PROTO && data.len() == 1 && op == CmpOp::Eq => m.l4proto = Some(data[0]),
+        Src::Meta(k) if *k == META_NFPROTO && data.len() == 1 && op == CmpOp::Eq => {
+            m.family = nfproto_family(data[0] as u32)
+        }
         Src::Payload(PAYLOAD_NETWORK, 9, 1) if data.len() == 1 && op == CmpOp::Eq => m.l4proto = Some(data[0]),
         Src::Payload(PAYLOAD_NETWORK, off, len) if addr_field(*off, *len).is_some() => {
             if let Some(ip) = ip_of(data) {
@@ -590,9 +600,45 @@ fn hook_name(h: u32) -> String {
         .unwrap_or(h.to_string())
 }
 
-/// Other tables' chains in families that see IPv4 (ip, inet).
-fn foreign_v4(c_table: &str, family: u32) -> bool {
-    !own_table(c_table, family) && (family == FAMILY_INET || family == FAMILY_IPV4)
+/// The address family of netfilter family (NFPROTO_*) `nfproto`, if it is one of IPv4, IPv6.
+fn nfproto_family(nfproto: u32) -> Option<Family> {
+    match nfproto {
+        FAMILY_IPV4 => Some(Family::V4),
+        FAMILY_IPV6 => Some(Family::V6),
+        _ => None,
+    }
+}
+
+/// The address families whose routed packets the chains of netfilter family `nfproto` see:
+/// ip → IPv4, ip6 → IPv6, inet → both; arp, bridge and netdev chains neither.
+fn families_of(nfproto: u32) -> &'static [Family] {
+    match nfproto {
+        FAMILY_INET => &Family::ALL,
+        FAMILY_IPV4 => &[Family::V4],
+        FAMILY_IPV6 => &[Family::V6],
+        _ => &[],
+    }
+}
+
+/// Whether a chain of another table than netnat's, in netfilter family `nfproto`, sees packets
+/// of family `fam`.
+fn foreign_sees(c_table: &str, nfproto: u32, fam: Family) -> bool {
+    !own_table(c_table, nfproto) && families_of(nfproto).contains(&fam)
+}
+
+/// Whether foreign rule `r` (whose matches are `m`) can act on packets of family `fam`: its
+/// chain sees them and its own matches do not leave them out.
+fn rule_sees(r: &LiveRule, m: &RuleMatches, fam: Family) -> bool {
+    foreign_sees(&r.table, r.family, fam) && m.family.is_none_or(|f| f == fam)
+}
+
+/// The one address family rule `r` acts on, if its table's family or its own matches fix it.
+fn rule_family(r: &LiveRule, m: &RuleMatches) -> Option<Family> {
+    let mut fams = families_of(r.family).iter().filter(|f| m.family.is_none_or(|x| x == **f));
+    match (fams.next(), fams.next()) {
+        (Some(f), None) => Some(*f),
+        _ => None,
+    }
 }
 
 /// The base chains (hook, priority, name) from which a chain is reached through jumps and gotos
@@ -624,13 +670,15 @@ fn entry_points<'a>(o: &'a Observed, family: u32, table: &str, chain: &str) -> V
 fn render_foreign(r: &LiveRule) -> String {
     // Set key lengths of foreign tables are unknown here: lookups print their first component.
     let mut text = expr::render(&without_nat_targets(&r.exprs), &|_| None);
+    // An xt NAT target's address width follows the family of the rule (ip or ip6 table).
+    let family = rule_family(r, &read_matches(&r.exprs));
     for e in &r.exprs {
         if let Expr::Xt { target: true, name, info } = e {
             if is_xt_nat(name) {
                 if !text.is_empty() {
                     text.push(' ');
                 }
-                text += &xt_nat_text(name, info);
+                text += &xt_nat_text(name, info, family);
             }
         }
     }
@@ -701,7 +749,9 @@ fn forward_drop(o: &Observed, out: &mut Vec<Finding>) {
         return;
     }
     let bridges: Vec<&str> = nets.iter().map(|n| n.bridge.as_str()).collect();
-    for c in o.chains.iter().filter(|c| foreign_v4(&c.table, c.family)) {
+    // The families netnat's networks route: an ip6 chain matters once a network has IPv6.
+    let fams: Vec<Family> = Family::ALL.into_iter().filter(|f| nets.iter().any(|n| n.pool(*f).is_some())).collect();
+    for c in o.chains.iter().filter(|c| fams.iter().any(|f| foreign_sees(&c.table, c.family, *f))) {
         let Some(b) = &c.base else { continue };
         if b.hook != HOOK_FORWARD {
             continue;
@@ -721,7 +771,7 @@ fn forward_drop(o: &Observed, out: &mut Vec<Finding>) {
         }
         for r in o.rules.iter().filter(|r| r.family == c.family && r.table == c.table && r.chain == c.name) {
             let m = read_matches(&r.exprs);
-            if !m.drop {
+            if !m.drop || !fams.iter().any(|f| rule_sees(r, &m, *f)) {
                 continue;
             }
             // Positive matches on something that is not netnat's exclude its traffic.
@@ -754,7 +804,7 @@ fn foreign_dnat(o: &Observed, out: &mut Vec<Finding>) {
     if o.state.mappings.is_empty() {
         return;
     }
-    for r in o.rules.iter().filter(|r| foreign_v4(&r.table, r.family)) {
+    for r in o.rules.iter().filter(|r| !own_table(&r.table, r.family)) {
         let m = read_matches(&r.exprs);
         if !m.dnat {
             continue;
@@ -770,7 +820,8 @@ fn foreign_dnat(o: &Observed, out: &mut Vec<Finding>) {
             continue;
         }
         let label = chain_label(r.family, &r.table, &r.chain);
-        for mp in &o.state.mappings {
+        // A routed IPv6 mapping has no host port to take over: netnat DNATs nothing for it.
+        for mp in o.state.mappings.iter().filter(|mp| rule_sees(r, &m, mp.family()) && !o.state.is_routed(mp)) {
             let proto_ok = m.l4proto.is_none_or(|p| p == mp.protocol.number());
             let port_ok = lo <= mp.host_port_end && mp.host_port <= hi;
             let addr_ok =
@@ -987,26 +1038,32 @@ const NAT_RANGE_PROTO_RANDOM_FULLY: u32 = 16;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct XtRange {
     pub flags: u32,
-    pub min_ip: Ipv4Addr,
-    pub max_ip: Ipv4Addr,
+    pub min_ip: IpAddr,
+    pub max_ip: IpAddr,
     pub min_port: u16,
     pub max_port: u16,
 }
 
-/// Decodes the info blob of an iptables-nft DNAT/SNAT/MASQUERADE/REDIRECT target, told apart by
-/// size (the kernel dumps it padded to 8 bytes):
-/// - 24: revision 0, `struct nf_nat_ipv4_multi_range_compat` (rangesize u32, then flags u32,
-///   min_ip, max_ip be32, min/max port be16);
-/// - 40: revision 1, `struct nf_nat_range` (flags u32, min/max `nf_inet_addr` of 16 bytes,
-///   min/max port be16); 48: revision 2, `struct nf_nat_range2` (the same, plus base port).
+/// Decodes the info blob of an iptables-nft or ip6tables-nft DNAT/SNAT/MASQUERADE/REDIRECT
+/// target of a rule of address family `family`, told apart by size (the kernel dumps it padded to
+/// 8 bytes, XT_ALIGN):
+/// - 24: revision 0 in IPv4, `struct nf_nat_ipv4_multi_range_compat` (rangesize u32, then flags
+///   u32, min_ip, max_ip be32, min/max port be16);
+/// - 40: `struct nf_nat_range` (flags u32, min/max `union nf_inet_addr` of 16 bytes, min/max port
+///   be16): revision 1 of DNAT/SNAT, and MASQUERADE/REDIRECT in IPv6; 48: revision 2,
+///   `struct nf_nat_range2` (the same, plus a base port). An IPv4 address fills the first 4
+///   bytes of a `nf_inet_addr`, an IPv6 address all 16.
 ///
-/// None for anything else (e.g. an IPv6 rule or an unknown layout).
-pub fn decode_xt_nat(info: &[u8]) -> Option<XtRange> {
+/// None for anything else (an unknown layout, or the compat layout in IPv6, where it does not exist).
+pub fn decode_xt_nat(info: &[u8], family: Family) -> Option<XtRange> {
     let u32_at = |o: usize| info.get(o..o + 4).map(|b| u32::from_ne_bytes(b.try_into().unwrap()));
-    let ip_at = |o: usize| info.get(o..o + 4).map(|b| Ipv4Addr::new(b[0], b[1], b[2], b[3]));
+    let ip_at = |o: usize| match family {
+        Family::V4 => info.get(o..o + 4).map(|b| IpAddr::from(<[u8; 4]>::try_from(b).unwrap())),
+        Family::V6 => info.get(o..o + 16).map(|b| IpAddr::from(<[u8; 16]>::try_from(b).unwrap())),
+    };
     let port_at = |o: usize| info.get(o..o + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
     match info.len() {
-        20 | 24 => {
+        20 | 24 if family == Family::V4 => {
             if u32_at(0)? != 1 {
                 return None; // rangesize: iptables always writes exactly one range
             }
@@ -1029,9 +1086,10 @@ pub fn decode_xt_nat(info: &[u8]) -> Option<XtRange> {
     }
 }
 
-/// `dnat to 10.1.2.3:80` and the like, as iptables-save would put it, or a note that the blob
-/// could not be decoded.
-pub fn xt_nat_text(name: &str, info: &[u8]) -> String {
+/// `dnat to 10.1.2.3:80`, `dnat to [fd00::2]:80` and the like, as iptables-save would put it,
+/// or a note that the blob could not be decoded. `family`: the rule's address family, None when
+/// it cannot be told (then the address width is unknown).
+pub fn xt_nat_text(name: &str, info: &[u8], family: Option<Family>) -> String {
     let verb = match name {
         "DNAT" => "dnat to",
         "SNAT" => "snat to",
@@ -1039,17 +1097,20 @@ pub fn xt_nat_text(name: &str, info: &[u8]) -> String {
         "REDIRECT" => "redirect to",
         other => return format!("xt target {other} (not decoded: {} bytes of target data)", info.len()),
     };
-    let Some(r) = decode_xt_nat(info) else {
+    let Some(r) = family.and_then(|f| decode_xt_nat(info, f)) else {
         return format!("xt target {name} (not decoded: {} bytes of target data)", info.len());
     };
+    let ports = r.flags & NAT_RANGE_PROTO_SPECIFIED != 0;
+    // An IPv6 address followed by a port goes in brackets, as iptables and nft print it.
+    let addr = |ip: IpAddr| if ports && ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
     let mut s = String::new();
     if r.flags & NAT_RANGE_MAP_IPS != 0 {
-        s += &r.min_ip.to_string();
+        s += &addr(r.min_ip);
         if r.max_ip != r.min_ip {
-            s += &format!("-{}", r.max_ip);
+            s += &format!("-{}", addr(r.max_ip));
         }
     }
-    if r.flags & NAT_RANGE_PROTO_SPECIFIED != 0 {
+    if ports {
         s += &format!(":{}", r.min_port);
         if r.max_port != r.min_port {
             s += &format!("-{}", r.max_port);
@@ -1065,7 +1126,8 @@ pub fn xt_nat_text(name: &str, info: &[u8]) -> String {
             words += &format!(" {w}");
         }
     }
-    format!("{words} (iptables {name})")
+    let tool = if family == Some(Family::V6) { "ip6tables" } else { "iptables" };
+    format!("{words} ({tool} {name})")
 }
 
 // ---- /proc parsers ----
@@ -1325,14 +1387,57 @@ mod tests {
     }
 
     fn dnat_rule(port: u16) -> Vec<Expr> {
+        dnat_rule_to(port, "10.9.9.9")
+    }
+
+    /// `tcp dport PORT dnat ip[6] to ADDR`, the nat statement's family that of `to`.
+    fn dnat_rule_to(port: u16, to: &str) -> Vec<Expr> {
+        let to: IpAddr = to.parse().unwrap();
+        let family = if to.is_ipv6() { FAMILY_IPV6 } else { FAMILY_IPV4 };
         vec![
             load_meta(META_L4PROTO, REG_1),
             cmp(REG_1, CmpOp::Eq, [6u8]),
             load_th_dport(REG_1),
             cmp(REG_1, CmpOp::Eq, port.to_be_bytes()),
-            Expr::Immediate { dreg: REG_1, data: vec![10, 9, 9, 9] },
-            Expr::Nat { kind: NAT_DNAT, family: 2, addr: Some(REG_1), proto: None },
+            Expr::Immediate { dreg: REG_1, data: ip_bytes(to) },
+            Expr::Nat { kind: NAT_DNAT, family, addr: Some(REG_1), proto: None },
         ]
+    }
+
+    /// `clean()` made dual stack: MyDocker0 also has fd00:16::/64, ns1 fd00:16::2, and 9090 is
+    /// published over both families.
+    fn clean_dual() -> Observed {
+        let mut o = clean();
+        let n = crate::model::fixtures::net("MyDocker0", &["172.16.0.0/16", "fd00:16::/64"], &["172.16.1.254"]);
+        o.state.networks.insert(n.name.clone(), n);
+        o.state.sandboxes.get_mut("ns1").unwrap().endpoints[0].ips.push("fd00:16::2".parse().unwrap());
+        o.state.mappings.push("9090:[fd00:16::2]:8080".parse().unwrap());
+        o.connections.push(0);
+        o.table = Some(table_for(&o.state));
+        o.sysctls.insert(host::IP6_FORWARD.into(), "1".into());
+        o
+    }
+
+    /// The objects[0] (the mapping) of every conflict.dnat finding.
+    fn dnat_conflicts(o: &Observed) -> Vec<String> {
+        has(o, "conflict.dnat").into_iter().map(|f| f.objects[0].clone()).collect()
+    }
+
+    const V4_9090: &str = "9090:172.16.1.1:8080/tcp";
+    const V6_9090: &str = "9090:[fd00:16::2]:8080/tcp";
+
+    /// `struct nf_nat_range` (40 bytes) or `nf_nat_range2` (48, as the kernel dumps its 44 bytes
+    /// padded to 8) holding one IPv6 range.
+    fn nat_range6(flags: u32, min: &str, max: &str, ports: (u16, u16), rev2: bool) -> Vec<u8> {
+        let mut b = flags.to_ne_bytes().to_vec();
+        b.extend(min.parse::<std::net::Ipv6Addr>().unwrap().octets());
+        b.extend(max.parse::<std::net::Ipv6Addr>().unwrap().octets());
+        b.extend(ports.0.to_be_bytes());
+        b.extend(ports.1.to_be_bytes());
+        if rev2 {
+            b.extend([0; 8]); // base port, then padding
+        }
+        b
     }
 
     #[test]
@@ -1381,7 +1486,7 @@ mod tests {
         rev0.extend(80u16.to_be_bytes());
         rev0.extend(80u16.to_be_bytes());
         rev0.extend([0; 4]);
-        assert_eq!(xt_nat_text("DNAT", &rev0), "dnat to 10.1.2.3:80 (iptables DNAT)");
+        assert_eq!(xt_nat_text("DNAT", &rev0, Some(Family::V4)), "dnat to 10.1.2.3:80 (iptables DNAT)");
         // Revision 2: flags, min addr (16), max addr (16), min port, max port, base port.
         let mut rev2 = 1u32.to_ne_bytes().to_vec();
         rev2.extend([192, 0, 2, 1]);
@@ -1390,12 +1495,12 @@ mod tests {
         rev2.extend([0; 12]);
         rev2.extend([0; 4 + 2 + 6]);
         assert_eq!(rev2.len(), 48);
-        assert_eq!(xt_nat_text("SNAT", &rev2), "snat to 192.0.2.1-192.0.2.9 (iptables SNAT)");
+        assert_eq!(xt_nat_text("SNAT", &rev2, Some(Family::V4)), "snat to 192.0.2.1-192.0.2.9 (iptables SNAT)");
         let mut masq = 1u32.to_ne_bytes().to_vec();
         masq.extend([0; 20]);
-        assert_eq!(xt_nat_text("MASQUERADE", &masq), "masquerade (iptables MASQUERADE)");
-        assert!(xt_nat_text("DNAT", &[1, 2, 3]).contains("not decoded: 3 bytes"));
-        assert!(xt_nat_text("NETMAP", &rev0).contains("not decoded"));
+        assert_eq!(xt_nat_text("MASQUERADE", &masq, Some(Family::V4)), "masquerade (iptables MASQUERADE)");
+        assert!(xt_nat_text("DNAT", &[1, 2, 3], Some(Family::V4)).contains("not decoded: 3 bytes"));
+        assert!(xt_nat_text("NETMAP", &rev0, Some(Family::V4)).contains("not decoded"));
         // In a rule: listed, never skipped.
         let mut o = clean();
         o.chains.push(foreign_chain(FAMILY_IPV4, "nat", "PREROUTING", HOOK_PREROUTING, -100, "nat", 1));
@@ -1411,6 +1516,138 @@ mod tests {
         assert_eq!(f.len(), 2);
         assert!(f.iter().any(|x| x.message.contains("th dport 9191 counter dnat to 10.1.2.3:80")), "{f:#?}");
         assert!(f.iter().any(|x| x.message.contains("not decoded: 7 bytes")), "{f:#?}");
+    }
+
+    #[test]
+    fn decodes_ip6tables_nat_targets() {
+        // `ip6tables-nft -t nat -A PREROUTING -j DNAT --to-destination [fd00:16::2]:80` (revision 2):
+        // flags MAP_IPS|PROTO_SPECIFIED, min and max address, min and max port, base port, padding.
+        let mut dnat = 3u32.to_ne_bytes().to_vec();
+        let fd00_16_2 = [0xfd, 0, 0, 0x16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+        dnat.extend(fd00_16_2);
+        dnat.extend(fd00_16_2);
+        dnat.extend([0, 80, 0, 80, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(dnat.len(), 48);
+        let r = decode_xt_nat(&dnat, Family::V6).unwrap();
+        assert_eq!((r.min_ip, r.max_ip, r.min_port), ("fd00:16::2".parse().unwrap(), r.min_ip, 80));
+        assert_eq!(xt_nat_text("DNAT", &dnat, Some(Family::V6)), "dnat to [fd00:16::2]:80 (ip6tables DNAT)");
+        // The same blob read as IPv4 would be a wrong address: the family decides the width.
+        assert_eq!(decode_xt_nat(&dnat, Family::V4).unwrap().min_ip, "253.0.0.22".parse::<IpAddr>().unwrap());
+        // Revision 1 (`nf_nat_range`, 40 bytes): an address range without ports.
+        let snat = nat_range6(1, "fd00::1", "fd00::9", (0, 0), false);
+        assert_eq!(snat.len(), 40);
+        assert_eq!(xt_nat_text("SNAT", &snat, Some(Family::V6)), "snat to fd00::1-fd00::9 (ip6tables SNAT)");
+        let both = nat_range6(3, "2001:db8::1", "2001:db8::2", (8080, 8081), true);
+        assert_eq!(
+            xt_nat_text("DNAT", &both, Some(Family::V6)),
+            "dnat to [2001:db8::1]-[2001:db8::2]:8080-8081 (ip6tables DNAT)"
+        );
+        // IPv6 MASQUERADE and REDIRECT also use `nf_nat_range`.
+        assert_eq!(
+            xt_nat_text("MASQUERADE", &nat_range6(0, "::", "::", (0, 0), false), Some(Family::V6)),
+            "masquerade (ip6tables MASQUERADE)"
+        );
+        let redirect = nat_range6(2 | 16, "::", "::", (8080, 8080), false);
+        assert_eq!(
+            xt_nat_text("REDIRECT", &redirect, Some(Family::V6)),
+            "redirect to :8080 fully-random (ip6tables REDIRECT)"
+        );
+        // The IPv4-only compat layout does not exist in IPv6; without a family nothing is guessed.
+        let mut compat = 1u32.to_ne_bytes().to_vec();
+        compat.extend([0; 20]);
+        assert_eq!(decode_xt_nat(&compat, Family::V6), None);
+        assert!(xt_nat_text("DNAT", &dnat, None).contains("not decoded: 48 bytes"));
+        // In an ip6 table's rule, the listed text uses the IPv6 layout.
+        let mut o = clean_dual();
+        o.chains.push(foreign_chain(FAMILY_IPV6, "nat", "PREROUTING", HOOK_PREROUTING, -100, "nat", 1));
+        let mut e = dnat_rule(9191);
+        e.truncate(4);
+        e.push(Expr::Counter);
+        e.push(Expr::Xt { target: true, name: "DNAT".into(), info: dnat.clone() });
+        o.rules.push(foreign_rule(FAMILY_IPV6, "nat", "PREROUTING", e));
+        let f = has(&o, "foreign.nat");
+        assert_eq!(f.len(), 1);
+        assert!(f[0].message.starts_with("ip6 nat PREROUTING (handle 7): "), "{}", f[0].message);
+        assert!(f[0].message.contains("th dport 9191 counter dnat to [fd00:16::2]:80 (ip6tables DNAT)"), "{f:#?}");
+    }
+
+    #[test]
+    fn foreign_dnat_conflicts_only_within_its_family() {
+        let pre = |family| foreign_chain(family, "other", "pre", HOOK_PREROUTING, -150, "nat", 1);
+        // A native `dnat to` in an ip6 table: only the IPv6 mapping of 9090 is taken over.
+        let mut o = clean_dual();
+        o.chains.push(pre(FAMILY_IPV6));
+        o.rules.push(foreign_rule(FAMILY_IPV6, "other", "pre", dnat_rule_to(9090, "fd00:16::9")));
+        assert_eq!(dnat_conflicts(&o), vec![V6_9090]);
+        let f = &has(&o, "conflict.dnat")[0];
+        assert!(f.message.contains("chain ip6 other pre translates"), "{}", f.message);
+        assert!(f.message.contains("dnat ip6 to [fd00:16::9]"), "{}", f.message);
+        assert!(f.message.contains("the foreign DNAT wins"), "{}", f.message);
+        assert!(has(&o, "foreign.nat")[0].message.contains("ip6 other pre"));
+        // With no IPv6 mapping, the same rule conflicts with nothing (but is still listed).
+        let mut o = clean();
+        o.chains.push(pre(FAMILY_IPV6));
+        o.rules.push(foreign_rule(FAMILY_IPV6, "other", "pre", dnat_rule_to(9090, "fd00:16::9")));
+        assert!(dnat_conflicts(&o).is_empty());
+        assert_eq!(has(&o, "foreign.nat").len(), 1);
+        // An ip table takes over the IPv4 mapping only.
+        let mut o = clean_dual();
+        o.chains.push(pre(FAMILY_IPV4));
+        o.rules.push(foreign_rule(FAMILY_IPV4, "other", "pre", dnat_rule(9090)));
+        assert_eq!(dnat_conflicts(&o), vec![V4_9090]);
+        // In an inet table, `meta nfproto` or the nat statement's family decides; with neither,
+        // (an xt target, say) both families.
+        for (exprs, want) in [
+            ([match_nfproto(NFPROTO_IPV6), dnat_rule(9090)].concat(), vec![V6_9090]),
+            (dnat_rule_to(9090, "fd00:16::9"), vec![V6_9090]),
+            ([match_nfproto(NFPROTO_IPV4), dnat_rule(9090)].concat(), vec![V4_9090]),
+            (
+                [&dnat_rule(9090)[..4], &[Expr::Xt { target: true, name: "DNAT".into(), info: vec![0; 48] }]].concat(),
+                vec![V4_9090, V6_9090],
+            ),
+        ] {
+            let mut o = clean_dual();
+            o.chains.push(pre(FAMILY_INET));
+            o.rules.push(foreign_rule(FAMILY_INET, "other", "pre", exprs.clone()));
+            let mut got = dnat_conflicts(&o);
+            got.sort();
+            assert_eq!(got, want, "{}", render_rule(&exprs, None));
+        }
+        // ip6tables-nft's DNAT target on 9090.
+        let mut o = clean_dual();
+        o.chains.push(pre(FAMILY_IPV6));
+        let mut e = dnat_rule(9090);
+        e.truncate(4);
+        e.push(Expr::Xt {
+            target: true,
+            name: "DNAT".into(),
+            info: nat_range6(3, "fd00:16::9", "fd00:16::9", (80, 80), true),
+        });
+        o.rules.push(foreign_rule(FAMILY_IPV6, "other", "pre", e));
+        assert_eq!(dnat_conflicts(&o), vec![V6_9090]);
+        assert!(has(&o, "conflict.dnat")[0].message.contains("dnat to [fd00:16::9]:80 (ip6tables DNAT)"));
+        // A routed IPv6 network publishes no host port: nothing to take over.
+        o.state.networks.get_mut("MyDocker0").unwrap().ipv6_mode = crate::model::Ipv6Mode::Routed;
+        assert!(dnat_conflicts(&o).is_empty());
+    }
+
+    #[test]
+    fn ipv6_forward_drop_matters_once_a_network_has_ipv6() {
+        let mut o = clean_dual();
+        o.chains.push(foreign_chain(FAMILY_IPV6, "filter", "FORWARD", HOOK_FORWARD, 0, "filter", 0));
+        let f = has(&o, "conflict.forward-drop");
+        assert_eq!(f.len(), 1);
+        assert!(f[0].message.contains("ip6 filter FORWARD") && f[0].message.contains("policy drop"));
+        // A drop rule restricted to the other family of an inet table is none of an IPv4-only host's business.
+        let mut o = clean();
+        o.chains.push(foreign_chain(FAMILY_INET, "fw", "fwd", HOOK_FORWARD, 0, "filter", 1));
+        let v6_drop = [match_nfproto(NFPROTO_IPV6), vec![Expr::Verdict(Verdict::Drop)]].concat();
+        o.rules.push(foreign_rule(FAMILY_INET, "fw", "fwd", v6_drop.clone()));
+        assert!(has(&o, "conflict.forward-drop").is_empty());
+        let mut o = clean_dual();
+        o.chains.push(foreign_chain(FAMILY_INET, "fw", "fwd", HOOK_FORWARD, 0, "filter", 1));
+        o.rules.push(foreign_rule(FAMILY_INET, "fw", "fwd", v6_drop));
+        assert_eq!(has(&o, "conflict.forward-drop").len(), 1);
     }
 
     #[test]

@@ -35,7 +35,7 @@ use std::path::Path;
 
 /// Room reserved beyond the current record for what one command adds (a network, a sandbox with
 /// an endpoint, a few ports: each a few hundred bytes). `publish` and `apply`, which can add
-/// more, reserve for the record they will write (`Ctx::reserve_for`).
+/// more, reserve for the record they will write (`Engine::reserve_for`).
 const ROOM: usize = 2048;
 
 /// A running operation that changes the kernel: the lock, the record and the place it writes to.
