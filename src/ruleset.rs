@@ -862,6 +862,37 @@ mod tests {
     }
 
     #[test]
+    fn plan_says_what_changes_and_ops_follow_from_it() {
+        let st = demo_state();
+        let want = desired(&st);
+        // A table of another shape is rebuilt in the same transaction.
+        let mut odd = fake::live_after(&want, 0, 0);
+        odd.sets.retain(|s| s.name != MAP_ANY);
+        let p = plan(&want, Some(&odd));
+        assert_eq!(p.table, TableAction::Rebuild);
+        assert!(p.changes_rules());
+        assert_eq!(p.ops()[..3], [NftOp::AddTable, NftOp::DelTable, NftOp::AddTable]);
+        assert_eq!(plan(&want, None).table, TableAction::Create);
+        // Elements: one missing, one extra, one pointing elsewhere; the rules are netnat's.
+        let mut live = fake::live_after(&want, 0, 0);
+        let elems = live.elems.get_mut(MAP_ANY).unwrap();
+        let key = elems[0].key.clone();
+        elems[0].data = vec![10, 0, 0, 9, 0x1f, 0x90, 0, 0];
+        let mut extra = elems[0].clone();
+        extra.key[4] = 0x99;
+        elems.push(extra.clone());
+        live.elems.get_mut(COUNT_ANY).unwrap().clear();
+        let p = plan(&want, Some(&live));
+        assert_eq!(p.table, TableAction::Keep);
+        assert!(!p.changes_rules());
+        let kinds: Vec<(&str, bool, bool)> =
+            p.elems.iter().map(|e| (e.set, e.have.is_some(), e.want.is_some())).collect();
+        assert_eq!(kinds, [(COUNT_ANY, false, true), (MAP_ANY, true, true), (MAP_ANY, true, false)]);
+        assert_eq!(p.elems[1].key, key);
+        assert_eq!(p.elems[2].key, extra.key);
+    }
+
+    #[test]
     fn mapping_changes_touch_only_their_elements() {
         let old: Mapping = "9090:172.16.1.1:8080".parse().unwrap();
         let new: Mapping = "9090:172.16.1.2:8080".parse().unwrap();
