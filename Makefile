@@ -16,8 +16,12 @@ BIN := $(abspath $(TARGET_DIR))/release/netnat
 
 # Debian packages needed to build (libnftnl, libmnl, pkg-config), to run the demo and tests,
 # and to build and check the .deb (dpkg-dev for dpkg-shlibdeps, lintian).
+# prometheus-node-exporter and prometheus (for promtool) check `netnat metrics` in tests/trace_metrics.rs.
+# On a host where systemd runs, installing them also enables and starts their services (node_exporter
+# on :9100, the Prometheus server on :9090) in the machine's own namespace; the tests start their own
+# node_exporter in a throwaway namespace and use neither.
 DEB_PACKAGES := libnftnl-dev libmnl-dev pkg-config nftables iproute2 iptables conntrack socat curl python3 \
-	e2fsprogs dpkg-dev lintian
+	e2fsprogs dpkg-dev lintian prometheus-node-exporter prometheus
 
 # `make deb` builds with this cargo-deb, installed from crates.io when missing.
 CARGO_DEB_VERSION := 3.8.0
@@ -103,7 +107,7 @@ install: build
 	install -D -m 644 completions/netnat.bash $(DESTDIR)$(BASHCOMPDIR)/netnat
 	install -D -m 644 completions/_netnat $(DESTDIR)$(ZSHCOMPDIR)/_netnat
 	install -d -m 755 $(DESTDIR)$(UNITDIR)
-	for unit in systemd/*.service; do \
+	for unit in systemd/*.service systemd/*.timer; do \
 	    sed -e 's|/usr/sbin/netnat|$(SBINDIR)/netnat|g' -e 's|/etc/netnat/|$(SYSCONFDIR)/netnat/|g' \
 	        "$$unit" > "$(DESTDIR)$(UNITDIR)/$${unit#systemd/}"; \
 	    chmod 644 "$(DESTDIR)$(UNITDIR)/$${unit#systemd/}"; \
@@ -113,11 +117,12 @@ install: build
 	install -D -m 644 -t $(DESTDIR)$(DOCDIR)/examples rules/demo.toml rules/example-all-options.toml
 	install -D -m 644 packaging/copyright $(DESTDIR)$(DOCDIR)/copyright
 	@echo "installed; enable at boot with: systemctl daemon-reload && systemctl enable --now netnat.service netnat-reload.service"
+	@echo "metrics for node_exporter's textfile collector every 15 s: systemctl enable --now netnat-metrics.timer"
 
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/netnat $(DESTDIR)$(BASHCOMPDIR)/netnat $(DESTDIR)$(ZSHCOMPDIR)/_netnat
 	for page in man/*.1; do rm -f "$(DESTDIR)$(MANDIR)/man1/$${page#man/}.gz"; done
-	for unit in systemd/*.service; do rm -f "$(DESTDIR)$(UNITDIR)/$${unit#systemd/}"; done
+	for unit in systemd/*.service systemd/*.timer; do rm -f "$(DESTDIR)$(UNITDIR)/$${unit#systemd/}"; done
 	rm -rf $(DESTDIR)$(DOCDIR)
 
 fmt:

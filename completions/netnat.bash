@@ -37,6 +37,9 @@ _netnat() {
             netnat,ls)
                 cmd="netnat__subcmd__ls"
                 ;;
+            netnat,metrics)
+                cmd="netnat__subcmd__metrics"
+                ;;
             netnat,network)
                 cmd="netnat__subcmd__network"
                 ;;
@@ -60,6 +63,9 @@ _netnat() {
                 ;;
             netnat,show)
                 cmd="netnat__subcmd__show"
+                ;;
+            netnat,trace)
+                cmd="netnat__subcmd__trace"
                 ;;
             netnat,unpublish)
                 cmd="netnat__subcmd__unpublish"
@@ -85,6 +91,9 @@ _netnat() {
             netnat__subcmd__help,ls)
                 cmd="netnat__subcmd__help__subcmd__ls"
                 ;;
+            netnat__subcmd__help,metrics)
+                cmd="netnat__subcmd__help__subcmd__metrics"
+                ;;
             netnat__subcmd__help,network)
                 cmd="netnat__subcmd__help__subcmd__network"
                 ;;
@@ -108,6 +117,9 @@ _netnat() {
                 ;;
             netnat__subcmd__help,show)
                 cmd="netnat__subcmd__help__subcmd__show"
+                ;;
+            netnat__subcmd__help,trace)
+                cmd="netnat__subcmd__help__subcmd__trace"
                 ;;
             netnat__subcmd__help,unpublish)
                 cmd="netnat__subcmd__help__subcmd__unpublish"
@@ -185,7 +197,7 @@ _netnat() {
 
     case "${cmd}" in
         netnat)
-            opts="-h -V --state-dir --help --version network sandbox connect disconnect publish unpublish ls show apply save reload reset recover audit graph help"
+            opts="-h -V --state-dir --help --version network sandbox connect disconnect publish unpublish ls show apply save reload reset recover audit graph trace metrics help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -317,7 +329,7 @@ _netnat() {
             return 0
             ;;
         netnat__subcmd__help)
-            opts="network sandbox connect disconnect publish unpublish ls show apply save reload reset recover audit graph help"
+            opts="network sandbox connect disconnect publish unpublish ls show apply save reload reset recover audit graph trace metrics help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -415,6 +427,20 @@ _netnat() {
             return 0
             ;;
         netnat__subcmd__help__subcmd__ls)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netnat__subcmd__help__subcmd__metrics)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -624,6 +650,20 @@ _netnat() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        netnat__subcmd__help__subcmd__trace)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         netnat__subcmd__help__subcmd__unpublish)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -645,6 +685,28 @@ _netnat() {
                 return 0
             fi
             case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netnat__subcmd__metrics)
+            opts="-h --textfile --state-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --textfile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --state-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -1065,6 +1127,36 @@ _netnat() {
                 return 0
             fi
             case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netnat__subcmd__trace)
+            opts="-h --from --count --timeout --json --state-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --count)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --state-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -98,6 +98,8 @@ pub struct Observed {
     /// Set when netnat's record could not be used (its path and why); `state` is then what the
     /// kernel holds, rebuilt by `recover`.
     pub record_unreadable: Option<String>,
+    /// Chains of a `netnat trace` that is not running any more (killed), in table inet netnat.
+    pub trace_leftover: Vec<String>,
 }
 
 /// How far a published port reaches.
@@ -667,7 +669,8 @@ fn entry_points<'a>(o: &'a Observed, family: u32, table: &str, chain: &str) -> V
     out
 }
 
-fn render_foreign(r: &LiveRule) -> String {
+/// A rule of another table in nft syntax, iptables-nft NAT targets decoded.
+pub fn render_foreign(r: &LiveRule) -> String {
     // Set key lengths of foreign tables are unknown here: lookups print their first component.
     let mut text = expr::render(&without_nat_targets(&r.exprs), &|_| None);
     // An xt NAT target's address width follows the family of the rule (ip or ip6 table).
@@ -992,6 +995,19 @@ fn leftovers(o: &Observed, out: &mut Vec<Finding>) {
                 s.name, s.name
             ),
             vec![s.name.clone()],
+        ));
+    }
+    if !o.trace_leftover.is_empty() {
+        out.push(finding(
+            "trace.leftover",
+            Severity::Warning,
+            format!(
+                "table inet {TABLE} still has the chains of a `netnat trace` that did not end (killed): {}; they \
+                 mark matching packets for tracing, which costs on every packet; the next netnat command that \
+                 changes something removes them (e.g. `netnat reload`)",
+                o.trace_leftover.join(", ")
+            ),
+            o.trace_leftover.iter().map(|c| format!("inet {TABLE} {c}")).collect(),
         ));
     }
     for m in st.mappings.iter().filter(|m| st.network_of(m.container_ip).is_none()) {

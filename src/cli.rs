@@ -118,6 +118,76 @@ It changes nothing in the kernel. With a readable record it does nothing."
     Audit(AuditArgs),
     /// Print networks, sandboxes and published ports as a Graphviz DOT graph
     Graph,
+    /// Show what the kernel does with the packets of one port: every table, chain and rule they meet
+    #[command(long_about = TRACE_ABOUT, after_long_help = TRACE_AFTER)]
+    Trace(TraceArgs),
+    /// Print per-mapping traffic counters and netnat's gauges in the Prometheus text format
+    #[command(long_about = METRICS_ABOUT)]
+    Metrics(MetricsArgs),
+}
+
+const TRACE_ABOUT: &str = "\
+Show what the kernel does with the packets of one port: every table, chain and rule they meet, in \
+every table on the host (netnat's, Docker's, firewalld's, ufw's, other iptables-nft tables, hand-written \
+ones), both directions of each connection, the NAT translation, and the final verdict; then one line per \
+connection saying where it went or why it did not arrive.
+
+It uses nftables tracing: while it runs, netnat's table inet netnat holds four extra chains (trace-pre, \
+trace-out, trace-pre-reply, trace-out-reply) whose rules set `meta nftrace set 1` on matching packets, and \
+netnat listens to the kernel's trace events over netlink. It removes the chains when it stops: after \
+--count packets, after --timeout seconds, or on Ctrl-C. Chains left by a trace that was killed are removed \
+by the next netnat command that changes something, and `netnat audit` reports them meanwhile \
+(trace.leftover). With no trace running there is no such chain: tracing costs nothing.
+
+Requests are matched by their headers before any other chain (priority -350); replies by their \
+connection (ct direction reply, the original port) just after conntrack (priority -199), so chains that run \
+before conntrack on prerouting are not shown for replies.";
+
+const TRACE_AFTER: &str = "\
+EXAMPLES:
+  netnat trace 9090  Requests to tcp port 9090 on any local address, and their replies
+  netnat trace 198.51.100.1:5353/udp --from 203.0.113.0/24 --count 4  One address, one client network
+  netnat trace 9090 --json  The same facts as JSON, printed at the end
+
+EXIT STATUS:
+  0  The trace ran (whether or not packets were seen or dropped)
+  1  It could not run (not root, another trace is running, the kernel refused the chains)
+  2  Invalid input";
+
+const METRICS_ABOUT: &str = "\
+Print the Prometheus text exposition format: per published mapping (a port range is one mapping) the \
+packets and bytes forwarded (netnat_mapping_packets_total, netnat_mapping_bytes_total: the counters `netnat \
+ls` shows, both directions) and the live connections (netnat_mapping_connections, from conntrack), labelled \
+with protocol, host_ip, host_port, container_ip, container_port, network and container_id; and the gauges \
+netnat_networks, netnat_sandboxes, netnat_mappings and netnat_audit_errors (error findings of `netnat audit`).
+
+With --textfile DIR it writes DIR/netnat.prom atomically (a temporary file renamed over it) for node_exporter's \
+textfile collector; netnat-metrics.timer does that every 15 s into /var/lib/prometheus/node-exporter.";
+
+#[derive(Args, Debug)]
+pub struct TraceArgs {
+    /// [HOSTIP:]HOSTPORT[-END][/tcp|/udp|/sctp] (default tcp); without HOSTIP, every local address
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+    /// Only packets from this address or network (ADDRESS or ADDRESS/PREFIX)
+    #[arg(long, value_name = "CIDR")]
+    pub from: Option<String>,
+    /// Stop after this many packets (both directions count)
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub count: usize,
+    /// Stop after this many seconds
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub timeout: u64,
+    /// Print JSON at the end instead of text as packets come
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct MetricsArgs {
+    /// Write DIR/netnat.prom atomically instead of printing (node_exporter's textfile collector)
+    #[arg(long, value_name = "DIR")]
+    pub textfile: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -272,6 +342,8 @@ Findings (id, severity: what):
   leftover.veth                  warning  a netnat-named veth that is not recorded, or whose peer is gone
   leftover.netns                 warning  a namespace netnat made that no endpoint uses
   leftover.mapping-target        warning  a mapping whose container address is in no netnat network
+  trace.leftover                 warning  the chains of a `netnat trace` that was killed (the next netnat
+                                          command that changes something removes them)
   foreign.nat                    info     a NAT rule of another table, decoded (nft nat statements,
                                           iptables-nft DNAT/SNAT/MASQUERADE), or listed as not decoded
 
@@ -283,7 +355,7 @@ mod tests {
     #[test]
     fn every_audit_finding_id_is_documented() {
         let src = include_str!("audit.rs");
-        let prefixes = ["inventory.", "drift.", "conflict.", "host.", "state.", "leftover.", "foreign."];
+        let prefixes = ["inventory.", "drift.", "conflict.", "host.", "state.", "leftover.", "foreign.", "trace."];
         let ids: Vec<&str> = src
             .split('"')
             .filter(|s| prefixes.iter().any(|p| s.starts_with(p)))
@@ -292,6 +364,31 @@ mod tests {
         assert!(ids.len() >= 20, "found only {ids:?}");
         for id in ids {
             assert!(super::AUDIT_IDS.contains(&format!("  {id} ")), "finding {id} is not documented in AUDIT_IDS");
+        }
+    }
+
+    /// ... and in docs/audit.md and the JSON schema's list of ids, and those list no other.
+    #[test]
+    fn every_audit_finding_id_is_in_the_docs_and_schema() {
+        let help: Vec<&str> = super::AUDIT_IDS
+            .lines()
+            .filter_map(|l| l.strip_prefix("  ")?.split_whitespace().next())
+            .filter(|w| w.contains('.') && w.chars().all(|c| c.is_ascii_lowercase() || c == '.' || c == '-'))
+            .collect();
+        let schema: serde_json::Value = serde_json::from_str(include_str!("../docs/audit-schema.json")).unwrap();
+        let listed: Vec<&str> = schema["properties"]["findings"]["items"]["properties"]["id"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let doc = include_str!("../docs/audit.md");
+        for id in &help {
+            assert!(listed.contains(id), "{id} is not in docs/audit-schema.json");
+            assert!(doc.contains(&format!("`{id}`")), "{id} is not in docs/audit.md");
+        }
+        for id in &listed {
+            assert!(help.contains(id), "docs/audit-schema.json lists {id}, which the audit does not emit");
         }
     }
 }

@@ -18,11 +18,13 @@ pub mod graph;
 pub mod host;
 pub mod link;
 pub mod linkplan;
+pub mod metrics;
 pub mod model;
 pub mod nft;
 pub mod recover;
 pub mod ruleset;
 pub mod state;
+pub mod trace;
 pub mod validate;
 
 /// Exit status for an error: 2 for invalid input, 1 for everything else.

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use netnat::cli::{Cli, Command, NetworkCmd, SandboxCmd};
-use netnat::commands::{apply, audit, network, ports, upkeep};
+use netnat::commands::{apply, audit, network, observe, ports, upkeep};
 use netnat::engine::apply::ApplyOptions;
 use netnat::state::dir_or_default;
 
@@ -38,6 +38,8 @@ fn main() {
         Command::Reset => upkeep::reset(&dir),
         Command::Recover => upkeep::recover(&dir),
         Command::Graph => audit::graph(&dir),
+        Command::Trace(a) => observe::trace(&dir, a),
+        Command::Metrics(a) => observe::metrics(&dir, a),
         Command::Audit(_) => unreachable!("handled above"),
     };
     if let Err(e) = result {

@@ -711,7 +711,7 @@ fn check_host_ip(ip: IpAddr, spec: &str) -> Valid<()> {
     }
 }
 
-fn range_text(a: u16, b: u16) -> String {
+pub fn range_text(a: u16, b: u16) -> String {
     if a == b {
         a.to_string()
     } else {

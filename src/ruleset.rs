@@ -19,6 +19,7 @@ use crate::model::{Family, Mapping, Network, State};
 use crate::nft::expr::{self, CmpOp, Expr, Verdict, *};
 pub use crate::nft::spec::*;
 use crate::nft::{LiveElem, LiveRule, LiveTable};
+use crate::trace;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -523,6 +524,13 @@ pub fn plan_mapping_changes(state: &State, added: &[Mapping], removed: &[Mapping
 /// Rules are compared chain by chain; a chain that differs is flushed and refilled in the same
 /// transaction. Elements are compared one by one, so an unchanged mapping keeps its counters.
 pub fn plan(want: &Desired, live: Option<&LiveTable>) -> Plan {
+    // The chains of a running (or killed) `netnat trace` are not netnat's layout: never planned
+    // (the engine removes a killed trace's; see crate::trace).
+    let stripped = live.filter(|l| !trace::trace_chains_in(l).is_empty()).map(trace::without_trace);
+    let live = match &stripped {
+        Some(s) => s.as_ref(),
+        None => live,
+    };
     let Some(live) = live.filter(|l| layout_matches(l)) else {
         // No table, or chains/maps of another shape: build the whole table from scratch.
         let table = if live.is_some() { TableAction::Rebuild } else { TableAction::Create };

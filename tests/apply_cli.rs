@@ -340,9 +340,9 @@ fn systemd_units_verify() {
     let dir = std::env::temp_dir().join(format!("netnat-units-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut paths = vec![];
-    for unit in ["netnat.service", "netnat-reload.service"] {
+    for unit in ["netnat.service", "netnat-reload.service", "netnat-metrics.service", "netnat-metrics.timer"] {
         let text = std::fs::read_to_string(format!("{root}/systemd/{unit}")).unwrap();
-        assert!(text.contains("/usr/sbin/netnat "), "{unit} does not run /usr/sbin/netnat");
+        assert!(unit.ends_with(".timer") || text.contains("/usr/sbin/netnat "), "{unit} does not run /usr/sbin/netnat");
         // verify checks that ExecStart= exists: point it at the binary under test.
         let p = dir.join(unit);
         std::fs::write(&p, text.replace("/usr/sbin/netnat", common::NETNAT)).unwrap();
@@ -372,4 +372,13 @@ fn systemd_units_verify() {
         assert!(reload.lines().any(|l| l == line), "netnat-reload.service lacks {line}");
     }
     assert!(reload.lines().any(|l| l.starts_with("After=") && l.contains("nftables.service")));
+    // Every 15 s into Debian's node-exporter textfile directory.
+    let metrics = std::fs::read_to_string(format!("{root}/systemd/netnat-metrics.service")).unwrap();
+    assert!(metrics
+        .lines()
+        .any(|l| l == "ExecStart=/usr/sbin/netnat metrics --textfile /var/lib/prometheus/node-exporter"));
+    let timer = std::fs::read_to_string(format!("{root}/systemd/netnat-metrics.timer")).unwrap();
+    for line in ["OnUnitActiveSec=15s", "WantedBy=timers.target"] {
+        assert!(timer.lines().any(|l| l == line), "netnat-metrics.timer lacks {line}");
+    }
 }

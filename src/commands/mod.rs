@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod audit;
 pub mod network;
+pub mod observe;
 pub mod ports;
 pub mod upkeep;
 

@@ -23,6 +23,9 @@ pub fn observe_audit(dir: &Path) -> Result<Observed> {
     let (state, unreadable) = load_state(dir)?;
     let mut o = observe(state)?;
     o.record_unreadable = unreadable;
+    if !super::trace::running(dir) {
+        o.trace_leftover = o.table.as_ref().map(crate::trace::trace_chains_in).unwrap_or_default();
+    }
     Ok(o)
 }
 
@@ -244,7 +247,9 @@ pub fn observe_kernel(store: Option<&Store>, elements: bool) -> Result<KernelVie
         }
     }
     let mut nft = Nft::open()?;
-    k.table = if elements { nft.read_table(TABLE)? } else { nft.read_layout(TABLE)? };
+    let table = if elements { nft.read_table(TABLE)? } else { nft.read_layout(TABLE)? };
+    // A table `netnat trace` made for itself holds nothing of netnat's.
+    k.table = table.and_then(|t| crate::trace::without_trace(&t));
     k.ip_forward = sysctl::read(host::IP_FORWARD).ok();
     Ok(k)
 }
@@ -352,5 +357,6 @@ fn observe(state: State) -> Result<Observed> {
         netns: netns::list()?,
         config: None,
         record_unreadable: None,
+        trace_leftover: vec![],
     })
 }

@@ -16,11 +16,13 @@
 
 pub mod apply;
 mod kernel;
+pub mod metrics;
 pub mod network;
 pub mod ports;
 pub mod recover;
 pub mod reload;
 pub mod reset;
+pub mod trace;
 
 pub use kernel::{missing_links, observe_audit, observe_kernel};
 
@@ -62,6 +64,9 @@ pub struct Engine {
     pub state: State,
     /// The record as it was read (the kernel state `save` goes back to when it cannot write).
     before: State,
+    /// `save` also removes the chains of a `netnat trace` that was killed (not for `recover`,
+    /// which changes nothing in the kernel, nor dry runs).
+    sweep_trace: bool,
 }
 
 impl Engine {
@@ -75,7 +80,7 @@ impl Engine {
             Err(why) => bail!("{}", refusal(&store, &why)),
         };
         store.reserve(store.record_len() + ROOM)?;
-        Ok(Engine { store, before: state.clone(), state })
+        Ok(Engine { store, before: state.clone(), state, sweep_trace: true })
     }
 
     /// For `apply --dry-run`: the record, refused when damaged, but nothing reserved: it
@@ -87,7 +92,7 @@ impl Engine {
             Ok(s) => s,
             Err(why) => bail!("{}", refusal(&store, &why)),
         };
-        Ok(Engine { store, before: state.clone(), state })
+        Ok(Engine { store, before: state.clone(), state, sweep_trace: false })
     }
 
     /// For `reset` and `recover`, which must work on a damaged record: as `open`, but a record
@@ -106,7 +111,7 @@ impl Engine {
         // A rebuilt record can be larger than the damaged file (an empty one, say).
         let len = store.record_len().max(crate::state::render(&state).len());
         store.reserve(len + ROOM)?;
-        Ok((Engine { store, before: state.clone(), state }, damage))
+        Ok((Engine { store, before: state.clone(), state, sweep_trace: false }, damage))
     }
 
     /// Makes sure the record can grow to `predicted` (plus the usual room) before the kernel is
@@ -127,6 +132,11 @@ impl Engine {
     pub fn save(&mut self) -> Result<()> {
         let Err(e) = self.store.save(&self.state) else {
             self.before = self.state.clone();
+            if self.sweep_trace {
+                // Best effort: the command's own work is done and recorded. What cannot be removed
+                // now is left for the next command, and `netnat audit` reports it meanwhile.
+                let _ = trace::remove_leftover(&self.store);
+            }
             return Ok(());
         };
         if self.before == self.state {

@@ -32,18 +32,25 @@ pub const fn reg_at(slot: u32) -> u32 {
 const REG32_00: u32 = 8;
 
 // linux/netfilter/nf_tables.h
+pub const META_MARK: u32 = 3;
 pub const META_IIFNAME: u32 = 6;
 pub const META_OIFNAME: u32 = 7;
 pub const META_NFPROTO: u32 = 15;
+pub const META_NFTRACE: u32 = 12;
 pub const META_L4PROTO: u32 = 16;
 pub const PAYLOAD_NETWORK: u32 = 1;
 pub const PAYLOAD_TRANSPORT: u32 = 2;
 pub const CT_STATE: u32 = 0;
+pub const CT_DIRECTION: u32 = 1;
 pub const CT_STATUS: u32 = 2;
+pub const CT_PROTOCOL: u32 = 10;
 pub const CT_PROTO_DST: u32 = 12;
+pub const CT_SRC_IP: u32 = 19;
 pub const CT_DST_IP: u32 = 20;
+pub const CT_SRC_IP6: u32 = 21;
 pub const CT_DST_IP6: u32 = 22;
 pub const CT_DIR_ORIGINAL: u8 = 0;
+pub const CT_DIR_REPLY: u8 = 1;
 pub const NAT_SNAT: u32 = 0;
 pub const NAT_DNAT: u32 = 1;
 pub const FIB_F_DADDR: u32 = 1 << 1;
@@ -129,6 +136,11 @@ pub enum Expr {
     Meta {
         key: u32,
         dreg: u32,
+    },
+    /// `meta KEY set REG`: writes a packet's meta field (netnat: `meta nftrace set 1`).
+    MetaSet {
+        key: u32,
+        sreg: u32,
     },
     Payload {
         base: u32,
@@ -280,6 +292,22 @@ pub fn load_ct_original(key: u32, dreg: u32) -> Expr {
     Expr::Ct { key, dreg, dir: Some(CT_DIR_ORIGINAL) }
 }
 
+/// `ct original ip[6] saddr` / `ct original ip[6] daddr` of family `nfproto`.
+pub fn load_ct_original_addr(nfproto: u8, daddr: bool, dreg: u32) -> Expr {
+    let key = match (nfproto == NFPROTO_IPV6, daddr) {
+        (false, false) => CT_SRC_IP,
+        (false, true) => CT_DST_IP,
+        (true, false) => CT_SRC_IP6,
+        (true, true) => CT_DST_IP6,
+    };
+    load_ct_original(key, dreg)
+}
+
+/// `meta nftrace set 1`: the kernel reports this packet's way through every chain from here on.
+pub fn set_nftrace() -> Vec<Expr> {
+    vec![Expr::Immediate { dreg: REG_1, data: vec![1] }, Expr::MetaSet { key: META_NFTRACE, sreg: REG_1 }]
+}
+
 /// `fib daddr type local`: the packet is addressed to this host (any local address).
 pub fn match_daddr_local() -> Vec<Expr> {
     vec![
@@ -338,6 +366,7 @@ enum Kind {
     FibType,
     CtState,
     CtStatus,
+    CtDirection,
     Raw,
     /// The result of a map lookup: an address then a port (NAT data).
     MapResult,
@@ -406,6 +435,10 @@ pub fn render(exprs: &[Expr], set_key_len: &dyn Fn(&str) -> Option<u32>) -> Stri
                 let sym = Sym { text: hex(data), kind: Kind::Imm, slots: data.len().div_ceil(4), mask: None };
                 regs.insert(slot(*dreg), sym);
             }
+            Expr::MetaSet { key, sreg } => {
+                let value = regs.get(&slot(*sreg)).map(imm_int).unwrap_or(format!("reg {sreg}"));
+                words.push(format!("meta {} set {value}", meta_key_name(*key)));
+            }
             Expr::Nat { kind, family, addr, proto } => words.push(nat_text(&regs, *kind, *family, *addr, *proto)),
             Expr::Masquerade => words.push("masquerade".into()),
             Expr::Counter => pending_counter = true,
@@ -427,6 +460,25 @@ pub fn render(exprs: &[Expr], set_key_len: &dyn Fn(&str) -> Option<u32>) -> Stri
         words.push("counter".into());
     }
     words.join(" ")
+}
+
+/// An immediate value as a number (host byte order, as meta and ct keys take it), else its text.
+fn imm_int(s: &Sym) -> String {
+    let bytes = s.text.strip_prefix("0x").filter(|h| s.kind == Kind::Imm && h.len() <= 8 && h.len() % 2 == 0);
+    let Some(h) = bytes else { return s.text.clone() };
+    let mut b = [0u8; 4];
+    for i in 0..h.len() / 2 {
+        b[i] = u8::from_str_radix(&h[i * 2..i * 2 + 2], 16).unwrap_or(0);
+    }
+    u32::from_ne_bytes(b).to_string()
+}
+
+fn meta_key_name(key: u32) -> String {
+    match key {
+        META_MARK => "mark".into(),
+        META_NFTRACE => "nftrace".into(),
+        k => format!("key{k}"),
+    }
 }
 
 /// What a load into a register holds (meta, payload, ct and fib expressions).
@@ -465,9 +517,13 @@ fn load_sym(e: &Expr) -> Sym {
             };
             let (text, kind) = match *key {
                 CT_STATE => ("ct state".into(), Kind::CtState),
+                CT_DIRECTION => ("ct direction".into(), Kind::CtDirection),
                 CT_STATUS => ("ct status".into(), Kind::CtStatus),
+                CT_PROTOCOL => (format!("ct {d}protocol"), Kind::Proto),
                 CT_PROTO_DST => (format!("ct {d}proto-dst"), Kind::Port),
+                CT_SRC_IP => (format!("ct {d}ip saddr"), Kind::Ipv4),
                 CT_DST_IP => (format!("ct {d}ip daddr"), Kind::Ipv4),
+                CT_SRC_IP6 => (format!("ct {d}ip6 saddr"), Kind::Ipv6),
                 CT_DST_IP6 => (format!("ct {d}ip6 daddr"), Kind::Ipv6),
                 k => (format!("ct {d}key{k}"), Kind::Raw),
             };
@@ -579,6 +635,11 @@ fn render_cmp(src: &Sym, op: CmpOp, data: &[u8]) -> String {
             10 => "ipv6".into(),
             v => v.to_string(),
         },
+        Kind::CtDirection if data.len() == 1 => match data[0] {
+            CT_DIR_ORIGINAL => "original".into(),
+            CT_DIR_REPLY => "reply".into(),
+            v => v.to_string(),
+        },
         Kind::Ifname => {
             let end = data.iter().position(|b| *b == 0).unwrap_or(data.len());
             format!("\"{}\"", String::from_utf8_lossy(&data[..end]))
@@ -686,6 +747,26 @@ mod tests {
         e.push(Expr::Counter);
         e.push(Expr::Verdict(Verdict::Accept));
         assert_eq!(r(&e), "fib daddr type local ct state established,related ct status dnat counter accept");
+    }
+
+    #[test]
+    fn renders_trace_marks() {
+        let mut e = match_daddr_local();
+        e.push(load_meta(META_L4PROTO, REG_1));
+        e.push(cmp(REG_1, CmpOp::Eq, [6]));
+        e.push(load_th_dport(REG_1));
+        e.push(cmp(REG_1, CmpOp::Eq, 9090u16.to_be_bytes()));
+        e.extend(set_nftrace());
+        assert_eq!(r(&e), "fib daddr type local meta l4proto tcp th dport 9090 meta nftrace set 1");
+        let mut e = vec![Expr::Ct { key: CT_DIRECTION, dreg: REG_1, dir: None }, cmp(REG_1, CmpOp::Eq, [CT_DIR_REPLY])];
+        e.extend(match_prefix(load_ct_original_addr(NFPROTO_IPV4, false, REG_1), "198.51.100.0".parse().unwrap(), 24));
+        e.push(load_ct_original(CT_PROTOCOL, REG_1));
+        e.push(cmp(REG_1, CmpOp::Eq, [17]));
+        e.extend(set_nftrace());
+        assert_eq!(
+            r(&e),
+            "ct direction reply ct original ip saddr 198.51.100.0/24 ct original protocol udp meta nftrace set 1"
+        );
     }
 
     #[test]

@@ -210,6 +210,9 @@ fn encode(e: &Expr) -> Result<OwnedExpr> {
         Expr::Meta { key, dreg } => {
             OwnedExpr::new(c"meta")?.u32(sys::NFTNL_EXPR_META_KEY, *key).u32(sys::NFTNL_EXPR_META_DREG, *dreg)
         }
+        Expr::MetaSet { key, sreg } => {
+            OwnedExpr::new(c"meta")?.u32(sys::NFTNL_EXPR_META_KEY, *key).u32(sys::NFTNL_EXPR_META_SREG, *sreg)
+        }
         Expr::Payload { base, offset, len, dreg } => OwnedExpr::new(c"payload")?
             .u32(sys::NFTNL_EXPR_PAYLOAD_BASE, *base)
             .u32(sys::NFTNL_EXPR_PAYLOAD_OFFSET, *offset)
@@ -329,6 +332,9 @@ fn decode(v: ExprView) -> Expr {
     match name.as_str() {
         "meta" if v.has(sys::NFTNL_EXPR_META_DREG) => {
             Expr::Meta { key: v.u32(sys::NFTNL_EXPR_META_KEY), dreg: v.u32(sys::NFTNL_EXPR_META_DREG) }
+        }
+        "meta" if v.has(sys::NFTNL_EXPR_META_SREG) => {
+            Expr::MetaSet { key: v.u32(sys::NFTNL_EXPR_META_KEY), sreg: v.u32(sys::NFTNL_EXPR_META_SREG) }
         }
         "payload" if v.has(sys::NFTNL_EXPR_PAYLOAD_DREG) => Expr::Payload {
             base: v.u32(sys::NFTNL_EXPR_PAYLOAD_BASE),
@@ -956,6 +962,9 @@ mod tests {
         exprs.push(Expr::Immediate { dreg: REG32_02, data: 8080u16.to_be_bytes().to_vec() });
         exprs.push(Expr::Nat { kind: NAT_DNAT, family: 10, addr: Some(REG_1), proto: Some(REG32_01) });
         exprs.push(Expr::Masquerade);
+        exprs.push(load_ct_original_addr(NFPROTO_IPV6, false, REG_1));
+        exprs.push(Expr::Ct { key: CT_DIRECTION, dreg: REG_1, dir: None });
+        exprs.extend(set_nftrace());
         exprs.push(Expr::Counter);
         exprs.push(Expr::Verdict(Verdict::Jump("guard".into())));
         exprs.push(Expr::Verdict(Verdict::Accept));
