@@ -239,11 +239,14 @@ pub fn mapping_views(state: &State, live: Option<&LiveTable>) -> Vec<MappingView
 
 fn mapping_reports(o: &Observed) -> Vec<MappingReport> {
     let views = mapping_views(&o.state, o.table.as_ref());
+    // `connections` is in record order: an index, not a search per mapping (10,000 of them).
+    let index: std::collections::HashMap<&Mapping, usize> =
+        o.state.mappings.iter().enumerate().map(|(i, m)| (m, i)).collect();
     views
         .iter()
         .map(|v| {
             let m = v.mapping;
-            let idx = o.state.mappings.iter().position(|x| *x == m);
+            let idx = index.get(&m).copied();
             let connections = idx.and_then(|i| o.connections.get(i)).copied().unwrap_or(0) as u64;
             MappingReport {
                 mapping: m,

@@ -100,8 +100,11 @@ pub fn families(o: &Observed, report: &Report) -> Vec<MetricFamily> {
 }
 
 /// Label values: backslash, double quote and newline escaped.
-fn escape_value(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+fn escape_value(v: &str) -> std::borrow::Cow<'_, str> {
+    if !v.contains(['\\', '"', '\n']) {
+        return v.into();
+    }
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n").into()
 }
 
 /// The text exposition format: `# HELP` and `# TYPE` for each metric, then its samples.
@@ -118,9 +121,12 @@ pub fn render(fams: &[MetricFamily]) -> String {
         for s in &f.samples {
             out += f.name;
             if !s.labels.is_empty() {
-                let labels: Vec<String> =
-                    s.labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape_value(v))).collect();
-                let _ = write!(out, "{{{}}}", labels.join(","));
+                out.push('{');
+                for (i, (k, v)) in s.labels.iter().enumerate() {
+                    let comma = if i > 0 { "," } else { "" };
+                    let _ = write!(out, "{comma}{k}=\"{}\"", escape_value(v));
+                }
+                out.push('}');
             }
             let _ = writeln!(out, " {}", s.value);
         }

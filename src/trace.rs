@@ -946,7 +946,7 @@ fn nat_steps(visits: &[Visit], events: &[Event], dir: Direction, cat: &Catalog) 
             // No rule translated it here: conntrack did, as it did the connection's first packet.
             let by = || {
                 let rule = nat_rules[j..i].iter().flatten().next_back().cloned();
-                Some(rule.unwrap_or("conntrack (the translation of the connection's first packet)".into()))
+                Some(rule.unwrap_or("conntrack, as for the connection's first packet".into()))
             };
             if (p.dst, p.dport) != (h.dst, h.dport) {
                 let kind = if dir == Direction::Original { "dnat" } else { "snat reversed" };

@@ -104,10 +104,12 @@ fn ls_counter(port: u16, what: &str) -> u64 {
 
 isolated!(trace_through_a_working_published_port, inner_trace_working_port, {
     let _servers = seed_with_published_ports();
-    let t = start_trace(&["9090", "--count", "6", "--timeout", "20"]);
+    // From the external host only (`--from`): requests by their source, replies by their connection's.
+    let t = start_trace(&["9090", "--from", "198.51.100.0/24", "--count", "6", "--timeout", "20"]);
     assert_published(9090, "ns1");
     let (code, out, err) = t.wait(30);
     assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.starts_with("tracing tcp port 9090 on every local IPv4 address from 198.51.100.0/24, "), "{out}");
     assert!(out.contains("published there by netnat: 9090:172.16.1.1:8080/tcp (network MyDocker0)\n"), "{out}");
     // The request: netnat's prerouting rule with its DNAT target, then its forward accept.
     let p1 = packet(&out, 1);

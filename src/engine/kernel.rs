@@ -20,8 +20,25 @@ use std::path::Path;
 /// state rebuilt from the kernel (so the kernel is audited as usual) and why
 /// (`record_unreadable`, the `state.unreadable` finding).
 pub fn observe_audit(dir: &Path) -> Result<Observed> {
+    observe_in(dir, Sockets::Read)
+}
+
+/// As `observe_audit`, for `netnat metrics`, without the listening sockets: only warnings
+/// (`conflict.local-listener`) need them, and /proc/net walks every socket of the machine.
+pub fn observe_metrics(dir: &Path) -> Result<Observed> {
+    observe_in(dir, Sockets::Skip)
+}
+
+/// Whether the listening sockets are read (from /proc/net).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sockets {
+    Read,
+    Skip,
+}
+
+fn observe_in(dir: &Path, sockets: Sockets) -> Result<Observed> {
     let (state, unreadable) = load_state(dir)?;
-    let mut o = observe(state)?;
+    let mut o = observe(state, sockets)?;
     o.record_unreadable = unreadable;
     if !super::trace::running(dir) {
         o.trace_leftover = o.table.as_ref().map(crate::trace::trace_chains_in).unwrap_or_default();
@@ -286,7 +303,7 @@ fn load_state(dir: &Path) -> Result<(State, Option<String>)> {
 }
 
 /// Reads everything the audit looks at. Fails only when netnat's own view cannot be read.
-fn observe(state: State) -> Result<Observed> {
+fn observe(state: State, sockets: Sockets) -> Result<Observed> {
     let mut nft = Nft::open()?;
     let table = nft.read_table(TABLE).with_context(|| format!("reading table inet {TABLE}"))?;
     let (chains, rules) = nft.read_all()?;
@@ -316,7 +333,8 @@ fn observe(state: State) -> Result<Observed> {
         }
     }
     let mut listeners: Vec<Listener> = vec![];
-    for (file, proto) in [("tcp", Proto::Tcp), ("tcp6", Proto::Tcp), ("udp", Proto::Udp), ("udp6", Proto::Udp)] {
+    let files = [("tcp", Proto::Tcp), ("tcp6", Proto::Tcp), ("udp", Proto::Udp), ("udp6", Proto::Udp)];
+    for (file, proto) in files.into_iter().filter(|_| sockets == Sockets::Read) {
         let path = format!("/proc/net/{file}");
         match std::fs::read_to_string(&path) {
             Ok(text) => listeners.extend(audit::parse_proc_net(&text, proto)),

@@ -1,7 +1,7 @@
 //! `netnat metrics`: the audit's observation (counters, conntrack, findings) as the Prometheus
 //! text format (`crate::metrics`), printed or written for node_exporter's textfile collector.
 
-use super::observe_audit;
+use super::observe_metrics;
 use crate::model::InputError;
 use crate::{audit, metrics};
 use anyhow::{Context, Result};
@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 /// The file `--textfile DIR` writes; node_exporter reads every `*.prom` of its directory.
 pub const TEXTFILE: &str = "netnat.prom";
 
-/// The metrics, read from the record `dir` and the kernel.
+/// The metrics, read from the record `dir` and the kernel. The audit runs for its error count,
+/// which needs everything but the listening sockets (they only make warnings).
 pub fn collect(dir: &Path) -> Result<String> {
-    let o = observe_audit(dir)?;
+    let o = observe_metrics(dir)?;
     let report = audit::audit(&o);
     Ok(metrics::render(&metrics::families(&o, &report)))
 }

@@ -24,7 +24,7 @@ pub mod reload;
 pub mod reset;
 pub mod trace;
 
-pub use kernel::{missing_links, observe_audit, observe_kernel};
+pub use kernel::{missing_links, observe_audit, observe_kernel, observe_metrics};
 
 use crate::link::Links;
 use crate::model::{InputError, Mapping, State};

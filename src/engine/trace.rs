@@ -10,6 +10,9 @@
 //! reports them meanwhile (`trace.leftover`). Adding the chains and removing them happen under
 //! netnat's main lock, so a command never removes the chains of a trace that is starting.
 
+// Every unsafe block says what it relies on.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use super::require_net_admin;
 use crate::link::Links;
 use crate::model::InputError;

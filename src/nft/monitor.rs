@@ -2,6 +2,9 @@
 //! NFNLGRP_NFTRACE group in the current network namespace. The events are decoded by
 //! `crate::trace` (plain bytes; nothing here calls libnftnl).
 
+// Every unsafe block says what it relies on.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use anyhow::{Context, Result};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
