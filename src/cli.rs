@@ -175,7 +175,7 @@ pub struct TraceArgs {
     /// Stop after this many packets (both directions count)
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub count: usize,
-    /// Stop after this many seconds
+    /// Stop after this many seconds (at most a day)
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub timeout: u64,
     /// Print JSON at the end instead of text as packets come

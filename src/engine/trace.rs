@@ -37,6 +37,8 @@ const QUIET: Duration = Duration::from_millis(150);
 /// The catalog of chains and rules is read again at most this often, when an event names a
 /// rule or interface made after it was read.
 const REFRESH: Duration = Duration::from_millis(500);
+/// A day: a trace is a diagnosis, not a monitor.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone)]
 pub struct TraceOptions {
@@ -103,8 +105,13 @@ pub fn trace(dir: &Path, o: &TraceOptions, obs: &mut dyn Observer) -> Result<Tra
     if o.count == 0 {
         return Err(InputError("--count 0: trace at least one packet".into()).into());
     }
-    if o.timeout.is_zero() {
-        return Err(InputError("--timeout 0: trace for at least one second".into()).into());
+    if o.timeout.is_zero() || o.timeout > MAX_TIMEOUT {
+        return Err(InputError(format!(
+            "--timeout {}: trace for 1 to {} seconds",
+            o.timeout.as_secs(),
+            MAX_TIMEOUT.as_secs()
+        ))
+        .into());
     }
     require_net_admin()?;
     // Subscribed before anything is marked: no event is missed.
@@ -405,5 +412,32 @@ impl Drop for Signals {
             // SAFETY: puts back the action saved in `catch`.
             unsafe { libc::sigaction(*sig, prev, std::ptr::null_mut()) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nothing;
+    impl Observer for Nothing {
+        fn started(&mut self, _: &Started) -> bool {
+            true
+        }
+        fn packet(&mut self, _: &PacketReport) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn bounds_are_checked_before_anything_is_touched() {
+        let spec = TraceSpec::parse("9090", None).unwrap();
+        let dir = Path::new("/nonexistent/netnat-state");
+        for (count, secs, needle) in [(0, 30, "--count 0"), (10, 0, "--timeout 0"), (10, 86_401, "--timeout 86401")] {
+            let o = TraceOptions { spec: spec.clone(), count, timeout: Duration::from_secs(secs) };
+            let e = trace(dir, &o, &mut Nothing).unwrap_err();
+            assert!(e.is::<InputError>() && e.to_string().contains(needle), "{e}");
+        }
+        assert!(!dir.exists());
     }
 }
