@@ -4,10 +4,12 @@
 //! validation), `ruleset` (the nftables layout, the plan from desired vs live, nft syntax),
 //! `nft::expr` (typed nf_tables expressions). Kernel parts (namespace-tested): `nft` (nftables
 //! over netlink), `link` (links, addresses, routes, namespaces over rtnetlink), `conntrack`.
-//! `commands` ties them together per subcommand; `cli` is the clap definition.
+//! `commands` ties them together per subcommand; `cli` is the clap definition; `cni` is the
+//! same binary as a chained CNI plugin (a front door onto the same record and table).
 
 pub mod audit;
 pub mod cli;
+pub mod cni;
 pub mod commands;
 pub mod config;
 pub mod conntrack;

@@ -6,6 +6,11 @@ use netnat::commands::{apply, audit, network, ports, recover, reload, reset};
 use netnat::state::dir_or_default;
 
 fn main() {
+    // Run by a container runtime as a CNI plugin: the request is in the environment and on
+    // stdin, not in the arguments.
+    if std::env::var_os("CNI_COMMAND").is_some() {
+        std::process::exit(netnat::cni::run_from_env());
+    }
     let cli = Cli::parse();
     let dir = dir_or_default(cli.state_dir.as_deref());
     if let Command::Audit(a) = &cli.command {

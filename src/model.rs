@@ -1009,6 +1009,56 @@ pub struct State {
     /// sysctl key -> the value it had before netnat changed it (restored by `reset`).
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
+    /// CNI attachments (see `Attachment`) by `AttachmentId::key`. Their mappings are also in
+    /// `mappings`, so the ruleset, conflicts and counters treat them like any other; this says
+    /// who owns them. Left out of the record when empty: a record without CNI reads and writes
+    /// exactly as before.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attachments: BTreeMap<String, Attachment>,
+}
+
+/// What names a CNI attachment: the network's name, CNI_CONTAINERID and CNI_IFNAME (the key
+/// the CNI spec gives plugins for the state they keep).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AttachmentId {
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+}
+
+impl AttachmentId {
+    /// `network/container/ifname`: none of the three may contain '/' (CNI's rules for names
+    /// and container IDs, Linux's for interface names), so the key is unambiguous.
+    pub fn key(&self) -> String {
+        format!("{}/{}/{}", self.network, self.container_id, self.ifname)
+    }
+}
+
+impl fmt::Display for AttachmentId {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "container {} (interface {}, network {})", self.container_id, self.ifname, self.network)
+    }
+}
+
+/// A container's interface on a CNI network and the mappings its CNI ADD published: DEL
+/// removes exactly these, GC removes attachments the runtime no longer lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attachment {
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+    pub mappings: Vec<Mapping>,
+}
+
+impl Attachment {
+    pub fn id(&self) -> AttachmentId {
+        AttachmentId {
+            network: self.network.clone(),
+            container_id: self.container_id.clone(),
+            ifname: self.ifname.clone(),
+        }
+    }
 }
 
 impl State {
@@ -1017,6 +1067,11 @@ impl State {
             .values()
             .flat_map(|s| s.endpoints.iter().map(move |e| (s, e)))
             .filter(move |(_, e)| e.network == network)
+    }
+
+    /// The CNI attachment that owns a published mapping; None for a mapping of the CLI.
+    pub fn owner_of(&self, m: &Mapping) -> Option<&Attachment> {
+        self.attachments.values().find(|a| a.mappings.contains(m))
     }
 
     /// The network whose subnet holds `ip`, if any.
