@@ -16,9 +16,10 @@ BIN := $(abspath $(TARGET_DIR))/release/netnat
 
 # Debian packages needed to build (libnftnl, libmnl, pkg-config), to run the demo and tests,
 # and to build and check the .deb (dpkg-dev for dpkg-shlibdeps, lintian). The CNI tests run
-# netnat behind the reference bridge plugin (containernetworking-plugins).
+# netnat behind the reference bridge plugin (containernetworking-plugins) and behind Podman
+# with its CNI backend (podman, crun; busybox-static makes the image, as no registry is reached).
 DEB_PACKAGES := libnftnl-dev libmnl-dev pkg-config nftables iproute2 iptables conntrack socat curl python3 \
-	e2fsprogs dpkg-dev lintian containernetworking-plugins
+	e2fsprogs dpkg-dev lintian containernetworking-plugins podman crun busybox-static
 
 # `make deb` builds with this cargo-deb, installed from crates.io when missing.
 CARGO_DEB_VERSION := 3.8.0

@@ -225,3 +225,132 @@ isolated!(cni_spec_level_behind_the_bridge_plugin, inner_cni_spec_level_behind_t
     assert_eq!(plugin(NETNAT, &add1, &no_rc).json(), r1);
     assert_eq!(table(), before);
 });
+
+// ---- a real runtime: Podman 4.3 with its CNI backend ----
+
+/// Podman in this throwaway namespace (what it needs here, found by trying): no hybrid cgroup
+/// tree for crun, storage, libcni's cache and host-local's leases on tmpfs, a plugin directory
+/// with the reference plugins and netnat, and Podman's own conflist `podman` with netnat in
+/// place of portmap. Containers are removed when this is dropped (conmon would outlive the test).
+struct Podman {
+    conf: String,
+}
+
+impl Podman {
+    fn new() -> Podman {
+        sh("umount /sys/fs/cgroup/unified 2>/dev/null || true; \
+            for d in /var/lib/containers /var/lib/cni /var/tmp; do mkdir -p $d && mount -t tmpfs tmpfs $d; done; \
+            mkdir -p /run/t/plugins /run/t/conf /run/t/rootfs/bin /run/t/rootfs/tmp");
+        sh(&format!("for p in {CNI_DIR}/*; do ln -s $p /run/t/plugins/; done; ln -s {NETNAT} /run/t/plugins/netnat"));
+        std::fs::write(
+            "/run/t/containers.conf",
+            "[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n\
+             [network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"/run/t/plugins\"]\nnetwork_config_dir = \"/run/t/conf\"\n",
+        )
+        .unwrap();
+        let conflist = json!({
+            "cniVersion": "0.4.0", "name": "podman",
+            "plugins": [
+                {"type": "bridge", "bridge": "cni-podman0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+                 "ipam": {"type": "host-local", "routes": [{"dst": "0.0.0.0/0"}],
+                          "ranges": [[{"subnet": "10.88.0.0/16", "gateway": "10.88.0.1"}]]}},
+                {"type": "netnat", "capabilities": {"portMappings": true}},
+                {"type": "firewall"},
+                {"type": "tuning"}
+            ]
+        });
+        std::fs::write("/run/t/conf/podman.conflist", conflist.to_string()).unwrap();
+        // No registry: an image made of busybox-static alone.
+        sh("cp /bin/busybox /run/t/rootfs/bin/ && ln -s busybox /run/t/rootfs/bin/sh && ln -s busybox /run/t/rootfs/bin/httpd \
+            && tar -C /run/t/rootfs -cf /run/t/rootfs.tar .");
+        let p = Podman { conf: "/run/t/containers.conf".into() };
+        let out = p.cmd(&["import", "/run/t/rootfs.tar", "localhost/bb:1"]);
+        assert!(out.status.success(), "podman import: {}", String::from_utf8_lossy(&out.stderr));
+        p
+    }
+
+    fn cmd(&self, args: &[&str]) -> std::process::Output {
+        Command::new("podman").args(args).env("CONTAINERS_CONF", &self.conf).output().expect("running podman")
+    }
+
+    /// `podman run -d` of a web server that answers `name` on container port 8080, published
+    /// as host port `port`, started (the container ID comes on its stdout).
+    fn spawn_web(&self, name: &str, port: u16) -> std::process::Child {
+        let script = format!("echo {name} > /tmp/index.html && exec httpd -f -p 8080 -h /tmp");
+        Command::new("podman")
+            .args(["run", "-d", "--cgroups=disabled", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"])
+            .args(["--name", name, "-p", &format!("{port}:8080"), "localhost/bb:1", "/bin/sh", "-c", &script])
+            .env("CONTAINERS_CONF", &self.conf)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running podman run")
+    }
+
+    fn run_web(&self, name: &str, port: u16) -> std::process::Output {
+        self.spawn_web(name, port).wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["rm", "-f", "-t", "0", "-a"]);
+    }
+}
+
+/// An HTTP GET from the external host: the body, or curl's error (3 s at most).
+fn http_get(port: u16) -> Result<String, String> {
+    let out = run("ip", &["netns", "exec", "ext", "curl", "-sS", "-m", "3", &format!("http://{HOST_EXT_IP}:{port}/")]);
+    match out.status.success() {
+        true => Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()),
+        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+    }
+}
+
+fn elements() -> String {
+    sh("nft list map inet netnat pub_any4 2>/dev/null || true")
+}
+
+isolated!(cni_behind_real_podman, inner_cni_behind_real_podman, {
+    make_external_host();
+    let podman = Podman::new();
+
+    // podman run -p 9090:8080 answers from outside, through netnat's element.
+    let web = podman.run_web("web", 9090);
+    assert!(web.status.success(), "podman run: {}", String::from_utf8_lossy(&web.stderr));
+    let web_id = String::from_utf8_lossy(&web.stdout).trim().to_string();
+    assert_eq!(http_get(9090).unwrap(), "web");
+    assert!(elements().contains("tcp . 9090 : 10.88."), "{}", elements());
+    let record = sh("cat /run/netnat/state.json");
+    assert!(record.contains(&format!("\"podman/{web_id}/eth0\"")), "{record}");
+
+    // A second container asking for the taken host port does not start; netnat's error names
+    // the container that has it, and the first one still answers.
+    let dup = podman.run_web("dup", 9090);
+    let err = String::from_utf8_lossy(&dup.stderr);
+    assert!(!dup.status.success(), "a second container got host port 9090");
+    assert!(err.contains("already published") && err.contains(&web_id), "{err}");
+    assert_eq!(http_get(9090).unwrap(), "web");
+
+    // 20 containers started in parallel, each on its own host port: every one answers itself.
+    let runs: Vec<_> = (1..=20u16).map(|i| podman.spawn_web(&format!("w{i}"), 10000 + i)).collect();
+    for (i, r) in runs.into_iter().enumerate() {
+        let out = r.wait_with_output().unwrap();
+        assert!(out.status.success(), "podman run w{}: {}", i + 1, String::from_utf8_lossy(&out.stderr));
+    }
+    for i in 1..=20u16 {
+        assert_eq!(http_get(10000 + i).unwrap(), format!("w{i}"));
+    }
+    assert_eq!(elements().matches("tcp . ").count(), 21, "{}", elements());
+
+    // podman rm -f: the container's element goes, the port is refused, the others stay.
+    let rm = podman.cmd(&["rm", "-f", "-t", "0", "web"]);
+    assert!(rm.status.success(), "{}", String::from_utf8_lossy(&rm.stderr));
+    assert!(!elements().contains(". 9090 "), "{}", elements());
+    assert!(http_get(9090).is_err(), "9090 answers after podman rm");
+    assert_eq!(http_get(10007).unwrap(), "w7");
+    let rm = podman.cmd(&["rm", "-f", "-t", "0", "-a"]);
+    assert!(rm.status.success(), "{}", String::from_utf8_lossy(&rm.stderr));
+    assert!(!elements().contains("tcp . "), "elements left after podman rm -a: {}", elements());
+    assert!(!sh("cat /run/netnat/state.json").contains("attachments"));
+});
