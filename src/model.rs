@@ -1048,7 +1048,25 @@ pub struct Attachment {
     pub network: String,
     pub container_id: String,
     pub ifname: String,
+    /// Written as publish specs (`8080:10.88.0.2:80/tcp`): a tenth of the size of the objects
+    /// in `State.mappings`, which matters as the whole record is read and written per request.
+    #[serde(with = "mapping_specs")]
     pub mappings: Vec<Mapping>,
+}
+
+/// Serde for a list of mappings as their spec strings (`Display`, read back by `FromStr`, which
+/// checks them again).
+mod mapping_specs {
+    use super::Mapping;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[Mapping], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|m| m.to_string()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Mapping>, D::Error> {
+        Vec::<String>::deserialize(d)?.iter().map(|t| t.parse().map_err(serde::de::Error::custom)).collect()
+    }
 }
 
 impl Attachment {

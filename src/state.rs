@@ -322,6 +322,7 @@ mod tests {
         cni.attachments.insert(a.id().key(), a);
         let text = render(&cni);
         assert!(text.contains("\"podman/abc123/eth0\""), "{text}");
+        assert!(text.contains("\"8080:10.88.0.2:80/tcp\""), "{text}");
         assert_eq!(parse(&text), Ok(cni.clone()));
         assert_eq!(cni.owner_of(&m).map(|a| a.container_id.as_str()), Some("abc123"));
         assert_eq!(st.owner_of(&m), None);

@@ -354,3 +354,148 @@ isolated!(cni_behind_real_podman, inner_cni_behind_real_podman, {
     assert!(!elements().contains("tcp . "), "elements left after podman rm -a: {}", elements());
     assert!(!sh("cat /run/netnat/state.json").contains("attachments"));
 });
+
+// ---- churn: many attachments added and deleted in parallel ----
+
+/// Synthetic attachment `i` of the churn: container `churn<i>`, one mapping, host port
+/// 20000+i to 10.99.x.y:80 (TCP for even i, UDP for odd), so any lost, leaked or mixed element
+/// shows in the table. Its prevResult is what the bridge plugin would return for it.
+fn churn_mapping(i: u32) -> (String, String) {
+    let proto = if i % 2 == 0 { "tcp" } else { "udp" };
+    (proto.to_string(), format!("{proto} . {} : 10.99.{}.{} . 80", 20000 + i, i / 250, i % 250 + 2))
+}
+
+fn churn_request(verb: &str, i: u32) -> Answer {
+    let (proto, _) = churn_mapping(i);
+    let ctr = format!("churn{i}");
+    let netns = format!("/run/netns/{ctr}");
+    let prev = json!({
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "eth0", "sandbox": netns}],
+        "ips": [{"address": format!("10.99.{}.{}/16", i / 250, i % 250 + 2), "interface": 0}]
+    });
+    let conf =
+        netnat_conf("1.0.0", json!([{"hostPort": 20000 + i, "containerPort": 80, "protocol": proto}]), Some(&prev));
+    plugin(NETNAT, &env(verb, &ctr, &netns), &conf)
+}
+
+/// The elements of both port maps, one line each, sorted.
+fn map_elements() -> Vec<String> {
+    let text = sh("nft list map inet netnat pub_any4");
+    let mut v: Vec<String> = text
+        .split(['{', '}', ',', '\n'])
+        .map(str::trim)
+        .filter(|l| l.starts_with("tcp .") || l.starts_with("udp ."))
+        .map(|l| l.trim_start_matches("elements = ").to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Rules of netnat's table: every one has a comment, elements never do.
+fn rule_count() -> usize {
+    sh("nft list table inet netnat").lines().filter(|l| l.contains(" comment \"")).count()
+}
+
+isolated!(cni_churn_in_parallel, inner_cni_churn_in_parallel, timeout = 400, {
+    const N: u32 = 1000;
+    const WORKERS: u32 = 8;
+    make_external_host();
+    // Two real containers behind the bridge plugin, for traffic: one stays, one goes.
+    let (r1, ip1) = container("real1", "1.0.0");
+    let (r2, ip2) = container("real2", "1.0.0");
+    let _s1 = tcp_server(Some(&ns("real1")), &format!("{ip1}:8080"), "real1");
+    let _s2 = tcp_server(Some(&ns("real2")), &format!("{ip2}:8080"), "real2");
+    let web = json!([{"hostPort": 30001, "containerPort": 8080, "protocol": "tcp"}]);
+    let conf1 = netnat_conf("1.0.0", web, Some(&r1));
+    let conf2 = netnat_conf("1.0.0", json!([{"hostPort": 30002, "containerPort": 8080, "protocol": "tcp"}]), Some(&r2));
+    assert_eq!(plugin(NETNAT, &env("ADD", "real1", "/run/netns/real1"), &conf1).code, 0);
+    assert_eq!(plugin(NETNAT, &env("ADD", "real2", "/run/netns/real2"), &conf2).code, 0);
+    let rules_with_one = rule_count();
+
+    // 1,000 attachments added by 8 workers at once (worker w adds i = w, w+8, ...).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            std::thread::spawn(move || {
+                for i in (w..N).step_by(WORKERS as usize) {
+                    assert!(std::time::Instant::now() < deadline, "churn ADDs did not finish in 300 s");
+                    let a = churn_request("ADD", i);
+                    assert_eq!(a.code, 0, "ADD churn{i}: {}{}", a.stdout, a.stderr);
+                }
+            })
+        })
+        .collect();
+    workers.into_iter().for_each(|w| w.join().expect("an ADD worker failed"));
+    let mut live: std::collections::BTreeSet<u32> = (0..N).collect();
+    assert_eq!(map_elements().len(), N as usize + 2);
+
+    // Random ADD and DEL by 8 workers, each on its own containers (a runtime never runs two
+    // verbs for one container at once), 20 s and 60 requests per worker at most. Ids past N
+    // are new containers.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let mine: Vec<u32> = (w..N + 200).step_by(WORKERS as usize).collect();
+            let mut up: std::collections::BTreeSet<u32> = mine.iter().copied().filter(|i| *i < N).collect();
+            std::thread::spawn(move || {
+                let mut x: u64 = 0x9e3779b97f4a7c15 ^ (w as u64 + 1);
+                for _ in 0..60 {
+                    if std::time::Instant::now() >= until {
+                        break;
+                    }
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let i = mine[(x % mine.len() as u64) as usize];
+                    let verb = if up.contains(&i) { "DEL" } else { "ADD" };
+                    let a = churn_request(verb, i);
+                    assert_eq!(a.code, 0, "{verb} churn{i}: {}{}", a.stdout, a.stderr);
+                    if verb == "DEL" {
+                        up.remove(&i);
+                    } else {
+                        up.insert(i);
+                    }
+                }
+                (mine, up)
+            })
+        })
+        .collect();
+    for w in workers {
+        let (mine, up) = w.join().expect("a churn worker failed");
+        live.retain(|i| !mine.contains(i));
+        live.extend(up);
+    }
+    assert_eq!(plugin(NETNAT, &env("DEL", "real2", "/run/netns/real2"), &conf2).code, 0);
+
+    // Exactly the live attachments' elements: none lost, none leaked, none pointing elsewhere.
+    let mut want: Vec<String> = live.iter().map(|i| churn_mapping(*i).1).collect();
+    want.push(format!("tcp . 30001 : {ip1} . 8080"));
+    want.sort();
+    assert_eq!(map_elements(), want);
+    assert_eq!(sh("nft list set inet netnat fwd_any4").matches("counter packets").count(), want.len());
+    let record: Value = serde_json::from_str(&sh("cat /run/netnat/state.json")).unwrap();
+    let mut keys: Vec<String> = record["attachments"].as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    let mut want_keys: Vec<String> = live.iter().map(|i| format!("{NET}/churn{i}/eth0")).collect();
+    want_keys.push(format!("{NET}/real1/eth0"));
+    want_keys.sort();
+    assert_eq!(keys, want_keys);
+    assert_eq!(record["mappings"].as_array().unwrap().len(), want.len());
+    assert_eq!(rule_count(), rules_with_one, "rules grew with the mappings");
+    // Traffic: the container that stayed answers; the deleted one is refused.
+    assert_eq!(tcp_get(ext().as_deref(), "198.51.100.1:30001").unwrap(), "real1 saw 198.51.100.2");
+    assert!(tcp_get(ext().as_deref(), "198.51.100.1:30002").is_err());
+
+    // One more GC, listing every live attachment: nothing changes, not even the record.
+    let valid: Vec<Value> = live
+        .iter()
+        .map(|i| json!({"containerID": format!("churn{i}"), "ifname": "eth0"}))
+        .chain([json!({"containerID": "real1", "ifname": "eth0"})])
+        .collect();
+    let gc = json!({"cniVersion": "1.1.0", "name": NET, "type": "netnat", "cni.dev/valid-attachments": valid});
+    let (table_before, record_before) = (table(), sh("cat /run/netnat/state.json"));
+    plugin(NETNAT, &[("CNI_COMMAND", "GC")], &gc.to_string()).quiet_success("GC");
+    assert_eq!(table(), table_before);
+    assert_eq!(sh("cat /run/netnat/state.json"), record_before);
+});
