@@ -6,10 +6,12 @@
 //! The text parsers for /proc files live here too, for the same reason.
 
 use crate::host::{self, BR_NF_CALL_IPTABLES, CT_COUNT, CT_MAX, IP_FORWARD};
-use crate::model::{Family, Mapping, State, Subnet};
+use crate::model::{Cidr, Family, Mapping, State, Subnet};
 use crate::nft::expr::{self, CmpOp, Expr, Verdict, *};
 use crate::nft::{LiveChain, LiveRule, LiveTable};
-use crate::ruleset::{self, counted_elems, render_concat, render_rule, set_spec, TableAction, PRIO_DSTNAT, TABLE};
+use crate::ruleset::{
+    self, counted_elems, denied_elems, render_concat, render_rule, set_spec, TableAction, PRIO_DSTNAT, TABLE,
+};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -196,10 +198,15 @@ pub struct MappingView {
     pub network: Option<String>,
     pub packets: u64,
     pub bytes: u64,
+    /// Sources allowed to connect; empty: every source.
+    pub allow: Vec<Cidr>,
+    /// New connections from other sources, dropped (with an allow list).
+    pub denied_packets: u64,
 }
 
 /// Mappings with the traffic counted for them in the forward chain (summed over a range):
-/// packets and bytes in both directions of every connection through the mapping.
+/// packets and bytes in both directions of every connection through the mapping, and the
+/// packets their allow list dropped.
 pub fn mapping_views(state: &State, live: Option<&LiveTable>) -> Vec<MappingView> {
     let counters: std::collections::HashMap<(&str, &[u8]), (u64, u64)> = live
         .map(|l| {
@@ -213,18 +220,25 @@ pub fn mapping_views(state: &State, live: Option<&LiveTable>) -> Vec<MappingView
                 .collect()
         })
         .unwrap_or_default();
+    let sum = |elems: &mut dyn Iterator<Item = ruleset::Elem>| {
+        elems
+            .filter_map(|(set, k, _)| counters.get(&(set, k.as_slice())).copied())
+            .fold((0, 0), |(p, b), (p2, b2)| (p + p2, b + b2))
+    };
     let mut views: Vec<MappingView> = state
         .mappings
         .iter()
         .map(|m| {
-            let (packets, bytes) = counted_elems(m, state.is_routed(m))
-                .filter_map(|(set, k, _)| counters.get(&(set, k.as_slice())).copied())
-                .fold((0, 0), |(p, b), (p2, b2)| (p + p2, b + b2));
+            let allow = state.allow_of(m);
+            let (packets, bytes) = sum(&mut counted_elems(m, state.is_routed(m)));
+            let (denied_packets, _) = sum(&mut denied_elems(m, allow));
             MappingView {
                 mapping: *m,
                 network: state.network_of(m.container_ip).map(|n| n.name.clone()),
                 packets,
                 bytes,
+                allow: allow.to_vec(),
+                denied_packets,
             }
         })
         .collect();

@@ -68,6 +68,11 @@ pub enum Command {
         /// (SANDBOX or SANDBOX@NETWORK: every family of its endpoint)
         #[arg(required = true, value_name = "SPEC")]
         specs: Vec<String>,
+        /// Only sources in CIDR may connect (repeat for more; IPv4 and IPv6 CIDRs apply to the
+        /// mappings of their family). Other packets are dropped before DNAT and counted. Publishing
+        /// a mapping again with another list replaces its list
+        #[arg(long, value_name = "CIDR")]
+        allow: Vec<String>,
     },
     /// Stop publishing ports
     Unpublish {

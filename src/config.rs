@@ -28,8 +28,8 @@
 //! valid file into the `State` netnat should have.
 
 use crate::model::{
-    check_ifname, check_name, host_ifname, ip_text, parse_ip, pools_of, spec_parts, Endpoint, Family, InputError,
-    Ipv6Mode, Mapping, Network, PublishSpec, Sandbox, State, Subnet, Target,
+    allow_for, check_ifname, check_name, host_ifname, ip_text, parse_ip, pools_of, spec_parts, Cidr, Endpoint, Family,
+    InputError, Ipv6Mode, Mapping, Network, PublishSpec, Sandbox, State, Subnet, Target,
 };
 use crate::validate::{self, Subject};
 use serde::Deserialize;
@@ -43,7 +43,7 @@ use toml::Spanned;
 pub struct Config {
     /// Published ports whose container address is not one of the endpoints below.
     #[serde(default)]
-    pub publish: Vec<Spanned<String>>,
+    pub publish: Vec<Spanned<PublishEntry>>,
     #[serde(default, rename = "network")]
     pub networks: Vec<NetworkConf>,
     #[serde(default, rename = "sandbox")]
@@ -80,7 +80,55 @@ pub struct EndpointConf {
     pub ip: Option<OneOrMany>,
     pub ifname: Option<Spanned<String>>,
     #[serde(default)]
-    pub publish: Vec<Spanned<String>>,
+    pub publish: Vec<Spanned<PublishEntry>>,
+}
+
+/// A `publish` entry: a spec, or a table with the spec and the sources allowed to reach it
+/// (`{ spec = "5432:172.16.1.1:5432", allow = ["10.0.0.0/8"] }`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PublishEntry {
+    Spec(String),
+    Table(PublishTable),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishTable {
+    pub spec: String,
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+impl PublishEntry {
+    pub fn spec(&self) -> &str {
+        match self {
+            PublishEntry::Spec(s) => s,
+            PublishEntry::Table(t) => &t.spec,
+        }
+    }
+    /// The allow list, parsed; empty when the entry has none.
+    pub fn allow(&self) -> Result<Vec<Cidr>, InputError> {
+        match self {
+            PublishEntry::Spec(_) => Ok(vec![]),
+            PublishEntry::Table(t) if t.allow.is_empty() => {
+                Err(InputError(format!("'{}': `allow` is empty; leave it out to allow every source", t.spec)))
+            }
+            PublishEntry::Table(t) => t.allow.iter().map(|c| c.parse()).collect(),
+        }
+    }
+}
+
+/// Sets the allow list of each of `maps` from `list` (each takes the sources of its family).
+fn allow_each(st: &mut State, maps: &[Mapping], list: &[Cidr]) -> Result<(), InputError> {
+    if list.is_empty() {
+        return Ok(());
+    }
+    for m in maps {
+        let mine = allow_for(m, list)?;
+        st.set_allow(m, mine);
+    }
+    Ok(())
 }
 
 /// One thing wrong with a file, at a line (1-based).
@@ -277,6 +325,8 @@ pub fn validate(p: &Parsed) -> Vec<Problem> {
     let mut ep_lines: BTreeMap<(String, usize), (usize, usize)> = BTreeMap::new();
     let mut sb_names: BTreeMap<&str, usize> = BTreeMap::new();
     let mut maps: Vec<(Mapping, usize)> = vec![];
+    // Each mapping with the allow list of its entry, and the entry's line.
+    let mut allows: Vec<(Mapping, Vec<Cidr>, usize)> = vec![];
     for s in &c.sandboxes {
         let line = p.line(&s.name);
         let sname = s.name.get_ref().as_str();
@@ -332,7 +382,7 @@ pub fn validate(p: &Parsed) -> Vec<Problem> {
                 });
             }
             for spec in &e.publish {
-                publish_entry(p, spec, e.ip.is_none(), ips.as_deref(), &mut bad, &mut maps);
+                publish_entry(p, spec, e.ip.is_none(), ips.as_deref(), &mut bad, &mut maps, &mut allows);
             }
         }
         if first_definition {
@@ -340,11 +390,13 @@ pub fn validate(p: &Parsed) -> Vec<Problem> {
         }
     }
     for spec in &c.publish {
-        match parse_publish(spec.get_ref(), None) {
+        let allow = spec.get_ref().allow().map_err(|e| bad(p.line(spec), e.0)).unwrap_or_default();
+        match parse_publish(spec.get_ref().spec(), None) {
             Err(err) => bad(p.line(spec), err.0),
             Ok(specs) => {
                 for ps in specs.iter().filter(|ps| matches!(ps.target, Target::Addr(_))) {
                     if let Ok(ms) = ps.resolve(&State::default()) {
+                        allows.extend(ms.iter().map(|m| (*m, allow.clone(), p.line(spec))));
                         maps.extend(ms.into_iter().map(|m| (m, p.line(spec))));
                     }
                 }
@@ -352,6 +404,11 @@ pub fn validate(p: &Parsed) -> Vec<Problem> {
         }
     }
     placed.mappings = maps.iter().map(|(m, _)| *m).collect();
+    for (m, list, line) in allows {
+        if let Err(e) = allow_each(&mut placed, &[m], &list) {
+            bad(line, e.0);
+        }
+    }
     let line_of = |s: &Subject| match s {
         Subject::Network(n) => c.networks.iter().find(|x| x.name.get_ref() == n).map(|x| p.line(&x.subnet)),
         Subject::Bridge(n) => c.networks.iter().find(|x| x.name.get_ref() == n).map(|x| match &x.bridge {
@@ -384,14 +441,16 @@ pub fn validate(p: &Parsed) -> Vec<Problem> {
 /// `bad`, the mappings it means (with the entry's line) to `maps`.
 fn publish_entry(
     p: &Parsed,
-    spec: &Spanned<String>,
+    spec: &Spanned<PublishEntry>,
     no_ip: bool,
     own: Option<&[IpAddr]>,
     bad: &mut impl FnMut(usize, String),
     maps: &mut Vec<(Mapping, usize)>,
+    allows: &mut Vec<(Mapping, Vec<Cidr>, usize)>,
 ) {
     let line = p.line(spec);
-    let text = spec.get_ref();
+    let text = spec.get_ref().spec();
+    let allow = spec.get_ref().allow().map_err(|e| bad(line, e.0)).unwrap_or_default();
     let specs = match parse_publish(text, own) {
         Err(err) if no_ip && err.0.contains("leaves out the container address") => {
             return bad(line, format!("'{text}': the short form needs the endpoint's `ip` to be set"))
@@ -423,6 +482,7 @@ fn publish_entry(
             continue;
         }
         if let Ok(ms) = ps.resolve(&State::default()) {
+            allows.extend(ms.iter().map(|m| (*m, allow.clone(), line)));
             maps.extend(ms.into_iter().map(|m| (m, line)));
         }
     }
@@ -497,24 +557,34 @@ pub fn to_state_at(p: &Parsed, previous: &State) -> Result<State, Problem> {
             ips.sort_by_key(|ip| Family::of(*ip));
         }
     }
-    // Published ports, in file order.
+    // Published ports, in file order, and their allow lists.
     let mut mappings = vec![];
+    let mut allows: Vec<(Vec<Mapping>, Vec<Cidr>, usize)> = vec![];
     for s in &c.sandboxes {
         for (i, e) in s.endpoints.iter().enumerate() {
             let own = st.sandboxes[s.name.get_ref()].endpoints[i].ips.clone();
             for spec in &e.publish {
-                for ps in parse_publish(spec.get_ref(), Some(&own)).map_err(at(p.line(spec)))? {
-                    mappings.extend(ps.resolve(&st).map_err(at(p.line(spec)))?);
+                let allow = spec.get_ref().allow().map_err(at(p.line(spec)))?;
+                for ps in parse_publish(spec.get_ref().spec(), Some(&own)).map_err(at(p.line(spec)))? {
+                    let ms = ps.resolve(&st).map_err(at(p.line(spec)))?;
+                    allows.push((ms.clone(), allow.clone(), p.line(spec)));
+                    mappings.extend(ms);
                 }
             }
         }
     }
     for spec in &c.publish {
-        for ps in parse_publish(spec.get_ref(), None).map_err(at(p.line(spec)))? {
-            mappings.extend(ps.resolve(&st).map_err(at(p.line(spec)))?);
+        let allow = spec.get_ref().allow().map_err(at(p.line(spec)))?;
+        for ps in parse_publish(spec.get_ref().spec(), None).map_err(at(p.line(spec)))? {
+            let ms = ps.resolve(&st).map_err(at(p.line(spec)))?;
+            allows.push((ms.clone(), allow.clone(), p.line(spec)));
+            mappings.extend(ms);
         }
     }
     st.mappings = mappings;
+    for (ms, list, line) in allows {
+        allow_each(&mut st, &ms, &list).map_err(at(line))?;
+    }
     Ok(st)
 }
 
@@ -551,9 +621,17 @@ pub fn to_toml(state: &State, notes: &[String]) -> String {
             .find(|(_, e)| e.has(m.container_ip))
             .map(|(s, _)| (s.name.as_str(), net.name.as_str()))
     };
-    let top: Vec<String> = state.mappings.iter().filter(|m| owner(m).is_none()).map(|m| m.to_string()).collect();
+    // A mapping with an allow list is written as a table: { spec = "...", allow = [...] }.
+    let entry = |m: &Mapping| match state.allow_of(m) {
+        [] => q(&m.to_string()),
+        list => {
+            let cidrs: Vec<String> = list.iter().map(|c| c.to_string()).collect();
+            format!("{{ spec = {}, allow = {} }}", q(&m.to_string()), self::list(&cidrs))
+        }
+    };
+    let top: Vec<String> = state.mappings.iter().filter(|m| owner(m).is_none()).map(entry).collect();
     if !top.is_empty() {
-        out += &format!("\npublish = {}\n", list(&top));
+        out += &format!("\npublish = [{}]\n", top.join(", "));
     }
     for n in state.networks.values() {
         let subnets: Vec<String> = n.pools.iter().map(|p| p.subnet.to_string()).collect();
@@ -585,10 +663,10 @@ pub fn to_toml(state: &State, notes: &[String]) -> String {
                 .mappings
                 .iter()
                 .filter(|m| owner(m) == Some((s.name.as_str(), e.network.as_str())))
-                .map(|m| m.to_string())
+                .map(entry)
                 .collect();
             if !mine.is_empty() {
-                out += &format!("publish = {}\n", list(&mine));
+                out += &format!("publish = [{}]\n", mine.join(", "));
             }
         }
     }

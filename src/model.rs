@@ -221,6 +221,95 @@ impl<'de> Deserialize<'de> for Subnet {
     }
 }
 
+/// A source network of an allow list: any prefix length (a /32 is one host, /0 everyone), host
+/// bits zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cidr(pub Subnet);
+
+impl Cidr {
+    pub fn family(&self) -> Family {
+        self.0.family()
+    }
+    /// First and last address of the range.
+    pub fn bounds(&self) -> (IpAddr, IpAddr) {
+        (self.0.addr, self.0.last())
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = InputError;
+    fn from_str(s: &str) -> Valid<Cidr> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let Ok(addr) = a.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() else {
+            invalid!("allowed source '{s}': '{a}' is not an IPv4 or IPv6 address");
+        };
+        if matches!(addr, IpAddr::V6(v) if v.to_ipv4_mapped().is_some()) {
+            invalid!("allowed source '{s}' is IPv4-mapped; write the IPv4 network itself");
+        }
+        let family = Family::of(addr);
+        let prefix = match p {
+            None => family.bits() as u8,
+            Some(p) => match p.parse::<u32>() {
+                Ok(v) if v <= family.bits() => v as u8,
+                _ => invalid!("allowed source '{s}': prefix length '{p}' must be a number from 0 to {}", family.bits()),
+            },
+        };
+        let net = Subnet { addr, prefix };
+        let masked = ip_from_bits(family, ip_bits(addr) & net.mask());
+        if masked != addr {
+            invalid!("allowed source '{s}' has host bits set: did you mean {}/{prefix}?", ip_text(masked));
+        }
+        Ok(Cidr(net))
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The sources allowed to reach a published mapping (`publish --allow`); others are dropped
+/// before DNAT. A mapping without one is open to every source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowList {
+    pub mapping: Mapping,
+    pub from: Vec<Cidr>,
+}
+
+/// Checks an allow list for a mapping: at least one source of the mapping's family, none of
+/// the other family, none inside another. `from` may hold both families (a name target
+/// publishes both): the mapping's own are returned, in order.
+pub fn allow_for(m: &Mapping, from: &[Cidr]) -> Valid<Vec<Cidr>> {
+    let mine: Vec<Cidr> = from.iter().copied().filter(|c| c.family() == m.family()).collect();
+    if mine.is_empty() {
+        invalid!("--allow has no {} source for {m}; add one, or publish the families separately", m.family());
+    }
+    for (i, a) in mine.iter().enumerate() {
+        if let Some(b) = mine[..i].iter().find(|b| b.0.overlaps(&a.0)) {
+            invalid!("allowed sources {b} and {a} overlap; list each address once");
+        }
+    }
+    Ok(mine)
+}
+
 /// Parses an address of either family, with a message that says what the address was for.
 /// Brackets around an IPv6 address are accepted.
 pub fn parse_ip(s: &str, what: &str) -> Valid<IpAddr> {
@@ -1009,6 +1098,9 @@ pub struct State {
     /// sysctl key -> the value it had before netnat changed it (restored by `reset`).
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
+    /// Allow lists of published mappings (each names one of `mappings`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<AllowList>,
 }
 
 impl State {
@@ -1028,6 +1120,19 @@ impl State {
     /// reachable at the container's own address instead.
     pub fn is_routed(&self, m: &Mapping) -> bool {
         m.family() == Family::V6 && self.network_of(m.container_ip).is_some_and(|n| n.routed_v6())
+    }
+
+    /// The sources allowed to reach `m`; empty: every source.
+    pub fn allow_of(&self, m: &Mapping) -> &[Cidr] {
+        self.allow.iter().find(|a| a.mapping == *m).map(|a| a.from.as_slice()).unwrap_or(&[])
+    }
+
+    /// Sets (or, with an empty list, removes) the allow list of `m`.
+    pub fn set_allow(&mut self, m: &Mapping, from: Vec<Cidr>) {
+        self.allow.retain(|a| a.mapping != *m);
+        if !from.is_empty() {
+            self.allow.push(AllowList { mapping: *m, from });
+        }
     }
 
     /// Whether any network has an IPv6 subnet.

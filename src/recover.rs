@@ -261,7 +261,9 @@ fn mappings(t: &LiveTable, st: &State) -> (Vec<Mapping>, usize) {
         for (map, by_addr) in [(f.map_any, false), (f.map_addr, true)] {
             for e in t.elems.get(map).into_iter().flatten() {
                 match single(&e.key, &e.data, by_addr, f.family) {
-                    Some(m) if mapping_elems(&m, false).iter().any(|x| *x == (map, e.key.clone(), e.data.clone())) => {
+                    Some(m)
+                        if mapping_elems(&m, false, &[]).iter().any(|x| *x == (map, e.key.clone(), e.data.clone())) =>
+                    {
                         singles.push(m)
                     }
                     _ => bad += 1,
@@ -272,7 +274,7 @@ fn mappings(t: &LiveTable, st: &State) -> (Vec<Mapping>, usize) {
     // A routed mapping's host port is not used by the kernel: it comes back as the container port.
     for e in t.elems.get(ROUTED6).into_iter().flatten() {
         match routed_single(&e.key) {
-            Some(m) if st.is_routed(&m) && mapping_elems(&m, true) == vec![(ROUTED6, e.key.clone(), vec![])] => {
+            Some(m) if st.is_routed(&m) && mapping_elems(&m, true, &[]) == vec![(ROUTED6, e.key.clone(), vec![])] => {
                 singles.push(m)
             }
             _ => bad += 1,

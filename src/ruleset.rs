@@ -15,7 +15,7 @@
 //!   . th dport`) → `ipv4|6_addr . inet_service`: one element per published port, so rules never
 //!   change when ports are published and per-packet cost does not grow with their number.
 
-use crate::model::{Family, Mapping, Network, State};
+use crate::model::{Cidr, Family, Mapping, Network, State};
 use crate::nft::expr::{self, CmpOp, Expr, Verdict, *};
 pub use crate::nft::spec::*;
 use crate::nft::{LiveElem, LiveRule, LiveTable};
@@ -55,6 +55,12 @@ pub struct FamilySpec {
     /// The NAT maps: every local address, one address (each names its counting set).
     pub map_any: &'static str,
     pub map_addr: &'static str,
+    /// Allow lists: sources allowed per published port (ranges), and the published ports that
+    /// have a list (their element counters count the packets dropped); every address, one address.
+    pub allow_any: &'static str,
+    pub allow_addr: &'static str,
+    pub deny_any: &'static str,
+    pub deny_addr: &'static str,
     /// What the guard drops when it arrives from outside. None for IPv6: the kernel itself drops
     /// a packet for ::1 that arrives on another device than lo (ip6_rcv_core), before any hook.
     pub loopback: Option<(&'static str, u8)>,
@@ -67,6 +73,10 @@ pub const FAMILIES: [FamilySpec; 2] = [
         addr: Field::Ipv4Addr,
         map_any: MAP_ANY,
         map_addr: MAP_ADDR,
+        allow_any: "allow_any4",
+        allow_addr: "allow_addr4",
+        deny_any: "deny_any4",
+        deny_addr: "deny_addr4",
         loopback: Some(("127.0.0.0", 8)),
     },
     FamilySpec {
@@ -75,6 +85,10 @@ pub const FAMILIES: [FamilySpec; 2] = [
         addr: Field::Ipv6Addr,
         map_any: "pub_any6",
         map_addr: "pub_addr6",
+        allow_any: "allow_any6",
+        allow_addr: "allow_addr6",
+        deny_any: "deny_any6",
+        deny_addr: "deny_addr6",
         loopback: None,
     },
 ];
@@ -108,13 +122,22 @@ const fn nat_map(
 ) -> SetSpec {
     // The NAT maps only see a connection's first packet: their counters would count connections
     // at a cost on every insert and dump, so traffic is counted by the forward sets instead.
-    SetSpec { name, key, data, counter: false, counted_in: Some(counted_in) }
+    SetSpec { name, key, data, counter: false, interval: false, counted_in: Some(counted_in) }
 }
 const fn counting(name: &'static str, key: &'static [Field]) -> SetSpec {
-    SetSpec { name, key, data: &[], counter: true, counted_in: None }
+    SetSpec { name, key, data: &[], counter: true, interval: false, counted_in: None }
+}
+/// Ranges of `key`: a published port (range) and the sources allowed to reach it.
+const fn ranges(name: &'static str, key: &'static [Field]) -> SetSpec {
+    SetSpec { name, key, data: &[], counter: false, interval: true, counted_in: None }
 }
 
-pub const SETS: [SetSpec; 9] = [
+const PROTO_PORT_V4: &[Field] = &[Field::InetProto, Field::InetService, Field::Ipv4Addr];
+const PROTO_PORT_V6: &[Field] = &[Field::InetProto, Field::InetService, Field::Ipv6Addr];
+const V4_PROTO_PORT_V4: &[Field] = &[Field::Ipv4Addr, Field::InetProto, Field::InetService, Field::Ipv4Addr];
+const V6_PROTO_PORT_V6: &[Field] = &[Field::Ipv6Addr, Field::InetProto, Field::InetService, Field::Ipv6Addr];
+
+pub const SETS: [SetSpec; 17] = [
     nat_map(MAP_ANY, PROTO_PORT, V4_PORT, COUNT_ANY),
     nat_map(MAP_ADDR, V4_PROTO_PORT, V4_PORT, COUNT_ADDR),
     counting(COUNT_ANY, PROTO_PORT),
@@ -124,6 +147,14 @@ pub const SETS: [SetSpec; 9] = [
     counting("fwd_any6", PROTO_PORT),
     counting("fwd_addr6", V6_PROTO_PORT),
     counting(ROUTED6, V6_PROTO_PORT),
+    ranges("allow_any4", PROTO_PORT_V4),
+    ranges("allow_addr4", V4_PROTO_PORT_V4),
+    counting("deny_any4", PROTO_PORT),
+    counting("deny_addr4", V4_PROTO_PORT),
+    ranges("allow_any6", PROTO_PORT_V6),
+    ranges("allow_addr6", V6_PROTO_PORT_V6),
+    counting("deny_any6", PROTO_PORT),
+    counting("deny_addr6", V6_PROTO_PORT),
 ];
 
 /// The counting set a NAT map names in its spec.
@@ -158,10 +189,21 @@ pub type Elem = (&'static str, Vec<u8>, Vec<u8>);
 
 /// The elements of one mapping, for each port of its range: the NAT map element and its
 /// counting set element; for a mapping to an IPv6-routed network (`routed`), only the
-/// container's address and port in `routed6` (no NAT).
-pub fn mapping_elems(m: &Mapping, routed: bool) -> Vec<Elem> {
+/// container's address and port in `routed6` (no NAT). With an allow list (`allow`), also its
+/// sources (one range element per source, over the whole port range) and the ports' deny
+/// elements.
+pub fn mapping_elems(m: &Mapping, routed: bool, allow: &[Cidr]) -> Vec<Elem> {
     let f = family_spec(m.family());
     let mut out = Vec::with_capacity(m.len() as usize * 2);
+    let host_key = |port: u16| {
+        let mut key = Vec::with_capacity(24);
+        if let Some(ip) = m.host_ip {
+            key.extend(ip_bytes(ip));
+        }
+        key.extend(pad4(&[m.protocol.number()]));
+        key.extend(pad4(&port.to_be_bytes()));
+        key
+    };
     for (hp, cp) in m.ports() {
         if routed {
             let mut key = ip_bytes(m.container_ip);
@@ -170,25 +212,38 @@ pub fn mapping_elems(m: &Mapping, routed: bool) -> Vec<Elem> {
             out.push((ROUTED6, key, vec![]));
             continue;
         }
-        let mut key = Vec::with_capacity(24);
-        if let Some(ip) = m.host_ip {
-            key.extend(ip_bytes(ip));
-        }
-        key.extend(pad4(&[m.protocol.number()]));
-        key.extend(pad4(&hp.to_be_bytes()));
+        let key = host_key(hp);
         let mut data = ip_bytes(m.container_ip);
         data.extend(pad4(&cp.to_be_bytes()));
-        let map = if m.host_ip.is_some() { f.map_addr } else { f.map_any };
-        let count = counting_set(map);
-        out.push((count, key.clone(), vec![]));
+        let (map, deny) = if m.host_ip.is_some() { (f.map_addr, f.deny_addr) } else { (f.map_any, f.deny_any) };
+        out.push((counting_set(map), key.clone(), vec![]));
+        if !allow.is_empty() {
+            out.push((deny, key.clone(), vec![]));
+        }
         out.push((map, key, data));
+    }
+    if !routed {
+        let set = if m.host_ip.is_some() { f.allow_addr } else { f.allow_any };
+        for c in allow {
+            let (lo, hi) = c.bounds();
+            let (mut start, mut end) = (host_key(m.host_port), host_key(m.host_port_end));
+            start.extend(ip_bytes(lo));
+            end.extend(ip_bytes(hi));
+            // An interval set's data is the element's key end.
+            out.push((set, start, end));
+        }
     }
     out
 }
 
 /// The elements of a mapping whose counters count its traffic.
 pub fn counted_elems(m: &Mapping, routed: bool) -> impl Iterator<Item = Elem> {
-    mapping_elems(m, routed).into_iter().filter(|(s, _, _)| set_spec(s).is_some_and(|s| s.counter))
+    mapping_elems(m, routed, &[]).into_iter().filter(|(s, _, _)| set_spec(s).is_some_and(|s| s.counter))
+}
+
+/// The elements whose counters count the packets an allow list dropped.
+pub fn denied_elems(m: &Mapping, allow: &[Cidr]) -> impl Iterator<Item = Elem> {
+    mapping_elems(m, false, allow).into_iter().filter(|(s, _, _)| s.starts_with("deny_"))
 }
 
 fn rule(chain: &'static str, comment: impl Into<String>, parts: Vec<Vec<Expr>>) -> RuleSpec {
@@ -241,6 +296,44 @@ fn count_and_accept(f: &FamilySpec, by_addr: bool) -> Vec<Expr> {
     v
 }
 
+/// The rules of allow lists, in the NAT chains (which see only a connection's first packet),
+/// before the DNAT rules: a new connection to a port with a list, from a source not on it, is
+/// counted in the port's deny element and dropped. Constant in number whatever the lists.
+fn allow_rules() -> Vec<RuleSpec> {
+    let mut rules = vec![];
+    for (chain, from_host) in [("prerouting", ""), ("output", ", from the host")] {
+        for f in &FAMILIES {
+            let fam = f.family.name();
+            rules.push(rule(
+                chain,
+                format!("{fam} ports with an allow list, published on one address{from_host}"),
+                vec![match_nfproto(f.nfproto), drop_unlisted(f, true)],
+            ));
+            rules.push(rule(
+                chain,
+                format!("{fam} ports with an allow list, published on every local address{from_host}"),
+                vec![match_nfproto(f.nfproto), match_daddr_local(), drop_unlisted(f, false)],
+            ));
+        }
+    }
+    rules
+}
+
+/// `[ip daddr .] meta l4proto . th dport . ip saddr != @allow_* [ip daddr .] meta l4proto .
+/// th dport @deny_* counter drop`: the deny set's key is the first fields of the allow set's, so
+/// both lookups read the same registers; only a dropped packet reaches (and bumps) the deny
+/// element's counter.
+fn drop_unlisted(f: &FamilySpec, by_addr: bool) -> Vec<Expr> {
+    let (allow, deny) = if by_addr { (f.allow_addr, f.deny_addr) } else { (f.allow_any, f.deny_any) };
+    let mut v = load_key(f, by_addr, |r| load_daddr(f.nfproto, r), load_th_dport);
+    let saddr_slot = if by_addr { f.addr_slots() } else { 0 } + 2;
+    v.push(load_saddr(f.nfproto, reg_at(saddr_slot)));
+    v.push(Expr::Lookup { sreg: REG_1, set: allow.into(), dreg: None, flags: LOOKUP_F_INV });
+    v.push(Expr::Lookup { sreg: REG_1, set: deny.into(), dreg: None, flags: 0 });
+    v.extend(verdict(Verdict::Drop));
+    v
+}
+
 /// Which way traffic crosses a bridge's boundary.
 #[derive(Clone, Copy)]
 enum Crossing {
@@ -271,7 +364,7 @@ fn from_subnet(f: &FamilySpec, n: &Network) -> Vec<Expr> {
 pub fn desired(state: &State) -> Desired {
     let mut elems: BTreeMap<&'static str, Elems> = SETS.iter().map(|s| (s.name, Elems::new())).collect();
     for m in &state.mappings {
-        for (set, k, d) in mapping_elems(m, state.is_routed(m)) {
+        for (set, k, d) in mapping_elems(m, state.is_routed(m), state.allow_of(m)) {
             elems.entry(set).or_default().insert(k, d);
         }
     }
@@ -317,7 +410,9 @@ fn family_rules(f: &FamilySpec) -> Vec<RuleSpec> {
 pub fn desired_rules(state: &State) -> Vec<RuleSpec> {
     let v4 = family_spec(Family::V4);
     let v6 = family_spec(Family::V6);
-    let mut rules: Vec<RuleSpec> = FAMILIES.iter().flat_map(family_rules).collect();
+    // Allow lists first: they drop before the DNAT rules of the same chains.
+    let mut rules: Vec<RuleSpec> = if state.allow.is_empty() { vec![] } else { allow_rules() };
+    rules.extend(FAMILIES.iter().flat_map(family_rules));
     // Internal networks first: nothing crosses their bridge, not even published or related traffic.
     for n in state.networks.values().filter(|n| n.internal) {
         rules.push(rule(
@@ -479,42 +574,59 @@ impl Plan {
             ops.extend(c.want.iter().cloned().map(NftOp::AddRule));
         }
         // Per set, in name order: its deletes, then its adds.
-        let mut per_set: BTreeMap<&'static str, (Vec<Vec<u8>>, ElemList)> = BTreeMap::new();
+        let mut per_set: BTreeMap<&'static str, (ElemList, ElemList)> = BTreeMap::new();
         for e in &self.elems {
             let (dels, adds) = per_set.entry(e.set).or_default();
-            if e.have.is_some() {
-                dels.push(e.key.clone());
+            if let Some(d) = &e.have {
+                dels.push((e.key.clone(), d.clone()));
             }
             if let Some(d) = &e.want {
                 adds.push((e.key.clone(), d.clone()));
             }
         }
-        for (set, (keys, elems)) in per_set {
-            if !keys.is_empty() {
-                ops.push(NftOp::DelElems { set: set.into(), keys });
+        for (set, (dels, adds)) in per_set {
+            let interval = set_spec(set).is_some_and(|s| s.interval);
+            if !dels.is_empty() {
+                ops.push(match interval {
+                    // A range is deleted by its key and its end.
+                    true => NftOp::DelRanges { set: set.into(), ranges: dels },
+                    false => NftOp::DelElems { set: set.into(), keys: dels.into_iter().map(|(k, _)| k).collect() },
+                });
             }
-            if !elems.is_empty() {
-                ops.push(NftOp::AddElems { set: set.into(), elems });
+            if !adds.is_empty() {
+                ops.push(match interval {
+                    true => NftOp::AddRanges { set: set.into(), ranges: adds },
+                    false => NftOp::AddElems { set: set.into(), elems: adds },
+                });
             }
         }
         ops
     }
 }
 
-/// The element changes for mappings added and removed (NAT map and traffic counter), planned
-/// without reading the live elements: the caller knows the table has netnat's layout and rules.
-/// `state` says which networks are IPv6-routed.
-pub fn plan_mapping_changes(state: &State, added: &[Mapping], removed: &[Mapping]) -> Plan {
+/// The element changes of the mappings `touched` (published, unpublished, or with a new allow
+/// list) from state `before` to `after`, planned without reading the live elements: the caller
+/// knows the table has netnat's layout and rules. An element both states have stays, so its
+/// counter keeps counting.
+pub fn plan_mapping_changes(before: &State, after: &State, touched: &[Mapping]) -> Plan {
+    let elems_in = |st: &State| -> BTreeMap<(&'static str, Vec<u8>), Vec<u8>> {
+        touched
+            .iter()
+            .filter(|m| st.mappings.contains(m))
+            .flat_map(|m| mapping_elems(m, st.is_routed(m), st.allow_of(m)))
+            .map(|(set, k, d)| ((set, k), d))
+            .collect()
+    };
+    let (old, new) = (elems_in(before), elems_in(after));
     let mut elems = vec![];
-    for m in removed {
-        for (set, key, d) in mapping_elems(m, state.is_routed(m)) {
-            elems.push(ElemChange { set, key, have: Some(d), want: None });
+    for ((set, key), d) in &old {
+        match new.get(&(*set, key.clone())) {
+            Some(n) if n == d => {}
+            n => elems.push(ElemChange { set, key: key.clone(), have: Some(d.clone()), want: n.cloned() }),
         }
     }
-    for m in added {
-        for (set, key, d) in mapping_elems(m, state.is_routed(m)) {
-            elems.push(ElemChange { set, key, have: None, want: Some(d) });
-        }
+    for ((set, key), d) in new.iter().filter(|(k, _)| !old.contains_key(*k)) {
+        elems.push(ElemChange { set, key: key.clone(), have: None, want: Some(d.clone()) });
     }
     Plan { table: TableAction::Keep, chains: vec![], elems }
 }
@@ -629,6 +741,33 @@ fn chain_header(c: &ChainSpec) -> String {
     }
 }
 
+/// A range element as nft prints it: each field whose start and end differ as `a-b`, an
+/// address range that is a prefix as `addr/len`.
+fn range_elem_text(set: &str, key: &[u8], end: &[u8]) -> String {
+    let Some(spec) = set_spec(set) else { return format!("{}-{}", expr::hex(key), expr::hex(end)) };
+    let (a, b) = (render_concat(spec.key, key), render_concat(spec.key, end));
+    let parts: Vec<String> = a
+        .split(" . ")
+        .zip(b.split(" . "))
+        .map(|(x, y)| match (x.parse::<IpAddr>(), y.parse::<IpAddr>()) {
+            _ if x == y => x.to_string(),
+            (Ok(lo), Ok(hi)) => prefix_text(lo, hi).unwrap_or(format!("{x}-{y}")),
+            _ => format!("{x}-{y}"),
+        })
+        .collect();
+    parts.join(" . ")
+}
+
+/// `lo/len` when lo..=hi is exactly one prefix.
+fn prefix_text(lo: IpAddr, hi: IpAddr) -> Option<String> {
+    let fam = Family::of(lo);
+    let span = crate::model::ip_bits(hi) ^ crate::model::ip_bits(lo);
+    let host_bits = 128 - span.leading_zeros();
+    let len = fam.bits().checked_sub(host_bits)?;
+    let net: Cidr = format!("{lo}/{len}").parse().ok()?;
+    (net.bounds().1 == hi).then(|| net.to_string())
+}
+
 fn elem_text(set: &str, key: &[u8], data: Option<&[u8]>) -> String {
     match set_spec(set) {
         Some(s) => match data.filter(|d| !d.is_empty()) {
@@ -671,6 +810,11 @@ impl fmt::Display for NftOp {
             NftOp::DelElems { set, keys } => {
                 let items: Vec<String> = keys.iter().map(|k| elem_text(set, k, None)).collect();
                 write!(f, "delete element {t} {set} {{ {} }}", items.join(", "))
+            }
+            NftOp::AddRanges { set, ranges } | NftOp::DelRanges { set, ranges } => {
+                let verb = if matches!(self, NftOp::AddRanges { .. }) { "add" } else { "delete" };
+                let items: Vec<String> = ranges.iter().map(|(k, end)| range_elem_text(set, k, end)).collect();
+                write!(f, "{verb} element {t} {set} {{ {} }}", items.join(", "))
             }
         }
     }
@@ -894,19 +1038,49 @@ mod tests {
 
     #[test]
     fn mapping_changes_touch_only_their_elements() {
-        let old: Mapping = "9090:172.16.1.1:8080".parse().unwrap();
+        let before = demo_state();
+        let old = before.mappings[0];
         let new: Mapping = "9090:172.16.1.2:8080".parse().unwrap();
+        let mut after = before.clone();
+        after.mappings = vec![new];
         let text: Vec<String> =
-            plan_mapping_changes(&demo_state(), &[new], &[old]).ops().iter().map(|o| o.to_string()).collect();
+            plan_mapping_changes(&before, &after, &[old, new]).ops().iter().map(|o| o.to_string()).collect();
+        // The counting element is the same (same host port): it stays, and keeps counting.
         assert_eq!(
             text,
             vec![
-                "delete element inet netnat fwd_any4 { tcp . 9090 }",
-                "add element inet netnat fwd_any4 { tcp . 9090 }",
                 "delete element inet netnat pub_any4 { tcp . 9090 }",
                 "add element inet netnat pub_any4 { tcp . 9090 : 172.16.1.2 . 8080 }",
             ]
         );
+        // A new allow list: its ranges and the port's deny element; then one source less.
+        let cidrs = |l: &[&str]| l.iter().map(|c| c.parse().unwrap()).collect::<Vec<Cidr>>();
+        let mut listed = after.clone();
+        listed.set_allow(&new, cidrs(&["10.9.0.0/16", "192.168.1.7"]));
+        let text: Vec<String> =
+            plan_mapping_changes(&after, &listed, &[new]).ops().iter().map(|o| o.to_string()).collect();
+        assert_eq!(
+            text,
+            vec![
+                "add element inet netnat allow_any4 { tcp . 9090 . 10.9.0.0/16, tcp . 9090 . 192.168.1.7 }",
+                "add element inet netnat deny_any4 { tcp . 9090 }",
+            ]
+        );
+        let mut fewer = listed.clone();
+        fewer.set_allow(&new, cidrs(&["10.9.0.0/16"]));
+        let text: Vec<String> =
+            plan_mapping_changes(&listed, &fewer, &[new]).ops().iter().map(|o| o.to_string()).collect();
+        assert_eq!(text, vec!["delete element inet netnat allow_any4 { tcp . 9090 . 192.168.1.7 }"]);
+        // The rules of allow lists come with the first list, and do not grow with more.
+        let rules = |st: &State| desired_rules(st).len();
+        assert_eq!(rules(&fewer), rules(&after) + 8);
+        let mut many = fewer.clone();
+        for p in 1..100u16 {
+            let m: Mapping = format!("{}:172.16.1.2:80", 10000 + p).parse().unwrap();
+            many.mappings.push(m);
+            many.set_allow(&m, cidrs(&["10.0.0.0/8"]));
+        }
+        assert_eq!(rules(&many), rules(&fewer));
     }
 
     #[test]

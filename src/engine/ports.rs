@@ -4,7 +4,7 @@
 use super::{forward_warnings, refuse, Engine};
 use crate::conntrack;
 use crate::link::Links;
-use crate::model::{spec_parts, Family, HostPorts, InputError, Mapping, Proto, PublishSpec, State};
+use crate::model::{allow_for, spec_parts, Cidr, Family, HostPorts, InputError, Mapping, Proto, PublishSpec, State};
 use crate::validate;
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -14,15 +14,19 @@ use serde::Serialize;
 pub struct Published {
     /// New mappings, now in the kernel and the record.
     pub added: Vec<Mapping>,
-    /// Asked for and already published as asked.
+    /// Asked for and already published as asked (allow list included).
     pub already: Vec<Mapping>,
+    /// Already published, with their allow list replaced by the one asked for.
+    pub replaced: Vec<Mapping>,
     pub warnings: Vec<String>,
 }
 
-/// Publishes ports: one transaction adds their map elements. A mapping already published as
-/// asked is left alone; a host port published to another target fails the whole request
-/// (exit 1: a conflict with the live state, as a concurrent command would meet it).
-pub fn publish(e: &mut Engine, specs: &[PublishSpec]) -> Result<Published> {
+/// Publishes ports: one transaction adds their map elements. `allow`, when given, is the list of
+/// sources allowed to reach them (each mapping takes the sources of its family); publishing a
+/// mapping again with another list replaces its list in the same way. A mapping already
+/// published as asked is left alone; a host port published to another target fails the whole
+/// request (exit 1: a conflict with the live state, as a concurrent command would meet it).
+pub fn publish(e: &mut Engine, specs: &[PublishSpec], allow: Option<&[Cidr]>) -> Result<Published> {
     // Name targets need the record; so does nothing else of the checks.
     let mut maps: Vec<Mapping> = vec![];
     for s in specs {
@@ -32,33 +36,51 @@ pub fn publish(e: &mut Engine, specs: &[PublishSpec]) -> Result<Published> {
             }
         }
     }
+    let lists: Vec<Option<Vec<Cidr>>> =
+        maps.iter().map(|m| allow.map(|a| allow_for(m, a)).transpose()).collect::<Result<_, InputError>>()?;
+    if allow.is_some() {
+        if let Some(m) = maps.iter().find(|m| e.state.is_routed(m)) {
+            return refuse(format!(
+                "--allow: {m} goes to an IPv6-routed network, where the container's own address is published \
+                 without DNAT; allow lists apply to translated ports only"
+            ));
+        }
+    }
     validate::ensure(&State { mappings: maps.clone(), ..State::default() }, "")?;
     check_host_addresses(&maps)?;
     if maps.iter().any(|m| m.family() == Family::V6) {
         crate::link::ipv6_available("this host's network namespace")?;
     }
     let mut out = Published::default();
-    for m in maps {
+    let mut want = e.state.clone();
+    for (m, list) in maps.into_iter().zip(lists) {
         if e.state.mappings.contains(&m) {
-            out.already.push(m);
+            match list {
+                Some(l) if l != e.state.allow_of(&m) => {
+                    want.set_allow(&m, l);
+                    out.replaced.push(m);
+                }
+                _ => out.already.push(m),
+            }
             continue;
         }
         if let Some(o) = e.state.mappings.iter().find(|o| o.conflicts_with(&m)) {
             bail!("cannot publish {m}: host port {} is already published as {o}", m.host_spec());
         }
+        want.mappings.push(m);
+        want.set_allow(&m, list.unwrap_or_default());
         out.added.push(m);
     }
     // Even with nothing to add, the sync below repairs rules that drifted (as every command does).
-    let mut want = e.state.clone();
-    want.mappings.extend(out.added.iter().copied());
     validate::ensure(&want, "")?;
     e.reserve_for_mappings(&out.added)?;
-    e.state = want;
-    e.sync_mappings(&out.added, &[])?;
+    let before = std::mem::replace(&mut e.state, want);
+    let touched: Vec<Mapping> = out.added.iter().chain(&out.replaced).copied().collect();
+    e.sync_mappings(&before, &touched)?;
     e.save()?;
     // Entries made before this publish (e.g. a UDP client already sending to the host port)
     // would bypass the new DNAT for their whole life: drop them, keyed by the HOST port.
-    out.warnings.extend(flush_conntrack_or_warn(&out.added));
+    out.warnings.extend(flush_conntrack_or_warn(&touched));
     if !out.added.is_empty() {
         out.warnings.extend(forward_warnings(&e.state));
     }
@@ -119,8 +141,9 @@ pub fn unpublish(e: &mut Engine, sels: &[Selector]) -> Result<Unpublished> {
     if out.removed.is_empty() {
         return Ok(out);
     }
-    e.state = want;
-    e.sync_mappings(&[], &out.removed)?;
+    want.allow.retain(|a| want.mappings.contains(&a.mapping));
+    let before = std::mem::replace(&mut e.state, want);
+    e.sync_mappings(&before, &out.removed)?;
     e.save()?;
     out.warnings.extend(flush_conntrack_or_warn(&out.removed));
     Ok(out)

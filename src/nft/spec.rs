@@ -166,6 +166,9 @@ pub struct SetSpec {
     pub data: &'static [Field],
     /// A counter on every element.
     pub counter: bool,
+    /// Elements are ranges (`flags interval`): each has a key and a key end, and the last field
+    /// of a key may span a range of values (an address prefix). Their `Elems` data is the key end.
+    pub interval: bool,
     /// For a NAT map: the set whose element counters count its ports' traffic (a NAT map only
     /// sees a connection's first packet, so it does not count).
     pub counted_in: Option<&'static str>,
@@ -187,6 +190,11 @@ impl SetSpec {
     }
     pub fn data_len(&self) -> u32 {
         concat_len(self.data)
+    }
+    /// Byte length of each key field, unpadded, as the kernel wants it for a concatenation
+    /// of ranges (NFTA_SET_DESC_CONCAT); None unless `interval`.
+    pub fn concat_field_lens(&self) -> Option<Vec<u8>> {
+        self.interval.then(|| self.key.iter().map(|f| f.len() as u8).collect())
     }
     pub fn type_text(fields: &[Field]) -> String {
         fields.iter().map(|f| f.name()).collect::<Vec<_>>().join(" . ")
@@ -212,8 +220,23 @@ pub enum NftOp {
     AddSet(SetSpec),
     DelSet(String),
     FlushSet(String),
-    AddElems { set: String, elems: Vec<(Vec<u8>, Vec<u8>)> },
-    DelElems { set: String, keys: Vec<Vec<u8>> },
+    AddElems {
+        set: String,
+        elems: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    DelElems {
+        set: String,
+        keys: Vec<Vec<u8>>,
+    },
+    /// Elements of an interval set: (key, key end).
+    AddRanges {
+        set: String,
+        ranges: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    DelRanges {
+        set: String,
+        ranges: Vec<(Vec<u8>, Vec<u8>)>,
+    },
 }
 
 #[cfg(test)]
