@@ -722,6 +722,9 @@ fn layout_matches(live: &LiveTable) -> bool {
 
 // ---- nft syntax ----
 
+/// NFT_SET_INTERVAL.
+const INTERVAL_FLAG: u32 = 0x4;
+
 fn key_len_of(set: &str) -> Option<u32> {
     set_spec(set).map(|s| s.key_len())
 }
@@ -836,6 +839,9 @@ pub fn render_table(live: &LiveTable, counters: bool) -> String {
             _ => format!("0x{:x}", s.key_type),
         };
         out += &format!("\t{kind} {} {{\n\t\ttype {ty}\n", s.name);
+        if s.flags & INTERVAL_FLAG != 0 {
+            out += "\t\tflags interval\n";
+        }
         if s.counter {
             out += "\t\tcounter\n";
         }
@@ -853,6 +859,9 @@ pub fn render_table(live: &LiveTable, counters: bool) -> String {
                     };
                     if s.data.is_some() {
                         format!("{k}{c} : {d}")
+                    } else if s.flags & INTERVAL_FLAG != 0 {
+                        // An interval set's element: its data is the key end.
+                        format!("{}{c}", range_elem_text(&s.name, &e.key, &e.data))
                     } else {
                         format!("{k}{c}")
                     }

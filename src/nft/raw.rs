@@ -889,9 +889,14 @@ unsafe extern "C" fn collect_elem(e: *mut sys::nftnl_set_elem, data: *mut c_void
     // SAFETY: libnftnl passes an element of the set being walked, alive during this callback.
     let Some(v) = (unsafe { ElemView::new(e) }) else { return 0 };
     let counter = v.counter();
+    // An interval set's element has a key end and no data: netnat keeps the end as its data.
+    let data = match v.value(sys::NFTNL_SET_ELEM_DATA) {
+        [] => v.value(sys::NFTNL_SET_ELEM_KEY_END),
+        d => d,
+    };
     out.push(LiveElem {
         key: v.value(sys::NFTNL_SET_ELEM_KEY).to_vec(),
-        data: v.value(sys::NFTNL_SET_ELEM_DATA).to_vec(),
+        data: data.to_vec(),
         packets: counter.map(|c| c.0),
         bytes: counter.map(|c| c.1),
     });
