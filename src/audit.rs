@@ -148,6 +148,11 @@ pub struct MappingReport {
     pub bytes: u64,
     pub connections: u64,
     pub scope: Scope,
+    /// Sources allowed to connect; empty: every source.
+    pub allow: Vec<Cidr>,
+    /// Who can reach it from outside the host, in words (any source, the allowed sources, the
+    /// host itself only, or nobody and which chain drops it).
+    pub reach: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -178,6 +183,7 @@ pub fn audit(o: &Observed) -> Report {
         ));
     }
     inventory(o, &mappings, &mut f);
+    bypassed_input_firewalls(o, &mappings, &mut f);
     drift(o, &mut f);
     drift_config(o, &mut f);
     conflicts(o, &mut f);
@@ -251,6 +257,7 @@ pub fn mapping_views(state: &State, live: Option<&LiveTable>) -> Vec<MappingView
 
 fn mapping_reports(o: &Observed) -> Vec<MappingReport> {
     let views = mapping_views(&o.state, o.table.as_ref());
+    let dropping = forward_policy_drops(o);
     views
         .iter()
         .map(|v| {
@@ -270,9 +277,108 @@ fn mapping_reports(o: &Observed) -> Vec<MappingReport> {
                 bytes: v.bytes,
                 connections,
                 scope: Scope::of(&m),
+                reach: reach(o, &m, &v.allow, &dropping),
+                allow: v.allow.clone(),
             }
         })
         .collect()
+}
+
+/// Forward-hook chains of other tables with policy drop that say nothing of the bridge of a
+/// network (so they drop its DNAT'd traffic): (the families they see, chain label, bridges they
+/// name).
+fn forward_policy_drops(o: &Observed) -> Vec<(Vec<Family>, String, Vec<String>)> {
+    let mut out = vec![];
+    for c in &o.chains {
+        let Some(b) = &c.base else { continue };
+        if b.hook != HOOK_FORWARD || b.policy != 0 || own_table(&c.table, c.family) {
+            continue;
+        }
+        let fams: Vec<Family> = Family::ALL.into_iter().filter(|f| foreign_sees(&c.table, c.family, *f)).collect();
+        let named: Vec<String> = o
+            .rules
+            .iter()
+            .filter(|r| r.family == c.family && r.table == c.table && r.chain == c.name)
+            .flat_map(|r| read_matches(&r.exprs).ifnames.into_iter().map(|(_, _, name, _)| name))
+            .collect();
+        out.push((fams, chain_label(c.family, &c.table, &c.name), named));
+    }
+    out
+}
+
+/// Who can reach `m` from outside the host.
+fn reach(o: &Observed, m: &Mapping, allow: &[Cidr], dropping: &[(Vec<Family>, String, Vec<String>)]) -> String {
+    if Scope::of(m) == Scope::Loopback {
+        return "the host itself only (loopback)".into();
+    }
+    let bridge = o.state.network_of(m.container_ip).map(|n| n.bridge.clone());
+    let blocked = dropping.iter().find(|(fams, _, named)| {
+        fams.contains(&m.family()) && !bridge.as_ref().is_some_and(|b| named.iter().any(|n| n == b))
+    });
+    if let Some((_, label, _)) = blocked {
+        return format!("nobody from outside: chain {label} drops forwarded packets (policy drop)");
+    }
+    match allow {
+        [] => "any source".into(),
+        list => format!("sources in {}", list.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")),
+    }
+}
+
+/// A firewall on the input hook (policy drop, or a final unconditional drop or reject: ufw,
+/// firewalld, a hand-written `inet filter` input chain) does not see published ports: DNAT'd
+/// packets are forwarded, never delivered locally. Each such chain is named with the mappings
+/// that are still reachable from any source.
+fn bypassed_input_firewalls(o: &Observed, reports: &[MappingReport], out: &mut Vec<Finding>) {
+    const HOOK_INPUT: u32 = 1;
+    let unconditional = |r: &LiveRule| {
+        r.exprs.iter().all(|e| matches!(e, Expr::Counter | Expr::Verdict(_) | Expr::Other { .. } | Expr::Xt { .. }))
+            && r.exprs.iter().any(|e| match e {
+                Expr::Verdict(Verdict::Drop) => true,
+                Expr::Other { name } => name == "reject",
+                Expr::Xt { target: true, name, .. } => name == "DROP" || name == "REJECT",
+                _ => false,
+            })
+    };
+    for c in &o.chains {
+        let Some(b) = &c.base else { continue };
+        if b.hook != HOOK_INPUT || own_table(&c.table, c.family) {
+            continue;
+        }
+        let rules: Vec<&LiveRule> =
+            o.rules.iter().filter(|r| r.family == c.family && r.table == c.table && r.chain == c.name).collect();
+        let how = if b.policy == 0 {
+            "has policy drop"
+        } else if rules.last().is_some_and(|r| unconditional(r)) {
+            "ends with a rule that drops or rejects everything else"
+        } else {
+            continue;
+        };
+        let open: Vec<&MappingReport> = reports
+            .iter()
+            .filter(|r| r.reach == "any source" && foreign_sees(&c.table, c.family, r.mapping.family()))
+            .collect();
+        if open.is_empty() {
+            continue;
+        }
+        let label = chain_label(c.family, &c.table, &c.name);
+        let names: Vec<String> = open.iter().map(|r| r.mapping.to_string()).collect();
+        let shown = if names.len() > 5 {
+            format!("{} and {} more", names[..5].join(", "), names.len() - 5)
+        } else {
+            names.join(", ")
+        };
+        let example = &open[0].mapping;
+        out.push(finding(
+            "exposure.bypasses-input-firewall",
+            Severity::Warning,
+            format!(
+                "chain {label} (input hook) {how}, but published port(s) {shown} are reachable from any source: \
+                 DNAT'd packets are forwarded and never meet input rules. Restrict a port to the sources that \
+                 need it with `netnat publish {example} --allow CIDR`"
+            ),
+            std::iter::once(label.clone()).chain(names).collect(),
+        ));
+    }
 }
 
 fn inventory(o: &Observed, reports: &[MappingReport], out: &mut Vec<Finding>) {
@@ -283,8 +389,9 @@ fn inventory(o: &Observed, reports: &[MappingReport], out: &mut Vec<Finding>) {
             "inventory.mapping",
             Severity::Info,
             format!(
-                "{m}{net}: published on {}, {} packets, {} bytes, {} live connections",
+                "{m}{net}: published on {}, reachable by {}, {} packets, {} bytes, {} live connections",
                 r.scope.text(),
+                r.reach,
                 r.packets,
                 r.bytes,
                 r.connections
@@ -1369,6 +1476,43 @@ mod tests {
         assert!(get("drift.element-missing").message.contains("tcp . 9090 : 172.16.1.1 . 8080"));
         assert!(get("drift.element-extra").message.contains("tcp . 7777"));
         assert!(get("drift.element-changed").message.contains("127.0.0.1 . udp . 5353"));
+    }
+
+    #[test]
+    fn exposure_says_who_can_reach_and_what_bypasses_an_input_firewall() {
+        let mut o = clean();
+        assert_eq!(audit(&o).mappings[0].reach, "any source");
+        assert!(has(&o, "exposure.bypasses-input-firewall").is_empty(), "no input firewall");
+        // firewalld's way: policy accept, a final reject of everything else.
+        o.chains.push(foreign_chain(FAMILY_INET, "firewalld", "filter_INPUT", 1, 10, "filter", 1));
+        o.rules.push(foreign_rule(
+            FAMILY_INET,
+            "firewalld",
+            "filter_INPUT",
+            vec![Expr::Other { name: "reject".into() }],
+        ));
+        let f = has(&o, "exposure.bypasses-input-firewall");
+        assert_eq!(f.len(), 1);
+        assert!(
+            f[0].message.contains("chain inet firewalld filter_INPUT (input hook) ends with a rule"),
+            "{}",
+            f[0].message
+        );
+        // A conditional drop is not a firewall that closes the host.
+        let mut o2 = clean();
+        o2.chains.push(foreign_chain(FAMILY_INET, "fw", "in", 1, 0, "filter", 1));
+        let mut cond = match_ifname(META_IIFNAME, CmpOp::Eq, "eth9");
+        cond.push(Expr::Verdict(Verdict::Drop));
+        o2.rules.push(foreign_rule(FAMILY_INET, "fw", "in", cond));
+        assert!(has(&o2, "exposure.bypasses-input-firewall").is_empty());
+        // An allow list restricts the mapping: the finding leaves it out.
+        let m = o.state.mappings[0];
+        o.state.set_allow(&m, vec!["10.0.0.0/8".parse().unwrap()]);
+        assert_eq!(audit(&o).mappings[0].reach, "sources in 10.0.0.0/8");
+        assert!(has(&o, "exposure.bypasses-input-firewall").is_empty());
+        // A forward chain with policy drop that does not name the bridge: nobody gets in.
+        o.chains.push(foreign_chain(FAMILY_IPV4, "filter", "FORWARD", HOOK_FORWARD, 0, "filter", 0));
+        assert!(audit(&o).mappings[0].reach.starts_with("nobody from outside: chain ip filter FORWARD"));
     }
 
     #[test]

@@ -253,7 +253,13 @@ pub struct ApplyArgs {
 const AUDIT_IDS: &str = "\
 Findings (id, severity: what):
   inventory.mapping              info     a published port: scope (any address, one address, loopback),
-                                          target, packets and bytes forwarded, live connections
+                                          who can reach it, target, packets and bytes forwarded, live
+                                          connections
+  exposure.bypasses-input-firewall
+                                 warning  an input-hook firewall (ufw, firewalld, an inet filter input
+                                          chain) drops what it does not accept, but a published port is
+                                          reachable from any source (DNAT'd packets never meet input
+                                          rules); restrict it with publish --allow
   drift.table-missing            error    table inet netnat is gone (e.g. after `nft flush ruleset`)
   drift.layout                   error    its chains or maps have another shape than netnat programs
   drift.rule                     error    a chain's rules differ from netnat's (a rule added or edited by hand)

@@ -157,3 +157,51 @@ isolated!(bad_exposure_input_changes_nothing, inner_bad_exposure_input, {
     assert!(err.contains("`allow` is empty"), "{err}");
     assert_eq!(kernel_snapshot(), before);
 });
+
+/// The audit's exposure finding for the port, if any (exit code, findings of that id).
+fn exposure() -> (i32, Vec<Value>) {
+    let (code, out, err) = netnat_out(&["audit", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("audit --json: {e}\n{out}\n{err}"));
+    let f = v["findings"].as_array().unwrap();
+    (code, f.iter().filter(|f| f["id"] == "exposure.bypasses-input-firewall").cloned().collect())
+}
+
+/// With an input firewall that drops, a published port is still reachable (forwarded packets
+/// never meet input rules); the audit says so, naming the chain, until --allow restricts it.
+fn input_firewall_is_bypassed(chain: &str) {
+    let _s = tcp_server(Some(&ns("Container_ns1")), "172.16.1.1:8080", "ns1");
+    ok(&["publish", "9090:172.16.1.1:8080"]);
+    assert_eq!(get("ext", 9090).unwrap(), format!("ns1 saw {EXT_IP}"), "the input firewall does not stop it");
+    let (code, found) = exposure();
+    assert_eq!(code, 1, "a warning fails the audit");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0]["message"].as_str().unwrap().contains(&format!("chain {chain} (input hook)")), "{found:?}");
+    assert!(found[0]["objects"].as_array().unwrap().iter().any(|o| o == "9090:172.16.1.1:8080/tcp"));
+    ok(&["publish", "9090:172.16.1.1:8080", "--allow", "198.51.100.0/24"]);
+    let (code, found) = exposure();
+    assert!(found.is_empty(), "{found:?}");
+    assert_eq!(code, 0, "{}", ok(&["audit"]));
+    let (_, out, _) = netnat_out(&["audit", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["mappings"][0]["reach"], "sources in 198.51.100.0/24");
+    assert_eq!(get("ext", 9090).unwrap(), format!("ns1 saw {EXT_IP}"));
+}
+
+isolated!(ufw_style_input_drop_is_bypassed, inner_ufw_style, {
+    make_external_host();
+    seed_topology();
+    // ufw's layout through iptables-nft: INPUT policy DROP, jumps into ufw's chains.
+    sh("iptables-nft -N ufw-before-input && iptables-nft -N ufw-user-input && iptables-nft -N ufw-after-input \
+        && iptables-nft -A INPUT -j ufw-before-input && iptables-nft -A INPUT -j ufw-user-input \
+        && iptables-nft -A INPUT -j ufw-after-input && iptables-nft -A ufw-user-input -p tcp --dport 22 -j ACCEPT \
+        && iptables-nft -P INPUT DROP");
+    input_firewall_is_bypassed("ip filter INPUT");
+});
+
+isolated!(nft_input_drop_is_bypassed, inner_nft_input, {
+    make_external_host();
+    seed_topology();
+    sh("nft add table inet filter && nft add chain inet filter input '{ type filter hook input priority 0; policy drop; }' \
+        && nft add rule inet filter input ct state established,related accept");
+    input_firewall_is_bypassed("inet filter input");
+});
