@@ -112,10 +112,15 @@ pub enum Scope {
     Address,
     /// 127.0.0.1 or another loopback address: the host itself only.
     Loopback,
+    /// Packets arriving on one interface, to any local address.
+    Interface,
 }
 
 impl Scope {
     pub fn of(m: &Mapping) -> Scope {
+        if m.host_if.is_some() {
+            return Scope::Interface;
+        }
         match m.host_ip {
             None => Scope::Any,
             Some(ip) if ip.is_loopback() => Scope::Loopback,
@@ -127,6 +132,7 @@ impl Scope {
             Scope::Any => "any local address",
             Scope::Address => "one address",
             Scope::Loopback => "loopback only",
+            Scope::Interface => "one interface",
         }
     }
 }
@@ -139,6 +145,9 @@ pub struct MappingReport {
     pub protocol: String,
     /// None: every local address (of the container address's family).
     pub host_ip: Option<IpAddr>,
+    /// Bound to this interface (then `host_ip` is null).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_if: Option<String>,
     pub host_port: u16,
     pub host_port_end: u16,
     pub container_ip: IpAddr,
@@ -268,6 +277,7 @@ fn mapping_reports(o: &Observed) -> Vec<MappingReport> {
                 mapping: m,
                 protocol: m.protocol.to_string(),
                 host_ip: m.host_ip,
+                host_if: m.host_if.map(|i| i.to_string()),
                 host_port: m.host_port,
                 host_port_end: m.host_port_end,
                 container_ip: m.container_ip,
@@ -317,6 +327,9 @@ fn reach(o: &Observed, m: &Mapping, allow: &[Cidr], dropping: &[(Vec<Family>, St
     });
     if let Some((_, label, _)) = blocked {
         return format!("nobody from outside: chain {label} drops forwarded packets (policy drop)");
+    }
+    if let Some(i) = m.host_if {
+        return format!("any source whose packets arrive on {i}");
     }
     match allow {
         [] => "any source".into(),

@@ -63,9 +63,10 @@ pub enum Command {
     },
     /// Publish ports: the kernel forwards host ports to a container (nftables DNAT)
     Publish {
-        /// [HOSTIP:]HOSTPORT[-END]:CONTAINER:CONTAINERPORT[-END][/tcp|/udp|/sctp], IPv6 addresses in
-        /// brackets ([2001:db8::1]:8080:[fd00:16::2]:80); CONTAINER is an address or a sandbox name
-        /// (SANDBOX or SANDBOX@NETWORK: every family of its endpoint)
+        /// [HOSTIP:|IFNAME:]HOSTPORT[-END]:CONTAINER:CONTAINERPORT[-END][/tcp|/udp|/sctp], IPv6
+        /// addresses in brackets ([2001:db8::1]:8080:[fd00:16::2]:80); CONTAINER is an address or a
+        /// sandbox name (SANDBOX or SANDBOX@NETWORK: every family of its endpoint). IFNAME binds the
+        /// port to an interface: packets arriving on it, to any local address (eth0:8080:...)
         #[arg(required = true, value_name = "SPEC")]
         specs: Vec<String>,
         /// Only sources in CIDR may connect (repeat for more; IPv4 and IPv6 CIDRs apply to the
@@ -76,8 +77,8 @@ pub enum Command {
     },
     /// Stop publishing ports
     Unpublish {
-        /// A SPEC as given to publish, or [HOSTIP:]HOSTPORT[-END][/PROTO]; a bare HOSTPORT removes the
-        /// every-address mappings of both families, 0.0.0.0:PORT or [::]:PORT those of one
+        /// A SPEC as given to publish, or [HOSTIP:|IFNAME:]HOSTPORT[-END][/PROTO]; a bare HOSTPORT
+        /// removes the every-address mappings of both families, 0.0.0.0:PORT or [::]:PORT those of one
         #[arg(required = true, value_name = "SPEC")]
         specs: Vec<String>,
     },

@@ -55,6 +55,8 @@ pub struct FamilySpec {
     /// The NAT maps: every local address, one address (each names its counting set).
     pub map_any: &'static str,
     pub map_addr: &'static str,
+    /// The NAT map of ports bound to an interface (`iifname . meta l4proto . th dport`).
+    pub map_if: &'static str,
     /// Allow lists: sources allowed per published port (ranges), and the published ports that
     /// have a list (their element counters count the packets dropped); every address, one address.
     pub allow_any: &'static str,
@@ -73,6 +75,7 @@ pub const FAMILIES: [FamilySpec; 2] = [
         addr: Field::Ipv4Addr,
         map_any: MAP_ANY,
         map_addr: MAP_ADDR,
+        map_if: "pub_if4",
         allow_any: "allow_any4",
         allow_addr: "allow_addr4",
         deny_any: "deny_any4",
@@ -85,6 +88,7 @@ pub const FAMILIES: [FamilySpec; 2] = [
         addr: Field::Ipv6Addr,
         map_any: "pub_any6",
         map_addr: "pub_addr6",
+        map_if: "pub_if6",
         allow_any: "allow_any6",
         allow_addr: "allow_addr6",
         deny_any: "deny_any6",
@@ -134,10 +138,11 @@ const fn ranges(name: &'static str, key: &'static [Field]) -> SetSpec {
 
 const PROTO_PORT_V4: &[Field] = &[Field::InetProto, Field::InetService, Field::Ipv4Addr];
 const PROTO_PORT_V6: &[Field] = &[Field::InetProto, Field::InetService, Field::Ipv6Addr];
+const IF_PROTO_PORT: &[Field] = &[Field::Ifname, Field::InetProto, Field::InetService];
 const V4_PROTO_PORT_V4: &[Field] = &[Field::Ipv4Addr, Field::InetProto, Field::InetService, Field::Ipv4Addr];
 const V6_PROTO_PORT_V6: &[Field] = &[Field::Ipv6Addr, Field::InetProto, Field::InetService, Field::Ipv6Addr];
 
-pub const SETS: [SetSpec; 17] = [
+pub const SETS: [SetSpec; 21] = [
     nat_map(MAP_ANY, PROTO_PORT, V4_PORT, COUNT_ANY),
     nat_map(MAP_ADDR, V4_PROTO_PORT, V4_PORT, COUNT_ADDR),
     counting(COUNT_ANY, PROTO_PORT),
@@ -155,6 +160,10 @@ pub const SETS: [SetSpec; 17] = [
     ranges("allow_addr6", V6_PROTO_PORT_V6),
     counting("deny_any6", PROTO_PORT),
     counting("deny_addr6", V6_PROTO_PORT),
+    nat_map("pub_if4", IF_PROTO_PORT, V4_PORT, "fwd_if4"),
+    counting("fwd_if4", IF_PROTO_PORT),
+    nat_map("pub_if6", IF_PROTO_PORT, V6_PORT, "fwd_if6"),
+    counting("fwd_if6", IF_PROTO_PORT),
 ];
 
 /// The counting set a NAT map names in its spec.
@@ -197,6 +206,9 @@ pub fn mapping_elems(m: &Mapping, routed: bool, allow: &[Cidr]) -> Vec<Elem> {
     let mut out = Vec::with_capacity(m.len() as usize * 2);
     let host_key = |port: u16| {
         let mut key = Vec::with_capacity(24);
+        if let Some(i) = m.host_if {
+            key.extend(i.bytes());
+        }
         if let Some(ip) = m.host_ip {
             key.extend(ip_bytes(ip));
         }
@@ -215,14 +227,19 @@ pub fn mapping_elems(m: &Mapping, routed: bool, allow: &[Cidr]) -> Vec<Elem> {
         let key = host_key(hp);
         let mut data = ip_bytes(m.container_ip);
         data.extend(pad4(&cp.to_be_bytes()));
-        let (map, deny) = if m.host_ip.is_some() { (f.map_addr, f.deny_addr) } else { (f.map_any, f.deny_any) };
+        let (map, deny) = match (m.host_if, m.host_ip) {
+            (Some(_), _) => (f.map_if, ""),
+            (None, Some(_)) => (f.map_addr, f.deny_addr),
+            (None, None) => (f.map_any, f.deny_any),
+        };
         out.push((counting_set(map), key.clone(), vec![]));
         if !allow.is_empty() {
             out.push((deny, key.clone(), vec![]));
         }
         out.push((map, key, data));
     }
-    if !routed {
+    // Allow lists are refused for interface-bound ports (`validate`).
+    if !routed && m.host_if.is_none() {
         let set = if m.host_ip.is_some() { f.allow_addr } else { f.allow_any };
         for c in allow {
             let (lo, hi) = c.bounds();
@@ -281,6 +298,33 @@ fn dnat_via_map(f: &FamilySpec, by_addr: bool) -> Vec<Expr> {
     // The map's data is `addr . port`: the port follows the address's slots.
     let port = reg_at(f.addr_slots());
     v.push(Expr::Nat { kind: NAT_DNAT, family: f.nfproto as u32, addr: Some(REG_1), proto: Some(port) });
+    v
+}
+
+/// `iifname . meta l4proto . th dport` into registers: the name takes four 32-bit slots.
+fn load_if_key(ifname_key: u32, load_port: impl Fn(u32) -> Expr) -> Vec<Expr> {
+    vec![load_meta(ifname_key, REG_1), load_meta(META_L4PROTO, reg_at(4)), load_port(reg_at(5))]
+}
+
+/// `dnat ip[6] to iifname . meta l4proto . th dport map @pub_if*`.
+fn dnat_via_if_map(f: &FamilySpec) -> Vec<Expr> {
+    let mut v = load_if_key(META_IIFNAME, load_th_dport);
+    v.push(Expr::Lookup { sreg: REG_1, set: f.map_if.into(), dreg: Some(REG_1), flags: 0 });
+    v.push(Expr::Nat {
+        kind: NAT_DNAT,
+        family: f.nfproto as u32,
+        addr: Some(REG_1),
+        proto: Some(reg_at(f.addr_slots())),
+    });
+    v
+}
+
+/// `meta nfproto F i|oifname . meta l4proto . ct original proto-dst @fwd_if* accept`.
+fn count_and_accept_if(f: &FamilySpec, ifname_key: u32) -> Vec<Expr> {
+    let mut v = match_nfproto(f.nfproto);
+    v.extend(load_if_key(ifname_key, |r| load_ct_original(CT_PROTO_DST, r)));
+    v.push(Expr::Lookup { sreg: REG_1, set: counting_set(f.map_if).into(), dreg: None, flags: 0 });
+    v.push(Expr::Verdict(Verdict::Accept));
     v
 }
 
@@ -401,8 +445,21 @@ fn family_rules(f: &FamilySpec) -> Vec<RuleSpec> {
             vec![nf(), match_daddr_local(), dnat_via_map(f, false)],
         ));
     }
+    rules.push(rule(
+        "prerouting",
+        format!("{fam} ports published on one interface"),
+        vec![nf(), match_daddr_local(), dnat_via_if_map(f)],
+    ));
     rules.push(rule("published", format!("{fam} ports published on every address"), vec![count_and_accept(f, false)]));
     rules.push(rule("published", format!("{fam} ports published on one address"), vec![count_and_accept(f, true)]));
+    // Both directions: the client's packets arrive on the interface, the replies leave by it.
+    for (key, way) in [(META_IIFNAME, "in"), (META_OIFNAME, "out")] {
+        rules.push(rule(
+            "published",
+            format!("{fam} ports published on one interface ({way})"),
+            vec![count_and_accept_if(f, key)],
+        ));
+    }
     rules
 }
 

@@ -148,6 +148,13 @@ fn mappings(state: &State, out: &mut Vec<Violation>) {
         if state.allow[..k].iter().any(|b| b.mapping == a.mapping) {
             out.push(bad(format!("{} has two allow lists", a.mapping)));
         }
+        if a.mapping.host_if.is_some() {
+            out.push(bad(format!(
+                "{} is bound to an interface: allow lists apply to ports published on addresses",
+                a.mapping
+            )));
+            continue;
+        }
         match allow_for(&a.mapping, &a.from) {
             Err(e) => out.push(bad(e.0)),
             Ok(mine) if mine.len() != a.from.len() => {

@@ -205,3 +205,63 @@ isolated!(nft_input_drop_is_bypassed, inner_nft_input, {
         && nft add rule inet filter input ct state established,related accept");
     input_firewall_is_bypassed("inet filter input");
 });
+
+isolated!(port_bound_to_an_interface, inner_port_bound_to_an_interface, {
+    make_external_host();
+    make_second_external_host();
+    seed_topology();
+    let _s = tcp_server(Some(&ns("Container_ns1")), "172.16.1.1:8080", "ns1");
+    let out = ok(&["publish", "veth-ext:9095:172.16.1.1:8080"]);
+    assert!(out.contains("published veth-ext:9095:172.16.1.1:8080/tcp"), "{out}");
+    // Through the bound interface: yes, and the container sees the client.
+    assert_eq!(get("ext", 9095).unwrap(), format!("ns1 saw {EXT_IP}"));
+    // Through the other interface: no, not even to the bound interface's address.
+    assert!(tcp_get(Some(&ns("ext2")), "203.0.113.1:9095").is_err(), "answered on the other interface");
+    assert!(tcp_get(Some(&ns("ext2")), &format!("{HOST_EXT_IP}:9095")).is_err(), "answered via the other interface");
+    // An address the interface gets later works at once.
+    sh("ip addr add 198.51.100.10/24 dev veth-ext");
+    assert_eq!(tcp_get(Some(&ns("ext")), "198.51.100.10:9095").unwrap(), format!("ns1 saw {EXT_IP}"));
+    // The host's own connections arrive on no interface: not through this mapping.
+    assert!(tcp_get(None, &format!("{HOST_EXT_IP}:9095")).is_err());
+    // Counted in both directions, listed with its interface, in the audit.
+    let m = ls_json().into_iter().find(|m| m["host_port"] == 9095).unwrap();
+    assert_eq!(m["host_if"], "veth-ext");
+    assert!(m["packets"].as_u64().unwrap() >= 6, "{m}");
+    assert!(ok(&["ls"]).contains("veth-ext:9095"));
+    let (code, out, _) = netnat_out(&["audit", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("any source whose packets arrive on veth-ext"), "{out}");
+    // Another interface may bind the same port; an every-address mapping may not.
+    ok(&["publish", "veth-ext2:9095:172.16.1.2:8080"]);
+    let err = fails(&["publish", "9095:172.16.1.2:8081"], 1);
+    assert!(err.contains("already published as"), "{err}");
+    // An interface that does not exist yet is accepted, with a note.
+    let (code, _, err) = netnat_out(&["publish", "wg0:9096:172.16.1.1:8080"]);
+    assert_eq!(code, 0);
+    assert!(err.contains("interface wg0 of wg0:9096:172.16.1.1:8080/tcp does not exist (yet)"), "{err}");
+    // unpublish by interface and port; save and apply give it back.
+    let saved = ok(&["save"]);
+    assert!(saved.contains("veth-ext:9095:172.16.1.1:8080/tcp"), "{saved}");
+    ok(&["unpublish", "veth-ext:9095"]);
+    assert!(get("ext", 9095).is_err());
+    let path = std::env::temp_dir().join("netnat-if.toml");
+    std::fs::write(&path, saved).unwrap();
+    ok(&["apply", "-f", path.to_str().unwrap()]);
+    assert_eq!(get("ext", 9095).unwrap(), format!("ns1 saw {EXT_IP}"));
+    // Bad interface names: exit 2, nothing changed.
+    let before = kernel_snapshot();
+    for (spec, want) in [
+        ("this-name-is-too-long:9097:172.16.1.1:80", "is 21 bytes long"),
+        ("a/b:9097:172.16.1.1:80", "an interface name cannot contain '/'"),
+        ("veth-ext:9097:172.16.1.1:80", ""),
+    ] {
+        if want.is_empty() {
+            let err = fails(&["publish", spec, "--allow", "10.0.0.0/8"], 2);
+            assert!(err.contains("bound to an interface"), "{err}");
+        } else {
+            let err = fails(&["publish", spec], 2);
+            assert!(err.contains(want), "{spec}: {err}");
+        }
+        assert_eq!(kernel_snapshot(), before, "{spec} changed the kernel");
+    }
+});

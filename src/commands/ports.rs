@@ -13,6 +13,7 @@ pub fn publish(dir: &Path, specs: &[String], allow: &[String]) -> Result<()> {
     let allow: Vec<Cidr> = allow.iter().map(|c| c.parse()).collect::<Result<_, InputError>>()?;
     let mut e = Engine::open(dir)?;
     let done = op::publish(&mut e, &specs, (!allow.is_empty()).then_some(allow.as_slice()))?;
+    super::note(&done.notes);
     for m in &done.already {
         println!("already published: {m}");
     }
@@ -71,7 +72,12 @@ pub fn ls(dir: &Path, json: bool) -> Result<()> {
     for v in views {
         let m = v.mapping;
         let any = if m.family() == Family::V6 { "[*]" } else { "*" };
-        let host = format!("{}:{}", m.host_ip.map(ip_text).unwrap_or(any.into()), range(m.host_port, m.host_port_end));
+        let host_part = match (m.host_if, m.host_ip) {
+            (Some(i), _) => i.to_string(),
+            (None, Some(ip)) => ip_text(ip),
+            (None, None) => any.into(),
+        };
+        let host = format!("{host_part}:{}", range(m.host_port, m.host_port_end));
         let ctr = format!("{}:{}", ip_text(m.container_ip), range(m.container_port, m.container_port_end));
         let net = v.network.unwrap_or("-".into());
         let allow = match v.allow.as_slice() {

@@ -18,6 +18,8 @@ pub struct Published {
     pub already: Vec<Mapping>,
     /// Already published, with their allow list replaced by the one asked for.
     pub replaced: Vec<Mapping>,
+    /// Things the user should know (an interface that does not exist yet).
+    pub notes: Vec<String>,
     pub warnings: Vec<String>,
 }
 
@@ -39,6 +41,11 @@ pub fn publish(e: &mut Engine, specs: &[PublishSpec], allow: Option<&[Cidr]>) ->
     let lists: Vec<Option<Vec<Cidr>>> =
         maps.iter().map(|m| allow.map(|a| allow_for(m, a)).transpose()).collect::<Result<_, InputError>>()?;
     if allow.is_some() {
+        if let Some(m) = maps.iter().find(|m| m.host_if.is_some()) {
+            return refuse(format!(
+                "--allow: {m} is bound to an interface; allow lists apply to ports published on addresses"
+            ));
+        }
         if let Some(m) = maps.iter().find(|m| e.state.is_routed(m)) {
             return refuse(format!(
                 "--allow: {m} goes to an IPv6-routed network, where the container's own address is published \
@@ -52,6 +59,7 @@ pub fn publish(e: &mut Engine, specs: &[PublishSpec], allow: Option<&[Cidr]>) ->
         crate::link::ipv6_available("this host's network namespace")?;
     }
     let mut out = Published::default();
+    out.notes.extend(missing_interfaces(&maps)?);
     let mut want = e.state.clone();
     for (m, list) in maps.into_iter().zip(lists) {
         if e.state.mappings.contains(&m) {
@@ -147,6 +155,23 @@ pub fn unpublish(e: &mut Engine, sels: &[Selector]) -> Result<Unpublished> {
     e.save()?;
     out.warnings.extend(flush_conntrack_or_warn(&out.removed));
     Ok(out)
+}
+
+/// An interface a mapping is bound to may appear later (a VPN, a USB link): accepted, with a note.
+fn missing_interfaces(maps: &[Mapping]) -> Result<Vec<String>> {
+    if maps.iter().all(|m| m.host_if.is_none()) {
+        return Ok(vec![]);
+    }
+    let links = Links::open()?;
+    let mut notes = vec![];
+    for m in maps {
+        if let Some(i) = m.host_if {
+            if links.link(i.as_str())?.is_none() {
+                notes.push(format!("interface {i} of {m} does not exist (yet); the port answers once it appears"));
+            }
+        }
+    }
+    Ok(notes)
 }
 
 /// A HOSTIP must be an address this host has, or the mapping could never match.

@@ -75,16 +75,19 @@ pub enum Field {
     Ipv6Addr,
     InetProto,
     InetService,
+    /// An interface name (16 bytes, NUL-padded).
+    Ifname,
 }
 
 impl Field {
-    const ALL: [Field; 4] = [Field::Ipv4Addr, Field::Ipv6Addr, Field::InetProto, Field::InetService];
+    const ALL: [Field; 5] = [Field::Ipv4Addr, Field::Ipv6Addr, Field::InetProto, Field::InetService, Field::Ifname];
     fn type_id(self) -> u32 {
         match self {
             Field::Ipv4Addr => 7,
             Field::Ipv6Addr => 8,
             Field::InetProto => 12,
             Field::InetService => 13,
+            Field::Ifname => 41,
         }
     }
     fn from_type_id(t: u32) -> Option<Field> {
@@ -96,6 +99,7 @@ impl Field {
             Field::Ipv6Addr => "ipv6_addr",
             Field::InetProto => "inet_proto",
             Field::InetService => "inet_service",
+            Field::Ifname => "ifname",
         }
     }
     /// Bytes of the value itself.
@@ -105,6 +109,7 @@ impl Field {
             Field::Ipv6Addr => 16,
             Field::InetProto => 1,
             Field::InetService => 2,
+            Field::Ifname => 16,
         }
     }
     /// Bytes in registers: every component of a concatenation is padded to a multiple of 4.
@@ -117,6 +122,10 @@ impl Field {
             Field::Ipv6Addr => Ipv6Addr::from(<[u8; 16]>::try_from(b).expect("16 bytes")).to_string(),
             Field::InetProto => expr::proto_name(b[0]),
             Field::InetService => u16::from_be_bytes([b[0], b[1]]).to_string(),
+            Field::Ifname => {
+                let n = b.iter().position(|c| *c == 0).unwrap_or(b.len());
+                format!("\"{}\"", String::from_utf8_lossy(&b[..n]))
+            }
         }
     }
 }
