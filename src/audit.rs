@@ -1,14 +1,17 @@
 //! `netnat audit` (pure): what the kernel has, compared with what netnat recorded and would
 //! program, and with everything else on the host that can change what happens to its packets.
 //!
-//! [`Observed`] is plain data gathered elsewhere (`commands::audit::observe`); [`audit`] turns it
+//! [`Observed`] is plain data gathered elsewhere (`engine::observe_audit`); [`audit`] turns it
 //! into [`Finding`]s with stable ids, so every check is unit-tested with hand-built values.
 //! The text parsers for /proc files live here too, for the same reason.
 
-use crate::model::{Mapping, State, Subnet};
+use crate::host::{self, BR_NF_CALL_IPTABLES, CT_COUNT, CT_MAX, IP_FORWARD};
+use crate::model::{Cidr, Family, Mapping, State, Subnet};
 use crate::nft::expr::{self, CmpOp, Expr, Verdict, *};
 use crate::nft::{LiveChain, LiveRule, LiveTable};
-use crate::ruleset::{self, render_concat, render_rule, set_spec, NftOp, CHAINS, PRIO_DSTNAT, TABLE};
+use crate::ruleset::{
+    self, counted_elems, denied_elems, render_concat, render_rule, set_spec, TableAction, PRIO_DSTNAT, TABLE,
+};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -17,19 +20,10 @@ use std::net::{IpAddr, Ipv4Addr};
 // Netfilter families (NFPROTO_*).
 pub const FAMILY_INET: u32 = 1;
 pub const FAMILY_IPV4: u32 = 2;
+pub const FAMILY_IPV6: u32 = 10;
 const HOOK_PREROUTING: u32 = 0;
 const HOOK_FORWARD: u32 = 2;
 const HOOK_OUTPUT: u32 = 3;
-
-pub const SYSCTL_IP_FORWARD: &str = "net/ipv4/ip_forward";
-pub const SYSCTL_BR_NF: &str = "net/bridge/bridge-nf-call-iptables";
-pub const SYSCTL_CT_COUNT: &str = "net/netfilter/nf_conntrack_count";
-pub const SYSCTL_CT_MAX: &str = "net/netfilter/nf_conntrack_max";
-
-/// `net/ipv4/conf/IF/route_localnet`.
-pub fn route_localnet_key(ifname: &str) -> String {
-    format!("net/ipv4/conf/{ifname}/route_localnet")
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -71,12 +65,16 @@ pub struct ObservedLink {
 }
 
 /// A socket waiting for connections (TCP LISTEN) or datagrams (unconnected UDP).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Listener {
     pub protocol: crate::model::Proto,
     /// 0.0.0.0 (also for an IPv6 wildcard socket): every address.
     pub addr: Ipv4Addr,
     pub port: u16,
+    /// The socket's inode (to find the process that holds it).
+    pub inode: u64,
+    /// The name (comm) of a process holding the socket, when it could be found.
+    pub process: Option<String>,
 }
 
 /// Everything the audit looks at, gathered from the kernel and the record.
@@ -118,10 +116,15 @@ pub enum Scope {
     Address,
     /// 127.0.0.1 or another loopback address: the host itself only.
     Loopback,
+    /// Packets arriving on one interface, to any local address.
+    Interface,
 }
 
 impl Scope {
     pub fn of(m: &Mapping) -> Scope {
+        if m.host_if.is_some() {
+            return Scope::Interface;
+        }
         match m.host_ip {
             None => Scope::Any,
             Some(ip) if ip.is_loopback() => Scope::Loopback,
@@ -133,6 +136,7 @@ impl Scope {
             Scope::Any => "any local address",
             Scope::Address => "one address",
             Scope::Loopback => "loopback only",
+            Scope::Interface => "one interface",
         }
     }
 }
@@ -145,6 +149,9 @@ pub struct MappingReport {
     pub protocol: String,
     /// None: every local address (of the container address's family).
     pub host_ip: Option<IpAddr>,
+    /// Bound to this interface (then `host_ip` is null).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_if: Option<String>,
     pub host_port: u16,
     pub host_port_end: u16,
     pub container_ip: IpAddr,
@@ -154,6 +161,11 @@ pub struct MappingReport {
     pub bytes: u64,
     pub connections: u64,
     pub scope: Scope,
+    /// Sources allowed to connect; empty: every source.
+    pub allow: Vec<Cidr>,
+    /// Who can reach it from outside the host, in words (any source, the allowed sources, the
+    /// host itself only, or nobody and which chain drops it).
+    pub reach: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -184,6 +196,7 @@ pub fn audit(o: &Observed) -> Report {
         ));
     }
     inventory(o, &mappings, &mut f);
+    bypassed_input_firewalls(o, &mappings, &mut f);
     drift(o, &mut f);
     drift_config(o, &mut f);
     conflicts(o, &mut f);
@@ -196,8 +209,77 @@ pub fn audit(o: &Observed) -> Report {
 
 // ---- inventory ----
 
+/// One published mapping with its traffic, as `ls --json` prints it.
+#[derive(Serialize)]
+pub struct MappingView {
+    #[serde(flatten)]
+    pub mapping: Mapping,
+    pub network: Option<String>,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Sources allowed to connect; empty: every source.
+    pub allow: Vec<Cidr>,
+    /// New connections from other sources, dropped (with an allow list).
+    pub denied_packets: u64,
+    /// For a port a CNI container published: its container ID (`network` is then the CNI
+    /// network's name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+}
+
+/// Mappings with the traffic counted for them in the forward chain (summed over a range):
+/// packets and bytes in both directions of every connection through the mapping, and the
+/// packets their allow list dropped.
+pub fn mapping_views(state: &State, live: Option<&LiveTable>) -> Vec<MappingView> {
+    let counters: std::collections::HashMap<(&str, &[u8]), (u64, u64)> = live
+        .map(|l| {
+            l.elems
+                .iter()
+                .flat_map(|(set, es)| {
+                    es.iter().map(move |e| {
+                        ((set.as_str(), e.key.as_slice()), (e.packets.unwrap_or(0), e.bytes.unwrap_or(0)))
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let sum = |elems: &mut dyn Iterator<Item = ruleset::Elem>| {
+        elems
+            .filter_map(|(set, k, _)| counters.get(&(set, k.as_slice())).copied())
+            .fold((0, 0), |(p, b), (p2, b2)| (p + p2, b + b2))
+    };
+    let mut views: Vec<MappingView> = state
+        .mappings
+        .iter()
+        .map(|m| {
+            let allow = state.allow_of(m);
+            let (packets, bytes) = sum(&mut counted_elems(m, state.is_routed(m)));
+            let (denied_packets, _) = sum(&mut denied_elems(m, allow));
+            let owner = state.owner_of(m);
+            MappingView {
+                mapping: *m,
+                network: match owner {
+                    Some(a) => Some(a.network.clone()),
+                    None => state.network_of(m.container_ip).map(|n| n.name.clone()),
+                },
+                container_id: owner.map(|a| a.container_id.clone()),
+                packets,
+                bytes,
+                allow: allow.to_vec(),
+                denied_packets,
+            }
+        })
+        .collect();
+    views.sort_by_key(|v| {
+        let m = &v.mapping;
+        (m.protocol, m.host_port, m.family(), m.host_ip.unwrap_or(m.family().unspecified()))
+    });
+    views
+}
+
 fn mapping_reports(o: &Observed) -> Vec<MappingReport> {
-    let views = crate::commands::ports::mapping_views(&o.state, o.table.as_ref());
+    let views = mapping_views(&o.state, o.table.as_ref());
+    let dropping = forward_policy_drops(o);
     views
         .iter()
         .map(|v| {
@@ -208,6 +290,7 @@ fn mapping_reports(o: &Observed) -> Vec<MappingReport> {
                 mapping: m,
                 protocol: m.protocol.to_string(),
                 host_ip: m.host_ip,
+                host_if: m.host_if.map(|i| i.to_string()),
                 host_port: m.host_port,
                 host_port_end: m.host_port_end,
                 container_ip: m.container_ip,
@@ -217,9 +300,111 @@ fn mapping_reports(o: &Observed) -> Vec<MappingReport> {
                 bytes: v.bytes,
                 connections,
                 scope: Scope::of(&m),
+                reach: reach(o, &m, &v.allow, &dropping),
+                allow: v.allow.clone(),
             }
         })
         .collect()
+}
+
+/// Forward-hook chains of other tables with policy drop that say nothing of the bridge of a
+/// network (so they drop its DNAT'd traffic): (the families they see, chain label, bridges they
+/// name).
+fn forward_policy_drops(o: &Observed) -> Vec<(Vec<Family>, String, Vec<String>)> {
+    let mut out = vec![];
+    for c in &o.chains {
+        let Some(b) = &c.base else { continue };
+        if b.hook != HOOK_FORWARD || b.policy != 0 || own_table(&c.table, c.family) {
+            continue;
+        }
+        let fams: Vec<Family> = Family::ALL.into_iter().filter(|f| foreign_sees(&c.table, c.family, *f)).collect();
+        let named: Vec<String> = o
+            .rules
+            .iter()
+            .filter(|r| r.family == c.family && r.table == c.table && r.chain == c.name)
+            .flat_map(|r| read_matches(&r.exprs).ifnames.into_iter().map(|(_, _, name, _)| name))
+            .collect();
+        out.push((fams, chain_label(c.family, &c.table, &c.name), named));
+    }
+    out
+}
+
+/// Who can reach `m` from outside the host.
+fn reach(o: &Observed, m: &Mapping, allow: &[Cidr], dropping: &[(Vec<Family>, String, Vec<String>)]) -> String {
+    if Scope::of(m) == Scope::Loopback {
+        return "the host itself only (loopback)".into();
+    }
+    let bridge = o.state.network_of(m.container_ip).map(|n| n.bridge.clone());
+    let blocked = dropping.iter().find(|(fams, _, named)| {
+        fams.contains(&m.family()) && !bridge.as_ref().is_some_and(|b| named.iter().any(|n| n == b))
+    });
+    if let Some((_, label, _)) = blocked {
+        return format!("nobody from outside: chain {label} drops forwarded packets (policy drop)");
+    }
+    if let Some(i) = m.host_if {
+        return format!("any source whose packets arrive on {i}");
+    }
+    match allow {
+        [] => "any source".into(),
+        list => format!("sources in {}", list.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")),
+    }
+}
+
+/// A firewall on the input hook (policy drop, or a final unconditional drop or reject: ufw,
+/// firewalld, a hand-written `inet filter` input chain) does not see published ports: DNAT'd
+/// packets are forwarded, never delivered locally. Each such chain is named with the mappings
+/// that are still reachable from any source.
+fn bypassed_input_firewalls(o: &Observed, reports: &[MappingReport], out: &mut Vec<Finding>) {
+    const HOOK_INPUT: u32 = 1;
+    let unconditional = |r: &LiveRule| {
+        r.exprs.iter().all(|e| matches!(e, Expr::Counter | Expr::Verdict(_) | Expr::Other { .. } | Expr::Xt { .. }))
+            && r.exprs.iter().any(|e| match e {
+                Expr::Verdict(Verdict::Drop) => true,
+                Expr::Other { name } => name == "reject",
+                Expr::Xt { target: true, name, .. } => name == "DROP" || name == "REJECT",
+                _ => false,
+            })
+    };
+    for c in &o.chains {
+        let Some(b) = &c.base else { continue };
+        if b.hook != HOOK_INPUT || own_table(&c.table, c.family) {
+            continue;
+        }
+        let rules: Vec<&LiveRule> =
+            o.rules.iter().filter(|r| r.family == c.family && r.table == c.table && r.chain == c.name).collect();
+        let how = if b.policy == 0 {
+            "has policy drop"
+        } else if rules.last().is_some_and(|r| unconditional(r)) {
+            "ends with a rule that drops or rejects everything else"
+        } else {
+            continue;
+        };
+        let open: Vec<&MappingReport> = reports
+            .iter()
+            .filter(|r| r.reach == "any source" && foreign_sees(&c.table, c.family, r.mapping.family()))
+            .collect();
+        if open.is_empty() {
+            continue;
+        }
+        let label = chain_label(c.family, &c.table, &c.name);
+        let names: Vec<String> = open.iter().map(|r| r.mapping.to_string()).collect();
+        let shown = if names.len() > 5 {
+            format!("{} and {} more", names[..5].join(", "), names.len() - 5)
+        } else {
+            names.join(", ")
+        };
+        let example = &open[0].mapping;
+        out.push(finding(
+            "exposure.bypasses-input-firewall",
+            Severity::Warning,
+            format!(
+                "chain {label} (input hook) {how}, but published port(s) {shown} are reachable from any source: \
+                 DNAT'd packets are forwarded and never meet input rules. Restrict a port to the sources that \
+                 need it with `netnat publish {example} --allow CIDR`"
+            ),
+            std::iter::once(label.clone()).chain(names).collect(),
+        ));
+    }
 }
 
 fn inventory(o: &Observed, reports: &[MappingReport], out: &mut Vec<Finding>) {
@@ -230,8 +415,9 @@ fn inventory(o: &Observed, reports: &[MappingReport], out: &mut Vec<Finding>) {
             "inventory.mapping",
             Severity::Info,
             format!(
-                "{m}{net}: published on {}, {} packets, {} bytes, {} live connections",
+                "{m}{net}: published on {}, reachable by {}, {} packets, {} bytes, {} live connections",
                 r.scope.text(),
+                r.reach,
                 r.packets,
                 r.bytes,
                 r.connections
@@ -249,53 +435,54 @@ fn own_table(table: &str, family: u32) -> bool {
 
 fn drift(o: &Observed, out: &mut Vec<Finding>) {
     let st = &o.state;
-    let want = ruleset::desired(st);
-    let Some(live) = &o.table else {
-        if !st.networks.is_empty() || !st.mappings.is_empty() {
+    let plan = ruleset::plan(&ruleset::desired(st), o.table.as_ref());
+    match (plan.table, &o.table) {
+        (TableAction::Create, _) => {
+            if !st.networks.is_empty() || !st.mappings.is_empty() {
+                out.push(finding(
+                    "drift.table-missing",
+                    Severity::Error,
+                    format!(
+                        "table inet {TABLE} does not exist, but netnat records {} network(s) and {} mapping(s): \
+                         no published port works and no network is isolated",
+                        st.networks.len(),
+                        st.mappings.len()
+                    ),
+                    vec![format!("inet {TABLE}")],
+                ));
+            }
+        }
+        (TableAction::Rebuild, Some(live)) => {
+            let chains: Vec<String> = live.chains.iter().map(|c| c.name.clone()).collect();
+            let sets: Vec<String> = live.sets.iter().map(|s| s.name.clone()).collect();
             out.push(finding(
-                "drift.table-missing",
+                "drift.layout",
                 Severity::Error,
                 format!(
-                    "table inet {TABLE} does not exist, but netnat records {} network(s) and {} mapping(s): \
-                     no published port works and no network is isolated",
-                    st.networks.len(),
-                    st.mappings.len()
+                    "table inet {TABLE} has chains or maps of another shape than netnat makes \
+                     (chains: {}; maps: {}); netnat would rebuild it",
+                    chains.join(", "),
+                    sets.join(", ")
                 ),
                 vec![format!("inet {TABLE}")],
             ));
         }
-        return;
-    };
-    let plan = ruleset::plan(&want, Some(live));
-    if plan.first() == Some(&NftOp::AddTable) && plan.get(1) == Some(&NftOp::DelTable) {
-        let chains: Vec<String> = live.chains.iter().map(|c| c.name.clone()).collect();
-        let sets: Vec<String> = live.sets.iter().map(|s| s.name.clone()).collect();
-        out.push(finding(
-            "drift.layout",
-            Severity::Error,
-            format!(
-                "table inet {TABLE} has chains or maps of another shape than netnat makes \
-                 (chains: {}; maps: {}); netnat would rebuild it",
-                chains.join(", "),
-                sets.join(", ")
-            ),
-            vec![format!("inet {TABLE}")],
-        ));
-        return;
-    }
-    let before = out.len();
-    for c in &CHAINS {
-        let have: Vec<&LiveRule> = live.rules.iter().filter(|r| r.chain == c.name).collect();
-        let need: Vec<&ruleset::RuleSpec> = want.rules.iter().filter(|r| r.chain == c.name).collect();
-        let same = |l: &LiveRule, n: &ruleset::RuleSpec| l.exprs == n.exprs && l.comment.as_deref() == Some(&n.comment);
-        if have.len() == need.len() && have.iter().zip(&need).all(|(l, n)| same(l, n)) {
-            continue;
+        _ => {
+            drift_rules(&plan.chains, out);
+            drift_elems(&plan.elems, out);
         }
+    }
+    drift_links(st, o, out);
+}
+
+/// Chains whose rules differ from what netnat would program.
+fn drift_rules(chains: &[ruleset::ChainChange], out: &mut Vec<Finding>) {
+    for c in chains {
         let mut lines = vec![];
-        for l in have.iter().filter(|l| !need.iter().any(|n| same(l, n))) {
+        for l in &c.extra {
             lines.push(format!("foreign rule (handle {}): {}", l.handle, render_rule(&l.exprs, l.comment.as_deref())));
         }
-        for n in need.iter().filter(|n| !have.iter().any(|l| same(l, n))) {
+        for n in &c.missing {
             lines.push(format!("missing rule: {}", render_rule(&n.exprs, Some(&n.comment))));
         }
         if lines.is_empty() {
@@ -304,63 +491,40 @@ fn drift(o: &Observed, out: &mut Vec<Finding>) {
         out.push(finding(
             "drift.rule",
             Severity::Error,
-            format!("chain inet {TABLE} {} differs from what netnat would program:\n{}", c.name, lines.join("\n")),
-            vec![format!("inet {TABLE} {}", c.name)],
+            format!("chain inet {TABLE} {} differs from what netnat would program:\n{}", c.chain, lines.join("\n")),
+            vec![format!("inet {TABLE} {}", c.chain)],
         ));
     }
-    for (set, need) in &want.elems {
-        let Some(spec) = set_spec(set) else { continue };
-        let have: BTreeMap<&[u8], &[u8]> = live
-            .elems
-            .get(*set)
-            .map(|v| v.iter().map(|e| (e.key.as_slice(), e.data.as_slice())).collect())
-            .unwrap_or_default();
-        let key = |k: &[u8]| render_concat(spec.key, k);
+}
+
+/// Map and set elements that are missing, extra or point elsewhere.
+fn drift_elems(elems: &[ruleset::ElemChange], out: &mut Vec<Finding>) {
+    for e in elems {
+        let Some(spec) = set_spec(e.set) else { continue };
+        let set = e.set;
+        let key = render_concat(spec.key, &e.key);
         let data = |d: &[u8]| render_concat(spec.data, d);
-        for (k, d) in need {
-            match have.get(k.as_slice()) {
-                None => out.push(finding(
-                    "drift.element-missing",
-                    Severity::Error,
-                    format!("map inet {TABLE} {set} lacks element {} : {}", key(k), data(d)),
-                    vec![format!("inet {TABLE} {set}"), key(k)],
-                )),
-                Some(live_d) if *live_d != d.as_slice() => out.push(finding(
-                    "drift.element-changed",
-                    Severity::Error,
-                    format!(
-                        "map inet {TABLE} {set} element {} points to {}, netnat records {}",
-                        key(k),
-                        data(live_d),
-                        data(d)
-                    ),
-                    vec![format!("inet {TABLE} {set}"), key(k)],
-                )),
-                Some(_) => {}
+        let objects = vec![format!("inet {TABLE} {set}"), key.clone()];
+        let (id, message) = match (&e.have, &e.want) {
+            (None, Some(d)) => {
+                ("drift.element-missing", format!("map inet {TABLE} {set} lacks element {key} : {}", data(d)))
             }
-        }
-        for (k, d) in &have {
-            if !need.contains_key(*k) {
-                out.push(finding(
-                    "drift.element-extra",
-                    Severity::Error,
-                    format!("map inet {TABLE} {set} has element {} : {} that netnat does not record", key(k), data(d)),
-                    vec![format!("inet {TABLE} {set}"), key(k)],
-                ));
-            }
-        }
+            (Some(h), Some(d)) => (
+                "drift.element-changed",
+                format!("map inet {TABLE} {set} element {key} points to {}, netnat records {}", data(h), data(d)),
+            ),
+            (Some(h), None) => (
+                "drift.element-extra",
+                format!("map inet {TABLE} {set} has element {key} : {} that netnat does not record", data(h)),
+            ),
+            (None, None) => continue,
+        };
+        out.push(finding(id, Severity::Error, message, objects));
     }
-    if out.len() == before && !plan.is_empty() {
-        // Safety net: whatever the plan would change is drift, even if no check above named it.
-        let ops: Vec<String> = plan.iter().map(|op| op.to_string()).collect();
-        out.push(finding(
-            "drift.rule",
-            Severity::Error,
-            format!("table inet {TABLE} differs from what netnat would program; it would run:\n{}", ops.join("\n")),
-            vec![format!("inet {TABLE}")],
-        ));
-    }
-    // Links netnat records but the kernel no longer has.
+}
+
+/// Links netnat records but the kernel no longer has.
+fn drift_links(st: &State, o: &Observed, out: &mut Vec<Finding>) {
     let links: BTreeSet<&str> = o.links.iter().map(|l| l.name.as_str()).collect();
     for n in st.networks.values() {
         if !links.contains(n.bridge.as_str()) {
@@ -446,6 +610,9 @@ struct RuleMatches {
     dport_hi: Option<u16>,
     drop: bool,
     dnat: bool,
+    /// The one address family the rule's own expressions restrict it to: `meta nfproto`, or the
+    /// family of its nat statement (`dnat ip6 to ...` acts on IPv6 packets only, even in inet).
+    family: Option<Family>,
 }
 
 fn read_matches(exprs: &[Expr]) -> RuleMatches {
@@ -482,7 +649,10 @@ fn read_matches(exprs: &[Expr]) -> RuleMatches {
                 read_cmp(&mut m, &src, *op, data);
             }
             Expr::Verdict(Verdict::Drop) => m.drop = true,
-            Expr::Nat { kind, .. } if *kind == NAT_DNAT => m.dnat = true,
+            Expr::Nat { kind, family, .. } => {
+                m.dnat |= *kind == NAT_DNAT;
+                m.family = m.family.or(nfproto_family(*family));
+            }
             Expr::Xt { target: true, name, .. } => match name.as_str() {
                 "DNAT" | "REDIRECT" => m.dnat = true,
                 "DROP" | "REJECT" => m.drop = true,
@@ -519,6 +689,9 @@ fn read_cmp(m: &mut RuleMatches, src: &Src, op: CmpOp, data: &[u8]) {
             m.ifnames.push((*k, op, name, end.is_none() && data.len() < 16));
         }
         Src::Meta(k) if *k == META_L4PROTO && data.len() == 1 && op == CmpOp::Eq => m.l4proto = Some(data[0]),
+        Src::Meta(k) if *k == META_NFPROTO && data.len() == 1 && op == CmpOp::Eq => {
+            m.family = nfproto_family(data[0] as u32)
+        }
         Src::Payload(PAYLOAD_NETWORK, 9, 1) if data.len() == 1 && op == CmpOp::Eq => m.l4proto = Some(data[0]),
         Src::Payload(PAYLOAD_NETWORK, off, len) if addr_field(*off, *len).is_some() => {
             if let Some(ip) = ip_of(data) {
@@ -574,9 +747,45 @@ fn hook_name(h: u32) -> String {
         .unwrap_or(h.to_string())
 }
 
-/// Other tables' chains in families that see IPv4 (ip, inet).
-fn foreign_v4(c_table: &str, family: u32) -> bool {
-    !own_table(c_table, family) && (family == FAMILY_INET || family == FAMILY_IPV4)
+/// The address family of netfilter family (NFPROTO_*) `nfproto`, if it is one of IPv4, IPv6.
+fn nfproto_family(nfproto: u32) -> Option<Family> {
+    match nfproto {
+        FAMILY_IPV4 => Some(Family::V4),
+        FAMILY_IPV6 => Some(Family::V6),
+        _ => None,
+    }
+}
+
+/// The address families whose routed packets the chains of netfilter family `nfproto` see:
+/// ip → IPv4, ip6 → IPv6, inet → both; arp, bridge and netdev chains neither.
+fn families_of(nfproto: u32) -> &'static [Family] {
+    match nfproto {
+        FAMILY_INET => &Family::ALL,
+        FAMILY_IPV4 => &[Family::V4],
+        FAMILY_IPV6 => &[Family::V6],
+        _ => &[],
+    }
+}
+
+/// Whether a chain of another table than netnat's, in netfilter family `nfproto`, sees packets
+/// of family `fam`.
+fn foreign_sees(c_table: &str, nfproto: u32, fam: Family) -> bool {
+    !own_table(c_table, nfproto) && families_of(nfproto).contains(&fam)
+}
+
+/// Whether foreign rule `r` (whose matches are `m`) can act on packets of family `fam`: its
+/// chain sees them and its own matches do not leave them out.
+fn rule_sees(r: &LiveRule, m: &RuleMatches, fam: Family) -> bool {
+    foreign_sees(&r.table, r.family, fam) && m.family.is_none_or(|f| f == fam)
+}
+
+/// The one address family rule `r` acts on, if its table's family or its own matches fix it.
+fn rule_family(r: &LiveRule, m: &RuleMatches) -> Option<Family> {
+    let mut fams = families_of(r.family).iter().filter(|f| m.family.is_none_or(|x| x == **f));
+    match (fams.next(), fams.next()) {
+        (Some(f), None) => Some(*f),
+        _ => None,
+    }
 }
 
 /// The base chains (hook, priority, name) from which a chain is reached through jumps and gotos
@@ -608,13 +817,15 @@ fn entry_points<'a>(o: &'a Observed, family: u32, table: &str, chain: &str) -> V
 fn render_foreign(r: &LiveRule) -> String {
     // Set key lengths of foreign tables are unknown here: lookups print their first component.
     let mut text = expr::render(&without_nat_targets(&r.exprs), &|_| None);
+    // An xt NAT target's address width follows the family of the rule (ip or ip6 table).
+    let family = rule_family(r, &read_matches(&r.exprs));
     for e in &r.exprs {
         if let Expr::Xt { target: true, name, info } = e {
             if is_xt_nat(name) {
                 if !text.is_empty() {
                     text.push(' ');
                 }
-                text += &xt_nat_text(name, info);
+                text += &xt_nat_text(name, info, family);
             }
         }
     }
@@ -647,7 +858,10 @@ fn conflicts(o: &Observed, out: &mut Vec<Finding>) {
         ));
     }
     for m in &o.state.mappings {
-        for l in &o.listeners {
+        // Podman's conmon holds every host port it publishes open, as a reservation: for a
+        // mapping a CNI container owns, that is not a competing listener.
+        let reservation = |l: &Listener| o.state.owner_of(m).is_some() && l.process.as_deref() == Some("conmon");
+        for l in o.listeners.iter().filter(|l| !reservation(l)) {
             let proto_ok = l.protocol == m.protocol;
             let port_ok = (m.host_port..=m.host_port_end).contains(&l.port);
             // Listeners are read as IPv4 (an IPv6 wildcard socket shows as 0.0.0.0).
@@ -685,7 +899,9 @@ fn forward_drop(o: &Observed, out: &mut Vec<Finding>) {
         return;
     }
     let bridges: Vec<&str> = nets.iter().map(|n| n.bridge.as_str()).collect();
-    for c in o.chains.iter().filter(|c| foreign_v4(&c.table, c.family)) {
+    // The families netnat's networks route: an ip6 chain matters once a network has IPv6.
+    let fams: Vec<Family> = Family::ALL.into_iter().filter(|f| nets.iter().any(|n| n.pool(*f).is_some())).collect();
+    for c in o.chains.iter().filter(|c| fams.iter().any(|f| foreign_sees(&c.table, c.family, *f))) {
         let Some(b) = &c.base else { continue };
         if b.hook != HOOK_FORWARD {
             continue;
@@ -705,7 +921,7 @@ fn forward_drop(o: &Observed, out: &mut Vec<Finding>) {
         }
         for r in o.rules.iter().filter(|r| r.family == c.family && r.table == c.table && r.chain == c.name) {
             let m = read_matches(&r.exprs);
-            if !m.drop {
+            if !m.drop || !fams.iter().any(|f| rule_sees(r, &m, *f)) {
                 continue;
             }
             // Positive matches on something that is not netnat's exclude its traffic.
@@ -738,7 +954,7 @@ fn foreign_dnat(o: &Observed, out: &mut Vec<Finding>) {
     if o.state.mappings.is_empty() {
         return;
     }
-    for r in o.rules.iter().filter(|r| foreign_v4(&r.table, r.family)) {
+    for r in o.rules.iter().filter(|r| !own_table(&r.table, r.family)) {
         let m = read_matches(&r.exprs);
         if !m.dnat {
             continue;
@@ -754,7 +970,8 @@ fn foreign_dnat(o: &Observed, out: &mut Vec<Finding>) {
             continue;
         }
         let label = chain_label(r.family, &r.table, &r.chain);
-        for mp in &o.state.mappings {
+        // A routed IPv6 mapping has no host port to take over: netnat DNATs nothing for it.
+        for mp in o.state.mappings.iter().filter(|mp| rule_sees(r, &m, mp.family()) && !o.state.is_routed(mp)) {
             let proto_ok = m.l4proto.is_none_or(|p| p == mp.protocol.number());
             let port_ok = lo <= mp.host_port_end && mp.host_port <= hi;
             let addr_ok =
@@ -800,7 +1017,7 @@ fn foreign_dnat(o: &Observed, out: &mut Vec<Finding>) {
 
 fn host(o: &Observed, out: &mut Vec<Finding>) {
     let get = |k: &str| o.sysctls.get(k).map(|v| v.trim());
-    let v6_forward = crate::linkplan::IP6_FORWARD;
+    let v6_forward = host::IP6_FORWARD;
     if o.state.has_v6() && get(v6_forward) == Some("0") {
         out.push(finding(
             "host.forwarding-off",
@@ -811,7 +1028,7 @@ fn host(o: &Observed, out: &mut Vec<Finding>) {
     }
     if get(v6_forward) == Some("1") {
         for l in &o.ra_links {
-            let key = crate::linkplan::accept_ra_key(l);
+            let key = host::accept_ra_key(l);
             if get(&key) == Some("1") {
                 out.push(finding(
                     "host.ra-ignored",
@@ -824,12 +1041,12 @@ fn host(o: &Observed, out: &mut Vec<Finding>) {
             }
         }
     }
-    if !o.state.networks.is_empty() && get(SYSCTL_IP_FORWARD) == Some("0") {
+    if !o.state.networks.is_empty() && get(IP_FORWARD) == Some("0") {
         out.push(finding(
             "host.forwarding-off",
             Severity::Error,
             "net.ipv4.ip_forward is 0: nothing is routed between containers and the outside, published ports included",
-            vec![SYSCTL_IP_FORWARD.replace('/', ".")],
+            vec![IP_FORWARD.replace('/', ".")],
         ));
     }
     let guard = ruleset::desired(&State::default()).rules.into_iter().find(|r| r.chain == "guard");
@@ -858,24 +1075,23 @@ fn host(o: &Observed, out: &mut Vec<Finding>) {
             ));
         }
     }
-    if get(SYSCTL_BR_NF) == Some("1") {
+    if get(BR_NF_CALL_IPTABLES) == Some("1") {
         out.push(finding(
             "host.br-netfilter",
             Severity::Info,
             "br_netfilter is loaded and bridge-nf-call-iptables is 1: traffic between containers on one bridge \
              also passes the IPv4 forward hooks (netnat's rules allow it)",
-            vec![SYSCTL_BR_NF.replace('/', ".")],
+            vec![BR_NF_CALL_IPTABLES.replace('/', ".")],
         ));
     }
-    if let (Some(Ok(count)), Some(Ok(max))) =
-        (get(SYSCTL_CT_COUNT).map(str::parse::<u64>), get(SYSCTL_CT_MAX).map(str::parse::<u64>))
+    if let (Some(Ok(count)), Some(Ok(max))) = (get(CT_COUNT).map(str::parse::<u64>), get(CT_MAX).map(str::parse::<u64>))
     {
         if max > 0 && count * 10 > max * 8 {
             out.push(finding(
                 "host.conntrack-full",
                 Severity::Warning,
                 format!("the conntrack table holds {count} of at most {max} entries (over 80%): new connections may be dropped"),
-                vec![SYSCTL_CT_COUNT.replace('/', ".")],
+                vec![CT_COUNT.replace('/', ".")],
             ));
         }
     }
@@ -928,7 +1144,8 @@ fn leftovers(o: &Observed, out: &mut Vec<Finding>) {
             vec![s.name.clone()],
         ));
     }
-    for m in st.mappings.iter().filter(|m| st.network_of(m.container_ip).is_none()) {
+    // A CNI container's address is on the runtime's bridge, not in a netnat network.
+    for m in st.mappings.iter().filter(|m| st.network_of(m.container_ip).is_none() && st.owner_of(m).is_none()) {
         out.push(finding(
             "leftover.mapping-target",
             Severity::Warning,
@@ -972,26 +1189,32 @@ const NAT_RANGE_PROTO_RANDOM_FULLY: u32 = 16;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct XtRange {
     pub flags: u32,
-    pub min_ip: Ipv4Addr,
-    pub max_ip: Ipv4Addr,
+    pub min_ip: IpAddr,
+    pub max_ip: IpAddr,
     pub min_port: u16,
     pub max_port: u16,
 }
 
-/// Decodes the info blob of an iptables-nft DNAT/SNAT/MASQUERADE/REDIRECT target, told apart by
-/// size (the kernel dumps it padded to 8 bytes):
-/// - 24: revision 0, `struct nf_nat_ipv4_multi_range_compat` (rangesize u32, then flags u32,
-///   min_ip, max_ip be32, min/max port be16);
-/// - 40: revision 1, `struct nf_nat_range` (flags u32, min/max `nf_inet_addr` of 16 bytes,
-///   min/max port be16); 48: revision 2, `struct nf_nat_range2` (the same, plus base port).
+/// Decodes the info blob of an iptables-nft or ip6tables-nft DNAT/SNAT/MASQUERADE/REDIRECT
+/// target of a rule of address family `family`, told apart by size (the kernel dumps it padded to
+/// 8 bytes, XT_ALIGN):
+/// - 24: revision 0 in IPv4, `struct nf_nat_ipv4_multi_range_compat` (rangesize u32, then flags
+///   u32, min_ip, max_ip be32, min/max port be16);
+/// - 40: `struct nf_nat_range` (flags u32, min/max `union nf_inet_addr` of 16 bytes, min/max port
+///   be16): revision 1 of DNAT/SNAT, and MASQUERADE/REDIRECT in IPv6; 48: revision 2,
+///   `struct nf_nat_range2` (the same, plus a base port). An IPv4 address fills the first 4
+///   bytes of a `nf_inet_addr`, an IPv6 address all 16.
 ///
-/// None for anything else (e.g. an IPv6 rule or an unknown layout).
-pub fn decode_xt_nat(info: &[u8]) -> Option<XtRange> {
+/// None for anything else (an unknown layout, or the compat layout in IPv6, where it does not exist).
+pub fn decode_xt_nat(info: &[u8], family: Family) -> Option<XtRange> {
     let u32_at = |o: usize| info.get(o..o + 4).map(|b| u32::from_ne_bytes(b.try_into().unwrap()));
-    let ip_at = |o: usize| info.get(o..o + 4).map(|b| Ipv4Addr::new(b[0], b[1], b[2], b[3]));
+    let ip_at = |o: usize| match family {
+        Family::V4 => info.get(o..o + 4).map(|b| IpAddr::from(<[u8; 4]>::try_from(b).unwrap())),
+        Family::V6 => info.get(o..o + 16).map(|b| IpAddr::from(<[u8; 16]>::try_from(b).unwrap())),
+    };
     let port_at = |o: usize| info.get(o..o + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
     match info.len() {
-        20 | 24 => {
+        20 | 24 if family == Family::V4 => {
             if u32_at(0)? != 1 {
                 return None; // rangesize: iptables always writes exactly one range
             }
@@ -1014,9 +1237,10 @@ pub fn decode_xt_nat(info: &[u8]) -> Option<XtRange> {
     }
 }
 
-/// `dnat to 10.1.2.3:80` and the like, as iptables-save would put it, or a note that the blob
-/// could not be decoded.
-pub fn xt_nat_text(name: &str, info: &[u8]) -> String {
+/// `dnat to 10.1.2.3:80`, `dnat to [fd00::2]:80` and the like, as iptables-save would put it,
+/// or a note that the blob could not be decoded. `family`: the rule's address family, None when
+/// it cannot be told (then the address width is unknown).
+pub fn xt_nat_text(name: &str, info: &[u8], family: Option<Family>) -> String {
     let verb = match name {
         "DNAT" => "dnat to",
         "SNAT" => "snat to",
@@ -1024,17 +1248,20 @@ pub fn xt_nat_text(name: &str, info: &[u8]) -> String {
         "REDIRECT" => "redirect to",
         other => return format!("xt target {other} (not decoded: {} bytes of target data)", info.len()),
     };
-    let Some(r) = decode_xt_nat(info) else {
+    let Some(r) = family.and_then(|f| decode_xt_nat(info, f)) else {
         return format!("xt target {name} (not decoded: {} bytes of target data)", info.len());
     };
+    let ports = r.flags & NAT_RANGE_PROTO_SPECIFIED != 0;
+    // An IPv6 address followed by a port goes in brackets, as iptables and nft print it.
+    let addr = |ip: IpAddr| if ports && ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
     let mut s = String::new();
     if r.flags & NAT_RANGE_MAP_IPS != 0 {
-        s += &r.min_ip.to_string();
+        s += &addr(r.min_ip);
         if r.max_ip != r.min_ip {
-            s += &format!("-{}", r.max_ip);
+            s += &format!("-{}", addr(r.max_ip));
         }
     }
-    if r.flags & NAT_RANGE_PROTO_SPECIFIED != 0 {
+    if ports {
         s += &format!(":{}", r.min_port);
         if r.max_port != r.min_port {
             s += &format!("-{}", r.max_port);
@@ -1050,7 +1277,8 @@ pub fn xt_nat_text(name: &str, info: &[u8]) -> String {
             words += &format!(" {w}");
         }
     }
-    format!("{words} (iptables {name})")
+    let tool = if family == Some(Family::V6) { "ip6tables" } else { "iptables" };
+    format!("{words} ({tool} {name})")
 }
 
 // ---- /proc parsers ----
@@ -1095,8 +1323,9 @@ pub fn parse_proc_net(text: &str, protocol: crate::model::Proto) -> Vec<Listener
             }
             _ => None,
         };
+        let inode = f.get(9).and_then(|i| i.parse().ok()).unwrap_or(0);
         if let Some(addr) = addr {
-            out.push(Listener { protocol, addr, port });
+            out.push(Listener { protocol, addr, port, inode, process: None });
         }
     }
     out.sort();
@@ -1177,11 +1406,11 @@ mod tests {
             },
         ];
         o.netns = vec!["ns1".into()];
-        o.sysctls.insert(SYSCTL_IP_FORWARD.into(), "1".into());
-        o.sysctls.insert(route_localnet_key("MyDocker0"), "1".into());
-        o.sysctls.insert(SYSCTL_BR_NF.into(), "1".into());
-        o.sysctls.insert(SYSCTL_CT_COUNT.into(), "10".into());
-        o.sysctls.insert(SYSCTL_CT_MAX.into(), "1000".into());
+        o.sysctls.insert(IP_FORWARD.into(), "1".into());
+        o.sysctls.insert(host::route_localnet_key("MyDocker0"), "1".into());
+        o.sysctls.insert(BR_NF_CALL_IPTABLES.into(), "1".into());
+        o.sysctls.insert(CT_COUNT.into(), "10".into());
+        o.sysctls.insert(CT_MAX.into(), "1000".into());
         o.connections = vec![2, 0];
         o.state = st;
         o
@@ -1281,6 +1510,43 @@ mod tests {
     }
 
     #[test]
+    fn exposure_says_who_can_reach_and_what_bypasses_an_input_firewall() {
+        let mut o = clean();
+        assert_eq!(audit(&o).mappings[0].reach, "any source");
+        assert!(has(&o, "exposure.bypasses-input-firewall").is_empty(), "no input firewall");
+        // firewalld's way: policy accept, a final reject of everything else.
+        o.chains.push(foreign_chain(FAMILY_INET, "firewalld", "filter_INPUT", 1, 10, "filter", 1));
+        o.rules.push(foreign_rule(
+            FAMILY_INET,
+            "firewalld",
+            "filter_INPUT",
+            vec![Expr::Other { name: "reject".into() }],
+        ));
+        let f = has(&o, "exposure.bypasses-input-firewall");
+        assert_eq!(f.len(), 1);
+        assert!(
+            f[0].message.contains("chain inet firewalld filter_INPUT (input hook) ends with a rule"),
+            "{}",
+            f[0].message
+        );
+        // A conditional drop is not a firewall that closes the host.
+        let mut o2 = clean();
+        o2.chains.push(foreign_chain(FAMILY_INET, "fw", "in", 1, 0, "filter", 1));
+        let mut cond = match_ifname(META_IIFNAME, CmpOp::Eq, "eth9");
+        cond.push(Expr::Verdict(Verdict::Drop));
+        o2.rules.push(foreign_rule(FAMILY_INET, "fw", "in", cond));
+        assert!(has(&o2, "exposure.bypasses-input-firewall").is_empty());
+        // An allow list restricts the mapping: the finding leaves it out.
+        let m = o.state.mappings[0];
+        o.state.set_allow(&m, vec!["10.0.0.0/8".parse().unwrap()]);
+        assert_eq!(audit(&o).mappings[0].reach, "sources in 10.0.0.0/8");
+        assert!(has(&o, "exposure.bypasses-input-firewall").is_empty());
+        // A forward chain with policy drop that does not name the bridge: nobody gets in.
+        o.chains.push(foreign_chain(FAMILY_IPV4, "filter", "FORWARD", HOOK_FORWARD, 0, "filter", 0));
+        assert!(audit(&o).mappings[0].reach.starts_with("nobody from outside: chain ip filter FORWARD"));
+    }
+
+    #[test]
     fn forward_drop_policy_and_rules() {
         let mut o = clean();
         o.chains.push(foreign_chain(FAMILY_IPV4, "filter", "FORWARD", HOOK_FORWARD, 0, "filter", 0));
@@ -1310,14 +1576,57 @@ mod tests {
     }
 
     fn dnat_rule(port: u16) -> Vec<Expr> {
+        dnat_rule_to(port, "10.9.9.9")
+    }
+
+    /// `tcp dport PORT dnat ip[6] to ADDR`, the nat statement's family that of `to`.
+    fn dnat_rule_to(port: u16, to: &str) -> Vec<Expr> {
+        let to: IpAddr = to.parse().unwrap();
+        let family = if to.is_ipv6() { FAMILY_IPV6 } else { FAMILY_IPV4 };
         vec![
             load_meta(META_L4PROTO, REG_1),
             cmp(REG_1, CmpOp::Eq, [6u8]),
             load_th_dport(REG_1),
             cmp(REG_1, CmpOp::Eq, port.to_be_bytes()),
-            Expr::Immediate { dreg: REG_1, data: vec![10, 9, 9, 9] },
-            Expr::Nat { kind: NAT_DNAT, family: 2, addr: Some(REG_1), proto: None },
+            Expr::Immediate { dreg: REG_1, data: ip_bytes(to) },
+            Expr::Nat { kind: NAT_DNAT, family, addr: Some(REG_1), proto: None },
         ]
+    }
+
+    /// `clean()` made dual stack: MyDocker0 also has fd00:16::/64, ns1 fd00:16::2, and 9090 is
+    /// published over both families.
+    fn clean_dual() -> Observed {
+        let mut o = clean();
+        let n = crate::model::fixtures::net("MyDocker0", &["172.16.0.0/16", "fd00:16::/64"], &["172.16.1.254"]);
+        o.state.networks.insert(n.name.clone(), n);
+        o.state.sandboxes.get_mut("ns1").unwrap().endpoints[0].ips.push("fd00:16::2".parse().unwrap());
+        o.state.mappings.push("9090:[fd00:16::2]:8080".parse().unwrap());
+        o.connections.push(0);
+        o.table = Some(table_for(&o.state));
+        o.sysctls.insert(host::IP6_FORWARD.into(), "1".into());
+        o
+    }
+
+    /// The objects[0] (the mapping) of every conflict.dnat finding.
+    fn dnat_conflicts(o: &Observed) -> Vec<String> {
+        has(o, "conflict.dnat").into_iter().map(|f| f.objects[0].clone()).collect()
+    }
+
+    const V4_9090: &str = "9090:172.16.1.1:8080/tcp";
+    const V6_9090: &str = "9090:[fd00:16::2]:8080/tcp";
+
+    /// `struct nf_nat_range` (40 bytes) or `nf_nat_range2` (48, as the kernel dumps its 44 bytes
+    /// padded to 8) holding one IPv6 range.
+    fn nat_range6(flags: u32, min: &str, max: &str, ports: (u16, u16), rev2: bool) -> Vec<u8> {
+        let mut b = flags.to_ne_bytes().to_vec();
+        b.extend(min.parse::<std::net::Ipv6Addr>().unwrap().octets());
+        b.extend(max.parse::<std::net::Ipv6Addr>().unwrap().octets());
+        b.extend(ports.0.to_be_bytes());
+        b.extend(ports.1.to_be_bytes());
+        if rev2 {
+            b.extend([0; 8]); // base port, then padding
+        }
+        b
     }
 
     #[test]
@@ -1366,7 +1675,7 @@ mod tests {
         rev0.extend(80u16.to_be_bytes());
         rev0.extend(80u16.to_be_bytes());
         rev0.extend([0; 4]);
-        assert_eq!(xt_nat_text("DNAT", &rev0), "dnat to 10.1.2.3:80 (iptables DNAT)");
+        assert_eq!(xt_nat_text("DNAT", &rev0, Some(Family::V4)), "dnat to 10.1.2.3:80 (iptables DNAT)");
         // Revision 2: flags, min addr (16), max addr (16), min port, max port, base port.
         let mut rev2 = 1u32.to_ne_bytes().to_vec();
         rev2.extend([192, 0, 2, 1]);
@@ -1375,12 +1684,12 @@ mod tests {
         rev2.extend([0; 12]);
         rev2.extend([0; 4 + 2 + 6]);
         assert_eq!(rev2.len(), 48);
-        assert_eq!(xt_nat_text("SNAT", &rev2), "snat to 192.0.2.1-192.0.2.9 (iptables SNAT)");
+        assert_eq!(xt_nat_text("SNAT", &rev2, Some(Family::V4)), "snat to 192.0.2.1-192.0.2.9 (iptables SNAT)");
         let mut masq = 1u32.to_ne_bytes().to_vec();
         masq.extend([0; 20]);
-        assert_eq!(xt_nat_text("MASQUERADE", &masq), "masquerade (iptables MASQUERADE)");
-        assert!(xt_nat_text("DNAT", &[1, 2, 3]).contains("not decoded: 3 bytes"));
-        assert!(xt_nat_text("NETMAP", &rev0).contains("not decoded"));
+        assert_eq!(xt_nat_text("MASQUERADE", &masq, Some(Family::V4)), "masquerade (iptables MASQUERADE)");
+        assert!(xt_nat_text("DNAT", &[1, 2, 3], Some(Family::V4)).contains("not decoded: 3 bytes"));
+        assert!(xt_nat_text("NETMAP", &rev0, Some(Family::V4)).contains("not decoded"));
         // In a rule: listed, never skipped.
         let mut o = clean();
         o.chains.push(foreign_chain(FAMILY_IPV4, "nat", "PREROUTING", HOOK_PREROUTING, -100, "nat", 1));
@@ -1399,11 +1708,143 @@ mod tests {
     }
 
     #[test]
+    fn decodes_ip6tables_nat_targets() {
+        // `ip6tables-nft -t nat -A PREROUTING -j DNAT --to-destination [fd00:16::2]:80` (revision 2):
+        // flags MAP_IPS|PROTO_SPECIFIED, min and max address, min and max port, base port, padding.
+        let mut dnat = 3u32.to_ne_bytes().to_vec();
+        let fd00_16_2 = [0xfd, 0, 0, 0x16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+        dnat.extend(fd00_16_2);
+        dnat.extend(fd00_16_2);
+        dnat.extend([0, 80, 0, 80, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(dnat.len(), 48);
+        let r = decode_xt_nat(&dnat, Family::V6).unwrap();
+        assert_eq!((r.min_ip, r.max_ip, r.min_port), ("fd00:16::2".parse().unwrap(), r.min_ip, 80));
+        assert_eq!(xt_nat_text("DNAT", &dnat, Some(Family::V6)), "dnat to [fd00:16::2]:80 (ip6tables DNAT)");
+        // The same blob read as IPv4 would be a wrong address: the family decides the width.
+        assert_eq!(decode_xt_nat(&dnat, Family::V4).unwrap().min_ip, "253.0.0.22".parse::<IpAddr>().unwrap());
+        // Revision 1 (`nf_nat_range`, 40 bytes): an address range without ports.
+        let snat = nat_range6(1, "fd00::1", "fd00::9", (0, 0), false);
+        assert_eq!(snat.len(), 40);
+        assert_eq!(xt_nat_text("SNAT", &snat, Some(Family::V6)), "snat to fd00::1-fd00::9 (ip6tables SNAT)");
+        let both = nat_range6(3, "2001:db8::1", "2001:db8::2", (8080, 8081), true);
+        assert_eq!(
+            xt_nat_text("DNAT", &both, Some(Family::V6)),
+            "dnat to [2001:db8::1]-[2001:db8::2]:8080-8081 (ip6tables DNAT)"
+        );
+        // IPv6 MASQUERADE and REDIRECT also use `nf_nat_range`.
+        assert_eq!(
+            xt_nat_text("MASQUERADE", &nat_range6(0, "::", "::", (0, 0), false), Some(Family::V6)),
+            "masquerade (ip6tables MASQUERADE)"
+        );
+        let redirect = nat_range6(2 | 16, "::", "::", (8080, 8080), false);
+        assert_eq!(
+            xt_nat_text("REDIRECT", &redirect, Some(Family::V6)),
+            "redirect to :8080 fully-random (ip6tables REDIRECT)"
+        );
+        // The IPv4-only compat layout does not exist in IPv6; without a family nothing is guessed.
+        let mut compat = 1u32.to_ne_bytes().to_vec();
+        compat.extend([0; 20]);
+        assert_eq!(decode_xt_nat(&compat, Family::V6), None);
+        assert!(xt_nat_text("DNAT", &dnat, None).contains("not decoded: 48 bytes"));
+        // In an ip6 table's rule, the listed text uses the IPv6 layout.
+        let mut o = clean_dual();
+        o.chains.push(foreign_chain(FAMILY_IPV6, "nat", "PREROUTING", HOOK_PREROUTING, -100, "nat", 1));
+        let mut e = dnat_rule(9191);
+        e.truncate(4);
+        e.push(Expr::Counter);
+        e.push(Expr::Xt { target: true, name: "DNAT".into(), info: dnat.clone() });
+        o.rules.push(foreign_rule(FAMILY_IPV6, "nat", "PREROUTING", e));
+        let f = has(&o, "foreign.nat");
+        assert_eq!(f.len(), 1);
+        assert!(f[0].message.starts_with("ip6 nat PREROUTING (handle 7): "), "{}", f[0].message);
+        assert!(f[0].message.contains("th dport 9191 counter dnat to [fd00:16::2]:80 (ip6tables DNAT)"), "{f:#?}");
+    }
+
+    #[test]
+    fn foreign_dnat_conflicts_only_within_its_family() {
+        let pre = |family| foreign_chain(family, "other", "pre", HOOK_PREROUTING, -150, "nat", 1);
+        // A native `dnat to` in an ip6 table: only the IPv6 mapping of 9090 is taken over.
+        let mut o = clean_dual();
+        o.chains.push(pre(FAMILY_IPV6));
+        o.rules.push(foreign_rule(FAMILY_IPV6, "other", "pre", dnat_rule_to(9090, "fd00:16::9")));
+        assert_eq!(dnat_conflicts(&o), vec![V6_9090]);
+        let f = &has(&o, "conflict.dnat")[0];
+        assert!(f.message.contains("chain ip6 other pre translates"), "{}", f.message);
+        assert!(f.message.contains("dnat ip6 to [fd00:16::9]"), "{}", f.message);
+        assert!(f.message.contains("the foreign DNAT wins"), "{}", f.message);
+        assert!(has(&o, "foreign.nat")[0].message.contains("ip6 other pre"));
+        // With no IPv6 mapping, the same rule conflicts with nothing (but is still listed).
+        let mut o = clean();
+        o.chains.push(pre(FAMILY_IPV6));
+        o.rules.push(foreign_rule(FAMILY_IPV6, "other", "pre", dnat_rule_to(9090, "fd00:16::9")));
+        assert!(dnat_conflicts(&o).is_empty());
+        assert_eq!(has(&o, "foreign.nat").len(), 1);
+        // An ip table takes over the IPv4 mapping only.
+        let mut o = clean_dual();
+        o.chains.push(pre(FAMILY_IPV4));
+        o.rules.push(foreign_rule(FAMILY_IPV4, "other", "pre", dnat_rule(9090)));
+        assert_eq!(dnat_conflicts(&o), vec![V4_9090]);
+        // In an inet table, `meta nfproto` or the nat statement's family decides; with neither,
+        // (an xt target, say) both families.
+        for (exprs, want) in [
+            ([match_nfproto(NFPROTO_IPV6), dnat_rule(9090)].concat(), vec![V6_9090]),
+            (dnat_rule_to(9090, "fd00:16::9"), vec![V6_9090]),
+            ([match_nfproto(NFPROTO_IPV4), dnat_rule(9090)].concat(), vec![V4_9090]),
+            (
+                [&dnat_rule(9090)[..4], &[Expr::Xt { target: true, name: "DNAT".into(), info: vec![0; 48] }]].concat(),
+                vec![V4_9090, V6_9090],
+            ),
+        ] {
+            let mut o = clean_dual();
+            o.chains.push(pre(FAMILY_INET));
+            o.rules.push(foreign_rule(FAMILY_INET, "other", "pre", exprs.clone()));
+            let mut got = dnat_conflicts(&o);
+            got.sort();
+            assert_eq!(got, want, "{}", render_rule(&exprs, None));
+        }
+        // ip6tables-nft's DNAT target on 9090.
+        let mut o = clean_dual();
+        o.chains.push(pre(FAMILY_IPV6));
+        let mut e = dnat_rule(9090);
+        e.truncate(4);
+        e.push(Expr::Xt {
+            target: true,
+            name: "DNAT".into(),
+            info: nat_range6(3, "fd00:16::9", "fd00:16::9", (80, 80), true),
+        });
+        o.rules.push(foreign_rule(FAMILY_IPV6, "other", "pre", e));
+        assert_eq!(dnat_conflicts(&o), vec![V6_9090]);
+        assert!(has(&o, "conflict.dnat")[0].message.contains("dnat to [fd00:16::9]:80 (ip6tables DNAT)"));
+        // A routed IPv6 network publishes no host port: nothing to take over.
+        o.state.networks.get_mut("MyDocker0").unwrap().ipv6_mode = crate::model::Ipv6Mode::Routed;
+        assert!(dnat_conflicts(&o).is_empty());
+    }
+
+    #[test]
+    fn ipv6_forward_drop_matters_once_a_network_has_ipv6() {
+        let mut o = clean_dual();
+        o.chains.push(foreign_chain(FAMILY_IPV6, "filter", "FORWARD", HOOK_FORWARD, 0, "filter", 0));
+        let f = has(&o, "conflict.forward-drop");
+        assert_eq!(f.len(), 1);
+        assert!(f[0].message.contains("ip6 filter FORWARD") && f[0].message.contains("policy drop"));
+        // A drop rule restricted to the other family of an inet table is none of an IPv4-only host's business.
+        let mut o = clean();
+        o.chains.push(foreign_chain(FAMILY_INET, "fw", "fwd", HOOK_FORWARD, 0, "filter", 1));
+        let v6_drop = [match_nfproto(NFPROTO_IPV6), vec![Expr::Verdict(Verdict::Drop)]].concat();
+        o.rules.push(foreign_rule(FAMILY_INET, "fw", "fwd", v6_drop.clone()));
+        assert!(has(&o, "conflict.forward-drop").is_empty());
+        let mut o = clean_dual();
+        o.chains.push(foreign_chain(FAMILY_INET, "fw", "fwd", HOOK_FORWARD, 0, "filter", 1));
+        o.rules.push(foreign_rule(FAMILY_INET, "fw", "fwd", v6_drop));
+        assert_eq!(has(&o, "conflict.forward-drop").len(), 1);
+    }
+
+    #[test]
     fn host_settings() {
         let mut o = clean();
-        o.sysctls.insert(SYSCTL_IP_FORWARD.into(), "0".into());
-        o.sysctls.insert(SYSCTL_CT_COUNT.into(), "900".into());
-        o.sysctls.insert(SYSCTL_BR_NF.into(), "0".into());
+        o.sysctls.insert(IP_FORWARD.into(), "0".into());
+        o.sysctls.insert(CT_COUNT.into(), "900".into());
+        o.sysctls.insert(BR_NF_CALL_IPTABLES.into(), "0".into());
         let got = ids(&o);
         assert!(got.contains(&("host.forwarding-off", Severity::Error)));
         assert!(got.contains(&("host.conntrack-full", Severity::Warning)));
@@ -1416,16 +1857,33 @@ mod tests {
         assert_eq!(has(&o, "drift.rule").len(), 1);
     }
 
+    fn listener(protocol: Proto, addr: Ipv4Addr, port: u16) -> Listener {
+        Listener { protocol, addr, port, inode: 0, process: None }
+    }
+
     #[test]
     fn listeners_on_published_ports() {
         let mut o = clean();
         o.listeners = vec![
-            Listener { protocol: Proto::Tcp, addr: Ipv4Addr::UNSPECIFIED, port: 9090 },
-            Listener { protocol: Proto::Udp, addr: "127.0.0.2".parse().unwrap(), port: 5353 },
-            Listener { protocol: Proto::Udp, addr: "127.0.0.1".parse().unwrap(), port: 9090 },
+            listener(Proto::Tcp, Ipv4Addr::UNSPECIFIED, 9090),
+            listener(Proto::Udp, "127.0.0.2".parse().unwrap(), 5353),
+            listener(Proto::Udp, "127.0.0.1".parse().unwrap(), 9090),
         ];
         let f = has(&o, "conflict.local-listener");
         assert_eq!(f.len(), 1, "{f:#?}");
+        // conmon's reservation of a port a CNI container owns is not a competing listener; the
+        // same socket on a port of the CLI is.
+        o.listeners[0].process = Some("conmon".into());
+        assert_eq!(has(&o, "conflict.local-listener").len(), 1);
+        let m = o.state.mappings[0];
+        let a = crate::model::Attachment {
+            network: "podman".into(),
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+            mappings: vec![m],
+        };
+        o.state.attachments.insert(a.id().key(), a);
+        assert!(has(&o, "conflict.local-listener").is_empty());
         assert!(f[0].message.contains("0.0.0.0:9090/tcp"));
     }
 
@@ -1497,8 +1955,8 @@ mod tests {
         assert_eq!(
             l,
             vec![
-                Listener { protocol: Proto::Tcp, addr: Ipv4Addr::UNSPECIFIED, port: 9090 },
-                Listener { protocol: Proto::Tcp, addr: Ipv4Addr::LOCALHOST, port: 53 },
+                Listener { inode: 1, ..listener(Proto::Tcp, Ipv4Addr::UNSPECIFIED, 9090) },
+                Listener { inode: 2, ..listener(Proto::Tcp, Ipv4Addr::LOCALHOST, 53) },
             ]
         );
         let tcp6 = "header\n   0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 0 0 0 0 0 0\n\
@@ -1506,13 +1964,11 @@ mod tests {
    2: 00000000000000000000000001000000:0051 00000000000000000000000000000000:0000 0A 0 0 0 0 0 0\n";
         let l = parse_proc_net(tcp6, Proto::Tcp);
         assert_eq!(l.len(), 2);
-        assert!(l.contains(&Listener { protocol: Proto::Tcp, addr: Ipv4Addr::UNSPECIFIED, port: 8080 }));
-        assert!(l.contains(&Listener { protocol: Proto::Tcp, addr: Ipv4Addr::LOCALHOST, port: 80 }));
+        let at = |l: &[Listener]| l.iter().map(|l| (l.addr, l.port)).collect::<Vec<_>>();
+        assert!(at(&l).contains(&(Ipv4Addr::UNSPECIFIED, 8080)));
+        assert!(at(&l).contains(&(Ipv4Addr::LOCALHOST, 80)));
         let udp = "header\n   7: 00000000:14E9 00000000:0000 07 0 0 0\n   8: 0100007F:14EA 0200007F:0035 01 0 0 0\n";
-        assert_eq!(
-            parse_proc_net(udp, Proto::Udp),
-            vec![Listener { protocol: Proto::Udp, addr: Ipv4Addr::UNSPECIFIED, port: 5353 }]
-        );
+        assert_eq!(parse_proc_net(udp, Proto::Udp), vec![listener(Proto::Udp, Ipv4Addr::UNSPECIFIED, 5353)]);
         assert_eq!(parse_table_names("nat\nfilter\n\n"), vec!["nat", "filter"]);
     }
 

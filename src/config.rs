@@ -28,9 +28,10 @@
 //! valid file into the `State` netnat should have.
 
 use crate::model::{
-    check_ifname, check_name, host_ifname, ip_text, parse_ip, pools_of, spec_parts, Endpoint, Family, InputError,
-    Ipv6Mode, Mapping, Network, PublishSpec, Sandbox, State, Subnet, Target,
+    allow_for, check_ifname, check_name, host_ifname, ip_text, parse_ip, pools_of, spec_parts, Cidr, Endpoint, Family,
+    InputError, Ipv6Mode, Mapping, Network, PublishSpec, Sandbox, State, Subnet, Target,
 };
+use crate::validate::{self, Subject};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -42,7 +43,7 @@ use toml::Spanned;
 pub struct Config {
     /// Published ports whose container address is not one of the endpoints below.
     #[serde(default)]
-    pub publish: Vec<Spanned<String>>,
+    pub publish: Vec<Spanned<PublishEntry>>,
     #[serde(default, rename = "network")]
     pub networks: Vec<NetworkConf>,
     #[serde(default, rename = "sandbox")]
@@ -79,7 +80,55 @@ pub struct EndpointConf {
     pub ip: Option<OneOrMany>,
     pub ifname: Option<Spanned<String>>,
     #[serde(default)]
-    pub publish: Vec<Spanned<String>>,
+    pub publish: Vec<Spanned<PublishEntry>>,
+}
+
+/// A `publish` entry: a spec, or a table with the spec and the sources allowed to reach it
+/// (`{ spec = "5432:172.16.1.1:5432", allow = ["10.0.0.0/8"] }`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PublishEntry {
+    Spec(String),
+    Table(PublishTable),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishTable {
+    pub spec: String,
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+impl PublishEntry {
+    pub fn spec(&self) -> &str {
+        match self {
+            PublishEntry::Spec(s) => s,
+            PublishEntry::Table(t) => &t.spec,
+        }
+    }
+    /// The allow list, parsed; empty when the entry has none.
+    pub fn allow(&self) -> Result<Vec<Cidr>, InputError> {
+        match self {
+            PublishEntry::Spec(_) => Ok(vec![]),
+            PublishEntry::Table(t) if t.allow.is_empty() => {
+                Err(InputError(format!("'{}': `allow` is empty; leave it out to allow every source", t.spec)))
+            }
+            PublishEntry::Table(t) => t.allow.iter().map(|c| c.parse()).collect(),
+        }
+    }
+}
+
+/// Sets the allow list of each of `maps` from `list` (each takes the sources of its family).
+fn allow_each(st: &mut State, maps: &[Mapping], list: &[Cidr]) -> Result<(), InputError> {
+    if list.is_empty() {
+        return Ok(());
+    }
+    for m in maps {
+        let mine = allow_for(m, list)?;
+        st.set_allow(m, mine);
+    }
+    Ok(())
 }
 
 /// One thing wrong with a file, at a line (1-based).
@@ -128,6 +177,13 @@ pub fn parse(text: &str) -> Result<Parsed, Problem> {
             Err(Problem { line, message })
         }
     }
+}
+
+/// Reads, parses and validates a file; every problem is one line of an InputError (exit 2).
+pub fn load_file(file: &std::path::Path) -> Result<Parsed, InputError> {
+    let name = file.display().to_string();
+    let text = std::fs::read_to_string(file).map_err(|e| InputError(format!("cannot read {name}: {e}")))?;
+    load(&text).map_err(|ps| problems_error(&name, &ps))
 }
 
 /// Parses and validates: the problems of either step, all of them.
@@ -180,12 +236,6 @@ fn network_of(n: &NetworkConf) -> Result<Network, (Option<usize>, InputError)> {
     })
 }
 
-/// A network as checked: the model's Network and its entry.
-struct NetAt<'a> {
-    net: Network,
-    conf: &'a NetworkConf,
-}
-
 /// Splits a publish entry into the specs it means; `own` holds the endpoint's addresses (if
 /// known), used when the entry leaves the container address out: one spec per address (only
 /// those of the host address's family when one is given).
@@ -232,7 +282,7 @@ pub fn validate(p: &Parsed) -> Vec<Problem> {
     let mut bad = |line: usize, message: String| out.push(Problem { line, message });
 
     // Networks.
-    let mut nets: Vec<NetAt> = vec![];
+    let mut nets: Vec<Network> = vec![];
     let mut names: BTreeMap<&str, usize> = BTreeMap::new();
     for n in &c.networks {
         let line = p.line(&n.name);
@@ -264,160 +314,116 @@ pub fn validate(p: &Parsed) -> Vec<Problem> {
         if net.ipv6_mode == Ipv6Mode::Routed && !net.has_v6() {
             bad(line, format!("network {name}: ipv6_mode = \"routed\" needs an IPv6 subnet"));
         }
-        for o in &nets {
-            for (a, b) in net.pools.iter().flat_map(|a| o.net.pools.iter().map(move |b| (a, b))) {
-                if a.subnet.overlaps(&b.subnet) {
-                    bad(
-                        p.line(&n.subnet),
-                        format!(
-                            "subnet {} of network {name} overlaps subnet {} of network {} (line {})",
-                            a.subnet,
-                            b.subnet,
-                            o.net.name,
-                            p.line(&o.conf.subnet)
-                        ),
-                    );
-                }
-            }
-            if o.net.bridge == net.bridge {
-                bad(
-                    bridge_line,
-                    format!("bridge {} of network {name} is also the bridge of network {}", net.bridge, o.net.name),
-                );
-            }
-        }
-        nets.push(NetAt { net, conf: n });
+        nets.push(net);
     }
-    let net_named = |n: &str| nets.iter().find(|x| x.net.name == n).map(|x| &x.net);
+    let net_named = |n: &str| nets.iter().find(|x| x.name == n);
 
-    // Sandboxes and endpoints.
+    // Sandboxes and endpoints. What parses goes into `placed`, a state of the file's valid
+    // parts, for the checks across objects below (`validate::check`).
+    let mut placed = State { networks: nets.iter().map(|n| (n.name.clone(), n.clone())).collect(), ..State::default() };
+    // (sandbox, endpoint index in `placed`) -> (line of its address, line of its ifname).
+    let mut ep_lines: BTreeMap<(String, usize), (usize, usize)> = BTreeMap::new();
     let mut sb_names: BTreeMap<&str, usize> = BTreeMap::new();
-    // (network, address) -> (sandbox, line)
-    let mut taken: BTreeMap<(String, IpAddr), (String, usize)> = BTreeMap::new();
     let mut maps: Vec<(Mapping, usize)> = vec![];
+    // Each mapping with the allow list of its entry, and the entry's line.
+    let mut allows: Vec<(Mapping, Vec<Cidr>, usize)> = vec![];
     for s in &c.sandboxes {
         let line = p.line(&s.name);
         let sname = s.name.get_ref().as_str();
         if let Err(e) = check_name(sname, "sandbox") {
             bad(line, e.0);
         }
-        if let Some(first) = sb_names.insert(sname, line) {
-            bad(line, format!("sandbox {sname} is defined twice (first at line {first})"));
-        }
-        let mut on: BTreeMap<&str, usize> = BTreeMap::new();
-        let mut ifnames: BTreeMap<&str, usize> = BTreeMap::new();
+        let first_definition = match sb_names.insert(sname, line) {
+            Some(first) => {
+                bad(line, format!("sandbox {sname} is defined twice (first at line {first})"));
+                false
+            }
+            None => true,
+        };
+        let mut endpoints = vec![];
+        let mut auto_ifnames = (0..).map(|n| format!("eth{n}"));
         for e in &s.endpoints {
             let nline = p.line(&e.network);
             let nname = e.network.get_ref().as_str();
-            if let Some(first) = on.insert(nname, nline) {
-                bad(nline, format!("sandbox {sname} is connected to network {nname} twice (first at line {first})"));
-            }
-            if let Some(i) = &e.ifname {
-                let iline = p.line(i);
-                if let Err(err) = check_ifname(i.get_ref(), "interface name") {
-                    bad(iline, format!("sandbox {sname}: {}", err.0));
-                } else if let Some(first) = ifnames.insert(i.get_ref(), iline) {
-                    bad(
-                        iline,
-                        format!("sandbox {sname} has two interfaces named {} (first at line {first})", i.get_ref()),
-                    );
-                }
-            }
+            let ifname = match &e.ifname {
+                Some(i) => match check_ifname(i.get_ref(), "interface name") {
+                    Err(err) => {
+                        bad(p.line(i), format!("sandbox {sname}: {}", err.0));
+                        None
+                    }
+                    Ok(()) => Some(i.get_ref().clone()),
+                },
+                None => auto_ifnames
+                    .find(|n| s.endpoints.iter().all(|x| x.ifname.as_ref().is_none_or(|i| i.get_ref() != n))),
+            };
             let net = net_named(nname);
             if net.is_none() && !names.contains_key(nname) {
                 bad(nline, format!("sandbox {sname}: no network named {nname} in this file"));
             }
             let ips: Option<Vec<IpAddr>> = match &e.ip {
                 None => None,
-                Some(i) => {
-                    let iline = p.line(i);
-                    match addresses(i, "ip", "address") {
-                        Err(err) => {
-                            bad(iline, format!("sandbox {sname}: {}", err.0));
-                            None
-                        }
-                        Ok(ips) => {
-                            if let Some(n) = net {
-                                for (k, ip) in ips.iter().enumerate() {
-                                    let fam = Family::of(*ip);
-                                    if ips[..k].iter().any(|o| Family::of(*o) == fam) {
-                                        bad(iline, format!("sandbox {sname}: two {fam} addresses for one endpoint"));
-                                    } else if let Err(err) = State::default().check_endpoint_ip(n, *ip, sname) {
-                                        bad(iline, format!("sandbox {sname}: {}", err.0));
-                                    } else if let Some((other, oline)) =
-                                        taken.insert((n.name.clone(), *ip), (sname.to_string(), iline))
-                                    {
-                                        bad(
-                                            iline,
-                                            format!(
-                                                "address {ip} on network {} is given to both sandbox {other} (line {oline}) and sandbox {sname}",
-                                                n.name
-                                            ),
-                                        );
-                                    }
-                                }
-                            }
-                            Some(ips)
-                        }
+                Some(i) => match addresses(i, "ip", "address") {
+                    Err(err) => {
+                        bad(p.line(i), format!("sandbox {sname}: {}", err.0));
+                        None
                     }
-                }
+                    Ok(ips) => Some(ips),
+                },
             };
-            for spec in &e.publish {
-                match parse_publish(spec.get_ref(), ips.as_deref()) {
-                    Err(err) if e.ip.is_none() && err.0.contains("leaves out the container address") => bad(
-                        p.line(spec),
-                        format!("'{}': the short form needs the endpoint's `ip` to be set", spec.get_ref()),
-                    ),
-                    Err(err) => bad(p.line(spec), err.0),
-                    Ok(specs) => {
-                        for ps in specs {
-                            let Target::Addr(ip) = ps.target else { continue }; // resolved with the state below
-                            if let Some(own) = &ips {
-                                if !own.contains(&ip) {
-                                    bad(
-                                        p.line(spec),
-                                        format!(
-                                            "'{}' forwards to {ip} but this endpoint's address is {}; publish it under that endpoint or at the top level",
-                                            spec.get_ref(),
-                                            own.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
-                                        ),
-                                    );
-                                    continue;
-                                }
-                            } else {
-                                bad(
-                                    p.line(spec),
-                                    format!(
-                                        "'{}' is published on an endpoint without a fixed `ip`; set `ip` so the address cannot change",
-                                        spec.get_ref()
-                                    ),
-                                );
-                                continue;
-                            }
-                            if let Ok(ms) = ps.resolve(&State::default()) {
-                                maps.extend(ms.into_iter().map(|m| (m, p.line(spec))));
-                            }
-                        }
-                    }
-                }
+            if let (Some(_), Some(ifname)) = (net, ifname) {
+                let ip_line = e.ip.as_ref().map(|i| p.line(i)).unwrap_or(nline);
+                let if_line = e.ifname.as_ref().map(|i| p.line(i)).unwrap_or(nline);
+                ep_lines.insert((sname.to_string(), endpoints.len()), (ip_line, if_line));
+                endpoints.push(Endpoint {
+                    network: nname.to_string(),
+                    ips: ips.clone().unwrap_or_default(),
+                    ifname,
+                    host_ifname: host_ifname(sname, nname),
+                });
             }
+            for spec in &e.publish {
+                publish_entry(p, spec, e.ip.is_none(), ips.as_deref(), &mut bad, &mut maps, &mut allows);
+            }
+        }
+        if first_definition {
+            placed.sandboxes.insert(sname.into(), Sandbox { name: sname.into(), created: true, endpoints });
         }
     }
     for spec in &c.publish {
-        match parse_publish(spec.get_ref(), None) {
+        let allow = spec.get_ref().allow().map_err(|e| bad(p.line(spec), e.0)).unwrap_or_default();
+        match parse_publish(spec.get_ref().spec(), None) {
             Err(err) => bad(p.line(spec), err.0),
             Ok(specs) => {
                 for ps in specs.iter().filter(|ps| matches!(ps.target, Target::Addr(_))) {
                     if let Ok(ms) = ps.resolve(&State::default()) {
+                        allows.extend(ms.iter().map(|m| (*m, allow.clone(), p.line(spec))));
                         maps.extend(ms.into_iter().map(|m| (m, p.line(spec))));
                     }
                 }
             }
         }
     }
-    for (i, (a, line)) in maps.iter().enumerate() {
-        if let Some((b, bline)) = maps[..i].iter().find(|(b, _)| b.conflicts_with(a)) {
-            bad(*line, format!("host port {} of {a} is already published by {b} (line {bline})", a.host_spec()));
+    placed.mappings = maps.iter().map(|(m, _)| *m).collect();
+    for (m, list, line) in allows {
+        if let Err(e) = allow_each(&mut placed, &[m], &list) {
+            bad(line, e.0);
+        }
+    }
+    let line_of = |s: &Subject| match s {
+        Subject::Network(n) => c.networks.iter().find(|x| x.name.get_ref() == n).map(|x| p.line(&x.subnet)),
+        Subject::Bridge(n) => c.networks.iter().find(|x| x.name.get_ref() == n).map(|x| match &x.bridge {
+            Some(b) => p.line(b),
+            None => p.line(&x.name),
+        }),
+        Subject::Endpoint { sandbox, index } => ep_lines.get(&(sandbox.clone(), *index)).map(|l| l.0),
+        Subject::Interface { sandbox, index } => ep_lines.get(&(sandbox.clone(), *index)).map(|l| l.1),
+        Subject::Mapping(i) => maps.get(*i).map(|m| m.1),
+    };
+    for v in validate::check(&placed) {
+        let at = line_of(&v.subject).unwrap_or(1);
+        match v.other.as_ref().and_then(line_of) {
+            Some(other) => bad(at, format!("{} (line {other})", v.message)),
+            None => bad(at, v.message),
         }
     }
 
@@ -429,6 +435,57 @@ pub fn validate(p: &Parsed) -> Vec<Problem> {
     }
     out.sort_by_key(|p| p.line);
     out
+}
+
+/// One `publish` entry of an endpoint (`own`: its addresses, when all parse): problems go to
+/// `bad`, the mappings it means (with the entry's line) to `maps`.
+fn publish_entry(
+    p: &Parsed,
+    spec: &Spanned<PublishEntry>,
+    no_ip: bool,
+    own: Option<&[IpAddr]>,
+    bad: &mut impl FnMut(usize, String),
+    maps: &mut Vec<(Mapping, usize)>,
+    allows: &mut Vec<(Mapping, Vec<Cidr>, usize)>,
+) {
+    let line = p.line(spec);
+    let text = spec.get_ref().spec();
+    let allow = spec.get_ref().allow().map_err(|e| bad(line, e.0)).unwrap_or_default();
+    let specs = match parse_publish(text, own) {
+        Err(err) if no_ip && err.0.contains("leaves out the container address") => {
+            return bad(line, format!("'{text}': the short form needs the endpoint's `ip` to be set"))
+        }
+        Err(err) => return bad(line, err.0),
+        Ok(specs) => specs,
+    };
+    for ps in specs {
+        let Target::Addr(ip) = ps.target else { continue }; // resolved with the state later
+        let Some(own) = own else {
+            bad(
+                line,
+                format!(
+                    "'{text}' is published on an endpoint without a fixed `ip`; set `ip` so the address cannot change"
+                ),
+            );
+            continue;
+        };
+        if !own.contains(&ip) {
+            let own: Vec<String> = own.iter().map(|i| i.to_string()).collect();
+            bad(
+                line,
+                format!(
+                    "'{text}' forwards to {ip} but this endpoint's address is {}; publish it under that endpoint or at \
+                     the top level",
+                    own.join(", ")
+                ),
+            );
+            continue;
+        }
+        if let Ok(ms) = ps.resolve(&State::default()) {
+            allows.extend(ms.iter().map(|m| (*m, allow.clone(), line)));
+            maps.extend(ms.into_iter().map(|m| (m, line)));
+        }
+    }
 }
 
 /// The State a valid file describes; see [`to_state_at`].
@@ -500,24 +557,34 @@ pub fn to_state_at(p: &Parsed, previous: &State) -> Result<State, Problem> {
             ips.sort_by_key(|ip| Family::of(*ip));
         }
     }
-    // Published ports, in file order.
+    // Published ports, in file order, and their allow lists.
     let mut mappings = vec![];
+    let mut allows: Vec<(Vec<Mapping>, Vec<Cidr>, usize)> = vec![];
     for s in &c.sandboxes {
         for (i, e) in s.endpoints.iter().enumerate() {
             let own = st.sandboxes[s.name.get_ref()].endpoints[i].ips.clone();
             for spec in &e.publish {
-                for ps in parse_publish(spec.get_ref(), Some(&own)).map_err(at(p.line(spec)))? {
-                    mappings.extend(ps.resolve(&st).map_err(at(p.line(spec)))?);
+                let allow = spec.get_ref().allow().map_err(at(p.line(spec)))?;
+                for ps in parse_publish(spec.get_ref().spec(), Some(&own)).map_err(at(p.line(spec)))? {
+                    let ms = ps.resolve(&st).map_err(at(p.line(spec)))?;
+                    allows.push((ms.clone(), allow.clone(), p.line(spec)));
+                    mappings.extend(ms);
                 }
             }
         }
     }
     for spec in &c.publish {
-        for ps in parse_publish(spec.get_ref(), None).map_err(at(p.line(spec)))? {
-            mappings.extend(ps.resolve(&st).map_err(at(p.line(spec)))?);
+        let allow = spec.get_ref().allow().map_err(at(p.line(spec)))?;
+        for ps in parse_publish(spec.get_ref().spec(), None).map_err(at(p.line(spec)))? {
+            let ms = ps.resolve(&st).map_err(at(p.line(spec)))?;
+            allows.push((ms.clone(), allow.clone(), p.line(spec)));
+            mappings.extend(ms);
         }
     }
     st.mappings = mappings;
+    for (ms, list, line) in allows {
+        allow_each(&mut st, &ms, &list).map_err(at(line))?;
+    }
     Ok(st)
 }
 
@@ -554,9 +621,25 @@ pub fn to_toml(state: &State, notes: &[String]) -> String {
             .find(|(_, e)| e.has(m.container_ip))
             .map(|(s, _)| (s.name.as_str(), net.name.as_str()))
     };
-    let top: Vec<String> = state.mappings.iter().filter(|m| owner(m).is_none()).map(|m| m.to_string()).collect();
+    // A mapping with an allow list is written as a table: { spec = "...", allow = [...] }.
+    let entry = |m: &Mapping| match state.allow_of(m) {
+        [] => q(&m.to_string()),
+        list => {
+            let cidrs: Vec<String> = list.iter().map(|c| c.to_string()).collect();
+            format!("{{ spec = {}, allow = {} }}", q(&m.to_string()), self::list(&cidrs))
+        }
+    };
+    // Ports CNI containers published belong to the container runtime, which publishes them again.
+    let cni = state.mappings.iter().filter(|m| state.owner_of(m).is_some()).count();
+    if cni > 0 {
+        out += &format!(
+            "# {cni} port(s) published through CNI are left out: the container runtime owns them (`netnat ls` lists them).\n"
+        );
+    }
+    let top: Vec<String> =
+        state.mappings.iter().filter(|m| owner(m).is_none() && state.owner_of(m).is_none()).map(entry).collect();
     if !top.is_empty() {
-        out += &format!("\npublish = {}\n", list(&top));
+        out += &format!("\npublish = [{}]\n", top.join(", "));
     }
     for n in state.networks.values() {
         let subnets: Vec<String> = n.pools.iter().map(|p| p.subnet.to_string()).collect();
@@ -588,10 +671,10 @@ pub fn to_toml(state: &State, notes: &[String]) -> String {
                 .mappings
                 .iter()
                 .filter(|m| owner(m) == Some((s.name.as_str(), e.network.as_str())))
-                .map(|m| m.to_string())
+                .map(entry)
                 .collect();
             if !mine.is_empty() {
-                out += &format!("publish = {}\n", list(&mine));
+                out += &format!("publish = [{}]\n", mine.join(", "));
             }
         }
     }
@@ -688,7 +771,7 @@ network = "nope"
             ("line 9:", "network a is defined twice (first at line 2)"),
             ("line 12:", "bridge name 'this-bridge-name-is-too-long'"),
             ("line 19:", "host range 90-91 has 2 ports but container range 90 has 1"),
-            ("line 24:", "address 10.0.0.5 on network a is given to both sandbox s1"),
+            ("line 24:", "address 10.0.0.5 on network a is held by both sandbox s1 and sandbox s2 (line 18)"),
             ("line 25:", "host port 80/tcp of 80:10.0.0.5:8080/tcp is already published"),
             ("line 27:", "no network named nope"),
         ];
@@ -817,7 +900,7 @@ publish = ["7070:c2:80"]
         );
         one(
             "[[network]]\nname = \"n\"\nsubnet = \"fd00::/64\"\n[[network]]\nname = \"m\"\nsubnet = \"fd00::/48\"\n",
-            "line 6: subnet fd00::/48 of network m overlaps",
+            "line 3: subnet fd00::/64 of network n overlaps subnet fd00::/48 of network m (line 6)",
         );
         one("[[network]]\nname = \"n\"\nsubnet = 7\n", "line 3: network n: `subnet` must be a string or an array");
         one(

@@ -4,8 +4,10 @@
 //! validation), `ruleset` (the nftables layout, the plan from desired vs live, nft syntax),
 //! `nft::expr` (typed nf_tables expressions). Kernel parts (namespace-tested): `nft` (nftables
 //! over netlink), `link` (links, addresses, routes, namespaces over rtnetlink), `conntrack`.
-//! `commands` ties them together per subcommand; `cli` is the clap definition; `cni` is the
-//! same binary as a chained CNI plugin (a front door onto the same record and table).
+//! `host` (the sysctls netnat sets and gives back). `validate` checks a whole desired state.
+//! `engine` is netnat's operations on typed values, below every front door; `commands` is the
+//! CLI's thin side of each subcommand, `cli` its clap definition; `cni` is the same binary as a chained CNI
+//! plugin (a front door onto the same engine, record and table).
 
 pub mod audit;
 pub mod cli;
@@ -13,7 +15,9 @@ pub mod cni;
 pub mod commands;
 pub mod config;
 pub mod conntrack;
+pub mod engine;
 pub mod graph;
+pub mod host;
 pub mod link;
 pub mod linkplan;
 pub mod model;
@@ -21,6 +25,7 @@ pub mod nft;
 pub mod recover;
 pub mod ruleset;
 pub mod state;
+pub mod validate;
 
 /// Exit status for an error: 2 for invalid input, 1 for everything else.
 pub fn exit_code(err: &anyhow::Error) -> i32 {

@@ -7,27 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 
-pub const IP_FORWARD: &str = "net/ipv4/ip_forward";
-pub const IP6_FORWARD: &str = "net/ipv6/conf/all/forwarding";
-
-/// The forwarding sysctls a state needs on: IPv4's while any network exists, IPv6's while one
-/// has an IPv6 subnet.
-pub fn forwarding_keys(state: &State) -> Vec<&'static str> {
-    match (state.networks.is_empty(), state.has_v6()) {
-        (true, _) => vec![],
-        (false, false) => vec![IP_FORWARD],
-        (false, true) => vec![IP_FORWARD, IP6_FORWARD],
-    }
-}
-
-/// accept_ra of an interface: 1 takes router advertisements unless forwarding is on, 2 always.
-pub fn accept_ra_key(ifname: &str) -> String {
-    format!("net/ipv6/conf/{ifname}/accept_ra")
-}
-
-pub fn route_localnet_key(bridge: &str) -> String {
-    format!("net/ipv4/conf/{bridge}/route_localnet")
-}
+use crate::host::{forwarding_keys, route_localnet_key};
 
 /// One link of the host namespace, as far as the plan cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,6 +251,7 @@ pub fn plan_links(target: &State, record: &State, obs: &Observed) -> Vec<LinkOp>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::{IP6_FORWARD, IP_FORWARD};
     use crate::model::{host_ifname, Sandbox};
 
     fn net(name: &str, subnet: &str, gw: &str) -> Network {

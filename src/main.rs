@@ -2,7 +2,8 @@
 
 use clap::Parser;
 use netnat::cli::{Cli, Command, NetworkCmd, SandboxCmd};
-use netnat::commands::{apply, audit, network, ports, recover, reload, reset};
+use netnat::commands::{apply, audit, network, ports, upkeep};
+use netnat::engine::apply::ApplyOptions;
 use netnat::state::dir_or_default;
 
 fn main() {
@@ -32,17 +33,15 @@ fn main() {
         Command::Sandbox(SandboxCmd::Ls { json }) => network::sandbox_ls(&dir, *json),
         Command::Connect(a) => network::connect(&dir, a),
         Command::Disconnect { network: n, sandbox } => network::disconnect(&dir, n, sandbox),
-        Command::Publish { specs } => ports::publish(&dir, specs),
+        Command::Publish { specs, allow } => ports::publish(&dir, specs, allow),
         Command::Unpublish { specs } => ports::unpublish(&dir, specs),
         Command::Ls { json } => ports::ls(&dir, *json),
         Command::Show { counters } => ports::show(&dir, *counters),
-        Command::Apply(a) => {
-            apply::apply(&dir, &a.file, &apply::ApplyOptions { check: a.check, dry_run: a.dry_run, prune: a.prune })
-        }
+        Command::Apply(a) => apply::apply(&dir, &a.file, a.check, ApplyOptions { dry_run: a.dry_run, prune: a.prune }),
         Command::Save => apply::save(&dir),
-        Command::Reload => reload::reload(&dir),
-        Command::Reset => reset::reset(&dir),
-        Command::Recover => recover::recover(&dir),
+        Command::Reload => upkeep::reload(&dir),
+        Command::Reset => upkeep::reset(&dir),
+        Command::Recover => upkeep::recover(&dir),
         Command::Graph => audit::graph(&dir),
         Command::Audit(_) => unreachable!("handled above"),
     };

@@ -15,10 +15,10 @@
 //!   . th dport`) → `ipv4|6_addr . inet_service`: one element per published port, so rules never
 //!   change when ports are published and per-packet cost does not grow with their number.
 
-use crate::model::{Family, Mapping, Network, State};
+use crate::model::{Cidr, Family, Mapping, Network, State};
 use crate::nft::expr::{self, CmpOp, Expr, Verdict, *};
 pub use crate::nft::spec::*;
-use crate::nft::{LiveElem, LiveTable};
+use crate::nft::{LiveElem, LiveRule, LiveTable};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -52,11 +52,17 @@ pub struct FamilySpec {
     pub family: Family,
     pub nfproto: u8,
     pub addr: Field,
-    /// The NAT maps and their counting sets: every local address, one address.
+    /// The NAT maps: every local address, one address (each names its counting set).
     pub map_any: &'static str,
     pub map_addr: &'static str,
-    pub count_any: &'static str,
-    pub count_addr: &'static str,
+    /// The NAT map of ports bound to an interface (`iifname . meta l4proto . th dport`).
+    pub map_if: &'static str,
+    /// Allow lists: sources allowed per published port (ranges), and the published ports that
+    /// have a list (their element counters count the packets dropped); every address, one address.
+    pub allow_any: &'static str,
+    pub allow_addr: &'static str,
+    pub deny_any: &'static str,
+    pub deny_addr: &'static str,
     /// What the guard drops when it arrives from outside. None for IPv6: the kernel itself drops
     /// a packet for ::1 that arrives on another device than lo (ip6_rcv_core), before any hook.
     pub loopback: Option<(&'static str, u8)>,
@@ -69,8 +75,11 @@ pub const FAMILIES: [FamilySpec; 2] = [
         addr: Field::Ipv4Addr,
         map_any: MAP_ANY,
         map_addr: MAP_ADDR,
-        count_any: COUNT_ANY,
-        count_addr: COUNT_ADDR,
+        map_if: "pub_if4",
+        allow_any: "allow_any4",
+        allow_addr: "allow_addr4",
+        deny_any: "deny_any4",
+        deny_addr: "deny_addr4",
         loopback: Some(("127.0.0.0", 8)),
     },
     FamilySpec {
@@ -79,8 +88,11 @@ pub const FAMILIES: [FamilySpec; 2] = [
         addr: Field::Ipv6Addr,
         map_any: "pub_any6",
         map_addr: "pub_addr6",
-        count_any: "fwd_any6",
-        count_addr: "fwd_addr6",
+        map_if: "pub_if6",
+        allow_any: "allow_any6",
+        allow_addr: "allow_addr6",
+        deny_any: "deny_any6",
+        deny_addr: "deny_addr6",
         loopback: None,
     },
 ];
@@ -106,26 +118,58 @@ const V6_PROTO_PORT: &[Field] = &[Field::Ipv6Addr, Field::InetProto, Field::Inet
 const V4_PORT: &[Field] = &[Field::Ipv4Addr, Field::InetService];
 const V6_PORT: &[Field] = &[Field::Ipv6Addr, Field::InetService];
 
-const fn nat_map(name: &'static str, key: &'static [Field], data: &'static [Field]) -> SetSpec {
+const fn nat_map(
+    name: &'static str,
+    key: &'static [Field],
+    data: &'static [Field],
+    counted_in: &'static str,
+) -> SetSpec {
     // The NAT maps only see a connection's first packet: their counters would count connections
     // at a cost on every insert and dump, so traffic is counted by the forward sets instead.
-    SetSpec { name, key, data, counter: false }
+    SetSpec { name, key, data, counter: false, interval: false, counted_in: Some(counted_in) }
 }
 const fn counting(name: &'static str, key: &'static [Field]) -> SetSpec {
-    SetSpec { name, key, data: &[], counter: true }
+    SetSpec { name, key, data: &[], counter: true, interval: false, counted_in: None }
+}
+/// Ranges of `key`: a published port (range) and the sources allowed to reach it.
+const fn ranges(name: &'static str, key: &'static [Field]) -> SetSpec {
+    SetSpec { name, key, data: &[], counter: false, interval: true, counted_in: None }
 }
 
-pub const SETS: [SetSpec; 9] = [
-    nat_map(MAP_ANY, PROTO_PORT, V4_PORT),
-    nat_map(MAP_ADDR, V4_PROTO_PORT, V4_PORT),
+const PROTO_PORT_V4: &[Field] = &[Field::InetProto, Field::InetService, Field::Ipv4Addr];
+const PROTO_PORT_V6: &[Field] = &[Field::InetProto, Field::InetService, Field::Ipv6Addr];
+const IF_PROTO_PORT: &[Field] = &[Field::Ifname, Field::InetProto, Field::InetService];
+const V4_PROTO_PORT_V4: &[Field] = &[Field::Ipv4Addr, Field::InetProto, Field::InetService, Field::Ipv4Addr];
+const V6_PROTO_PORT_V6: &[Field] = &[Field::Ipv6Addr, Field::InetProto, Field::InetService, Field::Ipv6Addr];
+
+pub const SETS: [SetSpec; 21] = [
+    nat_map(MAP_ANY, PROTO_PORT, V4_PORT, COUNT_ANY),
+    nat_map(MAP_ADDR, V4_PROTO_PORT, V4_PORT, COUNT_ADDR),
     counting(COUNT_ANY, PROTO_PORT),
     counting(COUNT_ADDR, V4_PROTO_PORT),
-    nat_map("pub_any6", PROTO_PORT, V6_PORT),
-    nat_map("pub_addr6", V6_PROTO_PORT, V6_PORT),
+    nat_map("pub_any6", PROTO_PORT, V6_PORT, "fwd_any6"),
+    nat_map("pub_addr6", V6_PROTO_PORT, V6_PORT, "fwd_addr6"),
     counting("fwd_any6", PROTO_PORT),
     counting("fwd_addr6", V6_PROTO_PORT),
     counting(ROUTED6, V6_PROTO_PORT),
+    ranges("allow_any4", PROTO_PORT_V4),
+    ranges("allow_addr4", V4_PROTO_PORT_V4),
+    counting("deny_any4", PROTO_PORT),
+    counting("deny_addr4", V4_PROTO_PORT),
+    ranges("allow_any6", PROTO_PORT_V6),
+    ranges("allow_addr6", V6_PROTO_PORT_V6),
+    counting("deny_any6", PROTO_PORT),
+    counting("deny_addr6", V6_PROTO_PORT),
+    nat_map("pub_if4", IF_PROTO_PORT, V4_PORT, "fwd_if4"),
+    counting("fwd_if4", IF_PROTO_PORT),
+    nat_map("pub_if6", IF_PROTO_PORT, V6_PORT, "fwd_if6"),
+    counting("fwd_if6", IF_PROTO_PORT),
 ];
+
+/// The counting set a NAT map names in its spec.
+fn counting_set(map: &str) -> &'static str {
+    set_spec(map).and_then(|s| s.counted_in).expect("every NAT map names its counting set")
+}
 
 pub fn set_spec(name: &str) -> Option<&'static SetSpec> {
     SETS.iter().find(|s| s.name == name)
@@ -154,10 +198,24 @@ pub type Elem = (&'static str, Vec<u8>, Vec<u8>);
 
 /// The elements of one mapping, for each port of its range: the NAT map element and its
 /// counting set element; for a mapping to an IPv6-routed network (`routed`), only the
-/// container's address and port in `routed6` (no NAT).
-pub fn mapping_elems(m: &Mapping, routed: bool) -> Vec<Elem> {
+/// container's address and port in `routed6` (no NAT). With an allow list (`allow`), also its
+/// sources (one range element per source, over the whole port range) and the ports' deny
+/// elements.
+pub fn mapping_elems(m: &Mapping, routed: bool, allow: &[Cidr]) -> Vec<Elem> {
     let f = family_spec(m.family());
     let mut out = Vec::with_capacity(m.len() as usize * 2);
+    let host_key = |port: u16| {
+        let mut key = Vec::with_capacity(24);
+        if let Some(i) = m.host_if {
+            key.extend(i.bytes());
+        }
+        if let Some(ip) = m.host_ip {
+            key.extend(ip_bytes(ip));
+        }
+        key.extend(pad4(&[m.protocol.number()]));
+        key.extend(pad4(&port.to_be_bytes()));
+        key
+    };
     for (hp, cp) in m.ports() {
         if routed {
             let mut key = ip_bytes(m.container_ip);
@@ -166,24 +224,43 @@ pub fn mapping_elems(m: &Mapping, routed: bool) -> Vec<Elem> {
             out.push((ROUTED6, key, vec![]));
             continue;
         }
-        let mut key = Vec::with_capacity(24);
-        if let Some(ip) = m.host_ip {
-            key.extend(ip_bytes(ip));
-        }
-        key.extend(pad4(&[m.protocol.number()]));
-        key.extend(pad4(&hp.to_be_bytes()));
+        let key = host_key(hp);
         let mut data = ip_bytes(m.container_ip);
         data.extend(pad4(&cp.to_be_bytes()));
-        let (map, count) = if m.host_ip.is_some() { (f.map_addr, f.count_addr) } else { (f.map_any, f.count_any) };
-        out.push((count, key.clone(), vec![]));
+        let (map, deny) = match (m.host_if, m.host_ip) {
+            (Some(_), _) => (f.map_if, ""),
+            (None, Some(_)) => (f.map_addr, f.deny_addr),
+            (None, None) => (f.map_any, f.deny_any),
+        };
+        out.push((counting_set(map), key.clone(), vec![]));
+        if !allow.is_empty() {
+            out.push((deny, key.clone(), vec![]));
+        }
         out.push((map, key, data));
+    }
+    // Allow lists are refused for interface-bound ports (`validate`).
+    if !routed && m.host_if.is_none() {
+        let set = if m.host_ip.is_some() { f.allow_addr } else { f.allow_any };
+        for c in allow {
+            let (lo, hi) = c.bounds();
+            let (mut start, mut end) = (host_key(m.host_port), host_key(m.host_port_end));
+            start.extend(ip_bytes(lo));
+            end.extend(ip_bytes(hi));
+            // An interval set's data is the element's key end.
+            out.push((set, start, end));
+        }
     }
     out
 }
 
 /// The elements of a mapping whose counters count its traffic.
 pub fn counted_elems(m: &Mapping, routed: bool) -> impl Iterator<Item = Elem> {
-    mapping_elems(m, routed).into_iter().filter(|(s, _, _)| set_spec(s).is_some_and(|s| s.counter))
+    mapping_elems(m, routed, &[]).into_iter().filter(|(s, _, _)| set_spec(s).is_some_and(|s| s.counter))
+}
+
+/// The elements whose counters count the packets an allow list dropped.
+pub fn denied_elems(m: &Mapping, allow: &[Cidr]) -> impl Iterator<Item = Elem> {
+    mapping_elems(m, false, allow).into_iter().filter(|(s, _, _)| s.starts_with("deny_"))
 }
 
 fn rule(chain: &'static str, comment: impl Into<String>, parts: Vec<Vec<Expr>>) -> RuleSpec {
@@ -224,15 +301,80 @@ fn dnat_via_map(f: &FamilySpec, by_addr: bool) -> Vec<Expr> {
     v
 }
 
+/// `iifname . meta l4proto . th dport` into registers: the name takes four 32-bit slots.
+fn load_if_key(ifname_key: u32, load_port: impl Fn(u32) -> Expr) -> Vec<Expr> {
+    vec![load_meta(ifname_key, REG_1), load_meta(META_L4PROTO, reg_at(4)), load_port(reg_at(5))]
+}
+
+/// `dnat ip[6] to iifname . meta l4proto . th dport map @pub_if*`.
+fn dnat_via_if_map(f: &FamilySpec) -> Vec<Expr> {
+    let mut v = load_if_key(META_IIFNAME, load_th_dport);
+    v.push(Expr::Lookup { sreg: REG_1, set: f.map_if.into(), dreg: Some(REG_1), flags: 0 });
+    v.push(Expr::Nat {
+        kind: NAT_DNAT,
+        family: f.nfproto as u32,
+        addr: Some(REG_1),
+        proto: Some(reg_at(f.addr_slots())),
+    });
+    v
+}
+
+/// `meta nfproto F i|oifname . meta l4proto . ct original proto-dst @fwd_if* accept`.
+fn count_and_accept_if(f: &FamilySpec, ifname_key: u32) -> Vec<Expr> {
+    let mut v = match_nfproto(f.nfproto);
+    v.extend(load_if_key(ifname_key, |r| load_ct_original(CT_PROTO_DST, r)));
+    v.push(Expr::Lookup { sreg: REG_1, set: counting_set(f.map_if).into(), dreg: None, flags: 0 });
+    v.push(Expr::Verdict(Verdict::Accept));
+    v
+}
+
 /// `[ct original ip[6] daddr .] meta l4proto . ct original proto-dst @SET accept`: the lookup
 /// bumps the matching element's counter (every packet of a published connection, both
 /// directions; `ct original` is the connection before DNAT), and the packet is accepted.
 fn count_and_accept(f: &FamilySpec, by_addr: bool) -> Vec<Expr> {
-    let set = if by_addr { f.count_addr } else { f.count_any };
+    let set = counting_set(if by_addr { f.map_addr } else { f.map_any });
     let mut v = match_nfproto(f.nfproto);
     v.extend(load_key(f, by_addr, |r| load_ct_original_daddr(f.nfproto, r), |r| load_ct_original(CT_PROTO_DST, r)));
     v.push(Expr::Lookup { sreg: REG_1, set: set.into(), dreg: None, flags: 0 });
     v.push(Expr::Verdict(Verdict::Accept));
+    v
+}
+
+/// The rules of allow lists, in the NAT chains (which see only a connection's first packet),
+/// before the DNAT rules: a new connection to a port with a list, from a source not on it, is
+/// counted in the port's deny element and dropped. Constant in number whatever the lists.
+fn allow_rules() -> Vec<RuleSpec> {
+    let mut rules = vec![];
+    for (chain, from_host) in [("prerouting", ""), ("output", ", from the host")] {
+        for f in &FAMILIES {
+            let fam = f.family.name();
+            rules.push(rule(
+                chain,
+                format!("{fam} ports with an allow list, published on one address{from_host}"),
+                vec![match_nfproto(f.nfproto), drop_unlisted(f, true)],
+            ));
+            rules.push(rule(
+                chain,
+                format!("{fam} ports with an allow list, published on every local address{from_host}"),
+                vec![match_nfproto(f.nfproto), match_daddr_local(), drop_unlisted(f, false)],
+            ));
+        }
+    }
+    rules
+}
+
+/// `[ip daddr .] meta l4proto . th dport . ip saddr != @allow_* [ip daddr .] meta l4proto .
+/// th dport @deny_* counter drop`: the deny set's key is the first fields of the allow set's, so
+/// both lookups read the same registers; only a dropped packet reaches (and bumps) the deny
+/// element's counter.
+fn drop_unlisted(f: &FamilySpec, by_addr: bool) -> Vec<Expr> {
+    let (allow, deny) = if by_addr { (f.allow_addr, f.deny_addr) } else { (f.allow_any, f.deny_any) };
+    let mut v = load_key(f, by_addr, |r| load_daddr(f.nfproto, r), load_th_dport);
+    let saddr_slot = if by_addr { f.addr_slots() } else { 0 } + 2;
+    v.push(load_saddr(f.nfproto, reg_at(saddr_slot)));
+    v.push(Expr::Lookup { sreg: REG_1, set: allow.into(), dreg: None, flags: LOOKUP_F_INV });
+    v.push(Expr::Lookup { sreg: REG_1, set: deny.into(), dreg: None, flags: 0 });
+    v.extend(verdict(Verdict::Drop));
     v
 }
 
@@ -266,7 +408,7 @@ fn from_subnet(f: &FamilySpec, n: &Network) -> Vec<Expr> {
 pub fn desired(state: &State) -> Desired {
     let mut elems: BTreeMap<&'static str, Elems> = SETS.iter().map(|s| (s.name, Elems::new())).collect();
     for m in &state.mappings {
-        for (set, k, d) in mapping_elems(m, state.is_routed(m)) {
+        for (set, k, d) in mapping_elems(m, state.is_routed(m), state.allow_of(m)) {
             elems.entry(set).or_default().insert(k, d);
         }
     }
@@ -303,8 +445,21 @@ fn family_rules(f: &FamilySpec) -> Vec<RuleSpec> {
             vec![nf(), match_daddr_local(), dnat_via_map(f, false)],
         ));
     }
+    rules.push(rule(
+        "prerouting",
+        format!("{fam} ports published on one interface"),
+        vec![nf(), match_daddr_local(), dnat_via_if_map(f)],
+    ));
     rules.push(rule("published", format!("{fam} ports published on every address"), vec![count_and_accept(f, false)]));
     rules.push(rule("published", format!("{fam} ports published on one address"), vec![count_and_accept(f, true)]));
+    // Both directions: the client's packets arrive on the interface, the replies leave by it.
+    for (key, way) in [(META_IIFNAME, "in"), (META_OIFNAME, "out")] {
+        rules.push(rule(
+            "published",
+            format!("{fam} ports published on one interface ({way})"),
+            vec![count_and_accept_if(f, key)],
+        ));
+    }
     rules
 }
 
@@ -312,7 +467,9 @@ fn family_rules(f: &FamilySpec) -> Vec<RuleSpec> {
 pub fn desired_rules(state: &State) -> Vec<RuleSpec> {
     let v4 = family_spec(Family::V4);
     let v6 = family_spec(Family::V6);
-    let mut rules: Vec<RuleSpec> = FAMILIES.iter().flat_map(family_rules).collect();
+    // Allow lists first: they drop before the DNAT rules of the same chains.
+    let mut rules: Vec<RuleSpec> = if state.allow.is_empty() { vec![] } else { allow_rules() };
+    rules.extend(FAMILIES.iter().flat_map(family_rules));
     // Internal networks first: nothing crosses their bridge, not even published or related traffic.
     for n in state.networks.values().filter(|n| n.internal) {
         rules.push(rule(
@@ -402,92 +559,198 @@ pub fn desired_rules(state: &State) -> Vec<RuleSpec> {
     rules
 }
 
-/// The element changes for mappings added and removed (NAT map and traffic counter), as one
-/// transaction's worth of ops: deletes first, so a changed mapping is delete + add. `state`
-/// says which networks are IPv6-routed.
-pub fn plan_mapping_changes(state: &State, added: &[Mapping], removed: &[Mapping]) -> Vec<NftOp> {
-    let mut dels: BTreeMap<&'static str, Vec<Vec<u8>>> = BTreeMap::new();
-    let mut adds: BTreeMap<&'static str, ElemList> = BTreeMap::new();
-    for m in removed {
-        for (set, k, _) in mapping_elems(m, state.is_routed(m)) {
-            dels.entry(set).or_default().push(k);
+/// What happens to the table as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableAction {
+    /// The table has netnat's layout: only the chains and elements listed change.
+    Keep,
+    /// There is no table: it is made from scratch.
+    Create,
+    /// The table has chains or maps of another shape: it is deleted and made again.
+    Rebuild,
+}
+
+/// A chain whose rules differ: it is flushed and refilled with `want`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainChange {
+    pub chain: &'static str,
+    pub want: Vec<RuleSpec>,
+    /// Live rules netnat would not program (for the audit).
+    pub extra: Vec<LiveRule>,
+    /// Rules netnat would program that are not live (for the audit).
+    pub missing: Vec<RuleSpec>,
+}
+
+/// One element that changes: missing (`have` None), extra (`want` None) or pointing elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElemChange {
+    pub set: &'static str,
+    pub key: Vec<u8>,
+    pub have: Option<Vec<u8>>,
+    pub want: Option<Vec<u8>>,
+}
+
+/// The difference between what table `inet netnat` holds and what it should hold. `apply` turns
+/// it into one transaction (`ops`); the audit reports the same value as drift.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub table: TableAction,
+    /// With `Create` or `Rebuild`: every chain, filled.
+    pub chains: Vec<ChainChange>,
+    /// With `Create` or `Rebuild`: every desired element, as missing.
+    pub elems: Vec<ElemChange>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.table == TableAction::Keep && self.chains.is_empty() && self.elems.is_empty()
+    }
+
+    /// Whether the rules (or the layout) change, not only elements.
+    pub fn changes_rules(&self) -> bool {
+        self.table != TableAction::Keep || !self.chains.is_empty()
+    }
+
+    /// The plan as one transaction's operations: the table and its layout first, then the
+    /// chains' rules, then element deletes before adds (a changed element is delete + add).
+    pub fn ops(&self) -> Vec<NftOp> {
+        let mut ops = vec![];
+        if self.table == TableAction::Rebuild {
+            // Add first so the delete cannot fail on a table removed meanwhile.
+            ops.extend([NftOp::AddTable, NftOp::DelTable]);
+        }
+        if self.table != TableAction::Keep {
+            ops.push(NftOp::AddTable);
+            ops.extend(CHAINS.iter().cloned().map(NftOp::AddChain));
+            ops.extend(SETS.iter().cloned().map(NftOp::AddSet));
+        }
+        for c in &self.chains {
+            if self.table == TableAction::Keep {
+                ops.push(NftOp::FlushChain(c.chain.into()));
+            }
+            ops.extend(c.want.iter().cloned().map(NftOp::AddRule));
+        }
+        // Per set, in name order: its deletes, then its adds.
+        let mut per_set: BTreeMap<&'static str, (ElemList, ElemList)> = BTreeMap::new();
+        for e in &self.elems {
+            let (dels, adds) = per_set.entry(e.set).or_default();
+            if let Some(d) = &e.have {
+                dels.push((e.key.clone(), d.clone()));
+            }
+            if let Some(d) = &e.want {
+                adds.push((e.key.clone(), d.clone()));
+            }
+        }
+        for (set, (dels, adds)) in per_set {
+            let interval = set_spec(set).is_some_and(|s| s.interval);
+            if !dels.is_empty() {
+                ops.push(match interval {
+                    // A range is deleted by its key and its end.
+                    true => NftOp::DelRanges { set: set.into(), ranges: dels },
+                    false => NftOp::DelElems { set: set.into(), keys: dels.into_iter().map(|(k, _)| k).collect() },
+                });
+            }
+            if !adds.is_empty() {
+                ops.push(match interval {
+                    true => NftOp::AddRanges { set: set.into(), ranges: adds },
+                    false => NftOp::AddElems { set: set.into(), elems: adds },
+                });
+            }
+        }
+        ops
+    }
+}
+
+/// The element changes of the mappings `touched` (published, unpublished, or with a new allow
+/// list) from state `before` to `after`, planned without reading the live elements: the caller
+/// knows the table has netnat's layout and rules. An element both states have stays, so its
+/// counter keeps counting.
+pub fn plan_mapping_changes(before: &State, after: &State, touched: &[Mapping]) -> Plan {
+    let elems_in = |st: &State| -> BTreeMap<(&'static str, Vec<u8>), Vec<u8>> {
+        touched
+            .iter()
+            .filter(|m| st.mappings.contains(m))
+            .flat_map(|m| mapping_elems(m, st.is_routed(m), st.allow_of(m)))
+            .map(|(set, k, d)| ((set, k), d))
+            .collect()
+    };
+    let (old, new) = (elems_in(before), elems_in(after));
+    let mut elems = vec![];
+    for ((set, key), d) in &old {
+        match new.get(&(*set, key.clone())) {
+            Some(n) if n == d => {}
+            n => elems.push(ElemChange { set, key: key.clone(), have: Some(d.clone()), want: n.cloned() }),
         }
     }
-    for m in added {
-        for (set, k, d) in mapping_elems(m, state.is_routed(m)) {
-            adds.entry(set).or_default().push((k, d));
-        }
+    for ((set, key), d) in new.iter().filter(|(k, _)| !old.contains_key(*k)) {
+        elems.push(ElemChange { set, key: key.clone(), have: None, want: Some(d.clone()) });
     }
-    let dels = dels.into_iter().map(|(set, keys)| NftOp::DelElems { set: set.into(), keys });
-    let adds = adds.into_iter().map(|(set, elems)| NftOp::AddElems { set: set.into(), elems });
-    dels.chain(adds).collect()
+    Plan { table: TableAction::Keep, chains: vec![], elems }
 }
 
 /// The changes that turn `live` (None: no table) into `want`.
 /// Rules are compared chain by chain; a chain that differs is flushed and refilled in the same
 /// transaction. Elements are compared one by one, so an unchanged mapping keeps its counters.
-pub fn plan(want: &Desired, live: Option<&LiveTable>) -> Vec<NftOp> {
+pub fn plan(want: &Desired, live: Option<&LiveTable>) -> Plan {
     let Some(live) = live.filter(|l| layout_matches(l)) else {
         // No table, or chains/maps of another shape: build the whole table from scratch.
-        let mut ops = vec![];
-        if live.is_some() {
-            ops.extend([NftOp::AddTable, NftOp::DelTable]);
-        }
-        ops.push(NftOp::AddTable);
-        ops.extend(CHAINS.iter().cloned().map(NftOp::AddChain));
-        ops.extend(SETS.iter().cloned().map(NftOp::AddSet));
-        ops.extend(want.rules.iter().cloned().map(NftOp::AddRule));
-        for (set, elems) in &want.elems {
-            if !elems.is_empty() {
-                let elems = elems.iter().map(|(k, d)| (k.clone(), d.clone())).collect();
-                ops.push(NftOp::AddElems { set: set.to_string(), elems });
-            }
-        }
-        return ops;
+        let table = if live.is_some() { TableAction::Rebuild } else { TableAction::Create };
+        let chains = CHAINS
+            .iter()
+            .map(|c| ChainChange { chain: c.name, want: rules_of(want, c.name), extra: vec![], missing: vec![] })
+            .filter(|c| !c.want.is_empty())
+            .collect();
+        let elems = want
+            .elems
+            .iter()
+            .flat_map(|(set, es)| {
+                es.iter().map(|(k, d)| ElemChange { set, key: k.clone(), have: None, want: Some(d.clone()) })
+            })
+            .collect();
+        return Plan { table, chains, elems };
     };
-    let mut ops = vec![];
+    Plan { table: TableAction::Keep, chains: plan_chains(want, live), elems: plan_elems(want, live) }
+}
+
+fn rules_of(want: &Desired, chain: &str) -> Vec<RuleSpec> {
+    want.rules.iter().filter(|r| r.chain == chain).cloned().collect()
+}
+
+fn plan_chains(want: &Desired, live: &LiveTable) -> Vec<ChainChange> {
+    let same = |l: &LiveRule, n: &RuleSpec| l.exprs == n.exprs && l.comment.as_deref() == Some(n.comment.as_str());
+    let mut out = vec![];
     for c in &CHAINS {
-        let have: Vec<(&[Expr], Option<&str>)> = live
-            .rules
-            .iter()
-            .filter(|r| r.chain == c.name)
-            .map(|r| (r.exprs.as_slice(), r.comment.as_deref()))
-            .collect();
-        let need: Vec<(&[Expr], Option<&str>)> = want
-            .rules
-            .iter()
-            .filter(|r| r.chain == c.name)
-            .map(|r| (r.exprs.as_slice(), Some(r.comment.as_str())))
-            .collect();
-        if have != need {
-            ops.push(NftOp::FlushChain(c.name.into()));
-            ops.extend(want.rules.iter().filter(|r| r.chain == c.name).cloned().map(NftOp::AddRule));
+        let have: Vec<&LiveRule> = live.rules.iter().filter(|r| r.chain == c.name).collect();
+        let need = rules_of(want, c.name);
+        if have.len() == need.len() && have.iter().zip(&need).all(|(l, n)| same(l, n)) {
+            continue;
         }
+        let extra = have.iter().filter(|l| !need.iter().any(|n| same(l, n))).map(|l| (*l).clone()).collect();
+        let missing = need.iter().filter(|n| !have.iter().any(|l| same(l, n))).cloned().collect();
+        out.push(ChainChange { chain: c.name, want: need, extra, missing });
     }
+    out
+}
+
+fn plan_elems(want: &Desired, live: &LiveTable) -> Vec<ElemChange> {
+    let mut out = vec![];
     for (set, need) in &want.elems {
         let have: BTreeMap<&[u8], &[u8]> = live
             .elems
             .get(*set)
             .map(|v| v.iter().map(|e: &LiveElem| (e.key.as_slice(), e.data.as_slice())).collect())
             .unwrap_or_default();
-        let keys: Vec<Vec<u8>> = have
-            .iter()
-            .filter(|(k, d)| need.get(**k).map(|n| n.as_slice()) != Some(**d))
-            .map(|(k, _)| k.to_vec())
-            .collect();
-        let elems: Vec<(Vec<u8>, Vec<u8>)> = need
-            .iter()
-            .filter(|(k, d)| have.get(k.as_slice()) != Some(&d.as_slice()))
-            .map(|(k, d)| (k.clone(), d.clone()))
-            .collect();
-        if !keys.is_empty() {
-            ops.push(NftOp::DelElems { set: set.to_string(), keys });
+        for (k, d) in &have {
+            match need.get(*k) {
+                Some(n) if n.as_slice() == *d => {}
+                n => out.push(ElemChange { set, key: k.to_vec(), have: Some(d.to_vec()), want: n.cloned() }),
+            }
         }
-        if !elems.is_empty() {
-            ops.push(NftOp::AddElems { set: set.to_string(), elems });
+        for (k, d) in need.iter().filter(|(k, _)| !have.contains_key(k.as_slice())) {
+            out.push(ElemChange { set, key: k.clone(), have: None, want: Some(d.clone()) });
         }
     }
-    ops
+    out
 }
 
 /// The live table has exactly netnat's chains (same hooks) and maps (same types).
@@ -516,6 +779,9 @@ fn layout_matches(live: &LiveTable) -> bool {
 
 // ---- nft syntax ----
 
+/// NFT_SET_INTERVAL.
+const INTERVAL_FLAG: u32 = 0x4;
+
 fn key_len_of(set: &str) -> Option<u32> {
     set_spec(set).map(|s| s.key_len())
 }
@@ -533,6 +799,33 @@ fn chain_header(c: &ChainSpec) -> String {
         Some(b) => format!(" type {} hook {} priority {}; policy accept; ", b.kind.name(), b.hook.name(), b.priority),
         None => " ".into(),
     }
+}
+
+/// A range element as nft prints it: each field whose start and end differ as `a-b`, an
+/// address range that is a prefix as `addr/len`.
+fn range_elem_text(set: &str, key: &[u8], end: &[u8]) -> String {
+    let Some(spec) = set_spec(set) else { return format!("{}-{}", expr::hex(key), expr::hex(end)) };
+    let (a, b) = (render_concat(spec.key, key), render_concat(spec.key, end));
+    let parts: Vec<String> = a
+        .split(" . ")
+        .zip(b.split(" . "))
+        .map(|(x, y)| match (x.parse::<IpAddr>(), y.parse::<IpAddr>()) {
+            _ if x == y => x.to_string(),
+            (Ok(lo), Ok(hi)) => prefix_text(lo, hi).unwrap_or(format!("{x}-{y}")),
+            _ => format!("{x}-{y}"),
+        })
+        .collect();
+    parts.join(" . ")
+}
+
+/// `lo/len` when lo..=hi is exactly one prefix.
+fn prefix_text(lo: IpAddr, hi: IpAddr) -> Option<String> {
+    let fam = Family::of(lo);
+    let span = crate::model::ip_bits(hi) ^ crate::model::ip_bits(lo);
+    let host_bits = 128 - span.leading_zeros();
+    let len = fam.bits().checked_sub(host_bits)?;
+    let net: Cidr = format!("{lo}/{len}").parse().ok()?;
+    (net.bounds().1 == hi).then(|| net.to_string())
 }
 
 fn elem_text(set: &str, key: &[u8], data: Option<&[u8]>) -> String {
@@ -578,6 +871,11 @@ impl fmt::Display for NftOp {
                 let items: Vec<String> = keys.iter().map(|k| elem_text(set, k, None)).collect();
                 write!(f, "delete element {t} {set} {{ {} }}", items.join(", "))
             }
+            NftOp::AddRanges { set, ranges } | NftOp::DelRanges { set, ranges } => {
+                let verb = if matches!(self, NftOp::AddRanges { .. }) { "add" } else { "delete" };
+                let items: Vec<String> = ranges.iter().map(|(k, end)| range_elem_text(set, k, end)).collect();
+                write!(f, "{verb} element {t} {set} {{ {} }}", items.join(", "))
+            }
         }
     }
 }
@@ -598,6 +896,9 @@ pub fn render_table(live: &LiveTable, counters: bool) -> String {
             _ => format!("0x{:x}", s.key_type),
         };
         out += &format!("\t{kind} {} {{\n\t\ttype {ty}\n", s.name);
+        if s.flags & INTERVAL_FLAG != 0 {
+            out += "\t\tflags interval\n";
+        }
         if s.counter {
             out += "\t\tcounter\n";
         }
@@ -615,6 +916,9 @@ pub fn render_table(live: &LiveTable, counters: bool) -> String {
                     };
                     if s.data.is_some() {
                         format!("{k}{c} : {d}")
+                    } else if s.flags & INTERVAL_FLAG != 0 {
+                        // An interval set's element: its data is the key end.
+                        format!("{}{c}", range_elem_text(&s.name, &e.key, &e.data))
                     } else {
                         format!("{k}{c}")
                     }
@@ -735,7 +1039,7 @@ mod tests {
 
     #[test]
     fn empty_kernel_gets_whole_table_in_one_plan() {
-        let ops = plan(&desired(&demo_state()), None);
+        let ops = plan(&desired(&demo_state()), None).ops();
         let text: Vec<String> = ops.iter().map(|o| o.to_string()).collect();
         assert_eq!(text[0], "add table inet netnat");
         assert!(text.contains(
@@ -749,7 +1053,7 @@ mod tests {
     #[test]
     fn applied_state_plans_nothing() {
         let want = desired(&demo_state());
-        assert_eq!(plan(&want, Some(&fake::live_after(&want, 0, 0))), vec![]);
+        assert!(plan(&want, Some(&fake::live_after(&want, 0, 0))).is_empty());
     }
 
     #[test]
@@ -757,7 +1061,7 @@ mod tests {
         let mut st = demo_state();
         let live = fake::live_after(&desired(&st), 0, 0);
         st.mappings.push("127.0.0.1:5353:172.16.1.2:53/udp".parse().unwrap());
-        let text: Vec<String> = plan(&desired(&st), Some(&live)).iter().map(|o| o.to_string()).collect();
+        let text: Vec<String> = plan(&desired(&st), Some(&live)).ops().iter().map(|o| o.to_string()).collect();
         assert_eq!(
             text,
             vec![
@@ -768,20 +1072,81 @@ mod tests {
     }
 
     #[test]
+    fn plan_says_what_changes_and_ops_follow_from_it() {
+        let st = demo_state();
+        let want = desired(&st);
+        // A table of another shape is rebuilt in the same transaction.
+        let mut odd = fake::live_after(&want, 0, 0);
+        odd.sets.retain(|s| s.name != MAP_ANY);
+        let p = plan(&want, Some(&odd));
+        assert_eq!(p.table, TableAction::Rebuild);
+        assert!(p.changes_rules());
+        assert_eq!(p.ops()[..3], [NftOp::AddTable, NftOp::DelTable, NftOp::AddTable]);
+        assert_eq!(plan(&want, None).table, TableAction::Create);
+        // Elements: one missing, one extra, one pointing elsewhere; the rules are netnat's.
+        let mut live = fake::live_after(&want, 0, 0);
+        let elems = live.elems.get_mut(MAP_ANY).unwrap();
+        let key = elems[0].key.clone();
+        elems[0].data = vec![10, 0, 0, 9, 0x1f, 0x90, 0, 0];
+        let mut extra = elems[0].clone();
+        extra.key[4] = 0x99;
+        elems.push(extra.clone());
+        live.elems.get_mut(COUNT_ANY).unwrap().clear();
+        let p = plan(&want, Some(&live));
+        assert_eq!(p.table, TableAction::Keep);
+        assert!(!p.changes_rules());
+        let kinds: Vec<(&str, bool, bool)> =
+            p.elems.iter().map(|e| (e.set, e.have.is_some(), e.want.is_some())).collect();
+        assert_eq!(kinds, [(COUNT_ANY, false, true), (MAP_ANY, true, true), (MAP_ANY, true, false)]);
+        assert_eq!(p.elems[1].key, key);
+        assert_eq!(p.elems[2].key, extra.key);
+    }
+
+    #[test]
     fn mapping_changes_touch_only_their_elements() {
-        let old: Mapping = "9090:172.16.1.1:8080".parse().unwrap();
+        let before = demo_state();
+        let old = before.mappings[0];
         let new: Mapping = "9090:172.16.1.2:8080".parse().unwrap();
+        let mut after = before.clone();
+        after.mappings = vec![new];
         let text: Vec<String> =
-            plan_mapping_changes(&demo_state(), &[new], &[old]).iter().map(|o| o.to_string()).collect();
+            plan_mapping_changes(&before, &after, &[old, new]).ops().iter().map(|o| o.to_string()).collect();
+        // The counting element is the same (same host port): it stays, and keeps counting.
         assert_eq!(
             text,
             vec![
-                "delete element inet netnat fwd_any4 { tcp . 9090 }",
                 "delete element inet netnat pub_any4 { tcp . 9090 }",
-                "add element inet netnat fwd_any4 { tcp . 9090 }",
                 "add element inet netnat pub_any4 { tcp . 9090 : 172.16.1.2 . 8080 }",
             ]
         );
+        // A new allow list: its ranges and the port's deny element; then one source less.
+        let cidrs = |l: &[&str]| l.iter().map(|c| c.parse().unwrap()).collect::<Vec<Cidr>>();
+        let mut listed = after.clone();
+        listed.set_allow(&new, cidrs(&["10.9.0.0/16", "192.168.1.7"]));
+        let text: Vec<String> =
+            plan_mapping_changes(&after, &listed, &[new]).ops().iter().map(|o| o.to_string()).collect();
+        assert_eq!(
+            text,
+            vec![
+                "add element inet netnat allow_any4 { tcp . 9090 . 10.9.0.0/16, tcp . 9090 . 192.168.1.7 }",
+                "add element inet netnat deny_any4 { tcp . 9090 }",
+            ]
+        );
+        let mut fewer = listed.clone();
+        fewer.set_allow(&new, cidrs(&["10.9.0.0/16"]));
+        let text: Vec<String> =
+            plan_mapping_changes(&listed, &fewer, &[new]).ops().iter().map(|o| o.to_string()).collect();
+        assert_eq!(text, vec!["delete element inet netnat allow_any4 { tcp . 9090 . 192.168.1.7 }"]);
+        // The rules of allow lists come with the first list, and do not grow with more.
+        let rules = |st: &State| desired_rules(st).len();
+        assert_eq!(rules(&fewer), rules(&after) + 8);
+        let mut many = fewer.clone();
+        for p in 1..100u16 {
+            let m: Mapping = format!("{}:172.16.1.2:80", 10000 + p).parse().unwrap();
+            many.mappings.push(m);
+            many.set_allow(&m, cidrs(&["10.0.0.0/8"]));
+        }
+        assert_eq!(rules(&many), rules(&fewer));
     }
 
     #[test]
@@ -789,7 +1154,7 @@ mod tests {
         let mut st = demo_state();
         let live = fake::live_after(&desired(&st), 0, 0);
         st.mappings[0].container_ip = "172.16.1.2".parse().unwrap();
-        let text: Vec<String> = plan(&desired(&st), Some(&live)).iter().map(|o| o.to_string()).collect();
+        let text: Vec<String> = plan(&desired(&st), Some(&live)).ops().iter().map(|o| o.to_string()).collect();
         assert_eq!(
             text,
             vec![
@@ -811,7 +1176,7 @@ mod tests {
             exprs: vec![Expr::Verdict(Verdict::Drop)],
             comment: None,
         });
-        let ops = plan(&want, Some(&live));
+        let ops = plan(&want, Some(&live)).ops();
         assert_eq!(ops[0], NftOp::FlushChain("forward".into()));
         assert_eq!(ops.len(), 1 + want.rules.iter().filter(|r| r.chain == "forward").count());
     }
@@ -833,7 +1198,7 @@ mod tests {
         st.networks.insert(n.name.clone(), n);
         st.mappings.push("[2001:db8:1::1]:8080:[fd00:16::2]:80".parse().unwrap());
         st.mappings.push("8080:[fd00:16::2]:80/udp".parse().unwrap());
-        let text: Vec<String> = plan(&desired(&st), None).iter().map(|o| o.to_string()).collect();
+        let text: Vec<String> = plan(&desired(&st), None).ops().iter().map(|o| o.to_string()).collect();
         let has = |t: &str| assert!(text.iter().any(|x| x == t), "missing {t} in\n{}", text.join("\n"));
         has("add map inet netnat pub_addr6 { type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service; }");
         has("add element inet netnat pub_addr6 { 2001:db8:1::1 . tcp . 8080 : fd00:16::2 . 80 }");
@@ -861,7 +1226,7 @@ mod tests {
         assert!(d.elems["pub_any6"].is_empty());
         assert_eq!(d.elems[MAP_ANY].len(), 1);
         assert_eq!(d.elems[ROUTED6].len(), 1);
-        let text: Vec<String> = plan(&d, None).iter().map(|o| o.to_string()).collect();
+        let text: Vec<String> = plan(&d, None).ops().iter().map(|o| o.to_string()).collect();
         assert!(text.contains(&"add element inet netnat routed6 { 2001:db8:2::2 . tcp . 80 }".to_string()));
         assert!(!text.iter().any(|t| t.contains("ip6 saddr 2001:db8:2::/64")), "no IPv6 masquerade: {text:?}");
         assert!(text.iter().any(|t| t.contains("ip saddr 172.16.0.0/16") && t.contains("egress")));

@@ -4,7 +4,7 @@
 //! hand out one address twice.
 //!
 //! Writing is split in two so a command can prove the record is writable before it touches the
-//! kernel (the order is described once, at `commands::Ctx`): `reserve` writes a temporary file
+//! kernel (the order is described once, at `engine::Engine`): `reserve` writes a temporary file
 //! beside the record, as large as the record will become, and fsyncs it; `save` overwrites that
 //! file in place (no new space needed), fsyncs it and renames it over the record (same directory:
 //! no new space either). A crash leaves the old record or the new one, never half of one.

@@ -229,7 +229,7 @@ isolated!(check_lists_every_problem_with_its_line, inner_check, {
         (
             "overlap.toml",
             format!("{net}[[network]]\nname = \"m\"\nsubnet = \"10.1.0.128/25\"\n"),
-            vec![":6: subnet 10.1.0.128/25 of network m overlaps subnet 10.1.0.0/24 of network n"],
+            vec![":3: subnet 10.1.0.0/24 of network n overlaps subnet 10.1.0.128/25 of network m (line 6)"],
         ),
         (
             "gateway.toml",
@@ -247,7 +247,7 @@ isolated!(check_lists_every_problem_with_its_line, inner_check, {
             ),
             vec![
                 ":9: '81-82:10.1.0.5:81': host range 81-82 has 2 ports but container range 81 has 1",
-                ":14: address 10.1.0.5 on network n is given to both sandbox a (line 8) and sandbox b",
+                ":14: address 10.1.0.5 on network n is held by both sandbox a and sandbox b (line 8)",
                 ":15: host port 80/tcp of 80:10.1.0.5:8080/tcp is already published by 80:10.1.0.5:80/tcp (line 9)",
                 ":17: sandbox b: no network named zzz in this file",
                 ":18: sandbox b: interface name 'a/b' contains '/'",

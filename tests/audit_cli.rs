@@ -156,24 +156,94 @@ isolated!(foreign_dnat_on_published_port, inner_foreign_dnat_on_published_port, 
     assert_clean();
 });
 
-isolated!(iptables_nft_dnat_is_decoded, inner_iptables_nft_dnat_is_decoded, {
-    if run("sh", &["-c", "command -v iptables-nft"]).stdout.is_empty() {
-        eprintln!("iptables-nft is not installed: skipped");
-        return;
+isolated!(foreign_ipv6_dnat_on_published_port, inner_foreign_ipv6_dnat_on_published_port, {
+    make_external_host_v6();
+    seed_topology_v6();
+    ok(&["publish", "9090:Container_ns1:8080"]);
+    let _s4 = tcp_server(ns1().as_deref(), "172.16.1.1:8080", "ns1");
+    let _s6 = tcp_server(ns1().as_deref(), "[fd00:16::2]:8080", "ns1v6");
+    let _other = tcp_server(Some(ns("Container_ns2")).as_deref(), "[fd00:16::3]:8080", "ns2v6");
+    assert_eq!(tcp_get_settled(ext().as_deref(), "[2001:db8:1::1]:9090").unwrap(), "ns1v6 saw 2001:db8:1::2");
+    for (table, rule) in [
+        ("ip6 other", "tcp dport 9090 dnat to [fd00:16::3]:8080"),
+        ("inet other", "meta nfproto ipv6 tcp dport 9090 dnat ip6 to [fd00:16::3]:8080"),
+    ] {
+        sh(&format!(
+            "nft add table {table}; nft add chain {table} pre '{{ type nat hook prerouting priority -150; }}'; \
+             nft add rule {table} pre {rule}"
+        ));
+        let (_, v) = audit(&[]);
+        let f = with_id(&v, "conflict.dnat", "warning");
+        // The IPv6 mapping of 9090 only: the rule never sees IPv4 packets.
+        assert_eq!(f.len(), 1, "{table}: {v:#}");
+        assert_eq!(f[0]["objects"][0], "9090:[fd00:16::2]:8080/tcp");
+        let msg = f[0]["message"].as_str().unwrap();
+        assert!(msg.contains(&format!("{table} pre")) && msg.contains("the foreign DNAT wins"), "{msg}");
+        assert!(msg.contains("dnat ip6 to [fd00:16::3]:8080"), "{msg}");
+        assert!(with_id(&v, "foreign.nat", "info").iter().any(|f| f["message"].as_str().unwrap().contains(table)));
+        // What the finding says is what happens: IPv6 clients reach the foreign target, IPv4
+        // clients still the published container.
+        assert_eq!(tcp_get(ext().as_deref(), "[2001:db8:1::1]:9090").unwrap(), "ns2v6 saw 2001:db8:1::2");
+        assert_eq!(tcp_get(ext().as_deref(), "198.51.100.1:9090").unwrap(), "ns1 saw 198.51.100.2");
+        sh(&format!("nft delete table {table}"));
+        assert_no_finding("conflict.dnat");
+        assert_no_finding("foreign.nat");
+        assert_eq!(tcp_get(ext().as_deref(), "[2001:db8:1::1]:9090").unwrap(), "ns1v6 saw 2001:db8:1::2");
     }
-    setup();
-    sh("iptables-nft -t nat -A PREROUTING -p tcp --dport 9191 -j DNAT --to-destination 10.1.2.3:80");
-    let f = assert_finding("foreign.nat", "info");
+    assert_clean();
+});
+
+/// A DNAT added with `tool` (iptables-nft, or ip6tables-nft), whose rules go in table `family`
+/// nat, to `to`: listed in foreign.nat as `shown`, and a conflict.dnat with exactly the mapping
+/// `own`, the one of 9090 in the rule's family. Dual stack, 9090 published over both families,
+/// 9191 over the other family only (`other_only`).
+fn xt_dnat_is_decoded(tool: &str, family: &str, to: &str, shown: &str, own: &str, other_only: &str) {
+    let found = run("sh", &["-c", &format!("command -v {tool}")]);
+    assert!(!found.stdout.is_empty(), "{tool} is not installed (`make deps` installs Debian's iptables)");
+    make_external_host_v6();
+    seed_topology_v6();
+    ok(&["publish", "9090:Container_ns1:8080", other_only]);
+    sh(&format!("{tool} -t nat -A PREROUTING -p tcp --dport 9191 -j DNAT --to-destination {to}"));
+    assert_finding("foreign.nat", "info");
     let (_, v) = audit(&[]);
     let msgs: Vec<&str> = with_id(&v, "foreign.nat", "info").iter().map(|f| f["message"].as_str().unwrap()).collect();
-    assert!(msgs.iter().any(|m| m.contains("ip nat PREROUTING") && m.contains("dnat to 10.1.2.3:80")), "{msgs:#?} {f}");
-    // Not on a published port: no conflict. On one: a conflict at the same priority as netnat.
+    let label = format!("{family} nat PREROUTING");
+    assert!(msgs.iter().any(|m| m.contains(&label) && m.contains(shown)), "{msgs:#?}");
+    // 9191 is published in the other family only: no conflict. 9090: a conflict with the
+    // mapping of the rule's family, at the same priority as netnat.
     assert_no_finding("conflict.dnat");
-    sh("iptables-nft -t nat -A PREROUTING -p tcp --dport 9090 -j DNAT --to-destination 10.1.2.3:80");
-    let c = assert_finding("conflict.dnat", "warning");
-    assert!(c["message"].as_str().unwrap().contains("registered first"), "{c}");
-    sh("iptables-nft -t nat -F PREROUTING");
+    sh(&format!("{tool} -t nat -A PREROUTING -p tcp --dport 9090 -j DNAT --to-destination {to}"));
+    assert_finding("conflict.dnat", "warning");
+    let (_, v) = audit(&[]);
+    let c = with_id(&v, "conflict.dnat", "warning");
+    assert_eq!(c.len(), 1, "{v:#}");
+    assert_eq!(c[0]["objects"][0], own);
+    let msg = c[0]["message"].as_str().unwrap();
+    assert!(msg.contains(&label) && msg.contains(shown) && msg.contains("registered first"), "{msg}");
+    sh(&format!("{tool} -t nat -F PREROUTING"));
     assert_no_finding("conflict.dnat");
+}
+
+isolated!(iptables_nft_dnat_is_decoded, inner_iptables_nft_dnat_is_decoded, {
+    xt_dnat_is_decoded(
+        "iptables-nft",
+        "ip",
+        "10.1.2.3:80",
+        "dnat to 10.1.2.3:80 (iptables DNAT)",
+        "9090:172.16.1.1:8080/tcp",
+        "9191:[fd00:16::2]:8080",
+    );
+});
+
+isolated!(ip6tables_nft_dnat_is_decoded, inner_ip6tables_nft_dnat_is_decoded, {
+    xt_dnat_is_decoded(
+        "ip6tables-nft",
+        "ip6",
+        "[fd00:16::9]:80",
+        "dnat to [fd00:16::9]:80 (ip6tables DNAT)",
+        "9090:[fd00:16::2]:8080/tcp",
+        "9191:172.16.1.1:8080",
+    );
 });
 
 isolated!(route_localnet_without_guard, inner_route_localnet_without_guard, {

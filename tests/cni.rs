@@ -144,6 +144,24 @@ isolated!(cni_spec_level_behind_the_bridge_plugin, inner_cni_spec_level_behind_t
     );
     assert_eq!(tcp_get(ext().as_deref(), "198.51.100.1:9191").unwrap(), "ctr2 saw 198.51.100.2");
 
+    // The CLI sees them as CNI's: `ls` labels them with network and container, the audit counts
+    // them as netnat's (no leftover), `save` leaves them to the runtime, and an `apply --prune`
+    // of a file keeps them with their owners (a later DEL still finds them).
+    let ls: Vec<Value> = serde_json::from_str(&ok(&["ls", "--json"])).unwrap();
+    let m9090 = ls.iter().find(|m| m["host_port"] == 9090).unwrap();
+    assert_eq!((m9090["network"].clone(), m9090["container_id"].clone()), (json!(NET), json!("ctr1")));
+    assert!(ok(&["ls"]).contains(&format!("{NET} (CNI ctr1)")));
+    let (code, out, _) = netnat_out(&["audit"]);
+    assert!(!out.contains("leftover.mapping-target"), "{out}");
+    assert_eq!(code, 0, "{out}");
+    let saved = ok(&["save"]);
+    assert!(saved.contains("3 port(s) published through CNI are left out") && !saved.contains("9090"), "{saved}");
+    let file = std::env::temp_dir().join("netnat-cni-empty.toml");
+    std::fs::write(&file, "").unwrap();
+    ok(&["apply", "--prune", "-f", file.to_str().unwrap()]);
+    assert_eq!(tcp_get(ext().as_deref(), "198.51.100.1:9090").unwrap(), "ctr1 saw 198.51.100.2");
+    assert!(sh("cat /run/netnat/state.json").contains(&format!("\"{NET}/ctr1/eth0\"")));
+
     // DEL removes exactly ctr1's elements: its ports are refused, ctr2's still answers. A DEL
     // without namespace or prevResult, and a repeated one, succeed.
     plugin(NETNAT, &env("DEL", "ctr1", "/run/netns/ctr1"), &conf1).quiet_success("DEL");
@@ -342,6 +360,10 @@ isolated!(cni_behind_real_podman, inner_cni_behind_real_podman, {
         assert_eq!(http_get(10000 + i).unwrap(), format!("w{i}"));
     }
     assert_eq!(elements().matches("tcp . ").count(), 21, "{}", elements());
+    // conmon holds each published host port open as a reservation: the audit tells that from a
+    // real local server, and finds nothing wrong while the containers run.
+    let (code, out, _) = netnat_out(&["audit"]);
+    assert_eq!(code, 0, "{out}");
 
     // podman rm -f: the container's element goes, the port is refused, the others stay.
     let rm = podman.cmd(&["rm", "-f", "-t", "0", "web"]);

@@ -71,17 +71,27 @@ isolated!(sigkill_during_apply_never_leaves_a_mix, inner_sigkill_during_apply, {
     let (a, b) = (write("a.toml", STATE_A), write("b.toml", STATE_B));
     ok(&["apply", "--prune", "-f", &a]);
     let (show_a, topo_a) = (ok(&["show"]), topology());
-    let t0 = Instant::now();
     ok(&["apply", "--prune", "-f", &b]);
-    let full = t0.elapsed();
     let (show_b, topo_b) = (ok(&["show"]), topology());
     assert_ne!(show_a, show_b);
+    // How long an apply from A to B takes here: the longest of three (the machine may be busy).
+    let mut full = std::time::Duration::ZERO;
+    for _ in 0..3 {
+        ok(&["apply", "--prune", "-f", &a]);
+        let t0 = Instant::now();
+        ok(&["apply", "--prune", "-f", &b]);
+        full = full.max(t0.elapsed());
+    }
     let kills = 32;
     let mut seen = (0, 0);
-    for i in 0..kills {
+    // Kill moments spread over the whole run of an apply (and a little past it); when a busy
+    // machine made every kill land before the end, up to 32 more rounds reach further out.
+    for i in 0..2 * kills {
+        if i >= kills && seen.0 > 0 && seen.1 > 0 {
+            break;
+        }
         ok(&["apply", "--prune", "-f", &a]);
         assert_eq!(ok(&["show"]), show_a, "round {i}: could not get back to state A");
-        // Kill moments spread over the whole run of an apply (and a little past it).
         let delay = full.mul_f64((i as f64 + 0.5) / kills as f64 * 1.1);
         let mut child = std::process::Command::new(NETNAT)
             .args(["apply", "--prune", "-f", &b])
@@ -137,7 +147,8 @@ isolated!(bad_input_is_refused_with_the_value_named, inner_bad_input, {
         (&["publish", "80:172.16.1.1:80", "80:172.16.1.2:80"], "80:172.16.1.2:80"),
         (&["unpublish", "99999"], "99999"),
         (&["unpublish", "80/gre"], "gre"),
-        (&["unpublish", "x.y:80"], "x.y"),
+        (&["unpublish", "1.2:80"], "1.2"),
+        (&["unpublish", "an-interface-too-long:80"], "an-interface-too-long"),
         (&["publish"], "SPEC"),
     ];
     let files: &[(&str, &str)] = &[

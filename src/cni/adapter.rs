@@ -1,12 +1,12 @@
 //! The one place the CNI front door reaches the record and the kernel. It goes through the
-//! CLI's own `commands::Ctx` (the same lock, record, reservation and element sync as
-//! `netnat publish`/`unpublish`), so there is no second writer of table `inet netnat`. When the
-//! engine of issue 11 lands, this file is what moves onto it; the rest of `cni` is pure.
+//! engine (`Engine`: the same lock, record, reservation and element sync as `netnat publish`
+//! and `unpublish`), so there is no second writer of table `inet netnat`; the rest of `cni` is
+//! pure.
 
 use super::plan::Change;
 use super::spec::{code, CniError};
-use crate::commands::{self, ports, Ctx};
-use crate::model::{Family, InputError, State};
+use crate::engine::{self, ports, Engine};
+use crate::model::{Family, InputError, Mapping, State};
 use crate::nft::{LiveTable, Nft};
 use crate::ruleset::TABLE;
 use crate::state::Store;
@@ -28,34 +28,40 @@ fn cni_error(e: anyhow::Error, doing: &str) -> CniError {
     CniError::new(code, format!("netnat could not {doing}"), format!("{e:#}"))
 }
 
-/// Runs `plan` on the record under netnat's lock, then, in the order of `publish`: checks
-/// host addresses, reserves room in the record, sends exactly the element changes the plan
-/// returns (one batch), drops conntrack entries of the datagram host ports it touched, saves
-/// the record. A plan that fails changes nothing.
+/// Runs `plan` on the record under netnat's lock, then in the engine's order (as `publish`):
+/// checks host addresses, reserves room in the record, sends exactly the element changes the
+/// plan returns (one batch), saves the record, then drops conntrack entries of the datagram host
+/// ports it touched (a failure there is a warning on stderr: the kernel and the record agree
+/// already). A plan that fails changes nothing.
 pub fn change<T>(
     dir: &Path,
     doing: &str,
     plan: impl FnOnce(&mut State) -> Result<(Change, T), CniError>,
 ) -> Result<T, CniError> {
-    let mut ctx = Ctx::open(dir).map_err(|e| cni_error(e, doing))?;
-    let (change, out) = plan(&mut ctx.state)?;
-    apply(&mut ctx, &change).map_err(|e| cni_error(e, doing))?;
+    let mut e = Engine::open(dir).map_err(|e| cni_error(e, doing))?;
+    let before = e.state.clone();
+    let (change, out) = plan(&mut e.state)?;
+    apply(&mut e, &before, &change).map_err(|e| cni_error(e, doing))?;
     Ok(out)
 }
 
-fn apply(ctx: &mut Ctx, change: &Change) -> anyhow::Result<()> {
+fn apply(e: &mut Engine, before: &State, change: &Change) -> anyhow::Result<()> {
     ports::check_host_addresses(&change.added)?;
     if change.added.iter().any(|m| m.family() == Family::V6) {
         crate::link::ipv6_available("this host's network namespace")?;
     }
     // Each mapping is written twice (in `mappings` and in its attachment), more deeply
     // indented than `reserve_for_mappings` assumes for one copy: three times is enough.
-    ctx.reserve_for_mappings(&[&change.added[..], &change.added[..], &change.added[..]].concat())?;
+    e.reserve_for_mappings(&[&change.added[..], &change.added[..], &change.added[..]].concat())?;
+    let touched: Vec<Mapping> = [&change.added[..], &change.removed[..]].concat();
     if !change.is_empty() {
-        ctx.sync_mappings(&change.added, &change.removed)?;
-        ports::flush_conntrack(&[&change.added[..], &change.removed[..]].concat())?;
+        e.sync_mappings(before, &touched)?;
     }
-    ctx.save()
+    e.save()?;
+    if let Err(err) = ports::flush_conntrack(&touched) {
+        eprintln!("netnat: warning: could not flush the conntrack entries of the changed ports: {err:#}");
+    }
+    Ok(())
 }
 
 /// The record as it is now (None: netnat has no record and nothing in the kernel), read under
@@ -64,7 +70,7 @@ pub fn read(dir: &Path) -> Result<Option<State>, CniError> {
     let Some(store) = Store::open_existing(dir).map_err(|e| cni_error(e, "read its record"))? else {
         return Ok(None);
     };
-    match commands::load(&store).map_err(|e| cni_error(e, "read its record"))? {
+    match engine::load(&store).map_err(|e| cni_error(e, "read its record"))? {
         Ok(st) => Ok(Some(st)),
         Err(why) => Err(damaged(&store, &why, code::FAILED)),
     }
@@ -80,7 +86,7 @@ fn damaged(store: &Store, why: &str, code: u32) -> CniError {
 
 /// Table `inet netnat` as the kernel has it.
 pub fn live_table() -> Result<Option<LiveTable>, CniError> {
-    commands::read_live_table().map_err(|e| cni_error(e, "read table inet netnat"))
+    engine::read_live_table().map_err(|e| cni_error(e, "read table inet netnat"))
 }
 
 /// STATUS: netnat can serve an ADD when it may change the network, nf_tables answers over
@@ -88,10 +94,10 @@ pub fn live_table() -> Result<Option<LiveTable>, CniError> {
 pub fn status(dir: &Path) -> Result<(), CniError> {
     let unavailable =
         |e: anyhow::Error| CniError::new(code::NOT_AVAILABLE, "netnat cannot program nftables", format!("{e:#}"));
-    commands::require_net_admin().map_err(unavailable)?;
+    engine::require_net_admin().map_err(unavailable)?;
     Nft::open().and_then(|mut n| n.read_layout(TABLE)).map_err(unavailable)?;
     if let Some(store) = Store::open_existing(dir).map_err(unavailable)? {
-        if let Err(why) = commands::load(&store).map_err(unavailable)? {
+        if let Err(why) = engine::load(&store).map_err(unavailable)? {
             return Err(damaged(&store, &why, code::NOT_AVAILABLE));
         }
     }

@@ -203,7 +203,7 @@ pub fn check_kernel(
         return Err(fail(format!("table inet {}'s rules differ from netnat's (run `netnat reload`)", ruleset::TABLE)));
     }
     for m in wanted {
-        for (set, key, data) in ruleset::mapping_elems(m, state.is_routed(m)) {
+        for (set, key, data) in ruleset::mapping_elems(m, state.is_routed(m), state.allow_of(m)) {
             let present = live.elems.get(set).is_some_and(|es| es.iter().any(|e| e.key == key && e.data == data));
             if !present {
                 return Err(fail(format!("{id}: the element of {m} in {set} is missing (run `netnat reload`)")));

@@ -7,6 +7,7 @@
 //!
 //! Live rules are compared with desired rules as `Vec<Expr>` values, not as text.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -356,65 +357,13 @@ fn slot(reg: u32) -> i64 {
 /// Renders one rule's expressions in nft syntax. `set_key_len` gives a named set's key length,
 /// so a concatenated lookup can list every component (`ip daddr . meta l4proto . th dport`).
 pub fn render(exprs: &[Expr], set_key_len: &dyn Fn(&str) -> Option<u32>) -> String {
-    let mut regs: std::collections::BTreeMap<i64, Sym> = Default::default();
+    let mut regs: BTreeMap<i64, Sym> = Default::default();
     let mut words: Vec<String> = Vec::new();
     let mut pending_counter = false;
     for e in exprs {
         match e {
-            Expr::Meta { key, dreg } => {
-                let (text, kind) = match *key {
-                    META_IIFNAME => ("iifname".into(), Kind::Ifname),
-                    META_OIFNAME => ("oifname".into(), Kind::Ifname),
-                    META_NFPROTO => ("meta nfproto".into(), Kind::NfProto),
-                    META_L4PROTO => ("meta l4proto".into(), Kind::Proto),
-                    k => (format!("meta key{k}"), Kind::Raw),
-                };
-                regs.insert(slot(*dreg), Sym { text, kind, slots: 1, mask: None });
-            }
-            Expr::Payload { base, offset, len, dreg } => {
-                let (text, kind) = match (*base, *offset, *len) {
-                    (PAYLOAD_NETWORK, 12, 4) => ("ip saddr".into(), Kind::Ipv4),
-                    (PAYLOAD_NETWORK, 16, 4) => ("ip daddr".into(), Kind::Ipv4),
-                    (PAYLOAD_NETWORK, 8, 16) => ("ip6 saddr".into(), Kind::Ipv6),
-                    (PAYLOAD_NETWORK, 24, 16) => ("ip6 daddr".into(), Kind::Ipv6),
-                    (PAYLOAD_TRANSPORT, 0, 2) => ("th sport".into(), Kind::Port),
-                    (PAYLOAD_TRANSPORT, 2, 2) => ("th dport".into(), Kind::Port),
-                    (b, o, l) => {
-                        let base = ["ll", "nh", "th", "ih"].get(b as usize).unwrap_or(&"?");
-                        (format!("@{base},{},{}", o * 8, l * 8), Kind::Raw)
-                    }
-                };
-                let slots = (*len as usize).div_ceil(4);
-                regs.insert(slot(*dreg), Sym { text, kind, slots, mask: None });
-            }
-            Expr::Ct { key, dreg, dir } => {
-                let d = match dir {
-                    Some(0) => "original ",
-                    Some(_) => "reply ",
-                    None => "",
-                };
-                let (text, kind) = match *key {
-                    CT_STATE => ("ct state".into(), Kind::CtState),
-                    CT_STATUS => ("ct status".into(), Kind::CtStatus),
-                    CT_PROTO_DST => (format!("ct {d}proto-dst"), Kind::Port),
-                    CT_DST_IP => (format!("ct {d}ip daddr"), Kind::Ipv4),
-                    CT_DST_IP6 => (format!("ct {d}ip6 daddr"), Kind::Ipv6),
-                    k => (format!("ct {d}key{k}"), Kind::Raw),
-                };
-                let slots = if kind == Kind::Ipv6 { 4 } else { 1 };
-                regs.insert(slot(*dreg), Sym { text, kind, slots, mask: None });
-            }
-            Expr::Fib { flags, result, dreg } => {
-                let mut parts = vec![];
-                for (bit, name) in [(1, "saddr"), (2, "daddr"), (4, "mark"), (8, "iif"), (16, "oif")] {
-                    if flags & bit != 0 {
-                        parts.push(name);
-                    }
-                }
-                let res = ["unspec", "oif", "oifname", "type"].get(*result as usize).unwrap_or(&"?");
-                let kind = if *result == FIB_RESULT_ADDRTYPE { Kind::FibType } else { Kind::Raw };
-                let text = format!("fib {} {res}", parts.join(" . "));
-                regs.insert(slot(*dreg), Sym { text, kind, slots: 1, mask: None });
+            Expr::Meta { dreg, .. } | Expr::Payload { dreg, .. } | Expr::Ct { dreg, .. } | Expr::Fib { dreg, .. } => {
+                regs.insert(slot(*dreg), load_sym(e));
             }
             Expr::Bitwise { sreg, dreg, mask, xor } => {
                 let src = regs.get(&slot(*sreg)).cloned().unwrap_or(raw_sym(*sreg));
@@ -454,45 +403,13 @@ pub fn render(exprs: &[Expr], set_key_len: &dyn Fn(&str) -> Option<u32>) -> Stri
                 }
             }
             Expr::Immediate { dreg, data } => {
-                let text = hex(data);
-                let slots = data.len().div_ceil(4);
-                regs.insert(slot(*dreg), Sym { text, kind: Kind::Imm, slots, mask: None });
+                let sym = Sym { text: hex(data), kind: Kind::Imm, slots: data.len().div_ceil(4), mask: None };
+                regs.insert(slot(*dreg), sym);
             }
-            Expr::Nat { kind, family, addr, proto } => {
-                let mut regs = regs.clone();
-                for (r, is_addr) in [(addr, true), (proto, false)] {
-                    if let Some(s) = r.and_then(|r| regs.get_mut(&slot(r))) {
-                        s.text = nat_imm_text(s, is_addr).unwrap_or(std::mem::take(&mut s.text));
-                    }
-                }
-                let verb = if *kind == NAT_DNAT { "dnat" } else { "snat" };
-                let fam = match *family as u8 {
-                    NFPROTO_IPV4 => " ip",
-                    NFPROTO_IPV6 => " ip6",
-                    _ => "",
-                };
-                let target = match (addr, proto) {
-                    (Some(a), Some(_)) if regs.get(&slot(*a)).is_some_and(|s| s.kind == Kind::MapResult) => {
-                        regs[&slot(*a)].text.clone()
-                    }
-                    (Some(a), Some(p)) => format!("{}:{}", reg_text(&regs, *a), reg_text(&regs, *p)),
-                    (Some(a), None) => reg_text(&regs, *a),
-                    (None, Some(p)) => format!(":{}", reg_text(&regs, *p)),
-                    (None, None) => String::new(),
-                };
-                words.push(format!("{verb}{fam} to {target}").trim_end().to_string());
-            }
+            Expr::Nat { kind, family, addr, proto } => words.push(nat_text(&regs, *kind, *family, *addr, *proto)),
             Expr::Masquerade => words.push("masquerade".into()),
             Expr::Counter => pending_counter = true,
-            Expr::Verdict(v) => words.push(match v {
-                Verdict::Accept => "accept".into(),
-                Verdict::Drop => "drop".into(),
-                Verdict::Continue => "continue".into(),
-                Verdict::Return => "return".into(),
-                Verdict::Jump(c) => format!("jump {c}"),
-                Verdict::Goto(c) => format!("goto {c}"),
-                Verdict::Other(c) => format!("verdict {c}"),
-            }),
+            Expr::Verdict(v) => words.push(verdict_text(v)),
             Expr::Xt { target, name, .. } => {
                 words.push(format!("xt {} {name}", if *target { "target" } else { "match" }))
             }
@@ -510,6 +427,106 @@ pub fn render(exprs: &[Expr], set_key_len: &dyn Fn(&str) -> Option<u32>) -> Stri
         words.push("counter".into());
     }
     words.join(" ")
+}
+
+/// What a load into a register holds (meta, payload, ct and fib expressions).
+fn load_sym(e: &Expr) -> Sym {
+    match e {
+        Expr::Meta { key, .. } => {
+            let (text, kind) = match *key {
+                META_IIFNAME => ("iifname".into(), Kind::Ifname),
+                META_OIFNAME => ("oifname".into(), Kind::Ifname),
+                META_NFPROTO => ("meta nfproto".into(), Kind::NfProto),
+                META_L4PROTO => ("meta l4proto".into(), Kind::Proto),
+                k => (format!("meta key{k}"), Kind::Raw),
+            };
+            // An interface name is 16 bytes: four 32-bit slots of a concatenation.
+            let slots = if kind == Kind::Ifname { 4 } else { 1 };
+            Sym { text, kind, slots, mask: None }
+        }
+        Expr::Payload { base, offset, len, .. } => {
+            let (text, kind) = match (*base, *offset, *len) {
+                (PAYLOAD_NETWORK, 12, 4) => ("ip saddr".into(), Kind::Ipv4),
+                (PAYLOAD_NETWORK, 16, 4) => ("ip daddr".into(), Kind::Ipv4),
+                (PAYLOAD_NETWORK, 8, 16) => ("ip6 saddr".into(), Kind::Ipv6),
+                (PAYLOAD_NETWORK, 24, 16) => ("ip6 daddr".into(), Kind::Ipv6),
+                (PAYLOAD_TRANSPORT, 0, 2) => ("th sport".into(), Kind::Port),
+                (PAYLOAD_TRANSPORT, 2, 2) => ("th dport".into(), Kind::Port),
+                (b, o, l) => {
+                    let base = ["ll", "nh", "th", "ih"].get(b as usize).unwrap_or(&"?");
+                    (format!("@{base},{},{}", o * 8, l * 8), Kind::Raw)
+                }
+            };
+            Sym { text, kind, slots: (*len as usize).div_ceil(4), mask: None }
+        }
+        Expr::Ct { key, dir, .. } => {
+            let d = match dir {
+                Some(0) => "original ",
+                Some(_) => "reply ",
+                None => "",
+            };
+            let (text, kind) = match *key {
+                CT_STATE => ("ct state".into(), Kind::CtState),
+                CT_STATUS => ("ct status".into(), Kind::CtStatus),
+                CT_PROTO_DST => (format!("ct {d}proto-dst"), Kind::Port),
+                CT_DST_IP => (format!("ct {d}ip daddr"), Kind::Ipv4),
+                CT_DST_IP6 => (format!("ct {d}ip6 daddr"), Kind::Ipv6),
+                k => (format!("ct {d}key{k}"), Kind::Raw),
+            };
+            let slots = if kind == Kind::Ipv6 { 4 } else { 1 };
+            Sym { text, kind, slots, mask: None }
+        }
+        Expr::Fib { flags, result, .. } => {
+            let mut parts = vec![];
+            for (bit, name) in [(1, "saddr"), (2, "daddr"), (4, "mark"), (8, "iif"), (16, "oif")] {
+                if flags & bit != 0 {
+                    parts.push(name);
+                }
+            }
+            let res = ["unspec", "oif", "oifname", "type"].get(*result as usize).unwrap_or(&"?");
+            let kind = if *result == FIB_RESULT_ADDRTYPE { Kind::FibType } else { Kind::Raw };
+            Sym { text: format!("fib {} {res}", parts.join(" . ")), kind, slots: 1, mask: None }
+        }
+        other => Sym { text: format!("{other:?}"), kind: Kind::Raw, slots: 1, mask: None },
+    }
+}
+
+/// `dnat ip to ADDR:PORT`, `snat ip6 to ...`, from the registers the NAT expression reads.
+fn nat_text(regs: &BTreeMap<i64, Sym>, kind: u32, family: u32, addr: Option<u32>, proto: Option<u32>) -> String {
+    let mut regs = regs.clone();
+    for (r, is_addr) in [(addr, true), (proto, false)] {
+        if let Some(s) = r.and_then(|r| regs.get_mut(&slot(r))) {
+            s.text = nat_imm_text(s, is_addr).unwrap_or(std::mem::take(&mut s.text));
+        }
+    }
+    let verb = if kind == NAT_DNAT { "dnat" } else { "snat" };
+    let fam = match family as u8 {
+        NFPROTO_IPV4 => " ip",
+        NFPROTO_IPV6 => " ip6",
+        _ => "",
+    };
+    let target = match (addr, proto) {
+        (Some(a), Some(_)) if regs.get(&slot(a)).is_some_and(|s| s.kind == Kind::MapResult) => {
+            regs[&slot(a)].text.clone()
+        }
+        (Some(a), Some(p)) => format!("{}:{}", reg_text(&regs, a), reg_text(&regs, p)),
+        (Some(a), None) => reg_text(&regs, a),
+        (None, Some(p)) => format!(":{}", reg_text(&regs, p)),
+        (None, None) => String::new(),
+    };
+    format!("{verb}{fam} to {target}").trim_end().to_string()
+}
+
+fn verdict_text(v: &Verdict) -> String {
+    match v {
+        Verdict::Accept => "accept".into(),
+        Verdict::Drop => "drop".into(),
+        Verdict::Continue => "continue".into(),
+        Verdict::Return => "return".into(),
+        Verdict::Jump(c) => format!("jump {c}"),
+        Verdict::Goto(c) => format!("goto {c}"),
+        Verdict::Other(c) => format!("verdict {c}"),
+    }
 }
 
 /// An immediate NAT address or port as nft prints it (`10.9.9.9`, `8080`).

@@ -11,7 +11,7 @@ pub mod spec;
 use anyhow::{anyhow, bail, Context, Result};
 use expr::Expr;
 use nftnl::{Batch, Chain, MsgType, ProtoFamily, Rule, Table};
-use raw::{DumpKind, ElemsMsg, Encoded, SetDesc, SetMsg};
+use raw::{DumpKind, ElemData, ElemsMsg, SetDesc, SetMsg};
 use spec::{ChainKind, ChainSpec, Hook, NftOp, SetSpec, TABLE};
 use std::collections::HashSet;
 use std::ffi::CString;
@@ -111,7 +111,8 @@ impl Nft {
         let mut batch = Batch::new();
         let mut what: Vec<String> = Vec::new(); // description per message, to name what failed
         for op in ops {
-            let n = write_op(&mut batch, &table, op);
+            let n =
+                write_op(&mut batch, &table, op).with_context(|| format!("building the nftables message for: {op}"))?;
             what.extend(std::iter::repeat_n(op.to_string(), n));
         }
         let batch = batch.finalize();
@@ -218,7 +219,7 @@ impl Nft {
     ) -> Result<bool> {
         self.seq = self.seq.wrapping_add(1);
         let t = table.map(c_name);
-        let req = raw::dump_request(kind, self.seq, t.as_deref(), set);
+        let req = raw::dump_request(kind, self.seq, t.as_deref(), set)?;
         self.sock.send(&req).context("sending an nftables dump request")?;
         let mut buf = vec![0u64; 1 << 15];
         loop {
@@ -323,7 +324,7 @@ fn c_name(s: &str) -> CString {
 }
 
 /// Adds one operation to the batch; returns how many netlink messages it took.
-fn write_op(batch: &mut Batch, table: &Table, op: &NftOp) -> usize {
+fn write_op(batch: &mut Batch, table: &Table, op: &NftOp) -> Result<usize> {
     match op {
         NftOp::AddTable => batch.add(table, MsgType::Add),
         NftOp::DelTable => batch.add(table, MsgType::Del),
@@ -339,32 +340,42 @@ fn write_op(batch: &mut Batch, table: &Table, op: &NftOp) -> usize {
             let chain = Chain::new(c_name(spec.chain), table);
             let mut rule = Rule::new(&chain);
             for e in &spec.exprs {
-                rule.add_expr(&Encoded(e));
+                raw::add_expr(&mut rule, e)?;
             }
-            rule.set_comment(c_name(&spec.comment)).expect("rule comments are short");
+            rule.set_comment(c_name(&spec.comment)).map_err(|e| anyhow!("rule comment {:?}: {e}", spec.comment))?;
             batch.add(&rule, MsgType::Add)
         }
-        NftOp::AddSet(spec) => batch.add(&build_set(spec), MsgType::Add),
-        NftOp::DelSet(name) => batch.add(&SetMsg::named(&c_name(TABLE), FAMILY as u16, name), MsgType::Del),
+        NftOp::AddSet(spec) => batch.add(&build_set(spec)?, MsgType::Add),
+        NftOp::DelSet(name) => batch.add(&SetMsg::named(&c_name(TABLE), FAMILY as u16, name)?, MsgType::Del),
         NftOp::AddElems { set, elems } => {
             for chunk in elems.chunks(ELEMS_PER_MSG) {
                 // Plain sets have elements without data.
-                let e: Vec<_> =
-                    chunk.iter().map(|(k, d)| (k.as_slice(), (!d.is_empty()).then_some(d.as_slice()))).collect();
-                batch.add(&ElemsMsg::new(&c_name(TABLE), FAMILY as u16, set, &e), MsgType::Add);
+                let e: Vec<_> = chunk
+                    .iter()
+                    .map(|(k, d)| (k.as_slice(), if d.is_empty() { ElemData::None } else { ElemData::Data(d) }))
+                    .collect();
+                batch.add(&ElemsMsg::new(&c_name(TABLE), FAMILY as u16, set, &e)?, MsgType::Add);
             }
-            return elems.len().div_ceil(ELEMS_PER_MSG);
+            return Ok(elems.len().div_ceil(ELEMS_PER_MSG));
         }
         NftOp::DelElems { set, keys } => {
             for chunk in keys.chunks(ELEMS_PER_MSG) {
-                let e: Vec<_> = chunk.iter().map(|k| (k.as_slice(), None)).collect();
-                batch.add(&ElemsMsg::new(&c_name(TABLE), FAMILY as u16, set, &e), MsgType::Del);
+                let e: Vec<_> = chunk.iter().map(|k| (k.as_slice(), ElemData::None)).collect();
+                batch.add(&ElemsMsg::new(&c_name(TABLE), FAMILY as u16, set, &e)?, MsgType::Del);
             }
-            return keys.len().div_ceil(ELEMS_PER_MSG);
+            return Ok(keys.len().div_ceil(ELEMS_PER_MSG));
         }
-        NftOp::FlushSet(set) => batch.add(&ElemsMsg::new(&c_name(TABLE), FAMILY as u16, set, &[]), MsgType::Del),
+        NftOp::AddRanges { set, ranges } | NftOp::DelRanges { set, ranges } => {
+            let kind = if matches!(op, NftOp::AddRanges { .. }) { MsgType::Add } else { MsgType::Del };
+            for chunk in ranges.chunks(ELEMS_PER_MSG) {
+                let e: Vec<_> = chunk.iter().map(|(k, end)| (k.as_slice(), ElemData::KeyEnd(end))).collect();
+                batch.add(&ElemsMsg::new(&c_name(TABLE), FAMILY as u16, set, &e)?, kind);
+            }
+            return Ok(ranges.len().div_ceil(ELEMS_PER_MSG));
+        }
+        NftOp::FlushSet(set) => batch.add(&ElemsMsg::new(&c_name(TABLE), FAMILY as u16, set, &[])?, MsgType::Del),
     }
-    1
+    Ok(1)
 }
 
 fn build_chain<'a>(table: &'a Table, spec: &ChainSpec) -> Chain<'a> {
@@ -388,7 +399,7 @@ fn build_chain<'a>(table: &'a Table, spec: &ChainSpec) -> Chain<'a> {
     c
 }
 
-fn build_set(spec: &SetSpec) -> SetMsg {
+fn build_set(spec: &SetSpec) -> Result<SetMsg> {
     let desc = SetDesc {
         name: spec.name,
         // Unique within the batch; the kernel uses it only to find a set added in the same batch
@@ -398,6 +409,7 @@ fn build_set(spec: &SetSpec) -> SetMsg {
         key_len: spec.key_len(),
         data: spec.data_desc(),
         counter: spec.counter,
+        concat: spec.concat_field_lens(),
     };
     SetMsg::new(&c_name(TABLE), FAMILY as u16, &desc)
 }

@@ -2,18 +2,32 @@
 //! record and of what carries netnat's marks in the kernel (see `recover`), so a reset also works
 //! when the record is damaged or lost, and finds what a killed command made but never recorded.
 
-use super::network::restore_sysctls;
-use super::{delete_netns, observe_kernel, read_live_table, Ctx};
+use super::kernel::{delete_netns, observe_kernel};
+use super::{read_live_table, Damage, Engine};
+use crate::host;
 use crate::link::Links;
 use crate::model::State;
 use crate::nft::Nft;
 use crate::ruleset::{NftOp, TABLE};
 use anyhow::Result;
+use serde::Serialize;
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::PathBuf;
 
-pub fn reset(dir: &Path) -> Result<()> {
-    let (mut ctx, damage) = Ctx::open_any(dir)?;
+#[derive(Debug, Serialize)]
+pub struct Reset {
+    pub networks: usize,
+    pub sandboxes: usize,
+    pub mappings: usize,
+    pub had_table: bool,
+    /// Why the record could not be used (what was removed was found by its marks in the kernel).
+    pub damaged: Option<String>,
+    /// Where the damaged record was kept.
+    pub kept: Option<PathBuf>,
+}
+
+/// Removes everything netnat made; the engine must come from `Engine::open_any` (with `damage`).
+pub fn reset(mut ctx: Engine, damage: Option<Damage>) -> Result<Reset> {
     let links = Links::open()?;
     let marked = observe_kernel(Some(ctx.store()), false)?;
     let st = &ctx.state;
@@ -60,8 +74,8 @@ pub fn reset(dir: &Path) -> Result<()> {
     for b in &bridges {
         note(links.delete_link(b), format!("deleting bridge {b}"));
     }
-    note(restore_sysctls(&mut ctx.state).map(|_| true), "restoring sysctls".into());
-    note(super::reload::remove_sysctl_conf().map(|_| true), "removing the sysctl.d drop-in".into());
+    note(host::restore(&mut ctx.state).map(|_| true), "restoring sysctls".into());
+    note(host::remove_conf().map(|_| true), "removing the sysctl.d drop-in".into());
     let (n, s, m) = (ctx.state.networks.len(), ctx.state.sandboxes.len(), ctx.state.mappings.len());
     if !failures.is_empty() {
         anyhow::bail!("reset left things behind:\n  - {}", failures.join("\n  - "));
@@ -72,21 +86,5 @@ pub fn reset(dir: &Path) -> Result<()> {
     };
     ctx.state = State::default();
     ctx.save()?;
-    let table = if had_table { format!(" and table inet {TABLE}") } else { String::new() };
-    println!("reset: removed {n} network(s), {s} sandbox(es), {m} mapping(s){table}");
-    if let Some(d) = damage {
-        println!(
-            "reset: the record could not be used ({}); what netnat made was found by its marks in the kernel",
-            d.why
-        );
-        if let Some(k) = kept {
-            println!("reset: the damaged record is kept as {}", k.display());
-        }
-        if n > 0 {
-            println!(
-                "reset: net.ipv4.ip_forward is left as it is: the value it had before netnat is not in the kernel"
-            );
-        }
-    }
-    Ok(())
+    Ok(Reset { networks: n, sandboxes: s, mappings: m, had_table, damaged: damage.map(|d| d.why), kept })
 }

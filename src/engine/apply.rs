@@ -1,0 +1,166 @@
+//! `apply`: the declarative side. It reconciles the kernel to a desired state (a file's): the
+//! link steps come from `linkplan::plan_links` (record + what the kernel has), the firewall from
+//! `ruleset::plan` as one transaction. A failed step is reported and the rest still done.
+
+use super::kernel::{execute, observe_links};
+use super::ports::{check_host_addresses, flush_conntrack};
+use super::{read_live_table, Engine};
+use crate::config;
+use crate::host;
+use crate::link::Links;
+use crate::linkplan;
+use crate::model::{Mapping, State};
+use crate::ruleset::{self, NftOp};
+use crate::validate;
+use anyhow::Result;
+use serde::Serialize;
+use std::collections::BTreeSet;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApplyOptions {
+    /// Plan only: the engine must have been opened with `Engine::open_unreserved`.
+    pub dry_run: bool,
+    /// Remove what the record has and the file does not name.
+    pub prune: bool,
+}
+
+/// What `apply` did (or, dry, would do).
+#[derive(Debug, Default, Serialize)]
+pub struct Applied {
+    /// What the record has and the file does not name, kept (without `prune`).
+    pub kept: Vec<String>,
+    /// The link steps and firewall operations done (or planned), in order.
+    pub steps: Vec<String>,
+    /// Steps that failed; the others were still done. Non-empty: the apply did not finish.
+    pub failures: Vec<String>,
+    pub dry_run: bool,
+}
+
+/// Makes the kernel and the record what `parsed` describes (plus, without `prune`, what the
+/// record has that it does not name). Link steps go one by one; the firewall is one transaction.
+pub fn apply(e: &mut Engine, parsed: &config::Parsed, o: ApplyOptions) -> Result<Applied> {
+    let wanted = config::to_state(parsed, &e.state)?;
+    let (target, kept) = with_extras(wanted, &e.state, o.prune)?;
+    check_host_addresses(&target.mappings)?;
+    if !o.dry_run {
+        e.reserve_for(&target)?;
+    }
+    let links = Links::open()?;
+    let obs = observe_links(&links, &target, &e.state)?;
+    let ops = linkplan::plan_links(&target, &e.state, &obs);
+    let mut out = Applied { kept, dry_run: o.dry_run, ..Applied::default() };
+    if o.dry_run {
+        let live = read_live_table()?;
+        let plan = ruleset::plan(&ruleset::desired(&target), live.as_ref());
+        out.steps.extend(ops.iter().map(|op| op.to_string()));
+        out.steps.extend(plan.ops().iter().map(|op| op.to_string()));
+        return Ok(out);
+    }
+    let mut rec = e.state.clone();
+    for op in &ops {
+        match execute(op, &links, e.store(), &mut rec) {
+            Ok(()) => out.steps.push(op.to_string()),
+            Err(err) => out.failures.push(format!("could not {op}: {err:#}")),
+        }
+    }
+    take_firewall_settings(&mut rec, &target);
+    let old_maps = std::mem::replace(&mut rec.mappings, target.mappings.clone());
+    rec.allow = target.allow.clone();
+    e.state = rec;
+    match e.sync_firewall() {
+        Ok(plan) => out.steps.extend(plan.ops().iter().map(NftOp::to_string)),
+        Err(err) => out.failures.push(format!("could not update table inet {}: {err:#}", ruleset::TABLE)),
+    }
+    e.save()?;
+    // Step 4 of the engine's order: connections tracked before a port changed would keep their
+    // old translation; the drop-in keeps systemd-sysctl from reverting the sysctls.
+    let changed: Vec<Mapping> = old_maps
+        .iter()
+        .filter(|m| !e.state.mappings.contains(m))
+        .chain(e.state.mappings.iter().filter(|m| !old_maps.contains(m)))
+        .copied()
+        .collect();
+    if let Err(err) = flush_conntrack(&changed) {
+        out.failures.push(format!("could not flush conntrack entries of changed ports: {err:#}"));
+    }
+    if let Err(err) = host::write_conf(&e.state) {
+        out.failures.push(format!("{err:#}"));
+    }
+    Ok(out)
+}
+
+/// Firewall-only settings of networks whose links are in place; the endpoints in file order.
+fn take_firewall_settings(rec: &mut State, target: &State) {
+    for (name, n) in rec.networks.iter_mut() {
+        if let Some(t) = target.networks.get(name).filter(|t| t.bridge == n.bridge && t.pools == n.pools) {
+            *n = t.clone();
+        }
+    }
+    for (name, sb) in rec.sandboxes.iter_mut() {
+        if let Some(t) = target.sandboxes.get(name) {
+            let pos = |net: &str| t.endpoints.iter().position(|e| e.network == net).unwrap_or(usize::MAX);
+            sb.endpoints.sort_by_key(|e| pos(&e.network));
+        }
+    }
+}
+
+/// The file's state plus, unless pruning, what the record has that the file does not name
+/// (listed as `extras`). Clashes between the two are input errors.
+fn with_extras(mut t: State, rec: &State, prune: bool) -> Result<(State, Vec<String>)> {
+    t.sysctls = rec.sysctls.clone();
+    // Ports of CNI containers belong to the container runtime: kept whatever the file says
+    // (--prune included), with their owners.
+    t.attachments = rec.attachments.clone();
+    for m in rec.mappings.iter().filter(|m| rec.owner_of(m).is_some()) {
+        if !t.mappings.contains(m) {
+            t.mappings.push(*m);
+            t.set_allow(m, rec.allow_of(m).to_vec());
+        }
+    }
+    let mut extras = vec![];
+    for (name, s) in &rec.sandboxes {
+        if let Some(sb) = t.sandboxes.get_mut(name) {
+            sb.created = s.created;
+        }
+    }
+    if prune {
+        return Ok((t, extras));
+    }
+    let file_endpoint_ips: BTreeSet<std::net::IpAddr> =
+        t.sandboxes.values().flat_map(|s| s.endpoints.iter().flat_map(|e| e.ips.iter().copied())).collect();
+    for (name, n) in &rec.networks {
+        if !t.networks.contains_key(name) {
+            extras.push(format!("network {name}"));
+            t.networks.insert(name.clone(), n.clone());
+        }
+    }
+    for (name, s) in &rec.sandboxes {
+        match t.sandboxes.get_mut(name) {
+            None => {
+                extras.push(format!("sandbox {name}"));
+                t.sandboxes.insert(name.clone(), s.clone());
+            }
+            Some(sb) => {
+                for e in &s.endpoints {
+                    if !sb.endpoints.iter().any(|x| x.network == e.network) {
+                        extras.push(format!("endpoint of {name} on {} ({} {})", e.network, e.ifname, e.ips_text()));
+                        sb.endpoints.push(e.clone());
+                    }
+                }
+            }
+        }
+    }
+    // A port to an endpoint the file defines belongs to that endpoint's publish list: the file
+    // names it, so a port dropped from the list goes. Other ports are kept.
+    let file_maps = t.mappings.clone();
+    for m in &rec.mappings {
+        if !file_endpoint_ips.contains(&m.container_ip) && !file_maps.iter().any(|f| f == m || f.conflicts_with(m)) {
+            extras.push(format!("published port {m}"));
+            t.mappings.push(*m);
+            t.set_allow(m, rec.allow_of(m).to_vec());
+        }
+    }
+    // What is kept must still fit with what the file asks for.
+    validate::ensure(&t, "remove it with --prune, or add it to the file")?;
+    Ok((t, extras))
+}

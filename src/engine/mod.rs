@@ -1,0 +1,319 @@
+//! The engine: netnat's operations on typed values, below every front door (the CLI in
+//! `commands`, the CNI plugin). Each operation takes the lock, reads the record, checks the whole
+//! desired state (`validate`), changes the kernel (links through `link`, the firewall through
+//! `nft` as one transaction planned by `ruleset`), saves the record, and returns what it did as
+//! a typed outcome; it prints nothing. Nothing here builds a netlink message.
+//!
+//! One order for every operation (see `Engine` for the record's side of it):
+//! 1. Check the input and the state it leads to; a problem is an `InputError` (exit 2) and
+//!    nothing is touched.
+//! 2. Change the kernel. A step that fails undoes the operation's own earlier steps where it can
+//!    and fails the operation; the record is not written.
+//! 3. Save the record. If that fails, the kernel is put back to the old record (`Engine::save`).
+//! 4. Follow-ups that do not change what netnat owns (the conntrack flush of changed UDP ports,
+//!    the sysctl.d drop-in, warnings about other tables) run after the save; their failures are
+//!    warnings in the outcome: the kernel and the record already agree.
+
+pub mod apply;
+mod kernel;
+pub mod network;
+pub mod ports;
+pub mod recover;
+pub mod reload;
+pub mod reset;
+
+pub use kernel::{missing_links, observe_audit, observe_kernel};
+
+use crate::link::Links;
+use crate::model::{InputError, Mapping, State};
+use crate::nft::{LiveTable, Nft};
+use crate::recover as rebuild;
+use crate::ruleset::{self, Plan, TABLE};
+use crate::state::{Record, Store};
+use anyhow::{bail, Result};
+use std::path::Path;
+
+/// Room reserved beyond the current record for what one command adds (a network, a sandbox with
+/// an endpoint, a few ports: each a few hundred bytes). `publish` and `apply`, which can add
+/// more, reserve for the record they will write (`Engine::reserve_for`).
+const ROOM: usize = 2048;
+
+/// A running operation that changes the kernel: the lock, the record and the place it writes to.
+///
+/// The order that keeps the record and the kernel in step (issue 12), the same for every command:
+/// 1. `open`: lock, read the record. An unreadable record (or a missing one while the kernel
+///    holds netnat's table, links or namespaces) is refused with exit 1, pointing at `netnat
+///    recover`: nothing is touched, since what netnat would change is not known.
+/// 2. `open` (and `reserve_for`): prove the record can be written before the kernel is touched,
+///    by writing a temporary file beside it as large as the record will become, with fsync. A
+///    missing state directory that cannot be created, a read-only or a full one fail here, with
+///    the reason, and the kernel is as it was.
+/// 3. The command changes the kernel (undoing its own partial work when a step fails, as before).
+/// 4. `save`: overwrite the reserved file in place (no new space), fsync, rename it over the
+///    record (same directory: no new space), fsync the directory.
+/// 5. If step 4 still fails (an I/O error, the directory made read-only meanwhile, an immutable
+///    record file): `save` puts the kernel back to what the old record says (firewall in one
+///    batch, links through the apply planner) and the command exits 1 saying so.
+///
+/// The record is never written before the kernel change: it would then claim what a failed or
+/// killed command never made.
+pub struct Engine {
+    store: Store,
+    pub state: State,
+    /// The record as it was read (the kernel state `save` goes back to when it cannot write).
+    before: State,
+}
+
+impl Engine {
+    /// For commands that change the kernel: needs CAP_NET_ADMIN, takes the lock, reads the
+    /// record (refusing a damaged one) and reserves room for writing it back (steps 1 and 2).
+    pub fn open(dir: &Path) -> Result<Engine> {
+        require_net_admin()?;
+        let mut store = Store::lock(dir)?;
+        let state = match load(&store)? {
+            Ok(s) => s,
+            Err(why) => bail!("{}", refusal(&store, &why)),
+        };
+        store.reserve(store.record_len() + ROOM)?;
+        Ok(Engine { store, before: state.clone(), state })
+    }
+
+    /// For `apply --dry-run`: the record, refused when damaged, but nothing reserved: it
+    /// writes nothing (and works in a read-only state directory).
+    pub fn open_unreserved(dir: &Path) -> Result<Engine> {
+        require_net_admin()?;
+        let store = Store::lock(dir)?;
+        let state = match load(&store)? {
+            Ok(s) => s,
+            Err(why) => bail!("{}", refusal(&store, &why)),
+        };
+        Ok(Engine { store, before: state.clone(), state })
+    }
+
+    /// For `reset` and `recover`, which must work on a damaged record: as `open`, but a record
+    /// that cannot be used is replaced (in memory) by what the kernel holds, and why is returned
+    /// with what the kernel could not tell.
+    pub fn open_any(dir: &Path) -> Result<(Engine, Option<Damage>)> {
+        require_net_admin()?;
+        let mut store = Store::lock(dir)?;
+        let (state, damage) = match load(&store)? {
+            Ok(s) => (s, None),
+            Err(why) => {
+                let r = rebuild::rebuild(&observe_kernel(Some(&store), true)?);
+                (r.state, Some(Damage { why, lost: r.lost }))
+            }
+        };
+        // A rebuilt record can be larger than the damaged file (an empty one, say).
+        let len = store.record_len().max(crate::state::render(&state).len());
+        store.reserve(len + ROOM)?;
+        Ok((Engine { store, before: state.clone(), state }, damage))
+    }
+
+    /// Makes sure the record can grow to `predicted` (plus the usual room) before the kernel is
+    /// touched.
+    pub fn reserve_for(&mut self, predicted: &State) -> Result<()> {
+        self.store.reserve(crate::state::render(predicted).len() + ROOM)
+    }
+
+    /// Makes sure the record can grow by these mappings before the kernel is touched, without
+    /// rendering the whole record again (a publish stays cheap with 10,000 ports published).
+    pub fn reserve_for_mappings(&mut self, added: &[Mapping]) -> Result<()> {
+        // Pretty JSON nested in the record is indented deeper than alone: twice is plenty.
+        let more = 2 * serde_json::to_string_pretty(added).map(|t| t.len()).unwrap_or(0);
+        self.store.reserve(self.store.record_len() + ROOM + more)
+    }
+
+    /// Step 4, and step 5 when it fails.
+    pub fn save(&mut self) -> Result<()> {
+        let Err(e) = self.store.save(&self.state) else {
+            self.before = self.state.clone();
+            return Ok(());
+        };
+        if self.before == self.state {
+            return Err(e);
+        }
+        match self.put_kernel_back() {
+            Ok(()) => Err(e.context("the kernel was put back as it was before this command")),
+            Err(undo) => Err(e.context(format!(
+                "putting the kernel back also failed ({undo:#}); run `netnat audit` to see what differs from the record"
+            ))),
+        }
+    }
+
+    /// Makes the kernel match `before` again: the firewall in one transaction, then the link
+    /// steps the apply planner gives from the current state to the old one.
+    fn put_kernel_back(&mut self) -> Result<()> {
+        let mut nft = Nft::open()?;
+        let live = nft.read_table(TABLE)?;
+        let mut failures = vec![];
+        if let Err(e) = nft.apply(&ruleset::plan(&ruleset::desired(&self.before), live.as_ref()).ops()) {
+            failures.push(format!("table inet {TABLE}: {e:#}"));
+        }
+        let links = Links::open()?;
+        let obs = kernel::observe_links(&links, &self.before, &self.state)?;
+        let mut rec = self.state.clone();
+        for op in crate::linkplan::plan_links(&self.before, &self.state, &obs) {
+            if let Err(e) = kernel::execute(&op, &links, &self.store, &mut rec) {
+                failures.push(format!("{op}: {e:#}"));
+            }
+        }
+        let _ = crate::host::write_conf(&self.before);
+        if !failures.is_empty() {
+            bail!("{}", failures.join("; "));
+        }
+        Ok(())
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// After only mappings changed (published, unpublished, or their allow lists): sends just
+    /// the elements of the mappings `touched` between the state `before` and `self.state`,
+    /// without reading the others, so a publish costs the same with 10 or 10,000 ports
+    /// published. Falls back to a full `sync_firewall` when the table's layout or rules are not
+    /// what the new state needs (the first allow list adds rules, say), or when the kernel says an
+    /// element is not as the record says (EEXIST on add, ENOENT on delete: drift).
+    pub fn sync_mappings(&self, before: &State, touched: &[Mapping]) -> Result<Plan> {
+        let mut nft = Nft::open()?;
+        if let Some(layout) = nft.read_layout(TABLE)? {
+            let rules_only = ruleset::Desired { rules: ruleset::desired_rules(&self.state), elems: Default::default() };
+            if !ruleset::plan(&rules_only, Some(&layout)).changes_rules() {
+                let plan = ruleset::plan_mapping_changes(before, &self.state, touched);
+                match nft.apply(&plan.ops()) {
+                    Ok(()) => return Ok(plan),
+                    Err(e) if is_errno(&e, &[libc::EEXIST, libc::ENOENT]) => {} // drift: full sync below
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        self.sync_firewall()
+    }
+
+    /// Brings table `inet netnat` in line with the record: one transaction with only the difference.
+    pub fn sync_firewall(&self) -> Result<Plan> {
+        let mut nft = Nft::open()?;
+        let live = nft.read_table(TABLE)?;
+        let plan = ruleset::plan(&ruleset::desired(&self.state), live.as_ref());
+        nft.apply(&plan.ops())?;
+        Ok(plan)
+    }
+}
+
+/// Warnings about forward chains of other tables that will drop container traffic (Docker's
+/// iptables FORWARD policy DROP, a firewalld or ufw zone, a hand-written rule). netnat never edits
+/// another table, so they name the chain and the rule that would let the traffic through. A
+/// failure to read the other tables gives none: `netnat audit` reports it.
+pub fn forward_warnings(state: &State) -> Vec<String> {
+    if state.networks.is_empty() {
+        return vec![];
+    }
+    let Ok((chains, rules)) = Nft::open().and_then(|mut n| n.read_all()) else {
+        return vec![];
+    };
+    let docker = chains.iter().any(|c| c.name == "DOCKER-USER" && c.table == "filter");
+    let found = crate::audit::forward_blockers(state, chains, rules);
+    if found.is_empty() {
+        return vec![];
+    }
+    let mut out: Vec<String> = found.iter().map(|f| f.message.clone()).collect();
+    let mut advice = String::from("netnat does not edit other tables; let container traffic through there, e.g.:");
+    for n in state.networks.values() {
+        let b = &n.bridge;
+        if docker {
+            advice +=
+                &format!("\n  iptables -I DOCKER-USER -o {b} -j ACCEPT && iptables -I DOCKER-USER -i {b} -j ACCEPT");
+        } else {
+            let chain = found[0].objects.first().map(String::as_str).unwrap_or("FAMILY TABLE CHAIN");
+            advice += &format!(
+                "\n  nft insert rule {chain} oifname \"{b}\" accept; nft insert rule {chain} iifname \"{b}\" accept"
+            );
+        }
+    }
+    out.push(advice);
+    out
+}
+
+fn is_errno(e: &anyhow::Error, codes: &[i32]) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().and_then(|io| io.raw_os_error()).is_some_and(|n| codes.contains(&n))
+    })
+}
+
+/// Reads netnat's table as it is in the kernel.
+pub fn read_live_table() -> Result<Option<LiveTable>> {
+    Nft::open()?.read_table(TABLE)
+}
+
+/// Fails with one clear line, before anything is touched, when the process cannot change the
+/// network (e.g. not root, or capabilities dropped).
+pub fn require_net_admin() -> Result<()> {
+    const CAP_NET_ADMIN: u32 = 12;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    if eff & (1 << CAP_NET_ADMIN) == 0 {
+        bail!("netnat needs CAP_NET_ADMIN to change the network: run it as root");
+    }
+    Ok(())
+}
+
+/// Shorthand for refusing input: the error is an `InputError`, so the exit status is 2.
+pub fn refuse<T>(msg: impl Into<String>) -> Result<T> {
+    Err(InputError(msg.into()).into())
+}
+
+/// Why the record could not be used, and what the kernel could not tell when it was rebuilt.
+pub struct Damage {
+    pub why: String,
+    pub lost: Vec<String>,
+}
+
+/// The record, or why it cannot be used: unreadable, or missing while the kernel holds
+/// netnat's table, links or namespaces (then it was lost, not never written).
+pub fn load(store: &Store) -> Result<Result<State, String>> {
+    Ok(match store.read() {
+        Record::Read(s) => Ok(s),
+        Record::Unreadable(why) => Err(why),
+        Record::Missing if observe_kernel(Some(store), false)?.is_empty() => Ok(State::default()),
+        Record::Missing => Err("the file is missing, while netnat's table, links or namespaces exist".into()),
+    })
+}
+
+/// The refusal of a command that would change things while the record is damaged.
+fn refusal(store: &Store, why: &str) -> String {
+    format!(
+        "netnat's record {} cannot be used: {why}. Nothing was changed: without its record netnat does not know \
+         what it made. Run `netnat recover` to rebuild the record from the kernel (the damaged file is kept), or \
+         `netnat reset` to remove everything netnat made",
+        store.file().display()
+    )
+}
+
+/// For the commands that only read (`ls`, `network ls`, `sandbox ls`, `save`, `graph`): the
+/// record, or when it cannot be used, what the kernel holds, after one warning line.
+pub fn read_state(dir: &Path) -> Result<State> {
+    let store = Store::open_existing(dir)?;
+    let why = match &store {
+        Some(s) => match load(s)? {
+            Ok(st) => return Ok(st),
+            Err(why) => why,
+        },
+        None if observe_kernel(None, false)?.is_empty() => return Ok(State::default()),
+        None => format!("its directory {} is missing, while netnat's table, links or namespaces exist", dir.display()),
+    };
+    warn_damaged(dir, &why);
+    Ok(rebuild::rebuild(&observe_kernel(store.as_ref(), true)?).state)
+}
+
+/// The one warning line of a read-only command on a damaged record.
+pub fn warn_damaged(dir: &Path, why: &str) {
+    eprintln!(
+        "netnat: warning: the record {} cannot be used ({why}); this answer is read from the kernel; `netnat recover` \
+         repairs the record",
+        dir.join(crate::state::FILE).display()
+    );
+}

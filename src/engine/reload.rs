@@ -1,0 +1,37 @@
+//! `reload`: put netnat's firewall and sysctls back from the record, e.g. after
+//! `nft flush ruleset` (an nftables.service restart, a firewalld reload) or a systemd-sysctl run.
+
+use super::Engine;
+use crate::host;
+use crate::link::Links;
+use anyhow::Result;
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+pub struct Reloaded {
+    /// Operations of the firewall transaction (0: the table was in place).
+    pub operations: usize,
+    /// Bridges the record names that the kernel lacks (`apply` recreates them).
+    pub missing: Vec<String>,
+    /// Host settings changed on the side (accept_ra of interfaces that learn routes from RAs).
+    pub notes: Vec<String>,
+}
+
+pub fn reload(e: &mut Engine) -> Result<Reloaded> {
+    let plan = e.sync_firewall()?;
+    let mut missing = vec![];
+    let mut notes = vec![];
+    if !e.state.networks.is_empty() {
+        notes.extend(host::enable_forwarding(&mut e.state)?);
+        let links = Links::open()?;
+        for n in e.state.networks.values() {
+            match links.link(&n.bridge)? {
+                Some(l) if l.kind.as_deref() == Some("bridge") => host::enable_route_localnet(&n.bridge)?,
+                _ => missing.push(format!("bridge {} of network {}", n.bridge, n.name)),
+            }
+        }
+    }
+    host::write_conf(&e.state)?;
+    e.save()?;
+    Ok(Reloaded { operations: plan.ops().len(), missing, notes })
+}
