@@ -521,3 +521,48 @@ isolated!(cni_churn_in_parallel, inner_cni_churn_in_parallel, timeout = 400, {
     assert_eq!(table(), table_before);
     assert_eq!(sh("cat /run/netnat/state.json"), record_before);
 });
+
+isolated!(cni_allow_from_restricts_sources, inner_cni_allow_from, {
+    make_external_host();
+    let conf = |name: &str, port: u16, prev: &Value, allow: Value| {
+        let mut c: Value = serde_json::from_str(&netnat_conf(
+            "1.0.0",
+            json!([{"hostPort": port, "containerPort": 8080, "protocol": "tcp"}]),
+            Some(prev),
+        ))
+        .unwrap();
+        c["allowFrom"] = allow;
+        let _ = name;
+        c.to_string()
+    };
+    let (ra, ipa) = container("ctra", "1.0.0");
+    let (rb, ipb) = container("ctrb", "1.0.0");
+    let _a = tcp_server(Some(&ns("ctra")), &format!("{ipa}:8080"), "ctra");
+    let _b = tcp_server(Some(&ns("ctrb")), &format!("{ipb}:8080"), "ctrb");
+    // ctra only from 203.0.113.0/24: the external host (198.51.100.2) gets nothing.
+    let ca = conf("ctra", 9393, &ra, json!(["203.0.113.0/24"]));
+    let add = plugin(NETNAT, &env("ADD", "ctra", "/run/netns/ctra"), &ca);
+    assert_eq!(add.code, 0, "{}{}", add.stdout, add.stderr);
+    assert!(tcp_get(ext().as_deref(), "198.51.100.1:9393").is_err(), "a source outside allowFrom got in");
+    // ctrb from the external host's network: it answers.
+    let cb = conf("ctrb", 9494, &rb, json!(["198.51.100.0/24", "fd00::/8"]));
+    let add = plugin(NETNAT, &env("ADD", "ctrb", "/run/netns/ctrb"), &cb);
+    assert_eq!(add.code, 0, "{}{}", add.stdout, add.stderr);
+    assert_eq!(tcp_get(ext().as_deref(), "198.51.100.1:9494").unwrap(), "ctrb saw 198.51.100.2");
+    let ls: Vec<Value> = serde_json::from_str(&ok(&["ls", "--json"])).unwrap();
+    let a = ls.iter().find(|m| m["host_port"] == 9393).unwrap();
+    assert_eq!(a["allow"], json!(["203.0.113.0/24"]));
+    assert!(a["denied_packets"].as_u64().unwrap() > 0, "{a}");
+    // An allowFrom without a source of the container's family is invalid config; nothing changes.
+    let before = table();
+    let (rc, _) = container("ctrc", "1.0.0");
+    let cc = conf("ctrc", 9595, &rc, json!(["fd00::/8"]));
+    plugin(NETNAT, &env("ADD", "ctrc", "/run/netns/ctrc"), &cc).cni_error(7, "allowFrom of another family");
+    assert_eq!(table(), before);
+    // DEL takes the list's elements with the mappings.
+    plugin(NETNAT, &env("DEL", "ctra", "/run/netns/ctra"), &ca).quiet_success("DEL ctra");
+    plugin(NETNAT, &env("DEL", "ctrb", "/run/netns/ctrb"), &cb).quiet_success("DEL ctrb");
+    let t = table();
+    assert!(!t.contains("203.0.113.0/24") && !t.contains("198.51.100.0/24"), "{t}");
+    assert!(!sh("cat /run/netnat/state.json").contains("\"allow\""));
+});

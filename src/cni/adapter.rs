@@ -41,6 +41,9 @@ pub fn change<T>(
     let mut e = Engine::open(dir).map_err(|e| cni_error(e, doing))?;
     let before = e.state.clone();
     let (change, out) = plan(&mut e.state)?;
+    // Allow lists go with their mappings (DEL, GC).
+    let st = &mut e.state;
+    st.allow.retain(|a| st.mappings.contains(&a.mapping));
     apply(&mut e, &before, &change).map_err(|e| cni_error(e, doing))?;
     Ok(out)
 }

@@ -122,8 +122,20 @@ fn add(env: &Env, req: &Request, dir: &Path) -> Result<String, CniError> {
     }
     let ips = spec::container_ips(prev, &ifname, &netns)?;
     let wanted = plan::wanted_mappings(&entries, &ips)?;
+    let allow = spec::allow_from(&req.conf)?;
     let id = attachment_id(req, container_id, ifname);
-    adapter::change(dir, "publish the container's ports", |st| Ok((plan::plan_add(st, &id, wanted)?, ())))?;
+    adapter::change(dir, "publish the container's ports", |st| {
+        let change = plan::plan_add(st, &id, wanted)?;
+        if !allow.is_empty() {
+            for m in &change.added {
+                let mine = crate::model::allow_for(m, &allow).map_err(|e| {
+                    CniError::new(code::INVALID_CONFIG, "invalid allowFrom", e.0.replace("--allow", "allowFrom"))
+                })?;
+                st.set_allow(m, mine);
+            }
+        }
+        Ok((change, ()))
+    })?;
     Ok(result)
 }
 

@@ -140,6 +140,20 @@ fn invalid_env(var: &str, why: impl fmt::Display) -> CniError {
     CniError::new(code::INVALID_ENV, format!("invalid environment variable {var}"), format!("{var} {why}"))
 }
 
+/// The `allowFrom` CIDRs (empty: every source), or the invalid-config error naming the value.
+pub fn allow_from(conf: &NetConf) -> Result<Vec<crate::model::Cidr>, CniError> {
+    let Some(v) = conf.allow_from.as_ref().filter(|v| !v.is_null()) else { return Ok(vec![]) };
+    let bad = |why: String| invalid_config("invalid allowFrom", format!("allowFrom = {v}: {why}"));
+    let list = v.as_array().ok_or_else(|| bad("expected an array of CIDRs, e.g. [\"10.0.0.0/8\"]".into()))?;
+    list.iter()
+        .map(|c| {
+            c.as_str()
+                .ok_or_else(|| bad(format!("{c} is not a string")))
+                .and_then(|c| c.parse().map_err(|e: crate::model::InputError| bad(e.0)))
+        })
+        .collect()
+}
+
 fn invalid_config(msg: impl Into<String>, details: impl Into<String>) -> CniError {
     CniError::new(code::INVALID_CONFIG, msg, details)
 }
@@ -263,6 +277,8 @@ pub struct NetConf {
     pub conditions_v4: Option<Value>,
     #[serde(default, rename = "conditionsV6")]
     pub conditions_v6: Option<Value>,
+    /// Source networks allowed to reach the container's published ports (`netnat publish
+    /// --allow`): an array of CIDRs, each applying to the mappings of its family.
     #[serde(default, rename = "allowFrom")]
     pub allow_from: Option<Value>,
     #[serde(default, rename = "prevResult")]
@@ -338,13 +354,7 @@ pub fn decode(stdin: &[u8], cmd: Command) -> Result<Request, CniError> {
             ));
         }
     }
-    if let Some(v) = conf.allow_from.as_ref().filter(|v| !v.is_null()) {
-        return Err(CniError::new(
-            code::UNSUPPORTED_FIELD,
-            "unsupported field allowFrom",
-            format!("allowFrom = {v}: source restrictions are not supported yet by netnat; remove allowFrom"),
-        ));
-    }
+    allow_from(&conf)?;
     if cmd != Command::Version && cmd != Command::Status {
         let name = conf
             .name
@@ -488,7 +498,7 @@ mod tests {
     }
 
     #[test]
-    fn iptables_conditions_and_allow_from_are_refused_by_name() {
+    fn iptables_conditions_are_refused_by_name_and_allow_from_checked() {
         let e =
             decode(br#"{"cniVersion":"0.4.0","name":"n","conditionsV4":["-s","1.2.3.4"]}"#, Command::Add).unwrap_err();
         assert_eq!(e.code, code::UNSUPPORTED_FIELD);
@@ -498,8 +508,14 @@ mod tests {
         );
         let e = decode(br#"{"cniVersion":"0.4.0","name":"n","conditionsV6":["-s","::1"]}"#, Command::Del).unwrap_err();
         assert!(e.msg.contains("conditionsV6"), "{e}");
-        let e = decode(br#"{"cniVersion":"1.1.0","name":"n","allowFrom":["10.0.0.0/8"]}"#, Command::Add).unwrap_err();
-        assert!(e.details.contains("not supported yet") && e.details.contains("10.0.0.0/8"), "{e}");
+        let r = decode(br#"{"cniVersion":"1.1.0","name":"n","allowFrom":["10.0.0.0/8","fd00::/8"]}"#, Command::Add);
+        assert_eq!(allow_from(&r.unwrap().conf).unwrap().len(), 2);
+        for bad in [r#"["10.0.0.1/8"]"#, r#""10.0.0.0/8""#, r#"[8]"#] {
+            let text = format!(r#"{{"cniVersion":"1.1.0","name":"n","allowFrom":{bad}}}"#);
+            let e = decode(text.as_bytes(), Command::Add).unwrap_err();
+            assert_eq!(e.code, code::INVALID_CONFIG, "{bad}: {e}");
+            assert!(e.details.contains("allowFrom"), "{e}");
+        }
         assert!(decode(br#"{"cniVersion":"1.1.0","name":"n","conditionsV4":null}"#, Command::Add).is_ok());
     }
 
