@@ -142,7 +142,7 @@ const IF_PROTO_PORT: &[Field] = &[Field::Ifname, Field::InetProto, Field::InetSe
 const V4_PROTO_PORT_V4: &[Field] = &[Field::Ipv4Addr, Field::InetProto, Field::InetService, Field::Ipv4Addr];
 const V6_PROTO_PORT_V6: &[Field] = &[Field::Ipv6Addr, Field::InetProto, Field::InetService, Field::Ipv6Addr];
 
-pub const SETS: [SetSpec; 21] = [
+pub const SETS: [SetSpec; 23] = [
     nat_map(MAP_ANY, PROTO_PORT, V4_PORT, COUNT_ANY),
     nat_map(MAP_ADDR, V4_PROTO_PORT, V4_PORT, COUNT_ADDR),
     counting(COUNT_ANY, PROTO_PORT),
@@ -164,7 +164,32 @@ pub const SETS: [SetSpec; 21] = [
     counting("fwd_if4", IF_PROTO_PORT),
     nat_map("pub_if6", IF_PROTO_PORT, V6_PORT, "fwd_if6"),
     counting("fwd_if6", IF_PROTO_PORT),
+    plain("hairpin4", V4_V4),
+    plain("hairpin6", V6_V6),
 ];
+
+/// `saddr . daddr` of a container reaching its own published port on a bridge netnat did not
+/// make (a CNI container): masqueraded, so its own replies come back through the host.
+const V4_V4: &[Field] = &[Field::Ipv4Addr, Field::Ipv4Addr];
+const V6_V6: &[Field] = &[Field::Ipv6Addr, Field::Ipv6Addr];
+const fn plain(name: &'static str, key: &'static [Field]) -> SetSpec {
+    SetSpec { name, key, data: &[], counter: false, interval: false, counted_in: None }
+}
+
+/// The hairpin elements of a state: `C . C` for the address C of each container that a CNI
+/// attachment publishes and that is in no netnat network (netnat's own networks masquerade
+/// hairpin traffic per subnet).
+pub fn hairpin_elems(state: &State) -> BTreeMap<(&'static str, Vec<u8>), Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for a in state.attachments.values() {
+        for m in a.mappings.iter().filter(|m| state.network_of(m.container_ip).is_none()) {
+            let set = if m.family() == Family::V6 { "hairpin6" } else { "hairpin4" };
+            let key = [ip_bytes(m.container_ip), ip_bytes(m.container_ip)].concat();
+            out.insert((set, key), vec![]);
+        }
+    }
+    out
+}
 
 /// The counting set a NAT map names in its spec.
 fn counting_set(map: &str) -> &'static str {
@@ -412,6 +437,9 @@ pub fn desired(state: &State) -> Desired {
             elems.entry(set).or_default().insert(k, d);
         }
     }
+    for ((set, k), d) in hairpin_elems(state) {
+        elems.entry(set).or_default().insert(k, d);
+    }
     Desired { rules: desired_rules(state), elems }
 }
 
@@ -508,6 +536,21 @@ pub fn desired_rules(state: &State) -> Vec<RuleSpec> {
         ],
     ));
     rules.push(rule("published", "DNAT'd by another table", vec![vec![Expr::Verdict(Verdict::Accept)]]));
+    if !state.attachments.is_empty() {
+        for f in &FAMILIES {
+            let (set, slots) = if f.family == Family::V6 { ("hairpin6", 4) } else { ("hairpin4", 1) };
+            rules.push(rule(
+                "postrouting",
+                format!("CNI containers to their own published ports ({})", f.family.name()),
+                vec![
+                    match_nfproto(f.nfproto),
+                    match_ct_bits(CT_STATUS, CT_STATUS_DNAT),
+                    vec![load_saddr(f.nfproto, REG_1), load_daddr(f.nfproto, reg_at(slots))],
+                    vec![Expr::Lookup { sreg: REG_1, set: set.into(), dreg: None, flags: 0 }, Expr::Masquerade],
+                ],
+            ));
+        }
+    }
     rules.push(rule(
         "postrouting",
         "localhost to a published port",
@@ -674,7 +717,13 @@ pub fn plan_mapping_changes(before: &State, after: &State, touched: &[Mapping]) 
             .map(|(set, k, d)| ((set, k), d))
             .collect()
     };
-    let (old, new) = (elems_in(before), elems_in(after));
+    // Hairpin elements are per container, shared by its mappings: compared whole (a few).
+    let with_hairpin = |st: &State| {
+        let mut e = elems_in(st);
+        e.extend(hairpin_elems(st));
+        e
+    };
+    let (old, new) = (with_hairpin(before), with_hairpin(after));
     let mut elems = vec![];
     for ((set, key), d) in &old {
         match new.get(&(*set, key.clone())) {

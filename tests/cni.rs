@@ -66,11 +66,13 @@ fn env<'a>(verb: &'a str, ctr: &'a str, netns: &'a str) -> Vec<(&'static str, &'
 }
 
 /// The bridge plugin's configuration: bridge cni0 (a bridge netnat did not make), its own
-/// masquerade, host-local addresses from 10.88.0.0/16 with a default route, leases under /run.
+/// masquerade, hairpin mode (as Podman configures it: with br_netfilter, a DNAT back into the
+/// bridge is bridged out of the port it came in), host-local addresses from 10.88.0.0/16 with a
+/// default route, leases under /run.
 fn bridge_conf(version: &str) -> Value {
     json!({
         "cniVersion": version, "name": NET, "type": "bridge", "bridge": "cni0",
-        "isGateway": true, "ipMasq": true,
+        "isGateway": true, "ipMasq": true, "hairpinMode": true,
         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]],
                  "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "/run/cni-ipam"}
     })
@@ -121,6 +123,15 @@ isolated!(cni_spec_level_behind_the_bridge_plugin, inner_cni_spec_level_behind_t
     assert_eq!(tcp_get(ext().as_deref(), "198.51.100.1:9090").unwrap(), "ctr1 saw 198.51.100.2");
     assert_eq!(udp_get(ext().as_deref(), "0.0.0.0:0", "198.51.100.1:5353").unwrap(), "ctr1 saw 198.51.100.2");
     assert!(table().contains(&format!("tcp . 9090 : {ip1} . 8080")), "{}", table());
+    // snat (portmap's default): the host's own 127.0.0.1 connection reaches the container on a
+    // bridge netnat did not make (route_localnet on cni0, recorded for reset), and so does the
+    // container itself through the host's address (hairpin, masqueraded).
+    let local = tcp_get(None, "127.0.0.1:9090").expect("localhost to a CNI container's port");
+    assert!(local.starts_with("ctr1 saw "), "{local}");
+    assert_eq!(sh("cat /proc/sys/net/ipv4/conf/cni0/route_localnet").trim(), "1");
+    let own = tcp_get(Some(&ns("ctr1")), "198.51.100.1:9090")
+        .unwrap_or_else(|e| panic!("ctr1 to its own published port: {e}\n{}", sh("nft list chain inet netnat postrouting; nft list set inet netnat hairpin4; ip -n ctr1 route; ip -n ctr1 addr")));
+    assert!(own.starts_with("ctr1 saw ") && !own.ends_with(&ip1), "hairpin not masqueraded: {own}");
     plugin(NETNAT, &env("CHECK", "ctr1", "/run/netns/ctr1"), &conf1).quiet_success("CHECK");
 
     // A second container asking for host port 9090: refused, naming the container that has

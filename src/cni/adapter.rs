@@ -56,6 +56,7 @@ fn apply(e: &mut Engine, before: &State, change: &Change) -> anyhow::Result<()> 
     // Each mapping is written twice (in `mappings` and in its attachment), more deeply
     // indented than `reserve_for_mappings` assumes for one copy: three times is enough.
     e.reserve_for_mappings(&[&change.added[..], &change.added[..], &change.added[..]].concat())?;
+    localhost_to_foreign_bridges(&mut e.state, &change.added)?;
     let touched: Vec<Mapping> = [&change.added[..], &change.removed[..]].concat();
     if !change.is_empty() {
         e.sync_mappings(before, &touched)?;
@@ -63,6 +64,31 @@ fn apply(e: &mut Engine, before: &State, change: &Change) -> anyhow::Result<()> 
     e.save()?;
     if let Err(err) = ports::flush_conntrack(&touched) {
         eprintln!("netnat: warning: could not flush the conntrack entries of the changed ports: {err:#}");
+    }
+    Ok(())
+}
+
+/// The host's own 127.0.0.1 connections to a container on a bridge netnat did not make reach it
+/// only with route_localnet on that bridge (portmap sets it too): the bridge is the host link
+/// with an address whose subnet holds the container's address.
+fn localhost_to_foreign_bridges(state: &mut State, added: &[Mapping]) -> anyhow::Result<()> {
+    let targets: Vec<std::net::IpAddr> = added
+        .iter()
+        .filter(|m| m.family() == Family::V4 && state.network_of(m.container_ip).is_none())
+        .map(|m| m.container_ip)
+        .collect();
+    if targets.is_empty() {
+        return Ok(());
+    }
+    // The same /prefix network: the top `prefix` bits agree.
+    let same_net = |a: std::net::IpAddr, b: std::net::IpAddr, prefix: u8| {
+        let shift = 32 - u32::from(prefix.clamp(1, 32));
+        crate::model::ip_bits(a) >> shift == crate::model::ip_bits(b) >> shift
+    };
+    for a in crate::link::Links::open()?.addrs()? {
+        if a.addr.is_ipv4() && a.prefix < 32 && targets.iter().any(|t| same_net(*t, a.addr, a.prefix)) {
+            crate::host::enable_route_localnet_recorded(state, &a.ifname)?;
+        }
     }
     Ok(())
 }
