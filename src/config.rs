@@ -275,13 +275,76 @@ pub fn parse_publish(spec: &str, own: Option<&[IpAddr]>) -> Result<Vec<PublishSp
         .collect()
 }
 
-/// Lists every problem of a parsed file, each with its line, in file order.
+/// Lists every problem of a parsed file, each with its line, in file order: each entry alone
+/// first (names, values), then, on the state the valid entries make, the checks across objects
+/// (`validate::check`, the same as `apply`, `connect` and `publish` run).
 pub fn validate(p: &Parsed) -> Vec<Problem> {
-    let c = &p.config;
     let mut out: Vec<Problem> = vec![];
     let mut bad = |line: usize, message: String| out.push(Problem { line, message });
+    let mut placed = Placed::default();
+    let names = place_networks(p, &mut placed, &mut bad);
+    place_sandboxes(p, &names, &mut placed, &mut bad);
+    place_top_publish(p, &mut placed, &mut bad);
+    placed.check(p, &mut bad);
+    // Room for the endpoints without an address, and name targets (when all else is fine).
+    if out.is_empty() {
+        if let Err(problem) = to_state_at(p, &State::default()) {
+            out.push(problem);
+        }
+    }
+    out.sort_by_key(|p| p.line);
+    out
+}
 
-    // Networks.
+/// The state the valid entries of a file make, with the lines they came from.
+#[derive(Default)]
+struct Placed {
+    state: State,
+    /// (sandbox, endpoint index) -> (line of its address, line of its ifname).
+    endpoint_lines: BTreeMap<(String, usize), (usize, usize)>,
+    /// Each mapping with its entry's line, in file order.
+    maps: Vec<(Mapping, usize)>,
+    /// Each mapping with the allow list of its entry, and the entry's line.
+    allows: Vec<(Mapping, Vec<Cidr>, usize)>,
+}
+
+impl Placed {
+    /// The checks across objects, each problem at the line of the object it is about.
+    fn check(mut self, p: &Parsed, bad: &mut impl FnMut(usize, String)) {
+        let c = &p.config;
+        self.state.mappings = self.maps.iter().map(|(m, _)| *m).collect();
+        for (m, list, line) in std::mem::take(&mut self.allows) {
+            if let Err(e) = allow_each(&mut self.state, &[m], &list) {
+                bad(line, e.0);
+            }
+        }
+        let line_of = |s: &Subject| match s {
+            Subject::Network(n) => c.networks.iter().find(|x| x.name.get_ref() == n).map(|x| p.line(&x.subnet)),
+            Subject::Bridge(n) => c.networks.iter().find(|x| x.name.get_ref() == n).map(|x| match &x.bridge {
+                Some(b) => p.line(b),
+                None => p.line(&x.name),
+            }),
+            Subject::Endpoint { sandbox, index } => self.endpoint_lines.get(&(sandbox.clone(), *index)).map(|l| l.0),
+            Subject::Interface { sandbox, index } => self.endpoint_lines.get(&(sandbox.clone(), *index)).map(|l| l.1),
+            Subject::Mapping(i) => self.maps.get(*i).map(|m| m.1),
+        };
+        for v in validate::check(&self.state) {
+            let at = line_of(&v.subject).unwrap_or(1);
+            match v.other.as_ref().and_then(line_of) {
+                Some(other) => bad(at, format!("{} (line {other})", v.message)),
+                None => bad(at, v.message),
+            }
+        }
+    }
+}
+
+/// The networks of a file, each checked alone; returns every name with its line.
+fn place_networks<'a>(
+    p: &'a Parsed,
+    placed: &mut Placed,
+    bad: &mut impl FnMut(usize, String),
+) -> BTreeMap<&'a str, usize> {
+    let c = &p.config;
     let mut nets: Vec<Network> = vec![];
     let mut names: BTreeMap<&str, usize> = BTreeMap::new();
     for n in &c.networks {
@@ -316,17 +379,19 @@ pub fn validate(p: &Parsed) -> Vec<Problem> {
         }
         nets.push(net);
     }
-    let net_named = |n: &str| nets.iter().find(|x| x.name == n);
+    placed.state.networks = nets.into_iter().map(|n| (n.name.clone(), n)).collect();
+    names
+}
 
-    // Sandboxes and endpoints. What parses goes into `placed`, a state of the file's valid
-    // parts, for the checks across objects below (`validate::check`).
-    let mut placed = State { networks: nets.iter().map(|n| (n.name.clone(), n.clone())).collect(), ..State::default() };
-    // (sandbox, endpoint index in `placed`) -> (line of its address, line of its ifname).
-    let mut ep_lines: BTreeMap<(String, usize), (usize, usize)> = BTreeMap::new();
+/// The sandboxes and their endpoints and publish lists, each checked alone.
+fn place_sandboxes(
+    p: &Parsed,
+    names: &BTreeMap<&str, usize>,
+    placed: &mut Placed,
+    bad: &mut impl FnMut(usize, String),
+) {
+    let c = &p.config;
     let mut sb_names: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut maps: Vec<(Mapping, usize)> = vec![];
-    // Each mapping with the allow list of its entry, and the entry's line.
-    let mut allows: Vec<(Mapping, Vec<Cidr>, usize)> = vec![];
     for s in &c.sandboxes {
         let line = p.line(&s.name);
         let sname = s.name.get_ref().as_str();
@@ -356,7 +421,7 @@ pub fn validate(p: &Parsed) -> Vec<Problem> {
                 None => auto_ifnames
                     .find(|n| s.endpoints.iter().all(|x| x.ifname.as_ref().is_none_or(|i| i.get_ref() != n))),
             };
-            let net = net_named(nname);
+            let net = placed.state.networks.get(nname);
             if net.is_none() && !names.contains_key(nname) {
                 bad(nline, format!("sandbox {sname}: no network named {nname} in this file"));
             }
@@ -373,7 +438,7 @@ pub fn validate(p: &Parsed) -> Vec<Problem> {
             if let (Some(_), Some(ifname)) = (net, ifname) {
                 let ip_line = e.ip.as_ref().map(|i| p.line(i)).unwrap_or(nline);
                 let if_line = e.ifname.as_ref().map(|i| p.line(i)).unwrap_or(nline);
-                ep_lines.insert((sname.to_string(), endpoints.len()), (ip_line, if_line));
+                placed.endpoint_lines.insert((sname.to_string(), endpoints.len()), (ip_line, if_line));
                 endpoints.push(Endpoint {
                     network: nname.to_string(),
                     ips: ips.clone().unwrap_or_default(),
@@ -382,59 +447,31 @@ pub fn validate(p: &Parsed) -> Vec<Problem> {
                 });
             }
             for spec in &e.publish {
-                publish_entry(p, spec, e.ip.is_none(), ips.as_deref(), &mut bad, &mut maps, &mut allows);
+                publish_entry(p, spec, e.ip.is_none(), ips.as_deref(), bad, &mut placed.maps, &mut placed.allows);
             }
         }
         if first_definition {
-            placed.sandboxes.insert(sname.into(), Sandbox { name: sname.into(), created: true, endpoints });
+            placed.state.sandboxes.insert(sname.into(), Sandbox { name: sname.into(), created: true, endpoints });
         }
     }
-    for spec in &c.publish {
+}
+
+/// The top-level publish list (containers outside the file's sandboxes).
+fn place_top_publish(p: &Parsed, placed: &mut Placed, bad: &mut impl FnMut(usize, String)) {
+    for spec in &p.config.publish {
         let allow = spec.get_ref().allow().map_err(|e| bad(p.line(spec), e.0)).unwrap_or_default();
         match parse_publish(spec.get_ref().spec(), None) {
             Err(err) => bad(p.line(spec), err.0),
             Ok(specs) => {
                 for ps in specs.iter().filter(|ps| matches!(ps.target, Target::Addr(_))) {
                     if let Ok(ms) = ps.resolve(&State::default()) {
-                        allows.extend(ms.iter().map(|m| (*m, allow.clone(), p.line(spec))));
-                        maps.extend(ms.into_iter().map(|m| (m, p.line(spec))));
+                        placed.allows.extend(ms.iter().map(|m| (*m, allow.clone(), p.line(spec))));
+                        placed.maps.extend(ms.into_iter().map(|m| (m, p.line(spec))));
                     }
                 }
             }
         }
     }
-    placed.mappings = maps.iter().map(|(m, _)| *m).collect();
-    for (m, list, line) in allows {
-        if let Err(e) = allow_each(&mut placed, &[m], &list) {
-            bad(line, e.0);
-        }
-    }
-    let line_of = |s: &Subject| match s {
-        Subject::Network(n) => c.networks.iter().find(|x| x.name.get_ref() == n).map(|x| p.line(&x.subnet)),
-        Subject::Bridge(n) => c.networks.iter().find(|x| x.name.get_ref() == n).map(|x| match &x.bridge {
-            Some(b) => p.line(b),
-            None => p.line(&x.name),
-        }),
-        Subject::Endpoint { sandbox, index } => ep_lines.get(&(sandbox.clone(), *index)).map(|l| l.0),
-        Subject::Interface { sandbox, index } => ep_lines.get(&(sandbox.clone(), *index)).map(|l| l.1),
-        Subject::Mapping(i) => maps.get(*i).map(|m| m.1),
-    };
-    for v in validate::check(&placed) {
-        let at = line_of(&v.subject).unwrap_or(1);
-        match v.other.as_ref().and_then(line_of) {
-            Some(other) => bad(at, format!("{} (line {other})", v.message)),
-            None => bad(at, v.message),
-        }
-    }
-
-    // Room for the endpoints without an address, and name targets (when all else is fine).
-    if out.is_empty() {
-        if let Err(problem) = to_state_at(p, &State::default()) {
-            out.push(problem);
-        }
-    }
-    out.sort_by_key(|p| p.line);
-    out
 }
 
 /// One `publish` entry of an endpoint (`own`: its addresses, when all parse): problems go to

@@ -537,19 +537,7 @@ pub fn desired_rules(state: &State) -> Vec<RuleSpec> {
     ));
     rules.push(rule("published", "DNAT'd by another table", vec![vec![Expr::Verdict(Verdict::Accept)]]));
     if !state.attachments.is_empty() {
-        for f in &FAMILIES {
-            let (set, slots) = if f.family == Family::V6 { ("hairpin6", 4) } else { ("hairpin4", 1) };
-            rules.push(rule(
-                "postrouting",
-                format!("CNI containers to their own published ports ({})", f.family.name()),
-                vec![
-                    match_nfproto(f.nfproto),
-                    match_ct_bits(CT_STATUS, CT_STATUS_DNAT),
-                    vec![load_saddr(f.nfproto, REG_1), load_daddr(f.nfproto, reg_at(slots))],
-                    vec![Expr::Lookup { sreg: REG_1, set: set.into(), dreg: None, flags: 0 }, Expr::Masquerade],
-                ],
-            ));
-        }
+        rules.extend(FAMILIES.iter().map(cni_hairpin_rule));
     }
     rules.push(rule(
         "postrouting",
@@ -562,43 +550,67 @@ pub fn desired_rules(state: &State) -> Vec<RuleSpec> {
         ],
     ));
     for n in state.networks.values() {
-        let br = n.bridge.as_str();
-        if !n.internal {
-            rules.push(rule(
-                "forward",
-                format!("{}: only published ports come in", n.name),
-                drop_crossing(br, Crossing::In),
-            ));
-        }
-        for p in &n.pools {
-            let f = family_spec(p.family());
-            // A routed IPv6 subnet is reachable as it is: nothing to translate.
-            let nat = !(p.family() == Family::V6 && n.routed_v6());
-            let fam = if n.pools.len() > 1 { format!(" ({})", f.family.name()) } else { String::new() };
-            if nat {
-                rules.push(rule(
-                    "postrouting",
-                    format!("{}: hairpin to a published port{fam}", n.name),
-                    vec![
-                        from_subnet(f, n),
-                        match_ct_bits(CT_STATUS, CT_STATUS_DNAT),
-                        match_ifname(META_OIFNAME, CmpOp::Eq, br),
-                        vec![Expr::Masquerade],
-                    ],
-                ));
-            }
-            if nat && n.masquerade && !n.internal {
-                rules.push(rule(
-                    "postrouting",
-                    format!("{}: egress{fam}", n.name),
-                    vec![from_subnet(f, n), match_ifname(META_OIFNAME, CmpOp::Neq, br), vec![Expr::Masquerade]],
-                ));
-            }
-        }
+        rules.extend(network_rules(n));
     }
     // Keep rules of a chain together, in the order above: the chain's rules are compared as a list.
     let order = |c: &str| CHAINS.iter().position(|s| s.name == c).unwrap_or(usize::MAX);
     rules.sort_by_key(|r| order(r.chain));
+    rules
+}
+
+/// `ct status dnat ip saddr . ip daddr @hairpin4 masquerade`: a CNI container reaching its own
+/// published port (see `hairpin_elems`).
+fn cni_hairpin_rule(f: &FamilySpec) -> RuleSpec {
+    let (set, slots) = if f.family == Family::V6 { ("hairpin6", 4) } else { ("hairpin4", 1) };
+    rule(
+        "postrouting",
+        format!("CNI containers to their own published ports ({})", f.family.name()),
+        vec![
+            match_nfproto(f.nfproto),
+            match_ct_bits(CT_STATUS, CT_STATUS_DNAT),
+            vec![load_saddr(f.nfproto, REG_1), load_daddr(f.nfproto, reg_at(slots))],
+            vec![Expr::Lookup { sreg: REG_1, set: set.into(), dreg: None, flags: 0 }, Expr::Masquerade],
+        ],
+    )
+}
+
+/// The rules of one network: only published ports come in (unless internal), hairpin and egress
+/// masquerade per family (none for a routed IPv6 subnet).
+fn network_rules(n: &Network) -> Vec<RuleSpec> {
+    let mut rules = vec![];
+    let br = n.bridge.as_str();
+    if !n.internal {
+        rules.push(rule(
+            "forward",
+            format!("{}: only published ports come in", n.name),
+            drop_crossing(br, Crossing::In),
+        ));
+    }
+    for p in &n.pools {
+        let f = family_spec(p.family());
+        // A routed IPv6 subnet is reachable as it is: nothing to translate.
+        let nat = !(p.family() == Family::V6 && n.routed_v6());
+        let fam = if n.pools.len() > 1 { format!(" ({})", f.family.name()) } else { String::new() };
+        if nat {
+            rules.push(rule(
+                "postrouting",
+                format!("{}: hairpin to a published port{fam}", n.name),
+                vec![
+                    from_subnet(f, n),
+                    match_ct_bits(CT_STATUS, CT_STATUS_DNAT),
+                    match_ifname(META_OIFNAME, CmpOp::Eq, br),
+                    vec![Expr::Masquerade],
+                ],
+            ));
+        }
+        if nat && n.masquerade && !n.internal {
+            rules.push(rule(
+                "postrouting",
+                format!("{}: egress{fam}", n.name),
+                vec![from_subnet(f, n), match_ifname(META_OIFNAME, CmpOp::Neq, br), vec![Expr::Masquerade]],
+            ));
+        }
+    }
     rules
 }
 
@@ -1007,6 +1019,35 @@ pub fn render_table(live: &LiveTable, counters: bool) -> String {
 #[cfg(test)]
 pub(crate) mod fake {
     use super::*;
+
+    /// The element operations of `ops` done on `live`, as the kernel would (rules are not
+    /// touched: the callers plan elements only).
+    pub(crate) fn apply_elems(live: &mut LiveTable, ops: &[NftOp]) {
+        let elem = |key: &Vec<u8>, data: &Vec<u8>| LiveElem {
+            key: key.clone(),
+            data: data.clone(),
+            packets: Some(0),
+            bytes: Some(0),
+        };
+        for op in ops {
+            match op {
+                NftOp::DelElems { set, keys } => {
+                    live.elems.entry(set.clone()).or_default().retain(|e| !keys.contains(&e.key))
+                }
+                NftOp::DelRanges { set, ranges } => {
+                    live.elems.entry(set.clone()).or_default().retain(|e| !ranges.iter().any(|(k, _)| *k == e.key))
+                }
+                NftOp::AddElems { set, elems } | NftOp::AddRanges { set, ranges: elems } => {
+                    let v = live.elems.entry(set.clone()).or_default();
+                    for (k, d) in elems {
+                        assert!(!v.iter().any(|e| e.key == *k), "{set}: an element added twice (EEXIST)");
+                        v.push(elem(k, d));
+                    }
+                }
+                other => panic!("not an element operation: {other}"),
+            }
+        }
+    }
     use crate::nft::{BaseChain, LiveChain, LiveRule, LiveSet};
 
     /// What the kernel would report after applying `want` (the fake backend: knftables style),
