@@ -265,3 +265,23 @@ isolated!(port_bound_to_an_interface, inner_port_bound_to_an_interface, {
         assert_eq!(kernel_snapshot(), before, "{spec} changed the kernel");
     }
 });
+
+isolated!(allow_list_over_ipv6, inner_allow_list_over_ipv6, {
+    make_external_host_v6();
+    seed_topology_v6();
+    let _s4 = tcp_server(Some(&ns("Container_ns1")), "172.16.1.1:80", "ns1");
+    let _s6 = tcp_server(Some(&ns("Container_ns1")), "[fd00:16::2]:80", "ns1v6");
+    // One list for a name target: each family's mapping takes the sources of its family.
+    let out = ok(&["publish", "8080:Container_ns1:80", "--allow", "198.51.100.0/24", "--allow", "2001:db8:1::/64"]);
+    assert!(out.contains("only from 2001:db8:1::/64") && out.contains("only from 198.51.100.0/24"), "{out}");
+    assert_eq!(tcp_get_settled(Some(&ns("ext")), "[2001:db8:1::1]:8080").unwrap(), "ns1v6 saw 2001:db8:1::2");
+    assert_eq!(tcp_get_settled(Some(&ns("ext")), "198.51.100.1:8080").unwrap(), "ns1 saw 198.51.100.2");
+    // Another IPv6 source network: the IPv6 client is dropped and counted; IPv4 is unchanged.
+    ok(&["publish", "[::]:8080:Container_ns1:80", "--allow", "2001:db8:9::/64"]);
+    assert!(tcp_get(Some(&ns("ext")), "[2001:db8:1::1]:8080").is_err(), "the IPv6 client is not on the list");
+    assert_eq!(tcp_get(Some(&ns("ext")), "198.51.100.1:8080").unwrap(), "ns1 saw 198.51.100.2");
+    let v6 = ls_json().into_iter().find(|m| m["container_ip"] == "fd00:16::2").unwrap();
+    assert_eq!(v6["allow"], serde_json::json!(["2001:db8:9::/64"]));
+    assert!(v6["denied_packets"].as_u64().unwrap() > 0, "{v6}");
+    assert!(sh("nft list set inet netnat allow_any6").contains("2001:db8:9::/64"));
+});
