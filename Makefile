@@ -15,13 +15,16 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN := $(abspath $(TARGET_DIR))/release/netnat
 
 # Debian packages needed to build (libnftnl, libmnl, pkg-config), to run the demo and tests,
-# and to build and check the .deb (dpkg-dev for dpkg-shlibdeps, lintian).
+# and to build and check the .deb (dpkg-dev for dpkg-shlibdeps, lintian). The CNI tests run
+# netnat behind the reference bridge plugin (containernetworking-plugins) and behind Podman
+# with its CNI backend (podman, crun; busybox-static makes the image, as no registry is reached).
 # prometheus-node-exporter and prometheus (for promtool) check `netnat metrics` in tests/trace_metrics.rs.
 # On a host where systemd runs, installing them also enables and starts their services (node_exporter
 # on :9100, the Prometheus server on :9090) in the machine's own namespace; the tests start their own
 # node_exporter in a throwaway namespace and use neither.
 DEB_PACKAGES := libnftnl-dev libmnl-dev pkg-config nftables iproute2 iptables conntrack socat curl python3 \
-	e2fsprogs dpkg-dev lintian prometheus-node-exporter prometheus
+	e2fsprogs dpkg-dev lintian containernetworking-plugins podman crun busybox-static prometheus-node-exporter \
+	prometheus
 
 # `make deb` builds with this cargo-deb, installed from crates.io when missing.
 CARGO_DEB_VERSION := 3.8.0

@@ -6,10 +6,12 @@
 //! The text parsers for /proc files live here too, for the same reason.
 
 use crate::host::{self, BR_NF_CALL_IPTABLES, CT_COUNT, CT_MAX, IP_FORWARD};
-use crate::model::{Family, Mapping, State, Subnet};
+use crate::model::{Cidr, Family, Mapping, State, Subnet};
 use crate::nft::expr::{self, CmpOp, Expr, Verdict, *};
 use crate::nft::{LiveChain, LiveRule, LiveTable};
-use crate::ruleset::{self, counted_elems, render_concat, render_rule, set_spec, TableAction, PRIO_DSTNAT, TABLE};
+use crate::ruleset::{
+    self, counted_elems, denied_elems, render_concat, render_rule, set_spec, TableAction, PRIO_DSTNAT, TABLE,
+};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -63,12 +65,16 @@ pub struct ObservedLink {
 }
 
 /// A socket waiting for connections (TCP LISTEN) or datagrams (unconnected UDP).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Listener {
     pub protocol: crate::model::Proto,
     /// 0.0.0.0 (also for an IPv6 wildcard socket): every address.
     pub addr: Ipv4Addr,
     pub port: u16,
+    /// The socket's inode (to find the process that holds it).
+    pub inode: u64,
+    /// The name (comm) of a process holding the socket, when it could be found.
+    pub process: Option<String>,
 }
 
 /// Everything the audit looks at, gathered from the kernel and the record.
@@ -112,10 +118,15 @@ pub enum Scope {
     Address,
     /// 127.0.0.1 or another loopback address: the host itself only.
     Loopback,
+    /// Packets arriving on one interface, to any local address.
+    Interface,
 }
 
 impl Scope {
     pub fn of(m: &Mapping) -> Scope {
+        if m.host_if.is_some() {
+            return Scope::Interface;
+        }
         match m.host_ip {
             None => Scope::Any,
             Some(ip) if ip.is_loopback() => Scope::Loopback,
@@ -127,6 +138,7 @@ impl Scope {
             Scope::Any => "any local address",
             Scope::Address => "one address",
             Scope::Loopback => "loopback only",
+            Scope::Interface => "one interface",
         }
     }
 }
@@ -139,6 +151,9 @@ pub struct MappingReport {
     pub protocol: String,
     /// None: every local address (of the container address's family).
     pub host_ip: Option<IpAddr>,
+    /// Bound to this interface (then `host_ip` is null).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_if: Option<String>,
     pub host_port: u16,
     pub host_port_end: u16,
     pub container_ip: IpAddr,
@@ -148,6 +163,13 @@ pub struct MappingReport {
     pub bytes: u64,
     pub connections: u64,
     pub scope: Scope,
+    /// Sources allowed to connect; empty: every source.
+    pub allow: Vec<Cidr>,
+    /// New connections from sources not on `allow`, dropped.
+    pub denied_packets: u64,
+    /// Who can reach it from outside the host, in words (any source, the allowed sources, the
+    /// host itself only, or nobody and which chain drops it).
+    pub reach: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -178,6 +200,7 @@ pub fn audit(o: &Observed) -> Report {
         ));
     }
     inventory(o, &mappings, &mut f);
+    bypassed_input_firewalls(o, &mappings, &mut f);
     drift(o, &mut f);
     drift_config(o, &mut f);
     conflicts(o, &mut f);
@@ -198,10 +221,19 @@ pub struct MappingView {
     pub network: Option<String>,
     pub packets: u64,
     pub bytes: u64,
+    /// Sources allowed to connect; empty: every source.
+    pub allow: Vec<Cidr>,
+    /// New connections from other sources, dropped (with an allow list).
+    pub denied_packets: u64,
+    /// For a port a CNI container published: its container ID (`network` is then the CNI
+    /// network's name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
 }
 
 /// Mappings with the traffic counted for them in the forward chain (summed over a range):
-/// packets and bytes in both directions of every connection through the mapping.
+/// packets and bytes in both directions of every connection through the mapping, and the
+/// packets their allow list dropped.
 pub fn mapping_views(state: &State, live: Option<&LiveTable>) -> Vec<MappingView> {
     let counters: std::collections::HashMap<(&str, &[u8]), (u64, u64)> = live
         .map(|l| {
@@ -215,18 +247,30 @@ pub fn mapping_views(state: &State, live: Option<&LiveTable>) -> Vec<MappingView
                 .collect()
         })
         .unwrap_or_default();
+    let sum = |elems: &mut dyn Iterator<Item = ruleset::Elem>| {
+        elems
+            .filter_map(|(set, k, _)| counters.get(&(set, k.as_slice())).copied())
+            .fold((0, 0), |(p, b), (p2, b2)| (p + p2, b + b2))
+    };
     let mut views: Vec<MappingView> = state
         .mappings
         .iter()
         .map(|m| {
-            let (packets, bytes) = counted_elems(m, state.is_routed(m))
-                .filter_map(|(set, k, _)| counters.get(&(set, k.as_slice())).copied())
-                .fold((0, 0), |(p, b), (p2, b2)| (p + p2, b + b2));
+            let allow = state.allow_of(m);
+            let (packets, bytes) = sum(&mut counted_elems(m, state.is_routed(m)));
+            let (denied_packets, _) = sum(&mut denied_elems(m, allow));
+            let owner = state.owner_of(m);
             MappingView {
                 mapping: *m,
-                network: state.network_of(m.container_ip).map(|n| n.name.clone()),
+                network: match owner {
+                    Some(a) => Some(a.network.clone()),
+                    None => state.network_of(m.container_ip).map(|n| n.name.clone()),
+                },
+                container_id: owner.map(|a| a.container_id.clone()),
                 packets,
                 bytes,
+                allow: allow.to_vec(),
+                denied_packets,
             }
         })
         .collect();
@@ -242,6 +286,7 @@ fn mapping_reports(o: &Observed) -> Vec<MappingReport> {
     // `connections` is in record order: an index, not a search per mapping (10,000 of them).
     let index: std::collections::HashMap<&Mapping, usize> =
         o.state.mappings.iter().enumerate().map(|(i, m)| (m, i)).collect();
+    let dropping = forward_policy_drops(o);
     views
         .iter()
         .map(|v| {
@@ -252,6 +297,7 @@ fn mapping_reports(o: &Observed) -> Vec<MappingReport> {
                 mapping: m,
                 protocol: m.protocol.to_string(),
                 host_ip: m.host_ip,
+                host_if: m.host_if.map(|i| i.to_string()),
                 host_port: m.host_port,
                 host_port_end: m.host_port_end,
                 container_ip: m.container_ip,
@@ -261,9 +307,112 @@ fn mapping_reports(o: &Observed) -> Vec<MappingReport> {
                 bytes: v.bytes,
                 connections,
                 scope: Scope::of(&m),
+                reach: reach(o, &m, &v.allow, &dropping),
+                allow: v.allow.clone(),
+                denied_packets: v.denied_packets,
             }
         })
         .collect()
+}
+
+/// Forward-hook chains of other tables with policy drop that say nothing of the bridge of a
+/// network (so they drop its DNAT'd traffic): (the families they see, chain label, bridges they
+/// name).
+fn forward_policy_drops(o: &Observed) -> Vec<(Vec<Family>, String, Vec<String>)> {
+    let mut out = vec![];
+    for c in &o.chains {
+        let Some(b) = &c.base else { continue };
+        if b.hook != HOOK_FORWARD || b.policy != 0 || own_table(&c.table, c.family) {
+            continue;
+        }
+        let fams: Vec<Family> = Family::ALL.into_iter().filter(|f| foreign_sees(&c.table, c.family, *f)).collect();
+        let named: Vec<String> = o
+            .rules
+            .iter()
+            .filter(|r| r.family == c.family && r.table == c.table && r.chain == c.name)
+            .flat_map(|r| read_matches(&r.exprs).ifnames.into_iter().map(|(_, _, name, _)| name))
+            .collect();
+        out.push((fams, chain_label(c.family, &c.table, &c.name), named));
+    }
+    out
+}
+
+/// Who can reach `m` from outside the host.
+fn reach(o: &Observed, m: &Mapping, allow: &[Cidr], dropping: &[(Vec<Family>, String, Vec<String>)]) -> String {
+    if Scope::of(m) == Scope::Loopback {
+        return "the host itself only (loopback)".into();
+    }
+    let bridge = o.state.network_of(m.container_ip).map(|n| n.bridge.clone());
+    let blocked = dropping.iter().find(|(fams, _, named)| {
+        fams.contains(&m.family()) && !bridge.as_ref().is_some_and(|b| named.iter().any(|n| n == b))
+    });
+    if let Some((_, label, _)) = blocked {
+        return format!("nobody from outside: chain {label} drops forwarded packets (policy drop)");
+    }
+    if let Some(i) = m.host_if {
+        return format!("any source whose packets arrive on {i}");
+    }
+    match allow {
+        [] => "any source".into(),
+        list => format!("sources in {}", list.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")),
+    }
+}
+
+/// A firewall on the input hook (policy drop, or a final unconditional drop or reject: ufw,
+/// firewalld, a hand-written `inet filter` input chain) does not see published ports: DNAT'd
+/// packets are forwarded, never delivered locally. Each such chain is named with the mappings
+/// that are still reachable from any source.
+fn bypassed_input_firewalls(o: &Observed, reports: &[MappingReport], out: &mut Vec<Finding>) {
+    const HOOK_INPUT: u32 = 1;
+    let unconditional = |r: &LiveRule| {
+        r.exprs.iter().all(|e| matches!(e, Expr::Counter | Expr::Verdict(_) | Expr::Other { .. } | Expr::Xt { .. }))
+            && r.exprs.iter().any(|e| match e {
+                Expr::Verdict(Verdict::Drop) => true,
+                Expr::Other { name } => name == "reject",
+                Expr::Xt { target: true, name, .. } => name == "DROP" || name == "REJECT",
+                _ => false,
+            })
+    };
+    for c in &o.chains {
+        let Some(b) = &c.base else { continue };
+        if b.hook != HOOK_INPUT || own_table(&c.table, c.family) {
+            continue;
+        }
+        let rules: Vec<&LiveRule> =
+            o.rules.iter().filter(|r| r.family == c.family && r.table == c.table && r.chain == c.name).collect();
+        let how = if b.policy == 0 {
+            "has policy drop"
+        } else if rules.last().is_some_and(|r| unconditional(r)) {
+            "ends with a rule that drops or rejects everything else"
+        } else {
+            continue;
+        };
+        let open: Vec<&MappingReport> = reports
+            .iter()
+            .filter(|r| r.reach == "any source" && foreign_sees(&c.table, c.family, r.mapping.family()))
+            .collect();
+        if open.is_empty() {
+            continue;
+        }
+        let label = chain_label(c.family, &c.table, &c.name);
+        let names: Vec<String> = open.iter().map(|r| r.mapping.to_string()).collect();
+        let shown = if names.len() > 5 {
+            format!("{} and {} more", names[..5].join(", "), names.len() - 5)
+        } else {
+            names.join(", ")
+        };
+        let example = &open[0].mapping;
+        out.push(finding(
+            "exposure.bypasses-input-firewall",
+            Severity::Warning,
+            format!(
+                "chain {label} (input hook) {how}, but published port(s) {shown} are reachable from any source: \
+                 DNAT'd packets are forwarded and never meet input rules. Restrict a port to the sources that \
+                 need it with `netnat publish {example} --allow CIDR`"
+            ),
+            std::iter::once(label.clone()).chain(names).collect(),
+        ));
+    }
 }
 
 fn inventory(o: &Observed, reports: &[MappingReport], out: &mut Vec<Finding>) {
@@ -274,8 +423,9 @@ fn inventory(o: &Observed, reports: &[MappingReport], out: &mut Vec<Finding>) {
             "inventory.mapping",
             Severity::Info,
             format!(
-                "{m}{net}: published on {}, {} packets, {} bytes, {} live connections",
+                "{m}{net}: published on {}, reachable by {}, {} packets, {} bytes, {} live connections",
                 r.scope.text(),
+                r.reach,
                 r.packets,
                 r.bytes,
                 r.connections
@@ -717,7 +867,10 @@ fn conflicts(o: &Observed, out: &mut Vec<Finding>) {
         ));
     }
     for m in &o.state.mappings {
-        for l in &o.listeners {
+        // Podman's conmon holds every host port it publishes open, as a reservation: for a
+        // mapping a CNI container owns, that is not a competing listener.
+        let reservation = |l: &Listener| o.state.owner_of(m).is_some() && l.process.as_deref() == Some("conmon");
+        for l in o.listeners.iter().filter(|l| !reservation(l)) {
             let proto_ok = l.protocol == m.protocol;
             let port_ok = (m.host_port..=m.host_port_end).contains(&l.port);
             // Listeners are read as IPv4 (an IPv6 wildcard socket shows as 0.0.0.0).
@@ -1013,7 +1166,8 @@ fn leftovers(o: &Observed, out: &mut Vec<Finding>) {
             o.trace_leftover.iter().map(|c| format!("inet {TABLE} {c}")).collect(),
         ));
     }
-    for m in st.mappings.iter().filter(|m| st.network_of(m.container_ip).is_none()) {
+    // A CNI container's address is on the runtime's bridge, not in a netnat network.
+    for m in st.mappings.iter().filter(|m| st.network_of(m.container_ip).is_none() && st.owner_of(m).is_none()) {
         out.push(finding(
             "leftover.mapping-target",
             Severity::Warning,
@@ -1191,8 +1345,9 @@ pub fn parse_proc_net(text: &str, protocol: crate::model::Proto) -> Vec<Listener
             }
             _ => None,
         };
+        let inode = f.get(9).and_then(|i| i.parse().ok()).unwrap_or(0);
         if let Some(addr) = addr {
-            out.push(Listener { protocol, addr, port });
+            out.push(Listener { protocol, addr, port, inode, process: None });
         }
     }
     out.sort();
@@ -1374,6 +1529,43 @@ mod tests {
         assert!(get("drift.element-missing").message.contains("tcp . 9090 : 172.16.1.1 . 8080"));
         assert!(get("drift.element-extra").message.contains("tcp . 7777"));
         assert!(get("drift.element-changed").message.contains("127.0.0.1 . udp . 5353"));
+    }
+
+    #[test]
+    fn exposure_says_who_can_reach_and_what_bypasses_an_input_firewall() {
+        let mut o = clean();
+        assert_eq!(audit(&o).mappings[0].reach, "any source");
+        assert!(has(&o, "exposure.bypasses-input-firewall").is_empty(), "no input firewall");
+        // firewalld's way: policy accept, a final reject of everything else.
+        o.chains.push(foreign_chain(FAMILY_INET, "firewalld", "filter_INPUT", 1, 10, "filter", 1));
+        o.rules.push(foreign_rule(
+            FAMILY_INET,
+            "firewalld",
+            "filter_INPUT",
+            vec![Expr::Other { name: "reject".into() }],
+        ));
+        let f = has(&o, "exposure.bypasses-input-firewall");
+        assert_eq!(f.len(), 1);
+        assert!(
+            f[0].message.contains("chain inet firewalld filter_INPUT (input hook) ends with a rule"),
+            "{}",
+            f[0].message
+        );
+        // A conditional drop is not a firewall that closes the host.
+        let mut o2 = clean();
+        o2.chains.push(foreign_chain(FAMILY_INET, "fw", "in", 1, 0, "filter", 1));
+        let mut cond = match_ifname(META_IIFNAME, CmpOp::Eq, "eth9");
+        cond.push(Expr::Verdict(Verdict::Drop));
+        o2.rules.push(foreign_rule(FAMILY_INET, "fw", "in", cond));
+        assert!(has(&o2, "exposure.bypasses-input-firewall").is_empty());
+        // An allow list restricts the mapping: the finding leaves it out.
+        let m = o.state.mappings[0];
+        o.state.set_allow(&m, vec!["10.0.0.0/8".parse().unwrap()]);
+        assert_eq!(audit(&o).mappings[0].reach, "sources in 10.0.0.0/8");
+        assert!(has(&o, "exposure.bypasses-input-firewall").is_empty());
+        // A forward chain with policy drop that does not name the bridge: nobody gets in.
+        o.chains.push(foreign_chain(FAMILY_IPV4, "filter", "FORWARD", HOOK_FORWARD, 0, "filter", 0));
+        assert!(audit(&o).mappings[0].reach.starts_with("nobody from outside: chain ip filter FORWARD"));
     }
 
     #[test]
@@ -1687,16 +1879,33 @@ mod tests {
         assert_eq!(has(&o, "drift.rule").len(), 1);
     }
 
+    fn listener(protocol: Proto, addr: Ipv4Addr, port: u16) -> Listener {
+        Listener { protocol, addr, port, inode: 0, process: None }
+    }
+
     #[test]
     fn listeners_on_published_ports() {
         let mut o = clean();
         o.listeners = vec![
-            Listener { protocol: Proto::Tcp, addr: Ipv4Addr::UNSPECIFIED, port: 9090 },
-            Listener { protocol: Proto::Udp, addr: "127.0.0.2".parse().unwrap(), port: 5353 },
-            Listener { protocol: Proto::Udp, addr: "127.0.0.1".parse().unwrap(), port: 9090 },
+            listener(Proto::Tcp, Ipv4Addr::UNSPECIFIED, 9090),
+            listener(Proto::Udp, "127.0.0.2".parse().unwrap(), 5353),
+            listener(Proto::Udp, "127.0.0.1".parse().unwrap(), 9090),
         ];
         let f = has(&o, "conflict.local-listener");
         assert_eq!(f.len(), 1, "{f:#?}");
+        // conmon's reservation of a port a CNI container owns is not a competing listener; the
+        // same socket on a port of the CLI is.
+        o.listeners[0].process = Some("conmon".into());
+        assert_eq!(has(&o, "conflict.local-listener").len(), 1);
+        let m = o.state.mappings[0];
+        let a = crate::model::Attachment {
+            network: "podman".into(),
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+            mappings: vec![m],
+        };
+        o.state.attachments.insert(a.id().key(), a);
+        assert!(has(&o, "conflict.local-listener").is_empty());
         assert!(f[0].message.contains("0.0.0.0:9090/tcp"));
     }
 
@@ -1768,8 +1977,8 @@ mod tests {
         assert_eq!(
             l,
             vec![
-                Listener { protocol: Proto::Tcp, addr: Ipv4Addr::UNSPECIFIED, port: 9090 },
-                Listener { protocol: Proto::Tcp, addr: Ipv4Addr::LOCALHOST, port: 53 },
+                Listener { inode: 1, ..listener(Proto::Tcp, Ipv4Addr::UNSPECIFIED, 9090) },
+                Listener { inode: 2, ..listener(Proto::Tcp, Ipv4Addr::LOCALHOST, 53) },
             ]
         );
         let tcp6 = "header\n   0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 0 0 0 0 0 0\n\
@@ -1777,13 +1986,11 @@ mod tests {
    2: 00000000000000000000000001000000:0051 00000000000000000000000000000000:0000 0A 0 0 0 0 0 0\n";
         let l = parse_proc_net(tcp6, Proto::Tcp);
         assert_eq!(l.len(), 2);
-        assert!(l.contains(&Listener { protocol: Proto::Tcp, addr: Ipv4Addr::UNSPECIFIED, port: 8080 }));
-        assert!(l.contains(&Listener { protocol: Proto::Tcp, addr: Ipv4Addr::LOCALHOST, port: 80 }));
+        let at = |l: &[Listener]| l.iter().map(|l| (l.addr, l.port)).collect::<Vec<_>>();
+        assert!(at(&l).contains(&(Ipv4Addr::UNSPECIFIED, 8080)));
+        assert!(at(&l).contains(&(Ipv4Addr::LOCALHOST, 80)));
         let udp = "header\n   7: 00000000:14E9 00000000:0000 07 0 0 0\n   8: 0100007F:14EA 0200007F:0035 01 0 0 0\n";
-        assert_eq!(
-            parse_proc_net(udp, Proto::Udp),
-            vec![Listener { protocol: Proto::Udp, addr: Ipv4Addr::UNSPECIFIED, port: 5353 }]
-        );
+        assert_eq!(parse_proc_net(udp, Proto::Udp), vec![listener(Proto::Udp, Ipv4Addr::UNSPECIFIED, 5353)]);
         assert_eq!(parse_table_names("nat\nfilter\n\n"), vec!["nat", "filter"]);
     }
 

@@ -63,16 +63,22 @@ pub enum Command {
     },
     /// Publish ports: the kernel forwards host ports to a container (nftables DNAT)
     Publish {
-        /// [HOSTIP:]HOSTPORT[-END]:CONTAINER:CONTAINERPORT[-END][/tcp|/udp|/sctp], IPv6 addresses in
-        /// brackets ([2001:db8::1]:8080:[fd00:16::2]:80); CONTAINER is an address or a sandbox name
-        /// (SANDBOX or SANDBOX@NETWORK: every family of its endpoint)
+        /// [HOSTIP:|IFNAME:]HOSTPORT[-END]:CONTAINER:CONTAINERPORT[-END][/tcp|/udp|/sctp], IPv6
+        /// addresses in brackets ([2001:db8::1]:8080:[fd00:16::2]:80); CONTAINER is an address or a
+        /// sandbox name (SANDBOX or SANDBOX@NETWORK: every family of its endpoint). IFNAME binds the
+        /// port to an interface: packets arriving on it, to any local address (eth0:8080:...)
         #[arg(required = true, value_name = "SPEC")]
         specs: Vec<String>,
+        /// Only sources in CIDR may connect (repeat for more; IPv4 and IPv6 CIDRs apply to the
+        /// mappings of their family). Other packets are dropped before DNAT and counted. Publishing
+        /// a mapping again with another list replaces its list
+        #[arg(long, value_name = "CIDR")]
+        allow: Vec<String>,
     },
     /// Stop publishing ports
     Unpublish {
-        /// A SPEC as given to publish, or [HOSTIP:]HOSTPORT[-END][/PROTO]; a bare HOSTPORT removes the
-        /// every-address mappings of both families, 0.0.0.0:PORT or [::]:PORT those of one
+        /// A SPEC as given to publish, or [HOSTIP:|IFNAME:]HOSTPORT[-END][/PROTO]; a bare HOSTPORT
+        /// removes the every-address mappings of both families, 0.0.0.0:PORT or [::]:PORT those of one
         #[arg(required = true, value_name = "SPEC")]
         specs: Vec<String>,
     },
@@ -318,7 +324,13 @@ pub struct ApplyArgs {
 const AUDIT_IDS: &str = "\
 Findings (id, severity: what):
   inventory.mapping              info     a published port: scope (any address, one address, loopback),
-                                          target, packets and bytes forwarded, live connections
+                                          who can reach it, target, packets and bytes forwarded, live
+                                          connections
+  exposure.bypasses-input-firewall
+                                 warning  an input-hook firewall (ufw, firewalld, an inet filter input
+                                          chain) drops what it does not accept, but a published port is
+                                          reachable from any source (DNAT'd packets never meet input
+                                          rules); restrict it with publish --allow
   drift.table-missing            error    table inet netnat is gone (e.g. after `nft flush ruleset`)
   drift.layout                   error    its chains or maps have another shape than netnat programs
   drift.rule                     error    a chain's rules differ from netnat's (a rule added or edited by hand)

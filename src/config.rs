@@ -28,8 +28,8 @@
 //! valid file into the `State` netnat should have.
 
 use crate::model::{
-    check_ifname, check_name, host_ifname, ip_text, parse_ip, pools_of, spec_parts, Endpoint, Family, InputError,
-    Ipv6Mode, Mapping, Network, PublishSpec, Sandbox, State, Subnet, Target,
+    allow_for, check_ifname, check_name, host_ifname, ip_text, parse_ip, pools_of, spec_parts, Cidr, Endpoint, Family,
+    InputError, Ipv6Mode, Mapping, Network, PublishSpec, Sandbox, State, Subnet, Target,
 };
 use crate::validate::{self, Subject};
 use serde::Deserialize;
@@ -43,7 +43,7 @@ use toml::Spanned;
 pub struct Config {
     /// Published ports whose container address is not one of the endpoints below.
     #[serde(default)]
-    pub publish: Vec<Spanned<String>>,
+    pub publish: Vec<Spanned<PublishEntry>>,
     #[serde(default, rename = "network")]
     pub networks: Vec<NetworkConf>,
     #[serde(default, rename = "sandbox")]
@@ -80,7 +80,55 @@ pub struct EndpointConf {
     pub ip: Option<OneOrMany>,
     pub ifname: Option<Spanned<String>>,
     #[serde(default)]
-    pub publish: Vec<Spanned<String>>,
+    pub publish: Vec<Spanned<PublishEntry>>,
+}
+
+/// A `publish` entry: a spec, or a table with the spec and the sources allowed to reach it
+/// (`{ spec = "5432:172.16.1.1:5432", allow = ["10.0.0.0/8"] }`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PublishEntry {
+    Spec(String),
+    Table(PublishTable),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishTable {
+    pub spec: String,
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+impl PublishEntry {
+    pub fn spec(&self) -> &str {
+        match self {
+            PublishEntry::Spec(s) => s,
+            PublishEntry::Table(t) => &t.spec,
+        }
+    }
+    /// The allow list, parsed; empty when the entry has none.
+    pub fn allow(&self) -> Result<Vec<Cidr>, InputError> {
+        match self {
+            PublishEntry::Spec(_) => Ok(vec![]),
+            PublishEntry::Table(t) if t.allow.is_empty() => {
+                Err(InputError(format!("'{}': `allow` is empty; leave it out to allow every source", t.spec)))
+            }
+            PublishEntry::Table(t) => t.allow.iter().map(|c| c.parse()).collect(),
+        }
+    }
+}
+
+/// Sets the allow list of each of `maps` from `list` (each takes the sources of its family).
+fn allow_each(st: &mut State, maps: &[Mapping], list: &[Cidr]) -> Result<(), InputError> {
+    if list.is_empty() {
+        return Ok(());
+    }
+    for m in maps {
+        let mine = allow_for(m, list)?;
+        st.set_allow(m, mine);
+    }
+    Ok(())
 }
 
 /// One thing wrong with a file, at a line (1-based).
@@ -227,13 +275,76 @@ pub fn parse_publish(spec: &str, own: Option<&[IpAddr]>) -> Result<Vec<PublishSp
         .collect()
 }
 
-/// Lists every problem of a parsed file, each with its line, in file order.
+/// Lists every problem of a parsed file, each with its line, in file order: each entry alone
+/// first (names, values), then, on the state the valid entries make, the checks across objects
+/// (`validate::check`, the same as `apply`, `connect` and `publish` run).
 pub fn validate(p: &Parsed) -> Vec<Problem> {
-    let c = &p.config;
     let mut out: Vec<Problem> = vec![];
     let mut bad = |line: usize, message: String| out.push(Problem { line, message });
+    let mut placed = Placed::default();
+    let names = place_networks(p, &mut placed, &mut bad);
+    place_sandboxes(p, &names, &mut placed, &mut bad);
+    place_top_publish(p, &mut placed, &mut bad);
+    placed.check(p, &mut bad);
+    // Room for the endpoints without an address, and name targets (when all else is fine).
+    if out.is_empty() {
+        if let Err(problem) = to_state_at(p, &State::default()) {
+            out.push(problem);
+        }
+    }
+    out.sort_by_key(|p| p.line);
+    out
+}
 
-    // Networks.
+/// The state the valid entries of a file make, with the lines they came from.
+#[derive(Default)]
+struct Placed {
+    state: State,
+    /// (sandbox, endpoint index) -> (line of its address, line of its ifname).
+    endpoint_lines: BTreeMap<(String, usize), (usize, usize)>,
+    /// Each mapping with its entry's line, in file order.
+    maps: Vec<(Mapping, usize)>,
+    /// Each mapping with the allow list of its entry, and the entry's line.
+    allows: Vec<(Mapping, Vec<Cidr>, usize)>,
+}
+
+impl Placed {
+    /// The checks across objects, each problem at the line of the object it is about.
+    fn check(mut self, p: &Parsed, bad: &mut impl FnMut(usize, String)) {
+        let c = &p.config;
+        self.state.mappings = self.maps.iter().map(|(m, _)| *m).collect();
+        for (m, list, line) in std::mem::take(&mut self.allows) {
+            if let Err(e) = allow_each(&mut self.state, &[m], &list) {
+                bad(line, e.0);
+            }
+        }
+        let line_of = |s: &Subject| match s {
+            Subject::Network(n) => c.networks.iter().find(|x| x.name.get_ref() == n).map(|x| p.line(&x.subnet)),
+            Subject::Bridge(n) => c.networks.iter().find(|x| x.name.get_ref() == n).map(|x| match &x.bridge {
+                Some(b) => p.line(b),
+                None => p.line(&x.name),
+            }),
+            Subject::Endpoint { sandbox, index } => self.endpoint_lines.get(&(sandbox.clone(), *index)).map(|l| l.0),
+            Subject::Interface { sandbox, index } => self.endpoint_lines.get(&(sandbox.clone(), *index)).map(|l| l.1),
+            Subject::Mapping(i) => self.maps.get(*i).map(|m| m.1),
+        };
+        for v in validate::check(&self.state) {
+            let at = line_of(&v.subject).unwrap_or(1);
+            match v.other.as_ref().and_then(line_of) {
+                Some(other) => bad(at, format!("{} (line {other})", v.message)),
+                None => bad(at, v.message),
+            }
+        }
+    }
+}
+
+/// The networks of a file, each checked alone; returns every name with its line.
+fn place_networks<'a>(
+    p: &'a Parsed,
+    placed: &mut Placed,
+    bad: &mut impl FnMut(usize, String),
+) -> BTreeMap<&'a str, usize> {
+    let c = &p.config;
     let mut nets: Vec<Network> = vec![];
     let mut names: BTreeMap<&str, usize> = BTreeMap::new();
     for n in &c.networks {
@@ -268,15 +379,19 @@ pub fn validate(p: &Parsed) -> Vec<Problem> {
         }
         nets.push(net);
     }
-    let net_named = |n: &str| nets.iter().find(|x| x.name == n);
+    placed.state.networks = nets.into_iter().map(|n| (n.name.clone(), n)).collect();
+    names
+}
 
-    // Sandboxes and endpoints. What parses goes into `placed`, a state of the file's valid
-    // parts, for the checks across objects below (`validate::check`).
-    let mut placed = State { networks: nets.iter().map(|n| (n.name.clone(), n.clone())).collect(), ..State::default() };
-    // (sandbox, endpoint index in `placed`) -> (line of its address, line of its ifname).
-    let mut ep_lines: BTreeMap<(String, usize), (usize, usize)> = BTreeMap::new();
+/// The sandboxes and their endpoints and publish lists, each checked alone.
+fn place_sandboxes(
+    p: &Parsed,
+    names: &BTreeMap<&str, usize>,
+    placed: &mut Placed,
+    bad: &mut impl FnMut(usize, String),
+) {
+    let c = &p.config;
     let mut sb_names: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut maps: Vec<(Mapping, usize)> = vec![];
     for s in &c.sandboxes {
         let line = p.line(&s.name);
         let sname = s.name.get_ref().as_str();
@@ -306,7 +421,7 @@ pub fn validate(p: &Parsed) -> Vec<Problem> {
                 None => auto_ifnames
                     .find(|n| s.endpoints.iter().all(|x| x.ifname.as_ref().is_none_or(|i| i.get_ref() != n))),
             };
-            let net = net_named(nname);
+            let net = placed.state.networks.get(nname);
             if net.is_none() && !names.contains_key(nname) {
                 bad(nline, format!("sandbox {sname}: no network named {nname} in this file"));
             }
@@ -323,7 +438,7 @@ pub fn validate(p: &Parsed) -> Vec<Problem> {
             if let (Some(_), Some(ifname)) = (net, ifname) {
                 let ip_line = e.ip.as_ref().map(|i| p.line(i)).unwrap_or(nline);
                 let if_line = e.ifname.as_ref().map(|i| p.line(i)).unwrap_or(nline);
-                ep_lines.insert((sname.to_string(), endpoints.len()), (ip_line, if_line));
+                placed.endpoint_lines.insert((sname.to_string(), endpoints.len()), (ip_line, if_line));
                 endpoints.push(Endpoint {
                     network: nname.to_string(),
                     ips: ips.clone().unwrap_or_default(),
@@ -332,66 +447,47 @@ pub fn validate(p: &Parsed) -> Vec<Problem> {
                 });
             }
             for spec in &e.publish {
-                publish_entry(p, spec, e.ip.is_none(), ips.as_deref(), &mut bad, &mut maps);
+                publish_entry(p, spec, e.ip.is_none(), ips.as_deref(), bad, &mut placed.maps, &mut placed.allows);
             }
         }
         if first_definition {
-            placed.sandboxes.insert(sname.into(), Sandbox { name: sname.into(), created: true, endpoints });
+            placed.state.sandboxes.insert(sname.into(), Sandbox { name: sname.into(), created: true, endpoints });
         }
     }
-    for spec in &c.publish {
-        match parse_publish(spec.get_ref(), None) {
+}
+
+/// The top-level publish list (containers outside the file's sandboxes).
+fn place_top_publish(p: &Parsed, placed: &mut Placed, bad: &mut impl FnMut(usize, String)) {
+    for spec in &p.config.publish {
+        let allow = spec.get_ref().allow().map_err(|e| bad(p.line(spec), e.0)).unwrap_or_default();
+        match parse_publish(spec.get_ref().spec(), None) {
             Err(err) => bad(p.line(spec), err.0),
             Ok(specs) => {
                 for ps in specs.iter().filter(|ps| matches!(ps.target, Target::Addr(_))) {
                     if let Ok(ms) = ps.resolve(&State::default()) {
-                        maps.extend(ms.into_iter().map(|m| (m, p.line(spec))));
+                        placed.allows.extend(ms.iter().map(|m| (*m, allow.clone(), p.line(spec))));
+                        placed.maps.extend(ms.into_iter().map(|m| (m, p.line(spec))));
                     }
                 }
             }
         }
     }
-    placed.mappings = maps.iter().map(|(m, _)| *m).collect();
-    let line_of = |s: &Subject| match s {
-        Subject::Network(n) => c.networks.iter().find(|x| x.name.get_ref() == n).map(|x| p.line(&x.subnet)),
-        Subject::Bridge(n) => c.networks.iter().find(|x| x.name.get_ref() == n).map(|x| match &x.bridge {
-            Some(b) => p.line(b),
-            None => p.line(&x.name),
-        }),
-        Subject::Endpoint { sandbox, index } => ep_lines.get(&(sandbox.clone(), *index)).map(|l| l.0),
-        Subject::Interface { sandbox, index } => ep_lines.get(&(sandbox.clone(), *index)).map(|l| l.1),
-        Subject::Mapping(i) => maps.get(*i).map(|m| m.1),
-    };
-    for v in validate::check(&placed) {
-        let at = line_of(&v.subject).unwrap_or(1);
-        match v.other.as_ref().and_then(line_of) {
-            Some(other) => bad(at, format!("{} (line {other})", v.message)),
-            None => bad(at, v.message),
-        }
-    }
-
-    // Room for the endpoints without an address, and name targets (when all else is fine).
-    if out.is_empty() {
-        if let Err(problem) = to_state_at(p, &State::default()) {
-            out.push(problem);
-        }
-    }
-    out.sort_by_key(|p| p.line);
-    out
 }
 
 /// One `publish` entry of an endpoint (`own`: its addresses, when all parse): problems go to
 /// `bad`, the mappings it means (with the entry's line) to `maps`.
 fn publish_entry(
     p: &Parsed,
-    spec: &Spanned<String>,
+    spec: &Spanned<PublishEntry>,
     no_ip: bool,
     own: Option<&[IpAddr]>,
     bad: &mut impl FnMut(usize, String),
     maps: &mut Vec<(Mapping, usize)>,
+    allows: &mut Vec<(Mapping, Vec<Cidr>, usize)>,
 ) {
     let line = p.line(spec);
-    let text = spec.get_ref();
+    let text = spec.get_ref().spec();
+    let allow = spec.get_ref().allow().map_err(|e| bad(line, e.0)).unwrap_or_default();
     let specs = match parse_publish(text, own) {
         Err(err) if no_ip && err.0.contains("leaves out the container address") => {
             return bad(line, format!("'{text}': the short form needs the endpoint's `ip` to be set"))
@@ -423,6 +519,7 @@ fn publish_entry(
             continue;
         }
         if let Ok(ms) = ps.resolve(&State::default()) {
+            allows.extend(ms.iter().map(|m| (*m, allow.clone(), line)));
             maps.extend(ms.into_iter().map(|m| (m, line)));
         }
     }
@@ -497,24 +594,34 @@ pub fn to_state_at(p: &Parsed, previous: &State) -> Result<State, Problem> {
             ips.sort_by_key(|ip| Family::of(*ip));
         }
     }
-    // Published ports, in file order.
+    // Published ports, in file order, and their allow lists.
     let mut mappings = vec![];
+    let mut allows: Vec<(Vec<Mapping>, Vec<Cidr>, usize)> = vec![];
     for s in &c.sandboxes {
         for (i, e) in s.endpoints.iter().enumerate() {
             let own = st.sandboxes[s.name.get_ref()].endpoints[i].ips.clone();
             for spec in &e.publish {
-                for ps in parse_publish(spec.get_ref(), Some(&own)).map_err(at(p.line(spec)))? {
-                    mappings.extend(ps.resolve(&st).map_err(at(p.line(spec)))?);
+                let allow = spec.get_ref().allow().map_err(at(p.line(spec)))?;
+                for ps in parse_publish(spec.get_ref().spec(), Some(&own)).map_err(at(p.line(spec)))? {
+                    let ms = ps.resolve(&st).map_err(at(p.line(spec)))?;
+                    allows.push((ms.clone(), allow.clone(), p.line(spec)));
+                    mappings.extend(ms);
                 }
             }
         }
     }
     for spec in &c.publish {
-        for ps in parse_publish(spec.get_ref(), None).map_err(at(p.line(spec)))? {
-            mappings.extend(ps.resolve(&st).map_err(at(p.line(spec)))?);
+        let allow = spec.get_ref().allow().map_err(at(p.line(spec)))?;
+        for ps in parse_publish(spec.get_ref().spec(), None).map_err(at(p.line(spec)))? {
+            let ms = ps.resolve(&st).map_err(at(p.line(spec)))?;
+            allows.push((ms.clone(), allow.clone(), p.line(spec)));
+            mappings.extend(ms);
         }
     }
     st.mappings = mappings;
+    for (ms, list, line) in allows {
+        allow_each(&mut st, &ms, &list).map_err(at(line))?;
+    }
     Ok(st)
 }
 
@@ -551,9 +658,25 @@ pub fn to_toml(state: &State, notes: &[String]) -> String {
             .find(|(_, e)| e.has(m.container_ip))
             .map(|(s, _)| (s.name.as_str(), net.name.as_str()))
     };
-    let top: Vec<String> = state.mappings.iter().filter(|m| owner(m).is_none()).map(|m| m.to_string()).collect();
+    // A mapping with an allow list is written as a table: { spec = "...", allow = [...] }.
+    let entry = |m: &Mapping| match state.allow_of(m) {
+        [] => q(&m.to_string()),
+        list => {
+            let cidrs: Vec<String> = list.iter().map(|c| c.to_string()).collect();
+            format!("{{ spec = {}, allow = {} }}", q(&m.to_string()), self::list(&cidrs))
+        }
+    };
+    // Ports CNI containers published belong to the container runtime, which publishes them again.
+    let cni = state.mappings.iter().filter(|m| state.owner_of(m).is_some()).count();
+    if cni > 0 {
+        out += &format!(
+            "# {cni} port(s) published through CNI are left out: the container runtime owns them (`netnat ls` lists them).\n"
+        );
+    }
+    let top: Vec<String> =
+        state.mappings.iter().filter(|m| owner(m).is_none() && state.owner_of(m).is_none()).map(entry).collect();
     if !top.is_empty() {
-        out += &format!("\npublish = {}\n", list(&top));
+        out += &format!("\npublish = [{}]\n", top.join(", "));
     }
     for n in state.networks.values() {
         let subnets: Vec<String> = n.pools.iter().map(|p| p.subnet.to_string()).collect();
@@ -585,10 +708,10 @@ pub fn to_toml(state: &State, notes: &[String]) -> String {
                 .mappings
                 .iter()
                 .filter(|m| owner(m) == Some((s.name.as_str(), e.network.as_str())))
-                .map(|m| m.to_string())
+                .map(entry)
                 .collect();
             if !mine.is_empty() {
-                out += &format!("publish = {}\n", list(&mine));
+                out += &format!("publish = [{}]\n", mine.join(", "));
             }
         }
     }

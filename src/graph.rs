@@ -65,15 +65,17 @@ pub fn dot(state: &State) -> String {
     let mut outside: Vec<std::net::IpAddr> = vec![];
     for m in &maps {
         let scope = Scope::of(m);
-        let host = match m.host_ip {
-            Some(ip) => format!("{ip}:{}", range(m.host_port, m.host_port_end)),
-            None => format!("*:{}", range(m.host_port, m.host_port_end)),
+        let host = match (m.host_if, m.host_ip) {
+            (Some(i), _) => format!("{i}:{}", range(m.host_port, m.host_port_end)),
+            (None, Some(ip)) => format!("{ip}:{}", range(m.host_port, m.host_port_end)),
+            (None, None) => format!("*:{}", range(m.host_port, m.host_port_end)),
         };
         let lines = vec![format!("{}/{}", host, m.protocol), scope.text().to_string()];
         let style = match scope {
             Scope::Any => "solid",
             Scope::Address => "dashed",
             Scope::Loopback => "dotted",
+            Scope::Interface => "bold",
         };
         let _ = writeln!(out, "\t{} [shape=cds, style={style}, label={}];", q(&port_id(m)), label(&lines));
         let _ = writeln!(out, "\thost -> {};", q(&port_id(m)));

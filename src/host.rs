@@ -86,7 +86,27 @@ pub fn enable_route_localnet(bridge: &str) -> Result<()> {
 /// Puts back every sysctl netnat changed.
 pub fn restore(state: &mut State) -> Result<()> {
     for (key, value) in std::mem::take(&mut state.sysctls) {
+        // An interface's key is gone with the interface (a container runtime's bridge): nothing
+        // is left to restore.
+        let iface = key.starts_with("net/ipv4/conf/") || key.starts_with("net/ipv6/conf/");
+        if iface && !std::path::Path::new("/proc/sys").join(&key).exists() {
+            continue;
+        }
         sysctl::write(&key, &value).with_context(|| format!("restoring {key} to {value}"))?;
+    }
+    Ok(())
+}
+
+/// route_localnet on a bridge netnat did not make (a CNI bridge holding published containers),
+/// so the host's own 127.0.0.1 connections to their ports can be DNAT'd onto it, as on netnat's
+/// bridges; the old value is kept in `state.sysctls` for `reset`. netnat's guard drops 127.0.0.0/8
+/// arriving from outside on every interface.
+pub fn enable_route_localnet_recorded(state: &mut State, ifname: &str) -> Result<()> {
+    let key = route_localnet_key(ifname);
+    let old = sysctl::read(&key)?;
+    if old != "1" {
+        state.sysctls.entry(key.clone()).or_insert(old);
+        sysctl::write(&key, "1")?;
     }
     Ok(())
 }

@@ -6,10 +6,12 @@
 //! over netlink), `link` (links, addresses, routes, namespaces over rtnetlink), `conntrack`.
 //! `host` (the sysctls netnat sets and gives back). `validate` checks a whole desired state.
 //! `engine` is netnat's operations on typed values, below every front door; `commands` is the
-//! CLI's thin side of each subcommand, `cli` its clap definition.
+//! CLI's thin side of each subcommand, `cli` its clap definition; `cni` is the same binary as a chained CNI
+//! plugin (a front door onto the same engine, record and table).
 
 pub mod audit;
 pub mod cli;
+pub mod cni;
 pub mod commands;
 pub mod config;
 pub mod conntrack;

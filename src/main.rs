@@ -7,6 +7,11 @@ use netnat::engine::apply::ApplyOptions;
 use netnat::state::dir_or_default;
 
 fn main() {
+    // Run by a container runtime as a CNI plugin: the request is in the environment and on
+    // stdin, not in the arguments.
+    if std::env::var_os("CNI_COMMAND").is_some() {
+        std::process::exit(netnat::cni::run_from_env());
+    }
     let cli = Cli::parse();
     let dir = dir_or_default(cli.state_dir.as_deref());
     if let Command::Audit(a) = &cli.command {
@@ -28,7 +33,7 @@ fn main() {
         Command::Sandbox(SandboxCmd::Ls { json }) => network::sandbox_ls(&dir, *json),
         Command::Connect(a) => network::connect(&dir, a),
         Command::Disconnect { network: n, sandbox } => network::disconnect(&dir, n, sandbox),
-        Command::Publish { specs } => ports::publish(&dir, specs),
+        Command::Publish { specs, allow } => ports::publish(&dir, specs, allow),
         Command::Unpublish { specs } => ports::unpublish(&dir, specs),
         Command::Ls { json } => ports::ls(&dir, *json),
         Command::Show { counters } => ports::show(&dir, *counters),

@@ -2,9 +2,7 @@
 //! (version 0.0.4). One series per published mapping and metric (a port range is one mapping,
 //! never one series per port), so the number of series is 3 per mapping plus the gauges.
 //!
-//! Denied packets of mappings with an allow list (issue 14) belong here as one more counter
-//! family with the mapping labels, `netnat_mapping_denied_packets_total`, read from the allow
-//! list's own counter once the ruleset has one: add it to `families` beside the byte counter.
+//! Mappings with an allow list have one more series, `netnat_mapping_denied_packets_total`.
 
 use crate::audit::{Observed, Report, Severity};
 use crate::model::{Mapping, State};
@@ -33,26 +31,31 @@ pub struct Sample {
 }
 
 /// The labels of one mapping's series, in this order. The host side is an address (the
-/// family's unspecified address for "every local address"); `container_id` comes from
-/// `container_id`.
+/// family's unspecified address for "every local address") or an interface (`host_if`, empty
+/// otherwise); `network` and `container_id` are the CNI network and container for a port a CNI
+/// container published.
 pub fn mapping_labels(state: &State, m: &Mapping) -> Vec<(&'static str, String)> {
     let host: IpAddr = m.host_ip.unwrap_or(m.family().unspecified());
+    let network = match state.owner_of(m) {
+        Some(a) => a.network.clone(),
+        None => state.network_of(m.container_ip).map(|n| n.name.clone()).unwrap_or_default(),
+    };
     vec![
         ("protocol", m.protocol.to_string()),
         ("host_ip", host.to_string()),
+        ("host_if", m.host_if.map(|i| i.to_string()).unwrap_or_default()),
         ("host_port", crate::model::range_text(m.host_port, m.host_port_end)),
         ("container_ip", m.container_ip.to_string()),
         ("container_port", crate::model::range_text(m.container_port, m.container_port_end)),
-        ("network", state.network_of(m.container_ip).map(|n| n.name.clone()).unwrap_or_default()),
+        ("network", network),
         ("container_id", container_id(state, m)),
     ]
 }
 
-/// The container a mapping was published for. Mappings made with `netnat publish` or `apply`
-/// belong to no container: empty. CNI mappings (issue 13) carry their container's id in the
-/// record; this is the one place that reads it.
-pub fn container_id(_state: &State, _m: &Mapping) -> String {
-    String::new()
+/// The container a mapping was published for: a CNI attachment's container ID; empty for the
+/// mappings of `netnat publish` or `apply`.
+pub fn container_id(state: &State, m: &Mapping) -> String {
+    state.owner_of(m).map(|a| a.container_id.clone()).unwrap_or_default()
 }
 
 /// Every metric, from the audit's observation and report (which hold the counters, the live
@@ -81,6 +84,17 @@ pub fn families(o: &Observed, report: &Report) -> Vec<MetricFamily> {
             help: "Bytes forwarded through a published mapping, both directions of every connection.",
             kind: Kind::Counter,
             samples: per_mapping(&|r| r.bytes),
+        },
+        MetricFamily {
+            name: "netnat_mapping_denied_packets_total",
+            help: "New connections to a published mapping with an allow list, from sources not on it: dropped.",
+            kind: Kind::Counter,
+            samples: report
+                .mappings
+                .iter()
+                .filter(|r| !r.allow.is_empty())
+                .map(|r| Sample { labels: mapping_labels(st, &r.mapping), value: r.denied_packets })
+                .collect(),
         },
         MetricFamily {
             name: "netnat_mapping_connections",
@@ -161,11 +175,11 @@ mod tests {
         }
         // A range is one mapping: its ports' counters are summed into one series.
         assert!(text.contains(
-            "netnat_mapping_bytes_total{protocol=\"udp\",host_ip=\"0.0.0.0\",host_port=\"20000-20999\",container_ip=\
+            "netnat_mapping_bytes_total{protocol=\"udp\",host_ip=\"0.0.0.0\",host_if=\"\",host_port=\"20000-20999\",container_ip=\
              \"172.16.1.2\",container_port=\"20000-20999\",network=\"MyDocker0\",container_id=\"\"} 180000\n"
         ));
         assert!(text.contains(
-            "netnat_mapping_packets_total{protocol=\"tcp\",host_ip=\"0.0.0.0\",host_port=\"9090\",container_ip=\
+            "netnat_mapping_packets_total{protocol=\"tcp\",host_ip=\"0.0.0.0\",host_if=\"\",host_port=\"9090\",container_ip=\
              \"172.16.1.1\",container_port=\"8080\",network=\"MyDocker0\",container_id=\"\"} 3\n"
         ));
         assert!(text.contains("netnat_mapping_connections{protocol=\"tcp\","));
@@ -204,11 +218,38 @@ mod tests {
     }
 
     #[test]
+    fn allow_lists_interfaces_and_cni_containers_are_labelled() {
+        let mut o = observed(&["9090:172.16.1.1:8080", "eth0:9091:172.16.1.1:80", "9092:10.88.0.2:80"]);
+        let m = o.state.mappings[0];
+        o.state.set_allow(&m, vec!["10.0.0.0/8".parse().unwrap()]);
+        let cni = o.state.mappings[2];
+        let a = crate::model::Attachment {
+            network: "podman".into(),
+            container_id: "c0ffee".into(),
+            ifname: "eth0".into(),
+            mappings: vec![cni],
+        };
+        o.state.attachments.insert(a.id().key(), a);
+        o.table = Some(crate::ruleset::fake::live_after(&crate::ruleset::desired(&o.state), 3, 180));
+        let text = render(&families(&o, &audit::audit(&o)));
+        // Only the mapping with a list has a denied series.
+        assert_eq!(text.lines().filter(|l| l.starts_with("netnat_mapping_denied_packets_total{")).count(), 1, "{text}");
+        assert!(text.contains(
+            "netnat_mapping_denied_packets_total{protocol=\"tcp\",host_ip=\"0.0.0.0\",host_if=\"\",host_port=\"9090\""
+        ));
+        assert!(text.contains("host_if=\"eth0\",host_port=\"9091\""), "{text}");
+        assert!(text.contains("network=\"podman\",container_id=\"c0ffee\"} "), "{text}");
+    }
+
+    #[test]
     fn ipv6_and_bound_addresses_and_escaping() {
         let o = observed(&["[2001:db8::1]:8080:[fd00:16::2]:80", "8081:[fd00:16::2]:80"]);
         let text = render(&families(&o, &audit::audit(&o)));
-        assert!(text.contains("host_ip=\"2001:db8::1\",host_port=\"8080\",container_ip=\"fd00:16::2\""), "{text}");
-        assert!(text.contains("host_ip=\"::\",host_port=\"8081\""), "{text}");
+        assert!(
+            text.contains("host_ip=\"2001:db8::1\",host_if=\"\",host_port=\"8080\",container_ip=\"fd00:16::2\""),
+            "{text}"
+        );
+        assert!(text.contains("host_ip=\"::\",host_if=\"\",host_port=\"8081\""), "{text}");
         assert_eq!(escape_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
         let f = MetricFamily {
             name: "x",

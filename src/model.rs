@@ -221,6 +221,95 @@ impl<'de> Deserialize<'de> for Subnet {
     }
 }
 
+/// A source network of an allow list: any prefix length (a /32 is one host, /0 everyone), host
+/// bits zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cidr(pub Subnet);
+
+impl Cidr {
+    pub fn family(&self) -> Family {
+        self.0.family()
+    }
+    /// First and last address of the range.
+    pub fn bounds(&self) -> (IpAddr, IpAddr) {
+        (self.0.addr, self.0.last())
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = InputError;
+    fn from_str(s: &str) -> Valid<Cidr> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let Ok(addr) = a.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() else {
+            invalid!("allowed source '{s}': '{a}' is not an IPv4 or IPv6 address");
+        };
+        if matches!(addr, IpAddr::V6(v) if v.to_ipv4_mapped().is_some()) {
+            invalid!("allowed source '{s}' is IPv4-mapped; write the IPv4 network itself");
+        }
+        let family = Family::of(addr);
+        let prefix = match p {
+            None => family.bits() as u8,
+            Some(p) => match p.parse::<u32>() {
+                Ok(v) if v <= family.bits() => v as u8,
+                _ => invalid!("allowed source '{s}': prefix length '{p}' must be a number from 0 to {}", family.bits()),
+            },
+        };
+        let net = Subnet { addr, prefix };
+        let masked = ip_from_bits(family, ip_bits(addr) & net.mask());
+        if masked != addr {
+            invalid!("allowed source '{s}' has host bits set: did you mean {}/{prefix}?", ip_text(masked));
+        }
+        Ok(Cidr(net))
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The sources allowed to reach a published mapping (`publish --allow`); others are dropped
+/// before DNAT. A mapping without one is open to every source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowList {
+    pub mapping: Mapping,
+    pub from: Vec<Cidr>,
+}
+
+/// Checks an allow list for a mapping: at least one source of the mapping's family, none of
+/// the other family, none inside another. `from` may hold both families (a name target
+/// publishes both): the mapping's own are returned, in order.
+pub fn allow_for(m: &Mapping, from: &[Cidr]) -> Valid<Vec<Cidr>> {
+    let mine: Vec<Cidr> = from.iter().copied().filter(|c| c.family() == m.family()).collect();
+    if mine.is_empty() {
+        invalid!("--allow has no {} source for {m}; add one, or publish the families separately", m.family());
+    }
+    for (i, a) in mine.iter().enumerate() {
+        if let Some(b) = mine[..i].iter().find(|b| b.0.overlaps(&a.0)) {
+            invalid!("allowed sources {b} and {a} overlap; list each address once");
+        }
+    }
+    Ok(mine)
+}
+
 /// Parses an address of either family, with a message that says what the address was for.
 /// Brackets around an IPv6 address are accepted.
 pub fn parse_ip(s: &str, what: &str) -> Valid<IpAddr> {
@@ -582,6 +671,53 @@ impl FromStr for Proto {
     }
 }
 
+/// An interface name as the kernel and nftables' `ifname` type hold it: NUL-padded to 16 bytes
+/// (IFNAMSIZ), so a mapping stays a small copyable value.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IfName([u8; 16]);
+
+impl IfName {
+    pub fn new(name: &str) -> Valid<IfName> {
+        check_ifname(name, "interface name")?;
+        let mut b = [0u8; 16];
+        b[..name.len()].copy_from_slice(name.as_bytes());
+        Ok(IfName(b))
+    }
+    pub fn as_str(&self) -> &str {
+        let n = self.0.iter().position(|c| *c == 0).unwrap_or(16);
+        std::str::from_utf8(&self.0[..n]).unwrap_or("?")
+    }
+    /// The 16 bytes a `meta iifname` load puts in registers.
+    pub fn bytes(&self) -> [u8; 16] {
+        self.0
+    }
+}
+
+impl fmt::Display for IfName {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for IfName {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl Serialize for IfName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for IfName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        IfName::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A published port range: host `[host_ip:]host_port..=host_port_end` to
 /// `container_ip:container_port..` (same length), for one protocol. Host and container address
 /// are of one family (nftables cannot NAT between families).
@@ -589,8 +725,12 @@ impl FromStr for Proto {
 #[serde(deny_unknown_fields)]
 pub struct Mapping {
     pub protocol: Proto,
-    /// None: every local address of the host, of the container address's family.
+    /// None: every local address of the host, of the container address's family (unless
+    /// `host_if` binds the mapping to an interface).
     pub host_ip: Option<IpAddr>,
+    /// Bound to an interface: packets arriving on it, to any local address (never with `host_ip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_if: Option<IfName>,
     pub host_port: u16,
     pub host_port_end: u16,
     pub container_ip: IpAddr,
@@ -614,16 +754,23 @@ impl Mapping {
     }
     /// Two mappings compete for the same packets: same family and protocol, overlapping host
     /// ports, and host addresses that overlap (equal, or either one is "any address").
+    /// An interface-bound mapping competes with every other host side but another interface's.
     pub fn conflicts_with(&self, o: &Mapping) -> bool {
+        let hosts_overlap = match (self.host_if, o.host_if) {
+            (Some(a), Some(b)) => a == b,
+            (Some(_), None) | (None, Some(_)) => true,
+            (None, None) => self.host_ip.is_none() || o.host_ip.is_none() || self.host_ip == o.host_ip,
+        };
         self.family() == o.family()
             && self.protocol == o.protocol
             && self.host_port <= o.host_port_end
             && o.host_port <= self.host_port_end
-            && (self.host_ip.is_none() || o.host_ip.is_none() || self.host_ip == o.host_ip)
+            && hosts_overlap
     }
     /// The host side only, as `unpublish` accepts it (`[::]:` names IPv6's "any address").
     pub fn host_spec(&self) -> String {
         let ip = match (self.host_ip, self.family()) {
+            _ if self.host_if.is_some() => format!("{}:", self.host_if.expect("checked")),
             (Some(i), _) => format!("{}:", ip_text(i)),
             (None, Family::V6) => "[::]:".into(),
             (None, Family::V4) => String::new(),
@@ -635,7 +782,7 @@ impl Mapping {
     fn new(
         spec: &str,
         protocol: Proto,
-        host_ip: Option<IpAddr>,
+        (host_ip, host_if): (Option<IpAddr>, Option<IfName>),
         (host_port, host_port_end): (u16, u16),
         container_ip: IpAddr,
         (container_port, container_port_end): (u16, u16),
@@ -664,7 +811,16 @@ impl Mapping {
         }
         // 0.0.0.0 and :: mean "every address", as with Docker's -p 0.0.0.0:80:80.
         let host_ip = host_ip.filter(|h| !h.is_unspecified());
-        Ok(Mapping { protocol, host_ip, host_port, host_port_end, container_ip, container_port, container_port_end })
+        Ok(Mapping {
+            protocol,
+            host_ip,
+            host_if,
+            host_port,
+            host_port_end,
+            container_ip,
+            container_port,
+            container_port_end,
+        })
     }
 }
 
@@ -721,6 +877,9 @@ pub fn range_text(a: u16, b: u16) -> String {
 
 impl fmt::Display for Mapping {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        if let Some(i) = self.host_if {
+            write!(f, "{i}:")?;
+        }
         if let Some(ip) = self.host_ip {
             write!(f, "{}:", ip_text(ip))?;
         }
@@ -760,6 +919,9 @@ fn parse_range(s: &str, spec: &str) -> Valid<(u16, u16)> {
 }
 
 fn split_proto(spec: &str) -> Valid<(&str, Proto)> {
+    if let Some((_, after)) = spec.split_once('/').filter(|(_, a)| a.contains(':')) {
+        invalid!("'{spec}': '/' goes only before the protocol at the end (an interface name cannot contain '/'; found '/{after}')");
+    }
     match spec.rsplit_once('/') {
         Some((rest, p)) => Ok((rest, p.parse().map_err(|e: InputError| InputError(format!("{e} (in '{spec}')")))?)),
         None => Ok((spec, Proto::Tcp)),
@@ -830,6 +992,20 @@ fn parse_addr_part(p: Part, what: &str, spec: &str) -> Valid<IpAddr> {
     }
 }
 
+/// The host side of a spec: an address, or an interface name (anything but digits and dots
+/// that is not in brackets).
+enum Host {
+    Addr(IpAddr),
+    If(IfName),
+}
+
+fn host_part(p: Part, spec: &str) -> Valid<Host> {
+    if p.bracketed || p.text.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Ok(Host::Addr(parse_addr_part(p, "host address", spec)?));
+    }
+    IfName::new(p.text).map(Host::If).map_err(|e| InputError(format!("'{spec}': {e}")))
+}
+
 /// The container side of a publish spec: an address, or a sandbox by name (every address of
 /// its endpoint, one mapping per family).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -850,6 +1026,8 @@ pub struct PublishSpec {
     pub protocol: Proto,
     /// As written: `0.0.0.0`/`[::]` are kept (they pick a family for a name target).
     pub host_ip: Option<IpAddr>,
+    /// An interface name instead of a host address.
+    pub host_if: Option<IfName>,
     pub host_ports: (u16, u16),
     pub target: Target,
     pub container_ports: (u16, u16),
@@ -870,7 +1048,13 @@ impl FromStr for PublishSpec {
                 "'{spec}' is not a port mapping: expected [HOSTIP:]HOSTPORT[-END]:CONTAINER:CONTAINERPORT[-END][/tcp|/udp|/sctp]"
             ),
         };
-        let host_ip = host.map(|h| parse_addr_part(h, "host address", spec)).transpose()?;
+        let (host_ip, host_if) = match host {
+            None => (None, None),
+            Some(h) => match host_part(h, spec)? {
+                Host::Addr(ip) => (Some(ip), None),
+                Host::If(i) => (None, Some(i)),
+            },
+        };
         let host_ports = parse_range(hp.text, spec)?;
         // A target of digits and dots is an (IPv4) address, anything else a sandbox name.
         let target = if target.bracketed || target.text.chars().all(|c| c.is_ascii_digit() || c == '.') {
@@ -887,7 +1071,7 @@ impl FromStr for PublishSpec {
             Target::Sandbox { name: name.into(), network: network.map(Into::into) }
         };
         let container_ports = parse_range(cp.text, spec)?;
-        let ps = PublishSpec { text: spec.into(), protocol, host_ip, host_ports, target, container_ports };
+        let ps = PublishSpec { text: spec.into(), protocol, host_ip, host_if, host_ports, target, container_ports };
         if let Target::Addr(ip) = ps.target {
             ps.mapping_to(ip)?; // every check that needs no state, now
         } else if ps.host_ports.1 - ps.host_ports.0 != ps.container_ports.1 - ps.container_ports.0 {
@@ -899,7 +1083,7 @@ impl FromStr for PublishSpec {
 
 impl PublishSpec {
     fn mapping_to(&self, ip: IpAddr) -> Valid<Mapping> {
-        Mapping::new(&self.text, self.protocol, self.host_ip, self.host_ports, ip, self.container_ports)
+        Mapping::new(&self.text, self.protocol, (self.host_ip, self.host_if), self.host_ports, ip, self.container_ports)
     }
 
     /// The mappings this spec means in `state`: one for an address; one per family of the named
@@ -958,6 +1142,7 @@ impl FromStr for Mapping {
 pub struct HostPorts {
     pub protocol: Proto,
     pub host_ip: Option<IpAddr>,
+    pub host_if: Option<IfName>,
     pub host_port: u16,
     pub host_port_end: u16,
 }
@@ -967,18 +1152,29 @@ impl FromStr for HostPorts {
     fn from_str(spec: &str) -> Valid<HostPorts> {
         let (rest, protocol) = split_proto(spec)?;
         let parts = split_parts(rest, spec)?;
-        let (host_ip, ports) = match parts.as_slice() {
+        let (host, ports) = match parts.as_slice() {
             [ports] => (None, *ports),
-            [ip, ports] => (Some(parse_addr_part(*ip, "host address", spec)?), *ports),
-            _ => invalid!("'{spec}' is not a host port: expected [HOSTIP:]HOSTPORT[-END][/PROTO]"),
+            [h, ports] => (Some(host_part(*h, spec)?), *ports),
+            _ => invalid!("'{spec}' is not a host port: expected [HOSTIP|INTERFACE:]HOSTPORT[-END][/PROTO]"),
+        };
+        let (host_ip, host_if) = match host {
+            None => (None, None),
+            Some(Host::Addr(ip)) => (Some(ip), None),
+            Some(Host::If(i)) => (None, Some(i)),
         };
         let (host_port, host_port_end) = parse_range(ports.text, spec)?;
-        Ok(HostPorts { protocol, host_ip, host_port, host_port_end })
+        Ok(HostPorts { protocol, host_ip, host_if, host_port, host_port_end })
     }
 }
 
 impl HostPorts {
     pub fn matches(&self, m: &Mapping) -> bool {
+        if self.host_if.is_some() || m.host_if.is_some() {
+            return self.host_if == m.host_if
+                && m.protocol == self.protocol
+                && m.host_port == self.host_port
+                && m.host_port_end == self.host_port_end;
+        }
         let host = match (self.host_ip, m.host_ip) {
             (None, None) => true,
             (Some(h), None) => h.is_unspecified() && Family::of(h) == m.family(),
@@ -1009,6 +1205,77 @@ pub struct State {
     /// sysctl key -> the value it had before netnat changed it (restored by `reset`).
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
+    /// CNI attachments (see `Attachment`) by `AttachmentId::key`. Their mappings are also in
+    /// `mappings`, so the ruleset, conflicts and counters treat them like any other; this says
+    /// who owns them. Left out of the record when empty: a record without CNI reads and writes
+    /// exactly as before.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attachments: BTreeMap<String, Attachment>,
+    /// Allow lists of published mappings (each names one of `mappings`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<AllowList>,
+}
+
+/// What names a CNI attachment: the network's name, CNI_CONTAINERID and CNI_IFNAME (the key
+/// the CNI spec gives plugins for the state they keep).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AttachmentId {
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+}
+
+impl AttachmentId {
+    /// `network/container/ifname`: none of the three may contain '/' (CNI's rules for names
+    /// and container IDs, Linux's for interface names), so the key is unambiguous.
+    pub fn key(&self) -> String {
+        format!("{}/{}/{}", self.network, self.container_id, self.ifname)
+    }
+}
+
+impl fmt::Display for AttachmentId {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "container {} (interface {}, network {})", self.container_id, self.ifname, self.network)
+    }
+}
+
+/// A container's interface on a CNI network and the mappings its CNI ADD published: DEL
+/// removes exactly these, GC removes attachments the runtime no longer lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attachment {
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+    /// Written as publish specs (`8080:10.88.0.2:80/tcp`): a tenth of the size of the objects
+    /// in `State.mappings`, which matters as the whole record is read and written per request.
+    #[serde(with = "mapping_specs")]
+    pub mappings: Vec<Mapping>,
+}
+
+/// Serde for a list of mappings as their spec strings (`Display`, read back by `FromStr`, which
+/// checks them again).
+mod mapping_specs {
+    use super::Mapping;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[Mapping], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|m| m.to_string()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Mapping>, D::Error> {
+        Vec::<String>::deserialize(d)?.iter().map(|t| t.parse().map_err(serde::de::Error::custom)).collect()
+    }
+}
+
+impl Attachment {
+    pub fn id(&self) -> AttachmentId {
+        AttachmentId {
+            network: self.network.clone(),
+            container_id: self.container_id.clone(),
+            ifname: self.ifname.clone(),
+        }
+    }
 }
 
 impl State {
@@ -1017,6 +1284,11 @@ impl State {
             .values()
             .flat_map(|s| s.endpoints.iter().map(move |e| (s, e)))
             .filter(move |(_, e)| e.network == network)
+    }
+
+    /// The CNI attachment that owns a published mapping; None for a mapping of the CLI.
+    pub fn owner_of(&self, m: &Mapping) -> Option<&Attachment> {
+        self.attachments.values().find(|a| a.mappings.contains(m))
     }
 
     /// The network whose subnet holds `ip`, if any.
@@ -1028,6 +1300,19 @@ impl State {
     /// reachable at the container's own address instead.
     pub fn is_routed(&self, m: &Mapping) -> bool {
         m.family() == Family::V6 && self.network_of(m.container_ip).is_some_and(|n| n.routed_v6())
+    }
+
+    /// The sources allowed to reach `m`; empty: every source.
+    pub fn allow_of(&self, m: &Mapping) -> &[Cidr] {
+        self.allow.iter().find(|a| a.mapping == *m).map(|a| a.from.as_slice()).unwrap_or(&[])
+    }
+
+    /// Sets (or, with an empty list, removes) the allow list of `m`.
+    pub fn set_allow(&mut self, m: &Mapping, from: Vec<Cidr>) {
+        self.allow.retain(|a| a.mapping != *m);
+        if !from.is_empty() {
+            self.allow.push(AllowList { mapping: *m, from });
+        }
     }
 
     /// Whether any network has an IPv6 subnet.

@@ -16,8 +16,8 @@
 //! began. `Recovered::lost` says which of these applied.
 
 use crate::model::{
-    check_name, ip_bits, ip_from_bits, Endpoint, Family, Ipv6Mode, Mapping, Network, Pool, Proto, Sandbox, State,
-    Subnet,
+    check_name, ip_bits, ip_from_bits, Endpoint, Family, IfName, Ipv6Mode, Mapping, Network, Pool, Proto, Sandbox,
+    State, Subnet,
 };
 use crate::nft::LiveTable;
 use crate::ruleset::{desired_rules, mapping_elems, FAMILIES, ROUTED6, TABLE};
@@ -212,6 +212,21 @@ pub fn rebuild(k: &KernelView) -> Recovered {
         if bad > 0 {
             lost.push(format!("{bad} element(s) of table inet {TABLE}'s port maps are not netnat's layout; skipped"));
         }
+        let outside = st.mappings.iter().filter(|m| st.network_of(m.container_ip).is_none()).count();
+        if outside > 0 {
+            lost.push(format!(
+                "{outside} published port(s) go to addresses in no netnat network: if CNI containers published them, \
+                 which container owns each is not in the kernel; they come back as ports of the CLI (unpublish them \
+                 once their containers are gone)"
+            ));
+        }
+        if st.allow.is_empty() && t.elems.iter().any(|(set, es)| set.starts_with("allow_") && !es.is_empty()) {
+            lost.push(
+                "allow lists (publish --allow): their ports come back open to every source; publish them again with \
+                 --allow"
+                    .into(),
+            );
+        }
         if st.mappings.windows(2).any(|w| adjacent(&w[0], &w[1])) || st.mappings.iter().any(|m| m.len() > 1) {
             lost.push(
                 "published port ranges: adjacent ports to adjacent container ports are recovered as one range \
@@ -258,10 +273,12 @@ fn mappings(t: &LiveTable, st: &State) -> (Vec<Mapping>, usize) {
     let mut singles = vec![];
     let mut bad = 0;
     for f in &FAMILIES {
-        for (map, by_addr) in [(f.map_any, false), (f.map_addr, true)] {
+        for (map, host) in [(f.map_any, HostKey::Any), (f.map_addr, HostKey::Addr), (f.map_if, HostKey::If)] {
             for e in t.elems.get(map).into_iter().flatten() {
-                match single(&e.key, &e.data, by_addr, f.family) {
-                    Some(m) if mapping_elems(&m, false).iter().any(|x| *x == (map, e.key.clone(), e.data.clone())) => {
+                match single(&e.key, &e.data, host, f.family) {
+                    Some(m)
+                        if mapping_elems(&m, false, &[]).iter().any(|x| *x == (map, e.key.clone(), e.data.clone())) =>
+                    {
                         singles.push(m)
                     }
                     _ => bad += 1,
@@ -272,7 +289,7 @@ fn mappings(t: &LiveTable, st: &State) -> (Vec<Mapping>, usize) {
     // A routed mapping's host port is not used by the kernel: it comes back as the container port.
     for e in t.elems.get(ROUTED6).into_iter().flatten() {
         match routed_single(&e.key) {
-            Some(m) if st.is_routed(&m) && mapping_elems(&m, true) == vec![(ROUTED6, e.key.clone(), vec![])] => {
+            Some(m) if st.is_routed(&m) && mapping_elems(&m, true, &[]) == vec![(ROUTED6, e.key.clone(), vec![])] => {
                 singles.push(m)
             }
             _ => bad += 1,
@@ -296,6 +313,7 @@ fn mappings(t: &LiveTable, st: &State) -> (Vec<Mapping>, usize) {
 fn adjacent(a: &Mapping, b: &Mapping) -> bool {
     a.protocol == b.protocol
         && a.host_ip == b.host_ip
+        && a.host_if == b.host_if
         && a.container_ip == b.container_ip
         && a.host_port_end.checked_add(1) == Some(b.host_port)
         && a.container_port_end.checked_add(1) == Some(b.container_port)
@@ -313,12 +331,26 @@ fn addr_at(b: &[u8], family: Family) -> Option<(IpAddr, &[u8])> {
 }
 
 /// One element's mapping: key `[ip .] proto . port`, data `ip . port`, each padded to 4 bytes.
-fn single(key: &[u8], data: &[u8], by_addr: bool, family: Family) -> Option<Mapping> {
-    let (host_ip, rest) = if by_addr {
-        let (ip, rest) = addr_at(key, family)?;
-        (Some(ip), rest)
-    } else {
-        (None, key)
+/// What a NAT map's key starts with.
+#[derive(Clone, Copy)]
+enum HostKey {
+    Any,
+    Addr,
+    If,
+}
+
+fn single(key: &[u8], data: &[u8], host: HostKey, family: Family) -> Option<Mapping> {
+    let (host_ip, host_if, rest) = match host {
+        HostKey::Any => (None, None, key),
+        HostKey::Addr => {
+            let (ip, rest) = addr_at(key, family)?;
+            (Some(ip), None, rest)
+        }
+        HostKey::If => {
+            let name = key.get(..16)?;
+            let n = name.iter().position(|c| *c == 0).unwrap_or(16);
+            (None, Some(IfName::new(std::str::from_utf8(&name[..n]).ok()?).ok()?), &key[16..])
+        }
     };
     let protocol = Proto::from_number(*rest.first()?)?;
     let host_port = u16::from_be_bytes([*rest.get(4)?, *rest.get(5)?]);
@@ -327,6 +359,7 @@ fn single(key: &[u8], data: &[u8], by_addr: bool, family: Family) -> Option<Mapp
     Some(Mapping {
         protocol,
         host_ip,
+        host_if,
         host_port,
         host_port_end: host_port,
         container_ip,
@@ -343,6 +376,7 @@ fn routed_single(key: &[u8]) -> Option<Mapping> {
     Some(Mapping {
         protocol,
         host_ip: None,
+        host_if: None,
         host_port: port,
         host_port_end: port,
         container_ip,

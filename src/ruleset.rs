@@ -15,7 +15,7 @@
 //!   . th dport`) → `ipv4|6_addr . inet_service`: one element per published port, so rules never
 //!   change when ports are published and per-packet cost does not grow with their number.
 
-use crate::model::{Family, Mapping, Network, State};
+use crate::model::{Cidr, Family, Mapping, Network, State};
 use crate::nft::expr::{self, CmpOp, Expr, Verdict, *};
 pub use crate::nft::spec::*;
 use crate::nft::{LiveElem, LiveRule, LiveTable};
@@ -56,6 +56,14 @@ pub struct FamilySpec {
     /// The NAT maps: every local address, one address (each names its counting set).
     pub map_any: &'static str,
     pub map_addr: &'static str,
+    /// The NAT map of ports bound to an interface (`iifname . meta l4proto . th dport`).
+    pub map_if: &'static str,
+    /// Allow lists: sources allowed per published port (ranges), and the published ports that
+    /// have a list (their element counters count the packets dropped); every address, one address.
+    pub allow_any: &'static str,
+    pub allow_addr: &'static str,
+    pub deny_any: &'static str,
+    pub deny_addr: &'static str,
     /// What the guard drops when it arrives from outside. None for IPv6: the kernel itself drops
     /// a packet for ::1 that arrives on another device than lo (ip6_rcv_core), before any hook.
     pub loopback: Option<(&'static str, u8)>,
@@ -68,6 +76,11 @@ pub const FAMILIES: [FamilySpec; 2] = [
         addr: Field::Ipv4Addr,
         map_any: MAP_ANY,
         map_addr: MAP_ADDR,
+        map_if: "pub_if4",
+        allow_any: "allow_any4",
+        allow_addr: "allow_addr4",
+        deny_any: "deny_any4",
+        deny_addr: "deny_addr4",
         loopback: Some(("127.0.0.0", 8)),
     },
     FamilySpec {
@@ -76,6 +89,11 @@ pub const FAMILIES: [FamilySpec; 2] = [
         addr: Field::Ipv6Addr,
         map_any: "pub_any6",
         map_addr: "pub_addr6",
+        map_if: "pub_if6",
+        allow_any: "allow_any6",
+        allow_addr: "allow_addr6",
+        deny_any: "deny_any6",
+        deny_addr: "deny_addr6",
         loopback: None,
     },
 ];
@@ -109,13 +127,23 @@ const fn nat_map(
 ) -> SetSpec {
     // The NAT maps only see a connection's first packet: their counters would count connections
     // at a cost on every insert and dump, so traffic is counted by the forward sets instead.
-    SetSpec { name, key, data, counter: false, counted_in: Some(counted_in) }
+    SetSpec { name, key, data, counter: false, interval: false, counted_in: Some(counted_in) }
 }
 const fn counting(name: &'static str, key: &'static [Field]) -> SetSpec {
-    SetSpec { name, key, data: &[], counter: true, counted_in: None }
+    SetSpec { name, key, data: &[], counter: true, interval: false, counted_in: None }
+}
+/// Ranges of `key`: a published port (range) and the sources allowed to reach it.
+const fn ranges(name: &'static str, key: &'static [Field]) -> SetSpec {
+    SetSpec { name, key, data: &[], counter: false, interval: true, counted_in: None }
 }
 
-pub const SETS: [SetSpec; 9] = [
+const PROTO_PORT_V4: &[Field] = &[Field::InetProto, Field::InetService, Field::Ipv4Addr];
+const PROTO_PORT_V6: &[Field] = &[Field::InetProto, Field::InetService, Field::Ipv6Addr];
+const IF_PROTO_PORT: &[Field] = &[Field::Ifname, Field::InetProto, Field::InetService];
+const V4_PROTO_PORT_V4: &[Field] = &[Field::Ipv4Addr, Field::InetProto, Field::InetService, Field::Ipv4Addr];
+const V6_PROTO_PORT_V6: &[Field] = &[Field::Ipv6Addr, Field::InetProto, Field::InetService, Field::Ipv6Addr];
+
+pub const SETS: [SetSpec; 23] = [
     nat_map(MAP_ANY, PROTO_PORT, V4_PORT, COUNT_ANY),
     nat_map(MAP_ADDR, V4_PROTO_PORT, V4_PORT, COUNT_ADDR),
     counting(COUNT_ANY, PROTO_PORT),
@@ -125,7 +153,44 @@ pub const SETS: [SetSpec; 9] = [
     counting("fwd_any6", PROTO_PORT),
     counting("fwd_addr6", V6_PROTO_PORT),
     counting(ROUTED6, V6_PROTO_PORT),
+    ranges("allow_any4", PROTO_PORT_V4),
+    ranges("allow_addr4", V4_PROTO_PORT_V4),
+    counting("deny_any4", PROTO_PORT),
+    counting("deny_addr4", V4_PROTO_PORT),
+    ranges("allow_any6", PROTO_PORT_V6),
+    ranges("allow_addr6", V6_PROTO_PORT_V6),
+    counting("deny_any6", PROTO_PORT),
+    counting("deny_addr6", V6_PROTO_PORT),
+    nat_map("pub_if4", IF_PROTO_PORT, V4_PORT, "fwd_if4"),
+    counting("fwd_if4", IF_PROTO_PORT),
+    nat_map("pub_if6", IF_PROTO_PORT, V6_PORT, "fwd_if6"),
+    counting("fwd_if6", IF_PROTO_PORT),
+    plain("hairpin4", V4_V4),
+    plain("hairpin6", V6_V6),
 ];
+
+/// `saddr . daddr` of a container reaching its own published port on a bridge netnat did not
+/// make (a CNI container): masqueraded, so its own replies come back through the host.
+const V4_V4: &[Field] = &[Field::Ipv4Addr, Field::Ipv4Addr];
+const V6_V6: &[Field] = &[Field::Ipv6Addr, Field::Ipv6Addr];
+const fn plain(name: &'static str, key: &'static [Field]) -> SetSpec {
+    SetSpec { name, key, data: &[], counter: false, interval: false, counted_in: None }
+}
+
+/// The hairpin elements of a state: `C . C` for the address C of each container that a CNI
+/// attachment publishes and that is in no netnat network (netnat's own networks masquerade
+/// hairpin traffic per subnet).
+pub fn hairpin_elems(state: &State) -> BTreeMap<(&'static str, Vec<u8>), Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for a in state.attachments.values() {
+        for m in a.mappings.iter().filter(|m| state.network_of(m.container_ip).is_none()) {
+            let set = if m.family() == Family::V6 { "hairpin6" } else { "hairpin4" };
+            let key = [ip_bytes(m.container_ip), ip_bytes(m.container_ip)].concat();
+            out.insert((set, key), vec![]);
+        }
+    }
+    out
+}
 
 /// The counting set a NAT map names in its spec.
 fn counting_set(map: &str) -> &'static str {
@@ -159,10 +224,24 @@ pub type Elem = (&'static str, Vec<u8>, Vec<u8>);
 
 /// The elements of one mapping, for each port of its range: the NAT map element and its
 /// counting set element; for a mapping to an IPv6-routed network (`routed`), only the
-/// container's address and port in `routed6` (no NAT).
-pub fn mapping_elems(m: &Mapping, routed: bool) -> Vec<Elem> {
+/// container's address and port in `routed6` (no NAT). With an allow list (`allow`), also its
+/// sources (one range element per source, over the whole port range) and the ports' deny
+/// elements.
+pub fn mapping_elems(m: &Mapping, routed: bool, allow: &[Cidr]) -> Vec<Elem> {
     let f = family_spec(m.family());
     let mut out = Vec::with_capacity(m.len() as usize * 2);
+    let host_key = |port: u16| {
+        let mut key = Vec::with_capacity(24);
+        if let Some(i) = m.host_if {
+            key.extend(i.bytes());
+        }
+        if let Some(ip) = m.host_ip {
+            key.extend(ip_bytes(ip));
+        }
+        key.extend(pad4(&[m.protocol.number()]));
+        key.extend(pad4(&port.to_be_bytes()));
+        key
+    };
     for (hp, cp) in m.ports() {
         if routed {
             let mut key = ip_bytes(m.container_ip);
@@ -171,25 +250,43 @@ pub fn mapping_elems(m: &Mapping, routed: bool) -> Vec<Elem> {
             out.push((ROUTED6, key, vec![]));
             continue;
         }
-        let mut key = Vec::with_capacity(24);
-        if let Some(ip) = m.host_ip {
-            key.extend(ip_bytes(ip));
-        }
-        key.extend(pad4(&[m.protocol.number()]));
-        key.extend(pad4(&hp.to_be_bytes()));
+        let key = host_key(hp);
         let mut data = ip_bytes(m.container_ip);
         data.extend(pad4(&cp.to_be_bytes()));
-        let map = if m.host_ip.is_some() { f.map_addr } else { f.map_any };
-        let count = counting_set(map);
-        out.push((count, key.clone(), vec![]));
+        let (map, deny) = match (m.host_if, m.host_ip) {
+            (Some(_), _) => (f.map_if, ""),
+            (None, Some(_)) => (f.map_addr, f.deny_addr),
+            (None, None) => (f.map_any, f.deny_any),
+        };
+        out.push((counting_set(map), key.clone(), vec![]));
+        if !allow.is_empty() {
+            out.push((deny, key.clone(), vec![]));
+        }
         out.push((map, key, data));
+    }
+    // Allow lists are refused for interface-bound ports (`validate`).
+    if !routed && m.host_if.is_none() {
+        let set = if m.host_ip.is_some() { f.allow_addr } else { f.allow_any };
+        for c in allow {
+            let (lo, hi) = c.bounds();
+            let (mut start, mut end) = (host_key(m.host_port), host_key(m.host_port_end));
+            start.extend(ip_bytes(lo));
+            end.extend(ip_bytes(hi));
+            // An interval set's data is the element's key end.
+            out.push((set, start, end));
+        }
     }
     out
 }
 
 /// The elements of a mapping whose counters count its traffic.
 pub fn counted_elems(m: &Mapping, routed: bool) -> impl Iterator<Item = Elem> {
-    mapping_elems(m, routed).into_iter().filter(|(s, _, _)| set_spec(s).is_some_and(|s| s.counter))
+    mapping_elems(m, routed, &[]).into_iter().filter(|(s, _, _)| set_spec(s).is_some_and(|s| s.counter))
+}
+
+/// The elements whose counters count the packets an allow list dropped.
+pub fn denied_elems(m: &Mapping, allow: &[Cidr]) -> impl Iterator<Item = Elem> {
+    mapping_elems(m, false, allow).into_iter().filter(|(s, _, _)| s.starts_with("deny_"))
 }
 
 fn rule(chain: &'static str, comment: impl Into<String>, parts: Vec<Vec<Expr>>) -> RuleSpec {
@@ -230,6 +327,33 @@ fn dnat_via_map(f: &FamilySpec, by_addr: bool) -> Vec<Expr> {
     v
 }
 
+/// `iifname . meta l4proto . th dport` into registers: the name takes four 32-bit slots.
+fn load_if_key(ifname_key: u32, load_port: impl Fn(u32) -> Expr) -> Vec<Expr> {
+    vec![load_meta(ifname_key, REG_1), load_meta(META_L4PROTO, reg_at(4)), load_port(reg_at(5))]
+}
+
+/// `dnat ip[6] to iifname . meta l4proto . th dport map @pub_if*`.
+fn dnat_via_if_map(f: &FamilySpec) -> Vec<Expr> {
+    let mut v = load_if_key(META_IIFNAME, load_th_dport);
+    v.push(Expr::Lookup { sreg: REG_1, set: f.map_if.into(), dreg: Some(REG_1), flags: 0 });
+    v.push(Expr::Nat {
+        kind: NAT_DNAT,
+        family: f.nfproto as u32,
+        addr: Some(REG_1),
+        proto: Some(reg_at(f.addr_slots())),
+    });
+    v
+}
+
+/// `meta nfproto F i|oifname . meta l4proto . ct original proto-dst @fwd_if* accept`.
+fn count_and_accept_if(f: &FamilySpec, ifname_key: u32) -> Vec<Expr> {
+    let mut v = match_nfproto(f.nfproto);
+    v.extend(load_if_key(ifname_key, |r| load_ct_original(CT_PROTO_DST, r)));
+    v.push(Expr::Lookup { sreg: REG_1, set: counting_set(f.map_if).into(), dreg: None, flags: 0 });
+    v.push(Expr::Verdict(Verdict::Accept));
+    v
+}
+
 /// `[ct original ip[6] daddr .] meta l4proto . ct original proto-dst @SET accept`: the lookup
 /// bumps the matching element's counter (every packet of a published connection, both
 /// directions; `ct original` is the connection before DNAT), and the packet is accepted.
@@ -239,6 +363,44 @@ fn count_and_accept(f: &FamilySpec, by_addr: bool) -> Vec<Expr> {
     v.extend(load_key(f, by_addr, |r| load_ct_original_daddr(f.nfproto, r), |r| load_ct_original(CT_PROTO_DST, r)));
     v.push(Expr::Lookup { sreg: REG_1, set: set.into(), dreg: None, flags: 0 });
     v.push(Expr::Verdict(Verdict::Accept));
+    v
+}
+
+/// The rules of allow lists, in the NAT chains (which see only a connection's first packet),
+/// before the DNAT rules: a new connection to a port with a list, from a source not on it, is
+/// counted in the port's deny element and dropped. Constant in number whatever the lists.
+fn allow_rules() -> Vec<RuleSpec> {
+    let mut rules = vec![];
+    for (chain, from_host) in [("prerouting", ""), ("output", ", from the host")] {
+        for f in &FAMILIES {
+            let fam = f.family.name();
+            rules.push(rule(
+                chain,
+                format!("{fam} ports with an allow list, published on one address{from_host}"),
+                vec![match_nfproto(f.nfproto), drop_unlisted(f, true)],
+            ));
+            rules.push(rule(
+                chain,
+                format!("{fam} ports with an allow list, published on every local address{from_host}"),
+                vec![match_nfproto(f.nfproto), match_daddr_local(), drop_unlisted(f, false)],
+            ));
+        }
+    }
+    rules
+}
+
+/// `[ip daddr .] meta l4proto . th dport . ip saddr != @allow_* [ip daddr .] meta l4proto .
+/// th dport @deny_* counter drop`: the deny set's key is the first fields of the allow set's, so
+/// both lookups read the same registers; only a dropped packet reaches (and bumps) the deny
+/// element's counter.
+fn drop_unlisted(f: &FamilySpec, by_addr: bool) -> Vec<Expr> {
+    let (allow, deny) = if by_addr { (f.allow_addr, f.deny_addr) } else { (f.allow_any, f.deny_any) };
+    let mut v = load_key(f, by_addr, |r| load_daddr(f.nfproto, r), load_th_dport);
+    let saddr_slot = if by_addr { f.addr_slots() } else { 0 } + 2;
+    v.push(load_saddr(f.nfproto, reg_at(saddr_slot)));
+    v.push(Expr::Lookup { sreg: REG_1, set: allow.into(), dreg: None, flags: LOOKUP_F_INV });
+    v.push(Expr::Lookup { sreg: REG_1, set: deny.into(), dreg: None, flags: 0 });
+    v.extend(verdict(Verdict::Drop));
     v
 }
 
@@ -272,9 +434,12 @@ fn from_subnet(f: &FamilySpec, n: &Network) -> Vec<Expr> {
 pub fn desired(state: &State) -> Desired {
     let mut elems: BTreeMap<&'static str, Elems> = SETS.iter().map(|s| (s.name, Elems::new())).collect();
     for m in &state.mappings {
-        for (set, k, d) in mapping_elems(m, state.is_routed(m)) {
+        for (set, k, d) in mapping_elems(m, state.is_routed(m), state.allow_of(m)) {
             elems.entry(set).or_default().insert(k, d);
         }
+    }
+    for ((set, k), d) in hairpin_elems(state) {
+        elems.entry(set).or_default().insert(k, d);
     }
     Desired { rules: desired_rules(state), elems }
 }
@@ -309,8 +474,21 @@ fn family_rules(f: &FamilySpec) -> Vec<RuleSpec> {
             vec![nf(), match_daddr_local(), dnat_via_map(f, false)],
         ));
     }
+    rules.push(rule(
+        "prerouting",
+        format!("{fam} ports published on one interface"),
+        vec![nf(), match_daddr_local(), dnat_via_if_map(f)],
+    ));
     rules.push(rule("published", format!("{fam} ports published on every address"), vec![count_and_accept(f, false)]));
     rules.push(rule("published", format!("{fam} ports published on one address"), vec![count_and_accept(f, true)]));
+    // Both directions: the client's packets arrive on the interface, the replies leave by it.
+    for (key, way) in [(META_IIFNAME, "in"), (META_OIFNAME, "out")] {
+        rules.push(rule(
+            "published",
+            format!("{fam} ports published on one interface ({way})"),
+            vec![count_and_accept_if(f, key)],
+        ));
+    }
     rules
 }
 
@@ -318,7 +496,9 @@ fn family_rules(f: &FamilySpec) -> Vec<RuleSpec> {
 pub fn desired_rules(state: &State) -> Vec<RuleSpec> {
     let v4 = family_spec(Family::V4);
     let v6 = family_spec(Family::V6);
-    let mut rules: Vec<RuleSpec> = FAMILIES.iter().flat_map(family_rules).collect();
+    // Allow lists first: they drop before the DNAT rules of the same chains.
+    let mut rules: Vec<RuleSpec> = if state.allow.is_empty() { vec![] } else { allow_rules() };
+    rules.extend(FAMILIES.iter().flat_map(family_rules));
     // Internal networks first: nothing crosses their bridge, not even published or related traffic.
     for n in state.networks.values().filter(|n| n.internal) {
         rules.push(rule(
@@ -357,6 +537,9 @@ pub fn desired_rules(state: &State) -> Vec<RuleSpec> {
         ],
     ));
     rules.push(rule("published", "DNAT'd by another table", vec![vec![Expr::Verdict(Verdict::Accept)]]));
+    if !state.attachments.is_empty() {
+        rules.extend(FAMILIES.iter().map(cni_hairpin_rule));
+    }
     rules.push(rule(
         "postrouting",
         "localhost to a published port",
@@ -368,43 +551,67 @@ pub fn desired_rules(state: &State) -> Vec<RuleSpec> {
         ],
     ));
     for n in state.networks.values() {
-        let br = n.bridge.as_str();
-        if !n.internal {
-            rules.push(rule(
-                "forward",
-                format!("{}: only published ports come in", n.name),
-                drop_crossing(br, Crossing::In),
-            ));
-        }
-        for p in &n.pools {
-            let f = family_spec(p.family());
-            // A routed IPv6 subnet is reachable as it is: nothing to translate.
-            let nat = !(p.family() == Family::V6 && n.routed_v6());
-            let fam = if n.pools.len() > 1 { format!(" ({})", f.family.name()) } else { String::new() };
-            if nat {
-                rules.push(rule(
-                    "postrouting",
-                    format!("{}: hairpin to a published port{fam}", n.name),
-                    vec![
-                        from_subnet(f, n),
-                        match_ct_bits(CT_STATUS, CT_STATUS_DNAT),
-                        match_ifname(META_OIFNAME, CmpOp::Eq, br),
-                        vec![Expr::Masquerade],
-                    ],
-                ));
-            }
-            if nat && n.masquerade && !n.internal {
-                rules.push(rule(
-                    "postrouting",
-                    format!("{}: egress{fam}", n.name),
-                    vec![from_subnet(f, n), match_ifname(META_OIFNAME, CmpOp::Neq, br), vec![Expr::Masquerade]],
-                ));
-            }
-        }
+        rules.extend(network_rules(n));
     }
     // Keep rules of a chain together, in the order above: the chain's rules are compared as a list.
     let order = |c: &str| CHAINS.iter().position(|s| s.name == c).unwrap_or(usize::MAX);
     rules.sort_by_key(|r| order(r.chain));
+    rules
+}
+
+/// `ct status dnat ip saddr . ip daddr @hairpin4 masquerade`: a CNI container reaching its own
+/// published port (see `hairpin_elems`).
+fn cni_hairpin_rule(f: &FamilySpec) -> RuleSpec {
+    let (set, slots) = if f.family == Family::V6 { ("hairpin6", 4) } else { ("hairpin4", 1) };
+    rule(
+        "postrouting",
+        format!("CNI containers to their own published ports ({})", f.family.name()),
+        vec![
+            match_nfproto(f.nfproto),
+            match_ct_bits(CT_STATUS, CT_STATUS_DNAT),
+            vec![load_saddr(f.nfproto, REG_1), load_daddr(f.nfproto, reg_at(slots))],
+            vec![Expr::Lookup { sreg: REG_1, set: set.into(), dreg: None, flags: 0 }, Expr::Masquerade],
+        ],
+    )
+}
+
+/// The rules of one network: only published ports come in (unless internal), hairpin and egress
+/// masquerade per family (none for a routed IPv6 subnet).
+fn network_rules(n: &Network) -> Vec<RuleSpec> {
+    let mut rules = vec![];
+    let br = n.bridge.as_str();
+    if !n.internal {
+        rules.push(rule(
+            "forward",
+            format!("{}: only published ports come in", n.name),
+            drop_crossing(br, Crossing::In),
+        ));
+    }
+    for p in &n.pools {
+        let f = family_spec(p.family());
+        // A routed IPv6 subnet is reachable as it is: nothing to translate.
+        let nat = !(p.family() == Family::V6 && n.routed_v6());
+        let fam = if n.pools.len() > 1 { format!(" ({})", f.family.name()) } else { String::new() };
+        if nat {
+            rules.push(rule(
+                "postrouting",
+                format!("{}: hairpin to a published port{fam}", n.name),
+                vec![
+                    from_subnet(f, n),
+                    match_ct_bits(CT_STATUS, CT_STATUS_DNAT),
+                    match_ifname(META_OIFNAME, CmpOp::Eq, br),
+                    vec![Expr::Masquerade],
+                ],
+            ));
+        }
+        if nat && n.masquerade && !n.internal {
+            rules.push(rule(
+                "postrouting",
+                format!("{}: egress{fam}", n.name),
+                vec![from_subnet(f, n), match_ifname(META_OIFNAME, CmpOp::Neq, br), vec![Expr::Masquerade]],
+            ));
+        }
+    }
     rules
 }
 
@@ -480,42 +687,65 @@ impl Plan {
             ops.extend(c.want.iter().cloned().map(NftOp::AddRule));
         }
         // Per set, in name order: its deletes, then its adds.
-        let mut per_set: BTreeMap<&'static str, (Vec<Vec<u8>>, ElemList)> = BTreeMap::new();
+        let mut per_set: BTreeMap<&'static str, (ElemList, ElemList)> = BTreeMap::new();
         for e in &self.elems {
             let (dels, adds) = per_set.entry(e.set).or_default();
-            if e.have.is_some() {
-                dels.push(e.key.clone());
+            if let Some(d) = &e.have {
+                dels.push((e.key.clone(), d.clone()));
             }
             if let Some(d) = &e.want {
                 adds.push((e.key.clone(), d.clone()));
             }
         }
-        for (set, (keys, elems)) in per_set {
-            if !keys.is_empty() {
-                ops.push(NftOp::DelElems { set: set.into(), keys });
+        for (set, (dels, adds)) in per_set {
+            let interval = set_spec(set).is_some_and(|s| s.interval);
+            if !dels.is_empty() {
+                ops.push(match interval {
+                    // A range is deleted by its key and its end.
+                    true => NftOp::DelRanges { set: set.into(), ranges: dels },
+                    false => NftOp::DelElems { set: set.into(), keys: dels.into_iter().map(|(k, _)| k).collect() },
+                });
             }
-            if !elems.is_empty() {
-                ops.push(NftOp::AddElems { set: set.into(), elems });
+            if !adds.is_empty() {
+                ops.push(match interval {
+                    true => NftOp::AddRanges { set: set.into(), ranges: adds },
+                    false => NftOp::AddElems { set: set.into(), elems: adds },
+                });
             }
         }
         ops
     }
 }
 
-/// The element changes for mappings added and removed (NAT map and traffic counter), planned
-/// without reading the live elements: the caller knows the table has netnat's layout and rules.
-/// `state` says which networks are IPv6-routed.
-pub fn plan_mapping_changes(state: &State, added: &[Mapping], removed: &[Mapping]) -> Plan {
+/// The element changes of the mappings `touched` (published, unpublished, or with a new allow
+/// list) from state `before` to `after`, planned without reading the live elements: the caller
+/// knows the table has netnat's layout and rules. An element both states have stays, so its
+/// counter keeps counting.
+pub fn plan_mapping_changes(before: &State, after: &State, touched: &[Mapping]) -> Plan {
+    let elems_in = |st: &State| -> BTreeMap<(&'static str, Vec<u8>), Vec<u8>> {
+        touched
+            .iter()
+            .filter(|m| st.mappings.contains(m))
+            .flat_map(|m| mapping_elems(m, st.is_routed(m), st.allow_of(m)))
+            .map(|(set, k, d)| ((set, k), d))
+            .collect()
+    };
+    // Hairpin elements are per container, shared by its mappings: compared whole (a few).
+    let with_hairpin = |st: &State| {
+        let mut e = elems_in(st);
+        e.extend(hairpin_elems(st));
+        e
+    };
+    let (old, new) = (with_hairpin(before), with_hairpin(after));
     let mut elems = vec![];
-    for m in removed {
-        for (set, key, d) in mapping_elems(m, state.is_routed(m)) {
-            elems.push(ElemChange { set, key, have: Some(d), want: None });
+    for ((set, key), d) in &old {
+        match new.get(&(*set, key.clone())) {
+            Some(n) if n == d => {}
+            n => elems.push(ElemChange { set, key: key.clone(), have: Some(d.clone()), want: n.cloned() }),
         }
     }
-    for m in added {
-        for (set, key, d) in mapping_elems(m, state.is_routed(m)) {
-            elems.push(ElemChange { set, key, have: None, want: Some(d) });
-        }
+    for ((set, key), d) in new.iter().filter(|(k, _)| !old.contains_key(*k)) {
+        elems.push(ElemChange { set, key: key.clone(), have: None, want: Some(d.clone()) });
     }
     Plan { table: TableAction::Keep, chains: vec![], elems }
 }
@@ -618,6 +848,9 @@ fn layout_matches(live: &LiveTable) -> bool {
 
 // ---- nft syntax ----
 
+/// NFT_SET_INTERVAL.
+const INTERVAL_FLAG: u32 = 0x4;
+
 fn key_len_of(set: &str) -> Option<u32> {
     set_spec(set).map(|s| s.key_len())
 }
@@ -635,6 +868,33 @@ fn chain_header(c: &ChainSpec) -> String {
         Some(b) => format!(" type {} hook {} priority {}; policy accept; ", b.kind.name(), b.hook.name(), b.priority),
         None => " ".into(),
     }
+}
+
+/// A range element as nft prints it: each field whose start and end differ as `a-b`, an
+/// address range that is a prefix as `addr/len`.
+fn range_elem_text(set: &str, key: &[u8], end: &[u8]) -> String {
+    let Some(spec) = set_spec(set) else { return format!("{}-{}", expr::hex(key), expr::hex(end)) };
+    let (a, b) = (render_concat(spec.key, key), render_concat(spec.key, end));
+    let parts: Vec<String> = a
+        .split(" . ")
+        .zip(b.split(" . "))
+        .map(|(x, y)| match (x.parse::<IpAddr>(), y.parse::<IpAddr>()) {
+            _ if x == y => x.to_string(),
+            (Ok(lo), Ok(hi)) => prefix_text(lo, hi).unwrap_or(format!("{x}-{y}")),
+            _ => format!("{x}-{y}"),
+        })
+        .collect();
+    parts.join(" . ")
+}
+
+/// `lo/len` when lo..=hi is exactly one prefix.
+fn prefix_text(lo: IpAddr, hi: IpAddr) -> Option<String> {
+    let fam = Family::of(lo);
+    let span = crate::model::ip_bits(hi) ^ crate::model::ip_bits(lo);
+    let host_bits = 128 - span.leading_zeros();
+    let len = fam.bits().checked_sub(host_bits)?;
+    let net: Cidr = format!("{lo}/{len}").parse().ok()?;
+    (net.bounds().1 == hi).then(|| net.to_string())
 }
 
 fn elem_text(set: &str, key: &[u8], data: Option<&[u8]>) -> String {
@@ -680,6 +940,11 @@ impl fmt::Display for NftOp {
                 let items: Vec<String> = keys.iter().map(|k| elem_text(set, k, None)).collect();
                 write!(f, "delete element {t} {set} {{ {} }}", items.join(", "))
             }
+            NftOp::AddRanges { set, ranges } | NftOp::DelRanges { set, ranges } => {
+                let verb = if matches!(self, NftOp::AddRanges { .. }) { "add" } else { "delete" };
+                let items: Vec<String> = ranges.iter().map(|(k, end)| range_elem_text(set, k, end)).collect();
+                write!(f, "{verb} element {t} {set} {{ {} }}", items.join(", "))
+            }
         }
     }
 }
@@ -700,6 +965,9 @@ pub fn render_table(live: &LiveTable, counters: bool) -> String {
             _ => format!("0x{:x}", s.key_type),
         };
         out += &format!("\t{kind} {} {{\n\t\ttype {ty}\n", s.name);
+        if s.flags & INTERVAL_FLAG != 0 {
+            out += "\t\tflags interval\n";
+        }
         if s.counter {
             out += "\t\tcounter\n";
         }
@@ -717,6 +985,9 @@ pub fn render_table(live: &LiveTable, counters: bool) -> String {
                     };
                     if s.data.is_some() {
                         format!("{k}{c} : {d}")
+                    } else if s.flags & INTERVAL_FLAG != 0 {
+                        // An interval set's element: its data is the key end.
+                        format!("{}{c}", range_elem_text(&s.name, &e.key, &e.data))
                     } else {
                         format!("{k}{c}")
                     }
@@ -756,6 +1027,35 @@ pub fn render_table(live: &LiveTable, counters: bool) -> String {
 #[cfg(test)]
 pub(crate) mod fake {
     use super::*;
+
+    /// The element operations of `ops` done on `live`, as the kernel would (rules are not
+    /// touched: the callers plan elements only).
+    pub(crate) fn apply_elems(live: &mut LiveTable, ops: &[NftOp]) {
+        let elem = |key: &Vec<u8>, data: &Vec<u8>| LiveElem {
+            key: key.clone(),
+            data: data.clone(),
+            packets: Some(0),
+            bytes: Some(0),
+        };
+        for op in ops {
+            match op {
+                NftOp::DelElems { set, keys } => {
+                    live.elems.entry(set.clone()).or_default().retain(|e| !keys.contains(&e.key))
+                }
+                NftOp::DelRanges { set, ranges } => {
+                    live.elems.entry(set.clone()).or_default().retain(|e| !ranges.iter().any(|(k, _)| *k == e.key))
+                }
+                NftOp::AddElems { set, elems } | NftOp::AddRanges { set, ranges: elems } => {
+                    let v = live.elems.entry(set.clone()).or_default();
+                    for (k, d) in elems {
+                        assert!(!v.iter().any(|e| e.key == *k), "{set}: an element added twice (EEXIST)");
+                        v.push(elem(k, d));
+                    }
+                }
+                other => panic!("not an element operation: {other}"),
+            }
+        }
+    }
     use crate::nft::{BaseChain, LiveChain, LiveRule, LiveSet};
 
     /// What the kernel would report after applying `want` (the fake backend: knftables style),
@@ -902,19 +1202,49 @@ mod tests {
 
     #[test]
     fn mapping_changes_touch_only_their_elements() {
-        let old: Mapping = "9090:172.16.1.1:8080".parse().unwrap();
+        let before = demo_state();
+        let old = before.mappings[0];
         let new: Mapping = "9090:172.16.1.2:8080".parse().unwrap();
+        let mut after = before.clone();
+        after.mappings = vec![new];
         let text: Vec<String> =
-            plan_mapping_changes(&demo_state(), &[new], &[old]).ops().iter().map(|o| o.to_string()).collect();
+            plan_mapping_changes(&before, &after, &[old, new]).ops().iter().map(|o| o.to_string()).collect();
+        // The counting element is the same (same host port): it stays, and keeps counting.
         assert_eq!(
             text,
             vec![
-                "delete element inet netnat fwd_any4 { tcp . 9090 }",
-                "add element inet netnat fwd_any4 { tcp . 9090 }",
                 "delete element inet netnat pub_any4 { tcp . 9090 }",
                 "add element inet netnat pub_any4 { tcp . 9090 : 172.16.1.2 . 8080 }",
             ]
         );
+        // A new allow list: its ranges and the port's deny element; then one source less.
+        let cidrs = |l: &[&str]| l.iter().map(|c| c.parse().unwrap()).collect::<Vec<Cidr>>();
+        let mut listed = after.clone();
+        listed.set_allow(&new, cidrs(&["10.9.0.0/16", "192.168.1.7"]));
+        let text: Vec<String> =
+            plan_mapping_changes(&after, &listed, &[new]).ops().iter().map(|o| o.to_string()).collect();
+        assert_eq!(
+            text,
+            vec![
+                "add element inet netnat allow_any4 { tcp . 9090 . 10.9.0.0/16, tcp . 9090 . 192.168.1.7 }",
+                "add element inet netnat deny_any4 { tcp . 9090 }",
+            ]
+        );
+        let mut fewer = listed.clone();
+        fewer.set_allow(&new, cidrs(&["10.9.0.0/16"]));
+        let text: Vec<String> =
+            plan_mapping_changes(&listed, &fewer, &[new]).ops().iter().map(|o| o.to_string()).collect();
+        assert_eq!(text, vec!["delete element inet netnat allow_any4 { tcp . 9090 . 192.168.1.7 }"]);
+        // The rules of allow lists come with the first list, and do not grow with more.
+        let rules = |st: &State| desired_rules(st).len();
+        assert_eq!(rules(&fewer), rules(&after) + 8);
+        let mut many = fewer.clone();
+        for p in 1..100u16 {
+            let m: Mapping = format!("{}:172.16.1.2:80", 10000 + p).parse().unwrap();
+            many.mappings.push(m);
+            many.set_allow(&m, cidrs(&["10.0.0.0/8"]));
+        }
+        assert_eq!(rules(&many), rules(&fewer));
     }
 
     #[test]

@@ -303,6 +303,32 @@ mod tests {
     }
 
     #[test]
+    fn cni_attachments_round_trip_and_leave_older_records_as_they_were() {
+        // A record from before CNI: read, and written again byte for byte (no `attachments` key).
+        let st = seed_state("nn12345678");
+        let text = render(&st);
+        assert!(!text.contains("attachments"), "{text}");
+        assert_eq!(render(&parse(&text).unwrap()), text);
+        // With an attachment: its mapping is in both places and comes back whole.
+        let mut cni = st.clone();
+        let m: crate::model::Mapping = "8080:10.88.0.2:80".parse().unwrap();
+        let a = crate::model::Attachment {
+            network: "podman".into(),
+            container_id: "abc123".into(),
+            ifname: "eth0".into(),
+            mappings: vec![m],
+        };
+        cni.mappings.push(m);
+        cni.attachments.insert(a.id().key(), a);
+        let text = render(&cni);
+        assert!(text.contains("\"podman/abc123/eth0\""), "{text}");
+        assert!(text.contains("\"8080:10.88.0.2:80/tcp\""), "{text}");
+        assert_eq!(parse(&text), Ok(cni.clone()));
+        assert_eq!(cni.owner_of(&m).map(|a| a.container_id.as_str()), Some("abc123"));
+        assert_eq!(st.owner_of(&m), None);
+    }
+
+    #[test]
     fn damaged_records_say_what_is_wrong() {
         let text = render(&seed_state("nn12345678"));
         let cases = [

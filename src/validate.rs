@@ -4,7 +4,7 @@
 //! `publish` on the state they are about to make. Each object is checked alone where it is
 //! parsed (`model`); this is the part that needs the others.
 
-use crate::model::{held_by_both, Family, InputError, State};
+use crate::model::{allow_for, held_by_both, Family, InputError, State};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -133,6 +133,38 @@ fn mappings(state: &State, out: &mut Vec<Violation>) {
                 other: Some(Subject::Mapping(j)),
                 message: port_taken(a, &ms[j]),
             });
+        }
+    }
+    for (k, a) in state.allow.iter().enumerate() {
+        let Some(i) = ms.iter().position(|m| *m == a.mapping) else {
+            out.push(Violation {
+                subject: Subject::Mapping(usize::MAX),
+                other: None,
+                message: format!("the allow list of {} names no published mapping", a.mapping),
+            });
+            continue;
+        };
+        let bad = |message: String| Violation { subject: Subject::Mapping(i), other: None, message };
+        if state.allow[..k].iter().any(|b| b.mapping == a.mapping) {
+            out.push(bad(format!("{} has two allow lists", a.mapping)));
+        }
+        if a.mapping.host_if.is_some() {
+            out.push(bad(format!(
+                "{} is bound to an interface: allow lists apply to ports published on addresses",
+                a.mapping
+            )));
+            continue;
+        }
+        match allow_for(&a.mapping, &a.from) {
+            Err(e) => out.push(bad(e.0)),
+            Ok(mine) if mine.len() != a.from.len() => {
+                out.push(bad(format!("the allow list of {} has sources of another family", a.mapping)))
+            }
+            Ok(_) if state.is_routed(&a.mapping) => out.push(bad(format!(
+                "{} goes to an IPv6-routed network: allow lists apply to translated ports only",
+                a.mapping
+            ))),
+            Ok(_) => {}
         }
     }
 }

@@ -147,7 +147,8 @@ isolated!(bad_input_is_refused_with_the_value_named, inner_bad_input, {
         (&["publish", "80:172.16.1.1:80", "80:172.16.1.2:80"], "80:172.16.1.2:80"),
         (&["unpublish", "99999"], "99999"),
         (&["unpublish", "80/gre"], "gre"),
-        (&["unpublish", "x.y:80"], "x.y"),
+        (&["unpublish", "1.2:80"], "1.2"),
+        (&["unpublish", "an-interface-too-long:80"], "an-interface-too-long"),
         (&["publish"], "SPEC"),
     ];
     let files: &[(&str, &str)] = &[

@@ -141,6 +141,9 @@ pub fn connect(dir: &Path, a: &ConnectArgs) -> Result<()> {
     let attach = attachment(&a.network, &a.ip, a.ifname.as_deref())?;
     let c = op::connect(&mut Engine::open(dir)?, &a.sandbox, &attach)?;
     let ep = &c.endpoint;
+    if c.adopted {
+        println!("sandbox {} adopted (existing namespace)", c.sandbox);
+    }
     if c.existed {
         println!("sandbox {} is already connected to {} as {} {}", c.sandbox, ep.network, ep.ifname, ep.ips_text());
     } else {

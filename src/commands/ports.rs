@@ -3,17 +3,22 @@
 use crate::audit::mapping_views;
 use crate::engine::ports::{self as op, Selector};
 use crate::engine::{read_live_table, read_state, require_net_admin, Engine};
-use crate::model::{ip_text, Family, InputError, PublishSpec};
+use crate::model::{ip_text, Cidr, Family, InputError, PublishSpec};
 use crate::ruleset::render_table;
 use anyhow::Result;
 use std::path::Path;
 
-pub fn publish(dir: &Path, specs: &[String]) -> Result<()> {
+pub fn publish(dir: &Path, specs: &[String], allow: &[String]) -> Result<()> {
     let specs: Vec<PublishSpec> = specs.iter().map(|s| s.parse()).collect::<Result<_, InputError>>()?;
+    let allow: Vec<Cidr> = allow.iter().map(|c| c.parse()).collect::<Result<_, InputError>>()?;
     let mut e = Engine::open(dir)?;
-    let done = op::publish(&mut e, &specs)?;
+    let done = op::publish(&mut e, &specs, (!allow.is_empty()).then_some(allow.as_slice()))?;
+    super::note(&done.notes);
     for m in &done.already {
         println!("already published: {m}");
+    }
+    for m in &done.replaced {
+        println!("allow list of {m} replaced: now {}", allow_text(e.state.allow_of(m)));
     }
     for m in &done.added {
         match e.state.network_of(m.container_ip) {
@@ -24,6 +29,9 @@ pub fn publish(dir: &Path, specs: &[String]) -> Result<()> {
                 range(m.container_port, m.container_port_end),
                 range(m.host_port, m.host_port_end)
             ),
+            Some(n) if !e.state.allow_of(m).is_empty() => {
+                println!("published {m} (network {}; only from {})", n.name, allow_text(e.state.allow_of(m)))
+            }
             Some(n) => println!("published {m} (network {})", n.name),
             None => println!(
                 "published {m} (note: {} is in no netnat network; it must be routable from this host)",
@@ -57,16 +65,41 @@ pub fn ls(dir: &Path, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&views)?);
         return Ok(());
     }
-    println!("{:<5} {:<22} {:<26} {:<12} {:>10} {:>12}", "PROTO", "HOST", "CONTAINER", "NETWORK", "PACKETS", "BYTES");
+    println!(
+        "{:<5} {:<22} {:<26} {:<12} {:>10} {:>12}  ALLOW (DENIED)",
+        "PROTO", "HOST", "CONTAINER", "NETWORK", "PACKETS", "BYTES"
+    );
     for v in views {
         let m = v.mapping;
         let any = if m.family() == Family::V6 { "[*]" } else { "*" };
-        let host = format!("{}:{}", m.host_ip.map(ip_text).unwrap_or(any.into()), range(m.host_port, m.host_port_end));
+        let host_part = match (m.host_if, m.host_ip) {
+            (Some(i), _) => i.to_string(),
+            (None, Some(ip)) => ip_text(ip),
+            (None, None) => any.into(),
+        };
+        let host = format!("{host_part}:{}", range(m.host_port, m.host_port_end));
         let ctr = format!("{}:{}", ip_text(m.container_ip), range(m.container_port, m.container_port_end));
-        let net = v.network.unwrap_or("-".into());
-        println!("{:<5} {host:<22} {ctr:<26} {net:<12} {:>10} {:>12}", m.protocol.to_string(), v.packets, v.bytes);
+        let net = match (&v.network, &v.container_id) {
+            (Some(n), Some(c)) => format!("{n} (CNI {})", &c[..c.len().min(12)]),
+            (Some(n), None) => n.clone(),
+            (None, _) => "-".into(),
+        };
+        let allow = match v.allow.as_slice() {
+            [] => "any".to_string(),
+            list => format!("{} ({})", allow_text(list), v.denied_packets),
+        };
+        println!(
+            "{:<5} {host:<22} {ctr:<26} {net:<12} {:>10} {:>12}  {allow}",
+            m.protocol.to_string(),
+            v.packets,
+            v.bytes
+        );
     }
     Ok(())
+}
+
+fn allow_text(list: &[Cidr]) -> String {
+    list.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
 }
 
 fn range(a: u16, b: u16) -> String {

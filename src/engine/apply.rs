@@ -65,6 +65,7 @@ pub fn apply(e: &mut Engine, parsed: &config::Parsed, o: ApplyOptions) -> Result
     }
     take_firewall_settings(&mut rec, &target);
     let old_maps = std::mem::replace(&mut rec.mappings, target.mappings.clone());
+    rec.allow = target.allow.clone();
     e.state = rec;
     match e.sync_firewall() {
         Ok(plan) => out.steps.extend(plan.ops().iter().map(NftOp::to_string)),
@@ -107,6 +108,15 @@ fn take_firewall_settings(rec: &mut State, target: &State) {
 /// (listed as `extras`). Clashes between the two are input errors.
 fn with_extras(mut t: State, rec: &State, prune: bool) -> Result<(State, Vec<String>)> {
     t.sysctls = rec.sysctls.clone();
+    // Ports of CNI containers belong to the container runtime: kept whatever the file says
+    // (--prune included), with their owners.
+    t.attachments = rec.attachments.clone();
+    for m in rec.mappings.iter().filter(|m| rec.owner_of(m).is_some()) {
+        if !t.mappings.contains(m) {
+            t.mappings.push(*m);
+            t.set_allow(m, rec.allow_of(m).to_vec());
+        }
+    }
     let mut extras = vec![];
     for (name, s) in &rec.sandboxes {
         if let Some(sb) = t.sandboxes.get_mut(name) {
@@ -147,6 +157,7 @@ fn with_extras(mut t: State, rec: &State, prune: bool) -> Result<(State, Vec<Str
         if !file_endpoint_ips.contains(&m.container_ip) && !file_maps.iter().any(|f| f == m || f.conflicts_with(m)) {
             extras.push(format!("published port {m}"));
             t.mappings.push(*m);
+            t.set_allow(m, rec.allow_of(m).to_vec());
         }
     }
     // What is kept must still fit with what the file asks for.

@@ -54,6 +54,41 @@ pub fn bring_up_bridge(links: &Links, net: &Network) -> Result<()> {
     host::enable_route_localnet(&net.bridge)
 }
 
+/// Finds the process of each listening socket (by its inode among /proc/PID/fd), so the audit
+/// can tell a container runtime's port reservation from a real local server. Processes that
+/// cannot be read (gone, or another user's) are skipped.
+fn name_listeners(listeners: &mut [Listener]) {
+    let wanted: std::collections::HashSet<u64> = listeners.iter().map(|l| l.inode).filter(|i| *i != 0).collect();
+    if wanted.is_empty() {
+        return;
+    }
+    let mut names: std::collections::HashMap<u64, String> = Default::default();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return };
+    for p in procs.flatten() {
+        let pid = p.file_name();
+        if !pid.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else { continue };
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else { continue };
+            let t = target.to_string_lossy();
+            let Some(inode) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')).and_then(|i| i.parse().ok())
+            else {
+                continue;
+            };
+            if wanted.contains(&inode) && !names.contains_key(&inode) {
+                if let Ok(comm) = std::fs::read_to_string(p.path().join("comm")) {
+                    names.insert(inode, comm.trim().to_string());
+                }
+            }
+        }
+    }
+    for l in listeners.iter_mut() {
+        l.process = names.get(&l.inode).cloned();
+    }
+}
+
 /// What the record names that the kernel lacks (for `save`, which still writes it: `apply`
 /// recreates it).
 pub fn missing_links(state: &State) -> Result<Vec<String>> {
@@ -342,6 +377,7 @@ fn observe(state: State, sockets: Sockets) -> Result<Observed> {
             Err(e) => return Err(e).with_context(|| format!("reading {path}")),
         }
     }
+    name_listeners(&mut listeners);
     listeners.sort();
     listeners.dedup();
     let legacy_tables = match std::fs::read_to_string("/proc/net/ip_tables_names") {

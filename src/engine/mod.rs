@@ -178,16 +178,18 @@ impl Engine {
         &self.store
     }
 
-    /// After only mappings changed: sends just their elements, without reading the others, so a
-    /// publish costs the same with 10 or 10,000 ports published. Falls back to a full
-    /// `sync_firewall` when the table's layout or rules are not netnat's, or when the kernel
-    /// says an element is not as the record says (EEXIST on add, ENOENT on delete: drift).
-    pub fn sync_mappings(&self, added: &[Mapping], removed: &[Mapping]) -> Result<Plan> {
+    /// After only mappings changed (published, unpublished, or their allow lists): sends just
+    /// the elements of the mappings `touched` between the state `before` and `self.state`,
+    /// without reading the others, so a publish costs the same with 10 or 10,000 ports
+    /// published. Falls back to a full `sync_firewall` when the table's layout or rules are not
+    /// what the new state needs (the first allow list adds rules, say), or when the kernel says an
+    /// element is not as the record says (EEXIST on add, ENOENT on delete: drift).
+    pub fn sync_mappings(&self, before: &State, touched: &[Mapping]) -> Result<Plan> {
         let mut nft = Nft::open()?;
         if let Some(layout) = nft.read_layout(TABLE)? {
             let rules_only = ruleset::Desired { rules: ruleset::desired_rules(&self.state), elems: Default::default() };
             if !ruleset::plan(&rules_only, Some(&layout)).changes_rules() {
-                let plan = ruleset::plan_mapping_changes(&self.state, added, removed);
+                let plan = ruleset::plan_mapping_changes(before, &self.state, touched);
                 match nft.apply(&plan.ops()) {
                     Ok(()) => return Ok(plan),
                     Err(e) if is_errno(&e, &[libc::EEXIST, libc::ENOENT]) => {} // drift: full sync below

@@ -222,11 +222,30 @@ pub struct Connected {
     pub endpoint: Endpoint,
     /// It was already connected, as asked.
     pub existed: bool,
+    /// Its namespace was not netnat's sandbox yet: it was adopted.
+    pub adopted: bool,
 }
 
-/// Attaches a recorded sandbox to a recorded network, allocating what was not given.
+/// Attaches a sandbox to a recorded network, allocating what was not given. A namespace that
+/// exists at /run/netns/SANDBOX but is not recorded (made by `ip netns add`, say) is adopted
+/// first, as `create_sandbox` does: netnat leaves it in place when the sandbox is removed.
 pub fn connect(e: &mut Engine, sandbox: &str, a: &Attachment) -> Result<Connected> {
-    let c = connect_in(&mut e.state, a, sandbox)?;
+    let adopt = !e.state.sandboxes.contains_key(sandbox) && e.state.networks.contains_key(&a.network);
+    if adopt && netns::exists(sandbox) {
+        check_name(sandbox, "sandbox")?;
+        let created = create_netns(e.store(), sandbox)?;
+        e.state.sandboxes.insert(sandbox.into(), Sandbox { name: sandbox.into(), created, endpoints: vec![] });
+    }
+    let c = match connect_in(&mut e.state, a, sandbox) {
+        Ok(c) => c,
+        Err(err) => {
+            if adopt {
+                e.state.sandboxes.remove(sandbox);
+            }
+            return Err(err);
+        }
+    };
+    let c = Connected { adopted: adopt && e.state.sandboxes.contains_key(sandbox), ..c };
     if !c.existed {
         e.save()?;
     }
@@ -258,7 +277,7 @@ fn connect_in(state: &mut State, a: &Attachment, sandbox: &str) -> Result<Connec
                 differ.join(" ")
             ));
         }
-        return Ok(Connected { sandbox: sandbox.into(), endpoint: ep.clone(), existed: true });
+        return Ok(Connected { sandbox: sandbox.into(), endpoint: ep.clone(), existed: true, adopted: false });
     }
     let ips = state.endpoint_ips(&net, &a.ips, sandbox)?;
     let ifname = match &a.ifname {
@@ -276,7 +295,7 @@ fn connect_in(state: &mut State, a: &Attachment, sandbox: &str) -> Result<Connec
     }
     add_endpoint(&Links::open()?, &endpoint_spec(&net, sandbox, &ep, sb.endpoints.is_empty()), network, sandbox)?;
     *state = want;
-    Ok(Connected { sandbox: sandbox.into(), endpoint: ep, existed: false })
+    Ok(Connected { sandbox: sandbox.into(), endpoint: ep, existed: false, adopted: false })
 }
 
 /// Removes a sandbox's endpoint on a network. Ok(false): it was not connected.

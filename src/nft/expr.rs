@@ -492,7 +492,9 @@ fn load_sym(e: &Expr) -> Sym {
                 META_L4PROTO => ("meta l4proto".into(), Kind::Proto),
                 k => (format!("meta key{k}"), Kind::Raw),
             };
-            Sym { text, kind, slots: 1, mask: None }
+            // An interface name is 16 bytes: four 32-bit slots of a concatenation.
+            let slots = if kind == Kind::Ifname { 4 } else { 1 };
+            Sym { text, kind, slots, mask: None }
         }
         Expr::Payload { base, offset, len, .. } => {
             let (text, kind) = match (*base, *offset, *len) {

@@ -12,7 +12,7 @@ pub mod spec;
 use anyhow::{anyhow, bail, Context, Result};
 use expr::Expr;
 use nftnl::{Batch, Chain, MsgType, ProtoFamily, Rule, Table};
-use raw::{DumpKind, ElemsMsg, SetDesc, SetMsg};
+use raw::{DumpKind, ElemData, ElemsMsg, SetDesc, SetMsg};
 use spec::{ChainKind, ChainSpec, Hook, NftOp, SetSpec, TABLE};
 use std::collections::HashSet;
 use std::ffi::CString;
@@ -351,18 +351,28 @@ fn write_op(batch: &mut Batch, table: &Table, op: &NftOp) -> Result<usize> {
         NftOp::AddElems { set, elems } => {
             for chunk in elems.chunks(ELEMS_PER_MSG) {
                 // Plain sets have elements without data.
-                let e: Vec<_> =
-                    chunk.iter().map(|(k, d)| (k.as_slice(), (!d.is_empty()).then_some(d.as_slice()))).collect();
+                let e: Vec<_> = chunk
+                    .iter()
+                    .map(|(k, d)| (k.as_slice(), if d.is_empty() { ElemData::None } else { ElemData::Data(d) }))
+                    .collect();
                 batch.add(&ElemsMsg::new(&c_name(TABLE), FAMILY as u16, set, &e)?, MsgType::Add);
             }
             return Ok(elems.len().div_ceil(ELEMS_PER_MSG));
         }
         NftOp::DelElems { set, keys } => {
             for chunk in keys.chunks(ELEMS_PER_MSG) {
-                let e: Vec<_> = chunk.iter().map(|k| (k.as_slice(), None)).collect();
+                let e: Vec<_> = chunk.iter().map(|k| (k.as_slice(), ElemData::None)).collect();
                 batch.add(&ElemsMsg::new(&c_name(TABLE), FAMILY as u16, set, &e)?, MsgType::Del);
             }
             return Ok(keys.len().div_ceil(ELEMS_PER_MSG));
+        }
+        NftOp::AddRanges { set, ranges } | NftOp::DelRanges { set, ranges } => {
+            let kind = if matches!(op, NftOp::AddRanges { .. }) { MsgType::Add } else { MsgType::Del };
+            for chunk in ranges.chunks(ELEMS_PER_MSG) {
+                let e: Vec<_> = chunk.iter().map(|(k, end)| (k.as_slice(), ElemData::KeyEnd(end))).collect();
+                batch.add(&ElemsMsg::new(&c_name(TABLE), FAMILY as u16, set, &e)?, kind);
+            }
+            return Ok(ranges.len().div_ceil(ELEMS_PER_MSG));
         }
         NftOp::FlushSet(set) => batch.add(&ElemsMsg::new(&c_name(TABLE), FAMILY as u16, set, &[])?, MsgType::Del),
     }
@@ -400,6 +410,7 @@ fn build_set(spec: &SetSpec) -> Result<SetMsg> {
         key_len: spec.key_len(),
         data: spec.data_desc(),
         counter: spec.counter,
+        concat: spec.concat_field_lens(),
     };
     SetMsg::new(&c_name(TABLE), FAMILY as u16, &desc)
 }

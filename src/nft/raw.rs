@@ -432,6 +432,8 @@ pub struct SetDesc<'a> {
     pub data: Option<(u32, u32)>,
     /// Give every element its own counter (`counter` in the set's definition).
     pub counter: bool,
+    /// For a set of ranges over a concatenation (`flags interval`): each key field's byte length.
+    pub concat: Option<Vec<u8>>,
 }
 
 /// Element bytes (keys, data and their attribute headers) in one NEWSETELEM/DELSETELEM: the
@@ -458,11 +460,13 @@ impl OwnedSet {
         let rc = unsafe { sys::nftnl_set_set_str(self.ptr(), attr as u16, v.as_ptr()) };
         set_status(rc, "a set", attr)
     }
-    fn add_elem(&self, key: &[u8], data: Option<&[u8]>) -> Result<()> {
+    fn add_elem(&self, key: &[u8], data: ElemData) -> Result<()> {
         let e = OwnedElem::new()?;
         e.set(sys::NFTNL_SET_ELEM_KEY, key)?;
-        if let Some(d) = data {
-            e.set(sys::NFTNL_SET_ELEM_DATA, d)?;
+        match data {
+            ElemData::None => {}
+            ElemData::Data(d) => e.set(sys::NFTNL_SET_ELEM_DATA, d)?,
+            ElemData::KeyEnd(k) => e.set(sys::NFTNL_SET_ELEM_KEY_END, k)?,
         }
         // SAFETY: both are live; the set takes the element over (and frees it with itself),
         // which `into_raw` records by forgetting the wrapper.
@@ -536,6 +540,20 @@ impl SetMsg {
             s.set_u32(sys::NFTNL_SET_DATA_TYPE, t);
             s.set_u32(sys::NFTNL_SET_DATA_LEN, l);
         }
+        if let Some(lens) = &d.concat {
+            // A concatenation of ranges (the kernel's pipapo set): interval + concat flags and
+            // the byte length of each field, zero-terminated as libnftnl counts them.
+            flags |= (libc::NFT_SET_INTERVAL | NFT_SET_CONCAT) as u32;
+            let mut fields = [0u8; 16];
+            ensure!(lens.len() < fields.len(), "set {}: {} key fields, at most 15", d.name, lens.len());
+            fields[..lens.len()].copy_from_slice(lens);
+            // SAFETY: the set is live; libnftnl copies `fields` (16 bytes, its field_len array's
+            // size) before returning.
+            let rc = unsafe {
+                sys::nftnl_set_set_data(s.ptr(), sys::NFTNL_SET_DESC_CONCAT as u16, fields.as_ptr().cast(), 16)
+            };
+            set_status(rc, "a set", sys::NFTNL_SET_DESC_CONCAT)?;
+        }
         s.set_u32(sys::NFTNL_SET_FLAGS, flags);
         if d.counter {
             s.add_expr(encode(&Expr::Counter)?);
@@ -560,6 +578,19 @@ unsafe impl NlMsg for SetMsg {
     }
 }
 
+/// NFT_SET_CONCAT (linux/netfilter/nf_tables.h, 5.6+), not in the libc crate.
+const NFT_SET_CONCAT: i32 = 0x80;
+
+/// What an element carries besides its key.
+#[derive(Clone, Copy)]
+pub enum ElemData<'a> {
+    None,
+    /// A map's value.
+    Data(&'a [u8]),
+    /// The end of an interval set element's range.
+    KeyEnd(&'a [u8]),
+}
+
 /// NEWSETELEM (create-exclusive: re-adding a key fails with EEXIST) / DELSETELEM.
 /// A DELSETELEM with no elements flushes the set.
 pub struct ElemsMsg(OwnedSet);
@@ -567,10 +598,14 @@ pub struct ElemsMsg(OwnedSet);
 impl ElemsMsg {
     /// An error when the elements would not fit in one message (callers send at most
     /// `ELEMS_PER_MSG` small elements per message).
-    pub fn new(table: &CStr, family: u16, set: &str, elems: &[(&[u8], Option<&[u8]>)]) -> Result<ElemsMsg> {
+    pub fn new(table: &CStr, family: u16, set: &str, elems: &[(&[u8], ElemData)]) -> Result<ElemsMsg> {
         // Per element: list, key and data nests and value attributes (4-byte headers), values padded to 4.
         let pad = |n: usize| n.div_ceil(4) * 4;
-        let bytes: usize = elems.iter().map(|(k, d)| 20 + pad(k.len()) + d.map_or(0, |d| pad(d.len()))).sum();
+        let extra = |d: &ElemData| match d {
+            ElemData::None => 0,
+            ElemData::Data(v) | ElemData::KeyEnd(v) => pad(v.len()),
+        };
+        let bytes: usize = elems.iter().map(|(k, d)| 20 + pad(k.len()) + extra(d)).sum();
         ensure!(
             bytes <= MAX_ELEMS_BYTES,
             "{} elements of set {set} take {bytes} bytes, more than one nftables message holds ({MAX_ELEMS_BYTES})",
@@ -860,9 +895,14 @@ unsafe extern "C" fn collect_elem(e: *mut sys::nftnl_set_elem, data: *mut c_void
     // SAFETY: libnftnl passes an element of the set being walked, alive during this callback.
     let Some(v) = (unsafe { ElemView::new(e) }) else { return 0 };
     let counter = v.counter();
+    // An interval set's element has a key end and no data: netnat keeps the end as its data.
+    let data = match v.value(sys::NFTNL_SET_ELEM_DATA) {
+        [] => v.value(sys::NFTNL_SET_ELEM_KEY_END),
+        d => d,
+    };
     out.push(LiveElem {
         key: v.value(sys::NFTNL_SET_ELEM_KEY).to_vec(),
-        data: v.value(sys::NFTNL_SET_ELEM_DATA).to_vec(),
+        data: data.to_vec(),
         packets: counter.map(|c| c.0),
         bytes: counter.map(|c| c.1),
     });
@@ -977,8 +1017,15 @@ mod tests {
 
     #[test]
     fn a_map_and_its_elements_read_back_the_same() {
-        let desc =
-            SetDesc { name: "pub_any6", id: 7, key_type: 781, key_len: 8, data: Some((0x1cd, 20)), counter: true };
+        let desc = SetDesc {
+            name: "pub_any6",
+            id: 7,
+            key_type: 781,
+            key_len: 8,
+            data: Some((0x1cd, 20)),
+            counter: true,
+            concat: None,
+        };
         let set = parse_set(&written(&SetMsg::new(c"netnat", libc::NFPROTO_INET as u16, &desc).unwrap(), MsgType::Add))
             .unwrap();
         assert_eq!((set.table.as_str(), set.name.as_str(), set.family), ("netnat", "pub_any6", 1));
@@ -991,13 +1038,14 @@ mod tests {
             [80u16, 443, 65535].iter().map(|p| [6, 0, 0, 0, (p >> 8) as u8, *p as u8, 0, 0]).collect();
         let mut live = vec![];
         for k in &keys {
-            let msg = ElemsMsg::new(c"netnat", libc::NFPROTO_INET as u16, "pub_any6", &[(k, Some(&data))]).unwrap();
+            let msg =
+                ElemsMsg::new(c"netnat", libc::NFPROTO_INET as u16, "pub_any6", &[(k, ElemData::Data(&data))]).unwrap();
             parse_elems(&written(&msg, MsgType::Add), &mut live).unwrap();
         }
         assert_eq!(live.len(), 3);
         assert!(live.iter().zip(&keys).all(|(l, k)| l.key == k && l.data == data && l.packets.is_none()), "{live:?}");
         // A full message (ELEMS_PER_MSG IPv6 elements) fits in what a batch gives one message.
-        let elems: Vec<(&[u8], Option<&[u8]>)> = (0..512).map(|_| (&keys[0][..], Some(&data[..]))).collect();
+        let elems: Vec<(&[u8], ElemData)> = (0..512).map(|_| (&keys[0][..], ElemData::Data(&data[..]))).collect();
         let full = written(&ElemsMsg::new(c"netnat", 1, "pub_any6", &elems).unwrap(), MsgType::Add);
         assert!(full.len() > 512 * 28 && full.len() < MAX_ELEMS_BYTES, "{} bytes", full.len());
     }
@@ -1013,7 +1061,7 @@ mod tests {
         assert!(encode(&Expr::Other { name: "quota".into() }).err().unwrap().to_string().contains("quota"));
         assert!(encode(&cmp(REG_1, CmpOp::Eq, vec![0; 65])).is_err());
         let big = [0u8; 64];
-        let elems: Vec<(&[u8], Option<&[u8]>)> = (0..512).map(|_| (&big[..], Some(&big[..]))).collect();
+        let elems: Vec<(&[u8], ElemData)> = (0..512).map(|_| (&big[..], ElemData::Data(&big[..]))).collect();
         let err = ElemsMsg::new(c"netnat", 1, "s", &elems).err().unwrap().to_string();
         assert!(err.contains("512 elements of set s"), "{err}");
         assert!(dump_request(DumpKind::Elems, 1, Some(c"netnat"), Some("a\0b")).is_err());

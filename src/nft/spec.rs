@@ -75,16 +75,19 @@ pub enum Field {
     Ipv6Addr,
     InetProto,
     InetService,
+    /// An interface name (16 bytes, NUL-padded).
+    Ifname,
 }
 
 impl Field {
-    const ALL: [Field; 4] = [Field::Ipv4Addr, Field::Ipv6Addr, Field::InetProto, Field::InetService];
+    const ALL: [Field; 5] = [Field::Ipv4Addr, Field::Ipv6Addr, Field::InetProto, Field::InetService, Field::Ifname];
     fn type_id(self) -> u32 {
         match self {
             Field::Ipv4Addr => 7,
             Field::Ipv6Addr => 8,
             Field::InetProto => 12,
             Field::InetService => 13,
+            Field::Ifname => 41,
         }
     }
     fn from_type_id(t: u32) -> Option<Field> {
@@ -96,6 +99,7 @@ impl Field {
             Field::Ipv6Addr => "ipv6_addr",
             Field::InetProto => "inet_proto",
             Field::InetService => "inet_service",
+            Field::Ifname => "ifname",
         }
     }
     /// Bytes of the value itself.
@@ -105,6 +109,7 @@ impl Field {
             Field::Ipv6Addr => 16,
             Field::InetProto => 1,
             Field::InetService => 2,
+            Field::Ifname => 16,
         }
     }
     /// Bytes in registers: every component of a concatenation is padded to a multiple of 4.
@@ -117,6 +122,10 @@ impl Field {
             Field::Ipv6Addr => Ipv6Addr::from(<[u8; 16]>::try_from(b).expect("16 bytes")).to_string(),
             Field::InetProto => expr::proto_name(b[0]),
             Field::InetService => u16::from_be_bytes([b[0], b[1]]).to_string(),
+            Field::Ifname => {
+                let n = b.iter().position(|c| *c == 0).unwrap_or(b.len());
+                format!("\"{}\"", String::from_utf8_lossy(&b[..n]))
+            }
         }
     }
 }
@@ -166,6 +175,9 @@ pub struct SetSpec {
     pub data: &'static [Field],
     /// A counter on every element.
     pub counter: bool,
+    /// Elements are ranges (`flags interval`): each has a key and a key end, and the last field
+    /// of a key may span a range of values (an address prefix). Their `Elems` data is the key end.
+    pub interval: bool,
     /// For a NAT map: the set whose element counters count its ports' traffic (a NAT map only
     /// sees a connection's first packet, so it does not count).
     pub counted_in: Option<&'static str>,
@@ -187,6 +199,11 @@ impl SetSpec {
     }
     pub fn data_len(&self) -> u32 {
         concat_len(self.data)
+    }
+    /// Byte length of each key field, unpadded, as the kernel wants it for a concatenation
+    /// of ranges (NFTA_SET_DESC_CONCAT); None unless `interval`.
+    pub fn concat_field_lens(&self) -> Option<Vec<u8>> {
+        self.interval.then(|| self.key.iter().map(|f| f.len() as u8).collect())
     }
     pub fn type_text(fields: &[Field]) -> String {
         fields.iter().map(|f| f.name()).collect::<Vec<_>>().join(" . ")
@@ -212,8 +229,23 @@ pub enum NftOp {
     AddSet(SetSpec),
     DelSet(String),
     FlushSet(String),
-    AddElems { set: String, elems: Vec<(Vec<u8>, Vec<u8>)> },
-    DelElems { set: String, keys: Vec<Vec<u8>> },
+    AddElems {
+        set: String,
+        elems: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    DelElems {
+        set: String,
+        keys: Vec<Vec<u8>>,
+    },
+    /// Elements of an interval set: (key, key end).
+    AddRanges {
+        set: String,
+        ranges: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    DelRanges {
+        set: String,
+        ranges: Vec<(Vec<u8>, Vec<u8>)>,
+    },
 }
 
 #[cfg(test)]

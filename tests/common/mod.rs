@@ -11,9 +11,13 @@ use std::process::{Command, Output};
 #[macro_export]
 macro_rules! isolated {
     ($outer:ident, $inner:ident, $body:block) => {
+        $crate::isolated!($outer, $inner, timeout = $crate::common::TIMEOUT_SECS, $body);
+    };
+    // A longer bound, for a test whose load is bounded in count and needs more than the default.
+    ($outer:ident, $inner:ident, timeout = $secs:expr, $body:block) => {
         #[test]
         fn $outer() {
-            $crate::common::run_isolated(stringify!($inner));
+            $crate::common::run_isolated_for(stringify!($inner), $secs);
         }
 
         #[test]
@@ -32,15 +36,21 @@ macro_rules! isolated {
 pub const INNER_ENV: &str = "NETNAT_INNER";
 
 /// Upper bound for one isolated inner test, so a hang fails instead of blocking the run.
-const TIMEOUT_SECS: &str = "120";
+pub const TIMEOUT_SECS: u32 = 120;
 
 /// Runs the `#[ignore]`d test `inner_test_name` of this test binary inside a fresh
 /// `unshare --net --mount` with a private tmpfs on /run, and fails if it fails.
 /// unshare(CLONE_NEWNS) is refused in a multi-threaded process, hence the re-exec.
 pub fn run_isolated(inner_test_name: &str) {
+    run_isolated_for(inner_test_name, TIMEOUT_SECS)
+}
+
+/// `run_isolated` with its own bound in seconds.
+pub fn run_isolated_for(inner_test_name: &str, timeout_secs: u32) {
     let exe = std::env::current_exe().expect("path of the test binary");
     let out = Command::new("timeout")
-        .args([TIMEOUT_SECS, "unshare", "--net", "--mount", "--propagation", "private"])
+        .arg(timeout_secs.to_string())
+        .args(["unshare", "--net", "--mount", "--propagation", "private"])
         .args(["sh", "-c", r#"mount -t tmpfs tmpfs /run && exec "$0" "$@""#])
         .arg(&exe)
         .args(["--exact", inner_test_name, "--ignored", "--nocapture", "--test-threads=1"])
