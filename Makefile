@@ -19,9 +19,11 @@ BIN := $(abspath $(TARGET_DIR))/release/netnat
 # netnat behind the reference bridge plugin (containernetworking-plugins) and behind Podman
 # with its CNI backend (podman, crun; busybox-static makes the image, as no registry is reached).
 # prometheus-node-exporter and prometheus (for promtool) check `netnat metrics` in tests/trace_metrics.rs.
-# On a host where systemd runs, installing them also enables and starts their services (node_exporter
-# on :9100, the Prometheus server on :9090) in the machine's own namespace; the tests start their own
-# node_exporter in a throwaway namespace and use neither.
+# Their packages would start and enable daemons on this host (node_exporter on :9100, the
+# Prometheus server on :9090): `make deps` installs them with a policy-rc.d that keeps any service
+# from starting (unless the host has its own) and disables the units it installed. The tests start
+# their own node_exporter in a throwaway namespace.
+TEST_SERVICES := prometheus prometheus-node-exporter
 DEB_PACKAGES := libnftnl-dev libmnl-dev pkg-config nftables iproute2 iptables conntrack socat curl python3 \
 	e2fsprogs dpkg-dev lintian containernetworking-plugins podman crun busybox-static prometheus-node-exporter \
 	prometheus
@@ -64,7 +66,18 @@ deps:
 	    echo "deps: installing$$missing"; \
 	    export DEBIAN_FRONTEND=noninteractive; \
 	    apt-get update -q; \
-	    apt-get install -y -q --no-install-recommends $$missing; \
+	    policy=""; \
+	    if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy=1; \
+	    fi; \
+	    rc=0; apt-get install -y -q --no-install-recommends $$missing || rc=$$?; \
+	    if [ -n "$$policy" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+	    [ $$rc -eq 0 ] || exit $$rc; \
+	    for u in $(TEST_SERVICES); do \
+	        case " $$missing " in *" $$u "*) \
+	            if command -v systemctl >/dev/null; then systemctl disable "$$u" >/dev/null 2>&1 || true; fi;; \
+	        esac; \
+	    done; \
 	else \
 	    echo "deps: all Debian packages present"; \
 	fi; \
