@@ -64,11 +64,18 @@ def bootstrap_median(xs, resamples=BOOT_RESAMPLES, seed=BOOT_SEED, level=0.95):
     return Est(med, lo, hi, n)
 
 
+MIN_ROUNDS = 5
+
+
 def verdict(est, target, op):
     """PASS when the whole interval meets the target, MISS when the whole interval fails it,
-    "not resolved" when it straddles the target; "n/a" without data."""
+    "not resolved" when it straddles the target; "n/a" without data. A bootstrap of 2-4 rounds
+    says little about the median, so it resolves nothing; a single measurement (of something
+    measured once by design) is taken as it is."""
     if est is None:
         return "n/a"
+    if 1 < est.n < MIN_ROUNDS:
+        return f"not resolved ({est.n} rounds)"
     lo, hi = est.lo, est.hi
     if op == ">=":
         return "PASS" if lo >= target else "MISS" if hi < target else "not resolved"
@@ -314,10 +321,12 @@ NAMES = {
     "direct6": "direct over IPv6 (no NAT)",
     "netnat6": "netnat over IPv6",
     "nft6": "hand nft ip6, 1 rule",
+    "netnat_noguard": "netnat without the guard (by hand)",
+    "netnat_nocount": "netnat without per-port counting (by hand)",
 }
-CONFIGS4 = ["direct", "netnat", "nft1", "iptables", "netavark", "socat", "dockerproxy"]
+CONFIGS4 = ["direct", "netnat", "nft1", "iptables", "netavark", "socat", "dockerproxy", "netnat_noguard", "netnat_nocount"]
 CONFIGS6 = ["direct6", "netnat6", "nft6"]
-KERNEL_CFGS = ["direct", "nft1", "netnat", "iptables", "netavark", "direct6", "nft6", "netnat6"]
+KERNEL_CFGS = ["direct", "nft1", "netnat", "netnat_noguard", "netnat_nocount", "iptables", "netavark", "direct6", "nft6", "netnat6"]
 SCALE_N = [1, 100, 1000, 10000]
 MODES = [("ka", "keep-alive"), ("nc", "new-conn")]
 
@@ -439,6 +448,8 @@ def report(raw, out, quick):
     pairs = [
         ("netnat / hand nft rule", "netnat", "nft1"),
         ("netnat / direct", "netnat", "direct"),
+        ("netnat / netnat without the guard", "netnat", "netnat_noguard"),
+        ("netnat / netnat without per-port counting", "netnat", "netnat_nocount"),
         ("hand nft rule / direct", "nft1", "direct"),
         ("netnat / iptables-nft (Docker)", "netnat", "iptables"),
         ("netnat / netavark", "netnat", "netavark"),
@@ -508,7 +519,10 @@ def report(raw, out, quick):
             share = d.derived(lambda a, b: 100 * a / b, s(f"{mode}_perf_nf", c), s(f"{mode}_perf_net", c))
             cells.append(fmt_est(d.est(share), 0, interval=False) + " %")
         emit(f"| {NAMES[c]} | " + " | ".join(cells) + " |")
-    for name, a, b in [("netnat / hand nft rule", "netnat", "nft1"), ("netnat over IPv6 / hand ip6 rule", "netnat6", "nft6")]:
+    for name, a, b in [("netnat / hand nft rule", "netnat", "nft1"),
+                       ("netnat without the guard / hand nft rule", "netnat_noguard", "nft1"),
+                       ("netnat without counting / hand nft rule", "netnat_nocount", "nft1"),
+                       ("netnat over IPv6 / hand ip6 rule", "netnat6", "nft6")]:
         if not s("ka_perf_nf", a) or not s("ka_perf_nf", b):
             continue
         cells = []
@@ -532,7 +546,7 @@ def report(raw, out, quick):
         hooks = [("prerouting", "rules at prerouting"), ("forward", "rules at forward"), ("nat", "NAT chains")]
         emit("| configuration | run | " + " | ".join(fams) + " | " + " | ".join(h for _, h in hooks) + " |")
         emit("|---|---|" + "---:|" * (len(fams) + len(hooks)))
-        for c in ["nft1", "netnat", "iptables", "nft6", "netnat6"]:
+        for c in ["nft1", "netnat", "netnat_noguard", "netnat_nocount", "iptables", "nft6", "netnat6"]:
             if not s("ka_perf_nf", c):
                 continue
             for mode, title in MODES:
@@ -558,6 +572,19 @@ def report(raw, out, quick):
                      f"forward hook; guard {fmt_est(d.est(ns_per_pkt('prerouting')), 0)} ns per packet, forward chain "
                      f"(published, counting) {fmt_est(d.est(ns_per_pkt('forward')), 0)} ns per packet, together "
                      f"{fmt_est(d.est(extra), 0)} ns per packet.")
+        emit("")
+        # The same, measured by taking each rule out: the paired difference of netfilter samples
+        # per request between netnat and the variant, per packet of netnat's in the same round.
+        for variant, what in [("netnat_noguard", "the guard"), ("netnat_nocount", "per-port counting")]:
+            if not s("ka_perf_nf", variant) or not period_ms:
+                continue
+            for mode, title in MODES:
+                diff = d.derived(lambda n, q, nv, qv, p: (n / q - nv / qv) * period_ms * 1e6 / (p / q) if p else None,
+                                 s(f"{mode}_perf_nf", "netnat"), s(f"{mode}_req", "netnat"),
+                                 s(f"{mode}_perf_nf", variant), s(f"{mode}_req", variant), s(f"{mode}_pkts", "netnat"))
+                emit(f"- {what}, taken out by hand, {title}: netfilter time per packet falls by {fmt_est(d.est(diff), 0)} ns "
+                     f"(paired difference); netfilter samples per request netnat / variant "
+                     f"{fmt_est(r(d.per_kreq(mode, 'nf', 'netnat'), d.per_kreq(mode, 'nf', variant)))}")
         emit("")
         emit("### Top netfilter functions for netnat")
         emit("")
@@ -712,7 +739,7 @@ def plots(out, scale_rows, tl):
             m, lo, hi = e.med / lim, e.lo / lim, e.hi / lim
         else:
             m, lo, hi = lim / e.med, lim / e.hi, lim / e.lo
-        rows.append((m, lo, hi, name.replace('"', "'")))
+        rows.append((m, lo, hi, f"{name}: {verdict(e, lim, op)}".replace('"', "'")))
     with open(tdat, "w") as f:
         for i, (m, lo, hi, name) in enumerate(reversed(rows)):
             f.write(f'{i} {m} {lo} {hi} "{name}"\n')
@@ -731,7 +758,8 @@ set title 'New-connection rate vs published ports: median of per-round ratios, 9
 plot '{dat}' using ($1*0.94):2:3:4 with yerrorlines lw 2 title 'netnat (one map element per port)', \\
      '{dat}' using 1:5:6:7 with yerrorlines lw 2 title 'one DNAT rule per port (peers)', \\
      '{dat}' using ($1*1.06):8:9:10 with yerrorlines lw 2 title 'netnat over IPv6'
-set terminal pngcairo size 1000,{120 + 26 * max(1, len(rows))}
+set terminal pngcairo size 1300,{120 + 26 * max(1, len(rows))}
+set lmargin 50
 set output '{tpng}'
 unset logscale
 set logscale x
@@ -818,6 +846,7 @@ def selftest():
     check(verdict(Est(1, 1, 1, 1), 0, "<=") == "MISS", "one process, target 0")
     check(verdict(None, 1, ">=") == "n/a", "no data")
     check(verdict(e, 0.95, ">=") == "PASS" and verdict(e, 1.0, ">=") == "not resolved", "fixed series verdicts")
+    check(verdict(Est(1.0, 0.99, 1.01, 4), 0.5, ">=") == "not resolved (4 rounds)", "too few rounds resolve nothing")
 
     # Pairing: rounds are matched by number; rounds missing on either side are left out.
     check(paired_ratios({1: 10, 2: 20, 3: 30}, {1: 5, 3: 10, 4: 1}) == [2.0, 3.0], "paired by round")

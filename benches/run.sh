@@ -5,7 +5,8 @@
 #   benches/run.sh --quick    4 rounds, fewer configurations (~3.5 min; for checking, not quoting)
 #   BENCH_ONLY=control benches/run.sh    re-measure the control plane only, keep the rest
 #   BENCH_ONLY=datapath benches/run.sh   re-measure the data path only, keep the control plane
-#   BENCH_ROUNDS=N BENCH_DUR=S          override the number of rounds / seconds per measurement
+#   BENCH_ROUNDS=N BENCH_DUR=S BENCH_CP_ROUNDS=N   override rounds, seconds per measurement,
+#                                       control-plane rounds
 #
 # Why rounds: this 2-vCPU machine is shared, so one configuration's rate moves by 20-50 % from one
 # minute to the next. Every configuration therefore gets its own host namespace, built once; a
@@ -62,6 +63,7 @@ REPORT=$ROOT/benches/report.py
 if ((QUICK)); then ROUNDS=4; DUR=1; CP_ROUNDS=5; else ROUNDS=15; DUR=1; CP_ROUNDS=15; fi
 ROUNDS=${BENCH_ROUNDS:-$ROUNDS}
 DUR=${BENCH_DUR:-$DUR}
+CP_ROUNDS=${BENCH_CP_ROUNDS:-$CP_ROUNDS}
 STATE=/run/bench
 PERFDIR=$STATE/perf
 # perf's cpu-clock sampling period: one sample per 0.5 ms of a CPU's time (2 kHz per CPU).
@@ -304,6 +306,24 @@ setup_netavark() {
   servers netavark 0 1
   endpoints netavark $HOST:9090 $HOST:9201
 }
+# What netnat's per-packet rules cost, measured: netnat's own table with one of them taken out by
+# hand (in this host's namespace only). netnat_noguard: without the guard chain (filter,
+# prerouting -300, drops 127.0.0.0/8 from outside). netnat_nocount: the forward chain accepts
+# published connections directly instead of jumping to the chain that counts them per port.
+setup_netnat_noguard() {
+  host_up netnat_noguard; topo_netnat netnat_noguard 0; servers netnat_noguard 0 1
+  nn netnat_noguard publish 9090:$SRV:8080 9201:$SRV:5201
+  inside h-netnat_noguard nft delete chain inet netnat guard
+  endpoints netnat_noguard $HOST:9090 $HOST:9201
+}
+setup_netnat_nocount() {
+  local h
+  host_up netnat_nocount; topo_netnat netnat_nocount 0; servers netnat_nocount 0 1
+  nn netnat_nocount publish 9090:$SRV:8080 9201:$SRV:5201
+  h=$(inside h-netnat_nocount nft -a list chain inet netnat forward | awk '/jump published/ {print $NF}')
+  inside h-netnat_nocount nft replace rule inet netnat forward handle "$h" ct status dnat accept
+  endpoints netnat_nocount $HOST:9090 $HOST:9201
+}
 # IPv6: the same three in-kernel paths, over IPv6 between the external namespace and the host.
 setup_direct6() { # the client routes the ULA subnet via the host's IPv6 address, no NAT
   host_up direct6; topo_hand direct6 1; ip -n e-direct6 -6 route add fd00:16::/64 via $HOST6
@@ -433,7 +453,7 @@ order() { # ROUND ITEM...: the items, reversed in even rounds (A B, B A, ...)
 # ---------------- the data path ----------------
 # Neighbours in this order are the closest pairs: netnat next to the hand rule, to direct (one
 # apart) and to netnat over IPv6; netnat over IPv6 next to the hand ip6 rule.
-DATAPATH=(socat dockerproxy iptables netavark direct nft1 netnat netnat6 nft6 direct6)
+DATAPATH=(socat dockerproxy iptables netavark netnat_nocount netnat_noguard direct nft1 netnat netnat6 nft6 direct6)
 SCALE=(rules_1 rules_100 rules_1000 rules_10000 netnat_10000 netnat_1 netnat_100 netnat_1000 netnat6_1000 netnat6_100 netnat6_1 netnat6_10000)
 if ((QUICK)); then
   DATAPATH=(direct nft1 netnat netnat6 nft6 direct6)
@@ -442,7 +462,10 @@ fi
 [[ -x $NETAVARK ]] || DATAPATH=("${DATAPATH[@]/netavark/}")
 [[ -x $TOOLS/docker-proxy ]] || DATAPATH=("${DATAPATH[@]/dockerproxy/}")
 # The in-kernel paths get perf during their keep-alive and new-connection runs.
-PERFCFG=" direct nft1 netnat direct6 nft6 netnat6 iptables netavark "
+PERFCFG=" direct nft1 netnat direct6 nft6 netnat6 iptables netavark netnat_noguard netnat_nocount "
+# Throughput is not measured for the two variants (their cost is per packet, and the request runs
+# show it).
+NOIPERF=" netnat_noguard netnat_nocount "
 
 if [[ ${BENCH_ONLY:-} != control ]]; then
   log "setting up ${#DATAPATH[@]} data-path and ${#SCALE[@]} scaling configurations"
@@ -465,7 +488,7 @@ if [[ ${BENCH_ONLY:-} != control ]]; then
         measure_wrk "$c" $mode $r $p $mode "$c"
       done
     done
-    for c in $(order $r "${DATAPATH[@]}"); do measure_iperf "$c" $r; done
+    for c in $(order $r "${DATAPATH[@]}"); do [[ $NOIPERF == *" $c "* ]] || measure_iperf "$c" $r; done
     for c in $(order $r "${SCALE[@]}"); do measure_wrk "$c" nc $r 0 "scale_nc_${c##*_}" "${c%_*}"; done
     log "round $r/$ROUNDS done"
   done
