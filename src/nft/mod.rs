@@ -110,17 +110,19 @@ impl Nft {
         }
         let table = Table::new(c_name(TABLE), FAMILY);
         let mut batch = Batch::new();
-        let mut what: Vec<String> = Vec::new(); // description per message, to name what failed
-        for op in ops {
+        // The operation of each message, to name what failed; rendered only then (rendering
+        // every one of 10,000 elements up front cost a large share of an apply's user time).
+        let mut what: Vec<usize> = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
             let n =
                 write_op(&mut batch, &table, op).with_context(|| format!("building the nftables message for: {op}"))?;
-            what.extend(std::iter::repeat_n(op.to_string(), n));
+            what.extend(std::iter::repeat_n(i, n));
         }
         let batch = batch.finalize();
         let seqs = batch.sequence_numbers();
         let pages: Vec<&[u8]> = batch.iter().collect();
         self.sendmsg(&pages).context("sending the nftables transaction")?;
-        self.read_acks(seqs.start, seqs.end, &what)
+        self.read_acks(seqs.start, seqs.end, &|idx| what.get(idx).map(|i| ops[*i].to_string()))
     }
 
     /// All pages in ONE sendmsg: the kernel must see the whole batch at once, or a batch larger
@@ -155,7 +157,7 @@ impl Nft {
     }
 
     /// Reads one answer per message of the batch; the first error names the operation.
-    fn read_acks(&mut self, first: u32, end: u32, what: &[String]) -> Result<()> {
+    fn read_acks(&mut self, first: u32, end: u32, what: &dyn Fn(usize) -> Option<String>) -> Result<()> {
         // Every message between batch begin and end asked for an ACK. Begin/end themselves are
         // acknowledged only by newer kernels (nftnl decides by kernel version), so they are
         // not waited for; an error on them still fails the transaction.
@@ -177,7 +179,7 @@ impl Nft {
                     }
                     if errno != 0 && first_error.is_none() {
                         let idx = hdr.seq.wrapping_sub(first + 1) as usize;
-                        let op = what.get(idx).map(String::as_str).unwrap_or("the transaction");
+                        let op = what(idx).unwrap_or_else(|| "the transaction".into());
                         let err = std::io::Error::from_raw_os_error(-errno);
                         first_error = Some(anyhow!(err).context(format!("nftables refused: {op}")));
                     }
