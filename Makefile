@@ -35,11 +35,12 @@ UNITDIR ?= $(PREFIX)/lib/systemd/system
 DOCDIR ?= $(PREFIX)/share/doc/netnat
 SYSCONFDIR ?= /etc
 
-.PHONY: help deps build demo test man fmt lint check clean deb cargo-deb install uninstall
+.PHONY: help deps build demo test bench bench-quick man fmt lint check clean deb cargo-deb install uninstall
 
 help:
 	@echo "make demo    install what is missing, build, run scripts/demo.sh (root)"
 	@echo "make test    install what is missing, run every test (root)"
+	@echo "make bench   the benchmark suite, BENCHMARKS.md's figures (root; ~20 min; bench-quick: ~4 min)"
 	@echo "make build   cargo build --release"
 	@echo "make deb     build the Debian package (cargo-deb) into $(TARGET_DIR)/debian/"
 	@echo "make install install the package's files under PREFIX (default /usr/local), DESTDIR"
@@ -78,6 +79,14 @@ demo: deps build
 # tests/package.rs runs `make deb` and `make install` (cargo-deb is installed here, up front).
 test: deps cargo-deb
 	$(CARGO) test --all-targets
+
+# The benchmark suite: benches/run.sh installs the Debian packages listed in benches/deps (wrk,
+# iperf3, nginx, linux-perf, ...) when missing, builds the release binary and writes bench-results/.
+bench: deps
+	bash benches/run.sh
+
+bench-quick: deps
+	bash benches/run.sh --quick
 
 # Writes man/*.1 and completions/* from the clap definitions (tests/generated_docs.rs);
 # without NETNAT_REGENERATE that test fails when the committed files are stale.

@@ -1,13 +1,29 @@
 #!/usr/bin/env bash
-# netnat benchmark suite: netnat against its peers, measured in one run, configurations
-# interleaved (A B A B ...), medians and ratios printed as one table, targets as PASS/MISS.
+# netnat benchmark suite: netnat against its peers, measured in one run as paired rounds.
 #
-#   benches/run.sh            full suite (~14 min on 2 cores)
-#   benches/run.sh --quick    one short round of everything (~2-3 min)
-#   BENCH_ONLY=control benches/run.sh   re-measure the control plane only, keeping the rest
+#   benches/run.sh            full suite: 15 paired rounds of 1 s measurements (~20 min on 2 cores)
+#   benches/run.sh --quick    4 rounds, fewer configurations (~3.5 min; for checking, not quoting)
+#   BENCH_ONLY=control benches/run.sh    re-measure the control plane only, keep the rest
+#   BENCH_ONLY=datapath benches/run.sh   re-measure the data path only, keep the control plane
+#   BENCH_ROUNDS=N BENCH_DUR=S BENCH_CP_ROUNDS=N   override rounds, seconds per measurement,
+#                                       control-plane rounds
 #
-# Everything runs inside a scratch network + mount namespace: the machine's own network is never
-# touched, and traffic only goes to addresses in namespaces made here. Results: bench-results/.
+# Why rounds: this 2-vCPU machine is shared, so one configuration's rate moves by 20-50 % from one
+# minute to the next. Every configuration therefore gets its own host namespace, built once; a
+# round then measures each configuration for a few seconds, one after the other, in an order that
+# is reversed every other round (A B, B A, ...). Two configurations measured seconds apart in the
+# same round see the same machine, so the ratio of the two is far steadier than either rate.
+# report.py gives the median of the per-round ratios with a 95 % bootstrap interval.
+#
+# Kernel cost: during every keep-alive and new-connection run of the in-kernel paths, perf samples
+# all CPUs (cpu-clock, kernel call chains); report.py attributes the samples of the benchmark's
+# processes to netfilter, to the softirq network path and to netnat's chains, per 1,000 requests.
+# Beside each rate: the machine's busy CPU time (/proc/stat, without idle and steal) per request.
+#
+# Everything runs inside a scratch network + mount namespace, and every configuration in network
+# namespaces made here: the machine's own network is never touched, traffic only goes to
+# addresses in these namespaces, and only processes inside them are ever stopped.
+# Results: bench-results/ (results.md, raw.tsv, the plots).
 set -euo pipefail
 
 QUICK=0
@@ -19,10 +35,12 @@ TOOLS=$OUT/tools
 if [[ -z "${NETNAT_BENCH_INNER:-}" ]]; then
   [[ $(id -u) == 0 ]] || { echo "benches/run.sh: run as root (it builds namespaces)" >&2; exit 2; }
   need=()
-  for p in wrk iperf3 nginx-light gnuplot-nox socat nftables iptables time iproute2 conntrack netavark libnftnl-dev libmnl-dev pkg-config; do
-    dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
-  done
+  while read -r p; do
+    [[ -z $p || $p == \#* ]] && continue
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p")
+  done <"$ROOT/benches/deps"
   if ((${#need[@]})); then
+    echo "benches/run.sh: installing ${need[*]}" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   fi
   mkdir -p "$TOOLS"
@@ -33,22 +51,38 @@ if [[ -z "${NETNAT_BENCH_INNER:-}" ]]; then
       cp pkg/usr/sbin/docker-proxy . && rm -rf pkg docker.io_*.deb) || echo "note: docker-proxy unavailable; skipped"
   fi
   (cd "$ROOT" && cargo build --release --quiet)
-  export NETNAT_BENCH_INNER=1
+  export NETNAT_BENCH_INNER=1 BENCH_START=$(date +%s)
   exec unshare --net --mount --propagation private bash -c 'mount -t tmpfs tmpfs /run && exec "$0" "$@"' "$0" "$@"
 fi
 
 # ---------------- inside the scratch namespace ----------------
 # cargo builds where CARGO_TARGET_DIR says, when it is set.
 NETNAT=${CARGO_TARGET_DIR:-$ROOT/target}/release/netnat
-export NETNAT_STATE_DIR=/run/netnat
-if ((QUICK)); then ROUNDS=1; DUR=2; else ROUNDS=5; DUR=3; fi
+TIMECMD=(python3 "$ROOT/benches/timecmd.py")
+REPORT=$ROOT/benches/report.py
+if ((QUICK)); then ROUNDS=4; DUR=1; CP_ROUNDS=5; else ROUNDS=15; DUR=1; CP_ROUNDS=15; fi
+ROUNDS=${BENCH_ROUNDS:-$ROUNDS}
+DUR=${BENCH_DUR:-$DUR}
+CP_ROUNDS=${BENCH_CP_ROUNDS:-$CP_ROUNDS}
+STATE=/run/bench
+PERFDIR=$STATE/perf
+# perf's cpu-clock sampling period: one sample per 0.5 ms of a CPU's time (2 kHz per CPU).
+# Recording: kernel call chains only, no build-ids, no BPF side-band thread, only the tasks (not
+# the mappings) of processes already running: perf then starts and stops in about 0.2 s.
+PERF_PERIOD_NS=500000
+PERF_REC=(perf record -q -e cpu-clock -g --kernel-callchains -B --no-bpf-event --synth=task)
+# Reading: kernel symbols from /proc/kallsyms, and an empty symbol directory so that perf does not
+# load the symbol tables of every program on the machine (user-space samples stay unnamed).
+PERF_SCRIPT=(perf script --kallsyms=/proc/kallsyms --symfs="$STATE/nosymfs" -F comm,ip,sym)
+mkdir -p "$OUT" "$STATE" "$PERFDIR" "$STATE/nosymfs"
 RAW=$OUT/raw.tsv
-if [[ ${BENCH_ONLY:-} == control && -f $RAW ]]; then
-  grep -E '^(ka_|nc_|gbps|proxy_rss|scale_)' "$RAW" >"$RAW.keep" || true
-  mv "$RAW.keep" "$RAW"
-else
-  : >"$RAW"
-fi
+# Control-plane metrics; BENCH_ONLY keeps the other kind's rows of the previous run.
+CONTROL_RE='^(publish1_|apply10k|remove10k|ls_json|audit_10k|map1000|range1000|cp_)'
+case ${BENCH_ONLY:-} in
+  control) { grep -Ev "$CONTROL_RE" "$RAW" || true; } >"$RAW.keep"; mv "$RAW.keep" "$RAW" ;;
+  datapath) { grep -E "$CONTROL_RE" "$RAW" || true; } >"$RAW.keep"; mv "$RAW.keep" "$RAW" ;;
+  *) : >"$RAW" ;;
+esac
 HOST=198.51.100.1
 EXT=198.51.100.2
 SRV=172.16.1.1
@@ -56,103 +90,153 @@ SRV=172.16.1.1
 HOST6=2001:db8::1
 EXT6=2001:db8::2
 SRV6=fd00:16::2
-EXTNS=(ip netns exec ext)
 
-ip link set lo up
-ip netns add ext
-ip link add veth-ext type veth peer name eth0 netns ext
-ip addr add $HOST/24 dev veth-ext && ip link set veth-ext up
-"${EXTNS[@]}" sh -c "ip addr add $EXT/24 dev eth0 && ip link set eth0 up && ip link set lo up"
-# nodad: an address is usable at once instead of tentative for about a second.
-ip -6 addr add $HOST6/64 dev veth-ext nodad
-"${EXTNS[@]}" ip -6 addr add $EXT6/64 dev eth0 nodad
-# The client may open many short connections: give it room.
-"${EXTNS[@]}" sh -c 'echo "1024 65000" > /proc/sys/net/ipv4/ip_local_port_range; echo 1 > /proc/sys/net/ipv4/tcp_tw_reuse'
-echo 1 >/proc/sys/net/ipv4/tcp_tw_reuse
+log() { printf '[%4ds] %s\n' $((SECONDS)) "$*" >&2; }
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RAW"; } # metric config round value
 
-log() { printf '%s\n' "$*" >&2; }
-record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RAW"; } # metric config value
+# PIDs of the processes in these network namespaces (files under /run/netns*).
+ns_pids() { # NSFILE...
+  local f ids=()
+  for f; do [[ -e $f ]] && ids+=("net:[$(stat -L -c %i "$f")]"); done
+  ((${#ids[@]})) || return 0
+  find /proc -mindepth 3 -maxdepth 3 -path '/proc/[0-9]*/ns/net' -printf '%h %l\n' 2>/dev/null |
+    awk -v ids=" ${ids[*]} " 'index(ids, " " $2 " ") {split($1, p, "/"); print p[3]}'
+}
+# Every process this script leaves running lives in one of its namespaces: stop exactly those.
+stop_ns_processes() {
+  local pids=()
+  mapfile -t pids < <(ns_pids /run/netns/* /run/netns-*/*)
+  ((${#pids[@]})) || return 0
+  kill "${pids[@]}" 2>/dev/null || true
+  sleep 0.3
+  kill -9 "${pids[@]}" 2>/dev/null || true
+}
+trap stop_ns_processes EXIT
 
-# --- topologies: the seed's (bridge MyDocker0 172.16.0.0/16, server sandbox srv 172.16.1.1) ---
-# With V6=1 (set by the IPv6 configurations) both topologies are dual stack: the network also has
-# fd00:16::/64 (gateway fd00:16::1) and srv also has $SRV6. The IPv4 configurations stay IPv4-only.
-topo_netnat() {
-  if ((${V6:-0})); then
-    $NETNAT network create MyDocker0 --subnet 172.16.0.0/16 --gateway 172.16.1.254 --subnet fd00:16::/64 >/dev/null
-    $NETNAT sandbox create srv --network MyDocker0 --ip $SRV --ip $SRV6 >/dev/null
+# --- namespaces: for configuration C, host h-C, external host e-C and server s-C ---
+# inside NS CMD...: run CMD in network namespace NS, a name under /run/netns or a path (nsenter
+# keeps this mount namespace, so the namespaces made under /run/netns* stay visible here).
+inside() { local ns=$1; shift; [[ $ns == /* ]] || ns=/run/netns/$ns; nsenter --net="$ns" "$@"; }
+# netnat keeps one record per machine and takes the namespaces under /run/netns that carry its
+# mark for its own: two netnat instances must not see each other's. So each host C also gets a
+# mount namespace ($STATE/C/mnt) in which /run/netns is the directory /run/netns-C, a shared
+# mount: the sandbox namespaces netnat makes there appear here as /run/netns-C/NAME.
+nn() { local c=$1; shift; NETNAT_STATE_DIR=$STATE/$c/netnat nsenter --mount="$STATE/$c/mnt" --net=/run/netns/h-"$c" "$NETNAT" "$@" >/dev/null; }
+srv() { if [[ -e /run/netns/s-$1 ]]; then echo /run/netns/s-"$1"; else echo /run/netns-"$1"/s-"$1"; fi; } # C -> server ns
+
+host_up() { # C: h-C and e-C linked by a veth, 198.51.100.0/24 and 2001:db8::/64, as the seed's ext
+  local c=$1
+  mkdir -p "$STATE/$c" /run/netns-"$c"
+  ip netns add h-"$c"
+  mount --bind /run/netns-"$c" /run/netns-"$c"
+  mount --make-shared /run/netns-"$c"
+  touch "$STATE/$c/mnt"
+  # unshare's bind of the new namespace now and then fails with EINVAL (it seems to race with its
+  # own unshare); a failed attempt leaves nothing behind, so try again, a bounded number of times.
+  local i
+  for i in 1 2 3 4 5 6 7 8 9 10; do
+    unshare --mount="$STATE/$c/mnt" --propagation unchanged sh -c "mount --make-private /run/netns && mount --bind /run/netns-$c /run/netns" 2>/dev/null && break
+    ((i < 10)) || { log "$c: no mount namespace"; return 1; }
+    sleep 0.1
+  done
+  ip netns add e-"$c"
+  ip -n h-"$c" link set lo up
+  ip -n e-"$c" link set lo up
+  ip -n h-"$c" link add veth-ext type veth peer name eth0 netns e-"$c"
+  ip -n h-"$c" addr add $HOST/24 dev veth-ext
+  # nodad: an IPv6 address is usable at once instead of tentative for about a second.
+  ip -n h-"$c" -6 addr add $HOST6/64 dev veth-ext nodad
+  ip -n h-"$c" link set veth-ext up
+  ip -n e-"$c" addr add $EXT/24 dev eth0
+  ip -n e-"$c" -6 addr add $EXT6/64 dev eth0 nodad
+  ip -n e-"$c" link set eth0 up
+  # The client opens many short connections: give it room.
+  inside e-"$c" sh -c 'echo "1024 65000" >/proc/sys/net/ipv4/ip_local_port_range; echo 1 >/proc/sys/net/ipv4/tcp_tw_reuse'
+  inside h-"$c" sh -c 'echo 1 >/proc/sys/net/ipv4/tcp_tw_reuse'
+}
+# The seed's topology: bridge MyDocker0 172.16.0.0/16, server sandbox s-C at 172.16.1.1; with V6
+# dual stack (fd00:16::/64, server also fd00:16::2).
+topo_netnat() { # C V6
+  if (($2)); then
+    nn "$1" network create MyDocker0 --subnet 172.16.0.0/16 --gateway 172.16.1.254 --subnet fd00:16::/64
+    nn "$1" sandbox create s-"$1" --network MyDocker0 --ip $SRV --ip $SRV6
   else
-    $NETNAT network create MyDocker0 --subnet 172.16.0.0/16 --gateway 172.16.1.254 >/dev/null
-    $NETNAT sandbox create srv --network MyDocker0 --ip $SRV >/dev/null
+    nn "$1" network create MyDocker0 --subnet 172.16.0.0/16 --gateway 172.16.1.254
+    nn "$1" sandbox create s-"$1" --network MyDocker0 --ip $SRV
   fi
 }
-topo_hand() { # the same topology built by hand, for the peers
-  ip link add MyDocker0 type bridge && ip addr add 172.16.1.254/16 dev MyDocker0 && ip link set MyDocker0 up
-  ip netns add srv
-  ip link add vsrv type veth peer name eth0 netns srv
-  ip link set vsrv master MyDocker0 up
-  ip netns exec srv sh -c "ip link set lo up; ip addr add $SRV/16 dev eth0; ip link set eth0 up; ip route add default via 172.16.1.254"
-  echo 1 >/proc/sys/net/ipv4/ip_forward
-  if ((${V6:-0})); then
-    ip -6 addr add fd00:16::1/64 dev MyDocker0 nodad
-    ip netns exec srv sh -c "echo 0 >/proc/sys/net/ipv6/conf/eth0/accept_ra; ip -6 addr add $SRV6/64 dev eth0 nodad; ip -6 route add default via fd00:16::1"
-    echo 1 >/proc/sys/net/ipv6/conf/all/forwarding
+topo_hand() { # C V6: the same topology built by hand, for the peers
+  local c=$1 h=(ip -n h-$1) s=(ip -n s-$1)
+  ip netns add s-"$c"
+  "${h[@]}" link add MyDocker0 type bridge
+  "${h[@]}" addr add 172.16.1.254/16 dev MyDocker0
+  "${h[@]}" link set MyDocker0 up
+  "${h[@]}" link add vsrv type veth peer name eth0 netns s-"$c"
+  "${h[@]}" link set vsrv master MyDocker0 up
+  "${s[@]}" link set lo up
+  "${s[@]}" addr add $SRV/16 dev eth0
+  "${s[@]}" link set eth0 up
+  "${s[@]}" route add default via 172.16.1.254
+  inside h-"$c" sh -c 'echo 1 >/proc/sys/net/ipv4/ip_forward'
+  if (($2)); then
+    "${h[@]}" -6 addr add fd00:16::1/64 dev MyDocker0 nodad
+    inside s-"$c" sh -c 'echo 0 >/proc/sys/net/ipv6/conf/eth0/accept_ra'
+    "${s[@]}" -6 addr add $SRV6/64 dev eth0 nodad
+    "${s[@]}" -6 route add default via fd00:16::1
+    inside h-"$c" sh -c 'echo 1 >/proc/sys/net/ipv6/conf/all/forwarding'
   fi
 }
-teardown() {
-  stop_servers
-  if [[ -x $NETAVARK ]]; then teardown_netavark; fi
-  $NETNAT reset >/dev/null 2>&1 || true
-  nft list tables 2>/dev/null | grep -q . && nft flush ruleset
-  iptables-nft -t nat -F 2>/dev/null || true
-  ip link del MyDocker0 2>/dev/null || true
-  ip link del vsrv 2>/dev/null || true
-  ip netns del srv 2>/dev/null || true
-  ip -n ext route del 172.16.0.0/16 2>/dev/null || true
-  ip -n ext -6 route del fd00:16::/64 2>/dev/null || true
-  pkill -x socat 2>/dev/null || true
-  pkill -x docker-proxy 2>/dev/null || true
-  # Every configuration starts with an empty conntrack table in this scratch namespace: the
-  # TIME_WAIT entries of earlier runs would otherwise slow later configurations down.
-  conntrack -F >/dev/null 2>&1 || true
-  sleep 0.5
-}
-
-mkdir -p /run/bench
-start_servers() {
-  mkdir -p /run/bench
-  cat >/run/bench/nginx.conf <<EOF
+servers() { # C V6 IPERF: nginx (one worker) on 8080 and, with IPERF, iperf3 on 5201, in s-C
+  local c=$1 v6=$2 d=$STATE/$1
+  cat >"$d/nginx.conf" <<EOF
 worker_processes 1;
-pid /run/bench/nginx.pid;
-error_log /run/bench/nginx.err;
+pid $d/nginx.pid;
+error_log $d/nginx.err;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 100000000;
-  server { listen $SRV:8080 reuseport backlog=4096;${V6:+ listen [$SRV6]:8080 reuseport backlog=4096;} location / { return 200 "ok\n"; } } }
+  server { listen $SRV:8080 reuseport backlog=4096;$( (($v6)) && echo " listen [$SRV6]:8080 reuseport backlog=4096;") location / { return 200 "ok\n"; } } }
 EOF
-  ip netns exec srv nginx -c /run/bench/nginx.conf
-  # One iperf3 server per family: it binds one address.
-  ip netns exec srv iperf3 -s -B $SRV -p 5201 -D --pidfile /run/bench/iperf.pid
-  if ((${V6:-0})); then ip netns exec srv iperf3 -s -B $SRV6 -p 5201 -D --pidfile /run/bench/iperf6.pid; fi
-  for _ in $(seq 50); do ip netns exec srv ss -Hltn | grep -q ":8080" && return 0; sleep 0.1; done
-  log "server did not start"; return 1
+  local s
+  s=$(srv "$c")
+  inside "$s" nginx -c "$d/nginx.conf"
+  if (($3)); then
+    # One iperf3 server per family: it binds one address.
+    inside "$s" iperf3 -s -B $SRV -p 5201 -D --pidfile "$d/iperf.pid"
+    if (($v6)); then inside "$s" iperf3 -s -B $SRV6 -p 5201 -D --pidfile "$d/iperf6.pid"; fi
+  fi
+  for _ in $(seq 50); do inside "$s" ss -Hltn | grep -q ":8080" && return 0; sleep 0.1; done
+  log "$c: nginx did not start"
+  return 1
 }
-stop_servers() {
-  [[ -f /run/bench/nginx.pid ]] && kill "$(cat /run/bench/nginx.pid)" 2>/dev/null || true
-  [[ -f /run/bench/iperf.pid ]] && kill "$(cat /run/bench/iperf.pid)" 2>/dev/null || true
-  [[ -f /run/bench/iperf6.pid ]] && kill "$(cat /run/bench/iperf6.pid)" 2>/dev/null || true
-  rm -f /run/bench/*.pid
-  sleep 0.2
+endpoints() { echo "$2" >"$STATE/$1/http"; echo "${3:-}" >"$STATE/$1/iperf"; } # C HTTP [IPERF]
+
+# The first packets through a link that has just come up can be refused (IPv6 most of all): wait,
+# bounded, until the external host can open a connection.
+ready() { # C
+  local ep h p
+  ep=$(<"$STATE/$1/http")
+  h=${ep%:*}; p=${ep##*:}; h=${h#[}; h=${h%]}
+  for _ in $(seq 50); do
+    inside e-"$1" timeout 1 bash -c "exec 3<>/dev/tcp/$h/$p" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  log "$1: $ep not reachable from e-$1"
+  return 1
 }
 
-# --- the configurations: set up, then print "HOST:PORT" for HTTP and "HOST:PORT" for iperf ---
-cfg_direct() { topo_hand; ip -n ext route add 172.16.0.0/16 via $HOST; start_servers; echo "$SRV:8080 $SRV:5201"; }
-cfg_netnat() {
-  topo_netnat; start_servers
-  $NETNAT publish 9090:$SRV:8080 9201:$SRV:5201 >/dev/null
-  echo "$HOST:9090 $HOST:9201"
+# --- the data-path configurations, one host each ---
+setup_direct() { # the client routes 172.16.0.0/16 via the host: no NAT at all
+  host_up direct; topo_hand direct 0; ip -n e-direct route add 172.16.0.0/16 via $HOST
+  servers direct 0 1; endpoints direct $SRV:8080 $SRV:5201
 }
-cfg_nft1() { # the minimal hand-written DNAT: one rule per port, nothing else
-  topo_hand; start_servers
-  nft -f - <<EOF
+setup_netnat() {
+  host_up netnat; topo_netnat netnat 0; servers netnat 0 1
+  nn netnat publish 9090:$SRV:8080 9201:$SRV:5201
+  endpoints netnat $HOST:9090 $HOST:9201
+}
+setup_nft1() { # the minimal hand-written DNAT: one rule per port, nothing else
+  host_up nft1; topo_hand nft1 0; servers nft1 0 1
+  inside h-nft1 nft -f - <<EOF
 table ip hand {
   chain pre {
     type nat hook prerouting priority dstnat;
@@ -161,67 +245,98 @@ table ip hand {
   }
 }
 EOF
-  echo "$HOST:9090 $HOST:9201"
+  endpoints nft1 $HOST:9090 $HOST:9201
 }
-cfg_iptables() { # Docker's layout, through iptables-nft
-  topo_hand; start_servers
-  local ipt=iptables-nft
-  $ipt -t nat -N DOCKER
-  $ipt -t nat -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
-  $ipt -t nat -A POSTROUTING -s 172.16.0.0/16 ! -o MyDocker0 -j MASQUERADE
+setup_iptables() { # Docker's layout, through iptables-nft
+  host_up iptables; topo_hand iptables 0; servers iptables 0 1
+  local ipt=(inside h-iptables iptables-nft) p
+  "${ipt[@]}" -t nat -N DOCKER
+  "${ipt[@]}" -t nat -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+  "${ipt[@]}" -t nat -A POSTROUTING -s 172.16.0.0/16 ! -o MyDocker0 -j MASQUERADE
   for p in 8080:9090 5201:9201; do
-    $ipt -t nat -A DOCKER ! -i MyDocker0 -p tcp --dport ${p#*:} -j DNAT --to-destination $SRV:${p%:*}
+    "${ipt[@]}" -t nat -A DOCKER ! -i MyDocker0 -p tcp --dport ${p#*:} -j DNAT --to-destination $SRV:${p%:*}
   done
-  $ipt -N DOCKER; $ipt -N DOCKER-USER; $ipt -A DOCKER-USER -j RETURN
-  $ipt -A FORWARD -j DOCKER-USER
-  $ipt -A FORWARD -o MyDocker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
-  $ipt -A FORWARD -o MyDocker0 -j DOCKER
-  $ipt -A FORWARD -i MyDocker0 -j ACCEPT
-  for p in 8080 5201; do $ipt -A DOCKER -d $SRV/32 ! -i MyDocker0 -o MyDocker0 -p tcp --dport $p -j ACCEPT; done
-  echo "$HOST:9090 $HOST:9201"
+  "${ipt[@]}" -N DOCKER; "${ipt[@]}" -N DOCKER-USER; "${ipt[@]}" -A DOCKER-USER -j RETURN
+  "${ipt[@]}" -A FORWARD -j DOCKER-USER
+  "${ipt[@]}" -A FORWARD -o MyDocker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+  "${ipt[@]}" -A FORWARD -o MyDocker0 -j DOCKER
+  "${ipt[@]}" -A FORWARD -i MyDocker0 -j ACCEPT
+  for p in 8080 5201; do "${ipt[@]}" -A DOCKER -d $SRV/32 ! -i MyDocker0 -o MyDocker0 -p tcp --dport $p -j ACCEPT; done
+  endpoints iptables $HOST:9090 $HOST:9201
 }
-cfg_socat() {
-  topo_hand; start_servers
-  socat TCP-LISTEN:9090,bind=$HOST,fork,reuseaddr,backlog=4096 TCP:$SRV:8080 >/dev/null 2>&1 &
-  socat TCP-LISTEN:9201,bind=$HOST,fork,reuseaddr TCP:$SRV:5201 >/dev/null 2>&1 &
+setup_socat() { # the seed's userland proxy
+  host_up socat; topo_hand socat 0; servers socat 0 1
+  inside h-socat socat TCP-LISTEN:9090,bind=$HOST,fork,reuseaddr,backlog=4096 TCP:$SRV:8080 >/dev/null 2>&1 &
+  inside h-socat socat TCP-LISTEN:9201,bind=$HOST,fork,reuseaddr TCP:$SRV:5201 >/dev/null 2>&1 &
   sleep 0.3
-  echo "$HOST:9090 $HOST:9201"
+  endpoints socat $HOST:9090 $HOST:9201
 }
-cfg_dockerproxy() {
-  topo_hand; start_servers
-  $TOOLS/docker-proxy -proto tcp -host-ip $HOST -host-port 9090 -container-ip $SRV -container-port 8080 3>/dev/null >/dev/null 2>&1 &
-  $TOOLS/docker-proxy -proto tcp -host-ip $HOST -host-port 9201 -container-ip $SRV -container-port 5201 3>/dev/null >/dev/null 2>&1 &
+setup_dockerproxy() {
+  host_up dockerproxy; topo_hand dockerproxy 0; servers dockerproxy 0 1
+  inside h-dockerproxy "$TOOLS/docker-proxy" -proto tcp -host-ip $HOST -host-port 9090 -container-ip $SRV -container-port 8080 3>/dev/null >/dev/null 2>&1 &
+  inside h-dockerproxy "$TOOLS/docker-proxy" -proto tcp -host-ip $HOST -host-port 9201 -container-ip $SRV -container-port 5201 3>/dev/null >/dev/null 2>&1 &
   sleep 0.3
-  echo "$HOST:9090 $HOST:9201"
+  endpoints dockerproxy $HOST:9090 $HOST:9201
 }
-
+# Podman's netavark (Debian's package), driven directly with its JSON on stdin: same bridge name,
+# subnet, gateway and container address as the others; its firewall driver is iptables.
+NETAVARK=/usr/lib/podman/netavark
+netavark_json() { # server-namespace "host:container"... -> the setup/teardown input
+  local sns=$1 maps=() m joined
+  shift
+  for m in "$@"; do
+    maps+=("{\"host_ip\":\"\",\"container_port\":${m#*:},\"host_port\":${m%:*},\"range\":1,\"protocol\":\"tcp\"}")
+  done
+  joined=$(IFS=,; echo "${maps[*]}")
+  cat <<EOF
+{"container_id":"$(printf 'b%.0s' {1..64})","container_name":"$sns","port_mappings":[$joined],
+ "networks":{"bench":{"static_ips":["$SRV"],"interface_name":"eth0"}},
+ "network_info":{"bench":{"name":"bench","id":"$(printf 'a%.0s' {1..64})","driver":"bridge",
+  "network_interface":"MyDocker0","subnets":[{"subnet":"172.16.0.0/16","gateway":"172.16.1.254"}],
+  "ipv6_enabled":false,"internal":false,"dns_enabled":false,"ipam_options":{"driver":"host-local"}}}}
+EOF
+}
+netavark() { # C setup|teardown: netavark in h-C for the container namespace s-C
+  NETAVARK_FW=iptables inside h-"$1" $NETAVARK --config "$STATE/$1/netavark" "$2" /run/netns/s-"$1" <"$STATE/$1/netavark.json" >/dev/null
+}
+setup_netavark() {
+  host_up netavark; ip netns add s-netavark
+  netavark_json s-netavark 9090:8080 9201:5201 >"$STATE/netavark/netavark.json"
+  netavark netavark setup
+  servers netavark 0 1
+  endpoints netavark $HOST:9090 $HOST:9201
+}
+# What netnat's per-packet rules cost, measured: netnat's own table with one of them taken out by
+# hand (in this host's namespace only). netnat_noguard: without the guard chain (filter,
+# prerouting -300, drops 127.0.0.0/8 from outside). netnat_nocount: the forward chain accepts
+# published connections directly instead of jumping to the chain that counts them per port.
+setup_netnat_noguard() {
+  host_up netnat_noguard; topo_netnat netnat_noguard 0; servers netnat_noguard 0 1
+  nn netnat_noguard publish 9090:$SRV:8080 9201:$SRV:5201
+  inside h-netnat_noguard nft delete chain inet netnat guard
+  endpoints netnat_noguard $HOST:9090 $HOST:9201
+}
+setup_netnat_nocount() {
+  local h
+  host_up netnat_nocount; topo_netnat netnat_nocount 0; servers netnat_nocount 0 1
+  nn netnat_nocount publish 9090:$SRV:8080 9201:$SRV:5201
+  h=$(inside h-netnat_nocount nft -a list chain inet netnat forward | awk '/jump published/ {print $NF}')
+  inside h-netnat_nocount nft replace rule inet netnat forward handle "$h" ct status dnat accept
+  endpoints netnat_nocount $HOST:9090 $HOST:9201
+}
 # IPv6: the same three in-kernel paths, over IPv6 between the external namespace and the host.
-# The first packets through a link that has just come up can be refused, so each waits until the
-# client can open a connection (bounded) before it is measured.
-ready6() { # [addr]:port -> until a TCP connection from ext succeeds, at most 5 s
-  local h=${1%:*} p=${1##*:}
-  h=${h#[}; h=${h%]}
-  for _ in $(seq 50); do
-    "${EXTNS[@]}" timeout 1 bash -c "exec 3<>/dev/tcp/$h/$p" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  log "[$h]:$p not reachable over IPv6"; return 1
+setup_direct6() { # the client routes the ULA subnet via the host's IPv6 address, no NAT
+  host_up direct6; topo_hand direct6 1; ip -n e-direct6 -6 route add fd00:16::/64 via $HOST6
+  servers direct6 1 1; endpoints direct6 "[$SRV6]:8080" "[$SRV6]:5201"
 }
-cfg_direct6() { # the client routes the ULA subnet via the host's IPv6 address, no NAT
-  local V6=1
-  topo_hand; ip -n ext -6 route add fd00:16::/64 via $HOST6; start_servers
-  ready6 "[$SRV6]:8080" && echo "[$SRV6]:8080 [$SRV6]:5201"
+setup_netnat6() { # dual stack, the port published on every local IPv6 address
+  host_up netnat6; topo_netnat netnat6 1; servers netnat6 1 1
+  nn netnat6 publish "9090:[$SRV6]:8080" "9201:[$SRV6]:5201"
+  endpoints netnat6 "[$HOST6]:9090" "[$HOST6]:9201"
 }
-cfg_netnat6() {
-  local V6=1
-  topo_netnat; start_servers
-  $NETNAT publish "9090:[$SRV6]:8080" "9201:[$SRV6]:5201" >/dev/null
-  ready6 "[$HOST6]:9090" && echo "[$HOST6]:9090 [$HOST6]:9201"
-}
-cfg_nft6() { # the minimal hand-written ip6 DNAT: one rule per port, nothing else
-  local V6=1
-  topo_hand; start_servers
-  nft -f - <<EOF
+setup_nft6() { # the minimal hand-written ip6 DNAT: one rule per port, nothing else
+  host_up nft6; topo_hand nft6 1; servers nft6 1 1
+  inside h-nft6 nft -f - <<EOF
 table ip6 handnat {
   chain pre {
     type nat hook prerouting priority dstnat;
@@ -230,267 +345,328 @@ table ip6 handnat {
   }
 }
 EOF
-  ready6 "[$HOST6]:9090" && echo "[$HOST6]:9090 [$HOST6]:9201"
+  endpoints nft6 "[$HOST6]:9090" "[$HOST6]:9201"
 }
-
-# Podman's netavark (Debian's package), driven directly with its JSON on stdin: same bridge name,
-# subnet, gateway and container address as the others; its firewall driver is iptables.
-NETAVARK=/usr/lib/podman/netavark
-netavark_json() { # port mappings as "host:container ..." -> the setup/teardown input
-  local maps=() m
-  for m in "$@"; do
-    maps+=("{\"host_ip\":\"\",\"container_port\":${m#*:},\"host_port\":${m%:*},\"range\":1,\"protocol\":\"tcp\"}")
-  done
-  local joined
-  joined=$(IFS=,; echo "${maps[*]}")
-  cat <<EOF
-{"container_id":"$(printf 'b%.0s' {1..64})","container_name":"srv","port_mappings":[$joined],
- "networks":{"bench":{"static_ips":["$SRV"],"interface_name":"eth0"}},
- "network_info":{"bench":{"name":"bench","id":"$(printf 'a%.0s' {1..64})","driver":"bridge",
-  "network_interface":"MyDocker0","subnets":[{"subnet":"172.16.0.0/16","gateway":"172.16.1.254"}],
-  "ipv6_enabled":false,"internal":false,"dns_enabled":false,"ipam_options":{"driver":"host-local"}}}}
-EOF
-}
-cfg_netavark() {
-  ip netns add srv
-  netavark_json 9090:8080 9201:5201 >/run/bench/netavark.json
-  NETAVARK_FW=iptables $NETAVARK --config /run/bench/netavark setup /run/netns/srv </run/bench/netavark.json >/dev/null
-  start_servers
-  echo "$HOST:9090 $HOST:9201"
-}
-teardown_netavark() {
-  [[ -f /run/bench/netavark.json ]] || return 0
-  NETAVARK_FW=iptables $NETAVARK --config /run/bench/netavark teardown /run/netns/srv </run/bench/netavark.json >/dev/null 2>&1 || true
-  rm -f /run/bench/netavark.json
-}
-
-# --- measurements (client in ext) ---
-wrk_run() { # url extra-args... -> "req/s p99_ms"
-  local url=$1; shift
-  "${EXTNS[@]}" wrk -t1 -c32 -d${DUR}s --latency "$@" "http://$url/" 2>/dev/null | awk '
-    /Requests\/sec/ {rps=$2}
-    /^ +99%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; p99=v}
-    END {printf "%s %s\n", rps+0, p99+0}'
-}
-iperf_run() { # host:port or [host6]:port -> Gbit/s
-  local h=${1%:*}
-  h=${h#[}; h=${h%]}
-  "${EXTNS[@]}" iperf3 -c "$h" -p "${1##*:}" -t $DUR -J 2>/dev/null |
-    python3 -c 'import json,sys; e=json.load(sys.stdin).get("end",{}); print(round(e.get("sum_received",{}).get("bits_per_second",0)/1e9,3))' || echo 0
-}
-rss_of() { # total RSS (KiB) of processes with this name
-  ps -C "$1" -o rss= 2>/dev/null | awk '{s+=$1} END {print s+0}'
-}
-
-measure_datapath() {
-  local cfg=$1 urls http ipf
-  urls=$(cfg_$cfg) || { log "config $cfg failed"; teardown; return; }
-  http=${urls% *}; ipf=${urls#* }
-  read -r rps p99 < <(wrk_run "$http")
-  record ka_rps "$cfg" "$rps"; record ka_p99 "$cfg" "$p99"
-  read -r rps p99 < <(wrk_run "$http" -H "Connection: close")
-  record nc_rps "$cfg" "$rps"; record nc_p99 "$cfg" "$p99"
-  record gbps "$cfg" "$(iperf_run "$ipf")"
-  case $cfg in
-    socat) record proxy_rss_kib "$cfg" "$(rss_of socat)" ;;
-    dockerproxy) record proxy_rss_kib "$cfg" "$(rss_of docker-proxy)" ;;
-    *) record proxy_rss_kib "$cfg" 0 ;;
+# Per-packet scaling: N published ports, the measured one (target port 8080) the LAST of them.
+setup_scale() { # LAYOUT N, LAYOUT netnat | rules (one DNAT rule per port, the peers' layout) | netnat6
+  local layout=$1 n=$2 c=$1_$2 last=$((20000 + $2 - 1)) p
+  host_up "$c"
+  case $layout in
+    netnat)
+      topo_netnat "$c" 0; servers "$c" 0 0
+      if ((n > 1)); then nn "$c" publish "20000-$((last - 1)):$SRV:20000-$((last - 1))"; fi
+      nn "$c" publish "$last:$SRV:8080"
+      endpoints "$c" "$HOST:$last" ;;
+    netnat6)
+      topo_netnat "$c" 1; servers "$c" 1 0
+      if ((n > 1)); then nn "$c" publish "20000-$((last - 1)):[$SRV6]:20000-$((last - 1))"; fi
+      nn "$c" publish "$last:[$SRV6]:8080"
+      endpoints "$c" "[$HOST6]:$last" ;;
+    rules)
+      topo_hand "$c" 0; servers "$c" 0 0
+      {
+        echo "table ip hand {"
+        echo "chain pre {"
+        echo "type nat hook prerouting priority dstnat;"
+        for ((p = 20000; p < last; p++)); do echo "tcp dport $p dnat to $SRV:$p"; done
+        echo "tcp dport $last dnat to $SRV:8080"
+        echo "}"
+        echo "}"
+      } | inside h-"$c" nft -f -
+      endpoints "$c" "$HOST:$last" ;;
   esac
-  log "  $cfg: $(grep -P "\t$cfg\t" "$RAW" | tail -6 | awk '{printf "%s=%s ", $1, $3}')"
-  teardown
 }
 
-# Per-packet scaling: new-connection rate to the LAST published port with N mappings.
-measure_scaling() {
-  local layout=$1 n=$2 last=$((20000 + $2 - 1)) target=$HOST
-  if [[ $layout == netnat ]]; then
-    topo_netnat; start_servers
-    if ((n > 1)); then $NETNAT publish "20000-$((last - 1)):$SRV:20000-$((last - 1))" >/dev/null; fi
-    $NETNAT publish "$last:$SRV:8080" >/dev/null
-  elif [[ $layout == netnat6 ]]; then # the same over IPv6: N IPv6 mappings, the target last
-    local V6=1
-    topo_netnat; start_servers
-    if ((n > 1)); then $NETNAT publish "20000-$((last - 1)):[$SRV6]:20000-$((last - 1))" >/dev/null; fi
-    $NETNAT publish "$last:[$SRV6]:8080" >/dev/null
-    target=[$HOST6]
-    ready6 "$target:$last" || true
-  else # one rule per port, target last (the peers' layout)
-    topo_hand; start_servers
-    {
-      echo "table ip hand {"
-      echo "chain pre {"
-      echo "type nat hook prerouting priority dstnat;"
-      for ((p = 20000; p < last; p++)); do echo "tcp dport $p dnat to $SRV:$p"; done
-      echo "tcp dport $last dnat to $SRV:8080"
-      echo "}"
-      echo "}"
-    } | nft -f -
+# --- measurements (client in e-C) ---
+# A run's CPU: the first line of /proc/stat read by the client's own shell just before and after
+# the client (busy = user + nice + system + irq + softirq; steal and idle apart).
+run_client() { # C STATFILE CMD...: CMD in e-C between two /proc/stat reads
+  local c=$1 sf=$2
+  shift 2
+  inside e-"$c" bash -c 'head -1 /proc/stat >"$0"; "$@"; rc=$?; head -1 /proc/stat >>"$0"; exit $rc' "$sf" "$@"
+}
+record_stat() { # METRIC C ROUND STATFILE: busy and steal ms of the run
+  local v
+  v=$(awk 'NR==1 {for (i = 2; i <= 9; i++) a[i] = $i} NR==2 {b = ($2+$3+$4+$7+$8) - (a[2]+a[3]+a[4]+a[7]+a[8]); s = $9 - a[9]; print b * 10, s * 10}' "$4")
+  record "$1_busy_ms" "$2" "$3" "${v% *}"
+  record "$1_steal_ms" "$2" "$3" "${v#* }"
+}
+netnat_packets() { # C: packets netnat's per-port counters have seen (0 for other configurations)
+  case $1 in
+    netnat | netnat6) NETNAT_STATE_DIR=$STATE/$1/netnat nsenter --mount="$STATE/$1/mnt" --net=/run/netns/h-"$1" "$NETNAT" ls |
+      awk 'NR > 1 {s += $5} END {print s + 0}' ;;
+    *) echo 0 ;;
+  esac
+}
+# wrk (one thread, 32 connections), keep-alive (ka) or one new connection per request (nc).
+measure_wrk() { # C MODE ROUND PERF METRIC LABEL
+  local c=$1 mode=$2 r=$3 perf=$4 metric=$5 label=$6 url args=() out pk0 pk1 sf=$STATE/stat pf
+  url=$(<"$STATE/$c/http")
+  [[ $mode == nc ]] && args=(-H "Connection: close")
+  # Every run starts with an empty conntrack table: TIME_WAIT entries of earlier runs would slow
+  # later ones down.
+  inside h-"$c" conntrack -F >/dev/null 2>&1 || true
+  local wrk=(wrk -t1 -c32 -d"${DUR}s" --latency "${args[@]}" "http://$url/")
+  if ((perf)); then
+    pk0=$(netnat_packets "$c")
+    pf=$PERFDIR/$mode.$c.$r.data
+    # -a: the packet path runs in softirq context on either CPU; kernel call chains only, no
+    # build-ids (both keep perf's own start and stop short). Bounded by the client's duration.
+    out=$(timeout $((DUR + 30)) "${PERF_REC[@]}" -a -c $PERF_PERIOD_NS -o "$pf" -- \
+      bash -c "$(declare -f inside run_client); run_client \"\$@\"" _ "$c" "$sf" "${wrk[@]}" 2>/dev/null) || true
+    pk1=$(netnat_packets "$c")
+    echo "$pf $mode $label $r" >>"$PERFDIR/list"
+    record "${metric}_pkts" "$label" "$r" $((pk1 - pk0))
+  else
+    out=$(timeout $((DUR + 30)) bash -c "$(declare -f inside run_client); run_client \"\$@\"" _ "$c" "$sf" "${wrk[@]}" 2>/dev/null) || true
   fi
-  read -r rps _ < <(wrk_run "$target:$last" -H "Connection: close")
-  record "scale_nc_rps_$n" "$layout" "$rps"
-  log "  $layout N=$n: $rps new connections/s"
-  teardown
+  local rps p99 req
+  read -r rps p99 req < <(awk '
+    /Requests\/sec/ {rps=$2}
+    / requests in / {req=$1}
+    /^ +99%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; p99=v}
+    END {printf "%s %s %s\n", rps+0, p99+0, req+0}' <<<"$out")
+  if [[ $rps == 0 ]]; then log "  $label $mode round $r: no result"; return; fi
+  record "${metric}_rps" "$label" "$r" "$rps"
+  record "${metric}_p99" "$label" "$r" "$p99"
+  record "${metric}_req" "$label" "$r" "$req"
+  record_stat "$metric" "$label" "$r" "$sf"
+}
+measure_iperf() { # C ROUND: one TCP stream for DUR seconds
+  local c=$1 r=$2 ep h out sf=$STATE/stat
+  ep=$(<"$STATE/$c/iperf")
+  h=${ep%:*}; h=${h#[}; h=${h%]}
+  inside h-"$c" conntrack -F >/dev/null 2>&1 || true
+  out=$(timeout $((DUR + 30)) bash -c "$(declare -f inside run_client); run_client \"\$@\"" _ "$c" "$sf" iperf3 -c "$h" -p "${ep##*:}" -t "$DUR" -J 2>/dev/null |
+    python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]["sum_received"]; print(e["bits_per_second"]/1e9, e["bytes"]*8/1e9)' 2>/dev/null) || true
+  [[ -n $out ]] || { log "  $c iperf round $r: no result"; return; }
+  record gbps "$c" "$r" "${out% *}"
+  record gbps_gbit "$c" "$r" "${out#* }"
+  record_stat gbps "$c" "$r" "$sf"
+}
+order() { # ROUND ITEM...: the items, reversed in even rounds (A B, B A, ...)
+  local r=$1
+  shift
+  if ((r % 2)); then printf '%s\n' "$@"; else printf '%s\n' "$@" | tac; fi
 }
 
-# Control plane: wall time (ms) and peak RSS (KiB) of one command, median of 5.
-time_cmd() { # label config cmd...
-  local label=$1 cfg=$2; shift 2
-  local ts=() rss=0
-  for _ in 1 2 3 4 5; do
-    local t0 t1 m
-    t0=$(date +%s%N)
-    m=$(/usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1)
-    t1=$(date +%s%N)
-    ts+=($(((t1 - t0) / 1000)))
-    ((m > rss)) && rss=$m
-    "${UNDO[@]}" >/dev/null 2>&1 || true
+# ---------------- the data path ----------------
+# Neighbours in this order are the closest pairs: netnat next to the hand rule, to direct (one
+# apart) and to netnat over IPv6; netnat over IPv6 next to the hand ip6 rule.
+DATAPATH=(socat dockerproxy iptables netavark netnat_nocount netnat_noguard direct nft1 netnat netnat6 nft6 direct6)
+SCALE=(rules_1 rules_100 rules_1000 rules_10000 netnat_10000 netnat_1 netnat_100 netnat_1000 netnat6_1000 netnat6_100 netnat6_1 netnat6_10000)
+if ((QUICK)); then
+  DATAPATH=(direct nft1 netnat netnat6 nft6 direct6)
+  SCALE=(rules_1 rules_10000 netnat_10000 netnat_1 netnat6_1 netnat6_10000)
+fi
+[[ -x $NETAVARK ]] || DATAPATH=("${DATAPATH[@]/netavark/}")
+[[ -x $TOOLS/docker-proxy ]] || DATAPATH=("${DATAPATH[@]/dockerproxy/}")
+# The in-kernel paths get perf during their keep-alive and new-connection runs.
+PERFCFG=" direct nft1 netnat direct6 nft6 netnat6 iptables netavark netnat_noguard netnat_nocount "
+# Throughput is not measured for the two variants (their cost is per packet, and the request runs
+# show it).
+NOIPERF=" netnat_noguard netnat_nocount "
+
+if [[ ${BENCH_ONLY:-} != control ]]; then
+  log "setting up ${#DATAPATH[@]} data-path and ${#SCALE[@]} scaling configurations"
+  ok=()
+  for c in ${DATAPATH[*]}; do
+    if setup_"$c" && ready "$c"; then ok+=("$c"); else log "configuration $c failed; left out"; fi
   done
-  local med
-  med=$(printf '%s\n' "${ts[@]}" | sort -n | sed -n 3p)
-  record "${label}_ms" "$cfg" "$(awk -v u="$med" 'BEGIN{printf "%.2f", u/1000}')"
-  record "${label}_rss_kib" "$cfg" "$rss"
+  DATAPATH=("${ok[@]}")
+  ok=()
+  for c in "${SCALE[@]}"; do
+    if setup_scale "${c%_*}" "${c##*_}" && ready "$c"; then ok+=("$c"); else log "configuration $c failed; left out"; fi
+  done
+  SCALE=("${ok[@]}")
+  : >"$PERFDIR/list"
+  log "data path: $ROUNDS rounds of ${DUR} s measurements"
+  for ((r = 1; r <= ROUNDS; r++)); do
+    for mode in ka nc; do
+      for c in $(order $r "${DATAPATH[@]}"); do
+        p=0; [[ $PERFCFG == *" $c "* ]] && p=1
+        measure_wrk "$c" $mode $r $p $mode "$c"
+      done
+    done
+    for c in $(order $r "${DATAPATH[@]}"); do [[ $NOIPERF == *" $c "* ]] || measure_iperf "$c" $r; done
+    for c in $(order $r "${SCALE[@]}"); do measure_wrk "$c" nc $r 0 "scale_nc_${c##*_}" "${c%_*}"; done
+    log "round $r/$ROUNDS done"
+  done
+  # The perf samples are attributed after the last round, so that perf script's own CPU use does
+  # not disturb any measurement.
+  log "attributing perf samples ($(wc -l <"$PERFDIR/list") runs)"
+  while read -r pf mode label r; do
+    "${PERF_SCRIPT[@]}" -i "$pf" --comms wrk,nginx,ksoftirqd/0,ksoftirqd/1,swapper 2>/dev/null |
+      python3 "$REPORT" --perf "$mode" "$label" "$r" $PERF_PERIOD_NS >>"$RAW"
+    rm -f "$pf"
+  done <"$PERFDIR/list"
+  stop_ns_processes
+  for n in $(ip netns list | awk '{print $1}'); do ip netns del "$n"; done
+  for f in /run/netns-*/* "$STATE"/*/mnt; do umount "$f" && rm -f "$f"; done
+fi
+
+# ---------------- the control plane ----------------
+# One command's wall time, user and system CPU time and peak RSS, inside h-C (with CP_REPS=N
+# and CP_UNDO=shell command: N times, each followed by the untimed CP_UNDO).
+cp_time() { # METRIC CONFIG C ROUND CMD...
+  local metric=$1 cfg=$2 c=$3 r=$4 out opts=()
+  shift 4
+  [[ -n ${CP_UNDO:-} ]] && opts=(--reps "${CP_REPS:-1}" --undo "$CP_UNDO")
+  if out=$(NETNAT_STATE_DIR=$STATE/$c/netnat "${TIMECMD[@]}" --mnt "$STATE/$c/mnt" "${opts[@]}" /run/netns/h-"$c" "$@"); then
+    while read -r wall user sys rss; do
+      record "${metric}_ms" "$cfg" "$r" "$wall"
+      record "${metric}_user_ms" "$cfg" "$r" "$user"
+      record "${metric}_sys_ms" "$cfg" "$r" "$sys"
+      record "${metric}_rss_kib" "$cfg" "$r" "$rss"
+    done <<<"$out"
+  else
+    log "  $metric $cfg round $r failed"
+  fi
+}
+# Where one command's time goes: perf samples it (10 kHz, its own process only) into user space,
+# the kernel's handling of the nftables batch (nfnetlink_rcv_batch) and the rest of the kernel.
+cp_perf() { # METRIC CONFIG C ROUND CMD...
+  local metric=$1 cfg=$2 c=$3 r=$4 pf=$PERFDIR/cp.data
+  shift 4
+  NETNAT_STATE_DIR=$STATE/$c/netnat timeout 60 "${PERF_REC[@]}" -c 100000 -o "$pf" -- \
+    nsenter --mount="$STATE/$c/mnt" --net=/run/netns/h-"$c" "$@" >/dev/null 2>&1 || { log "  perf of $metric $cfg failed"; return; }
+  "${PERF_SCRIPT[@]}" -i "$pf" --comms "$(basename "$1")" 2>/dev/null |
+    python3 "$REPORT" --perfsplit "$metric" "$cfg" "$r" 100000 >>"$RAW"
+  rm -f "$pf"
 }
 
-measure_control_plane() {
-  local n
+if [[ ${BENCH_ONLY:-} != datapath ]]; then
+  log "control plane: setting up"
+  # publish one port into a host with N mappings, and its peers' equivalents with N entries
   for n in 0 1000 10000; do
-    # netnat publish into a host with n mappings
-    topo_netnat
-    ((n > 0)) && $NETNAT publish "20000-$((20000 + n - 1)):$SRV:20000-$((20000 + n - 1))" >/dev/null
-    UNDO=($NETNAT unpublish 9090)
-    time_cmd "publish1_into_$n" netnat $NETNAT publish 9090:$SRV:8080
-    teardown
-    # nft add element into a map with n elements
-    nft add table ip hand
-    nft add map ip hand m '{ type inet_service : ipv4_addr . inet_service; }'
+    host_up cp$n; topo_netnat cp$n 0
+    ((n > 0)) && nn cp$n publish "20000-$((20000 + n - 1)):$SRV:20000-$((20000 + n - 1))"
+    host_up ce$n
+    inside h-ce$n nft add table ip hand
+    inside h-ce$n nft add map ip hand m '{ type inet_service : ipv4_addr . inet_service; }'
     if ((n > 0)); then
-      { printf 'add element ip hand m { '; for ((p = 20000; p < 20000 + n; p++)); do printf '%d : %s . %d, ' $p $SRV $p; done; echo '}'; } | nft -f -
+      { printf 'add element ip hand m { '; for ((p = 20000; p < 20000 + n; p++)); do printf '%d : %s . %d, ' $p $SRV $p; done; echo '}'; } | inside h-ce$n nft -f -
     fi
-    UNDO=(nft delete element ip hand m '{ 9090 }')
-    time_cmd "publish1_into_$n" nft_element nft add element ip hand m "{ 9090 : $SRV . 8080 }"
-    # nft add rule into a chain with n rules
-    nft add chain ip hand pre '{ type nat hook prerouting priority dstnat; }'
+    host_up cr$n
+    inside h-cr$n nft add table ip hand
+    inside h-cr$n nft add chain ip hand pre '{ type nat hook prerouting priority dstnat; }'
     if ((n > 0)); then
-      { for ((p = 20000; p < 20000 + n; p++)); do echo "add rule ip hand pre tcp dport $p dnat to $SRV:$p"; done; } | nft -f -
+      for ((p = 20000; p < 20000 + n; p++)); do echo "add rule ip hand pre tcp dport $p dnat to $SRV:$p"; done | inside h-cr$n nft -f -
     fi
-    UNDO=(true)
-    time_cmd "publish1_into_$n" nft_rule nft add rule ip hand pre tcp dport 9090 dnat to $SRV:8080
-    nft flush ruleset
-    # iptables -A into a chain with n rules
+    host_up ci$n
     if ((n > 0)); then
-      { echo '*nat'; for ((p = 20000; p < 20000 + n; p++)); do echo "-A PREROUTING -p tcp --dport $p -j DNAT --to-destination $SRV:$p"; done; echo COMMIT; } | iptables-nft-restore
+      { echo '*nat'; for ((p = 20000; p < 20000 + n; p++)); do echo "-A PREROUTING -p tcp --dport $p -j DNAT --to-destination $SRV:$p"; done; echo COMMIT; } | inside h-ci$n iptables-nft-restore
     fi
-    UNDO=(iptables-nft -t nat -D PREROUTING -p tcp --dport 9090 -j DNAT --to-destination $SRV:8080)
-    time_cmd "publish1_into_$n" iptables iptables-nft -t nat -A PREROUTING -p tcp --dport 9090 -j DNAT --to-destination $SRV:8080
-    teardown
   done
-
-  # 10,000 mappings at once through `netnat apply` (the network and sandbox already exist, so
-  # only the mappings change), and their removal by applying the file without them.
-  topo_netnat
-  local base='[[network]]\nname = "MyDocker0"\nsubnet = "172.16.0.0/16"\ngateway = "172.16.1.254"\n[[sandbox]]\nname = "srv"\n[[sandbox.endpoint]]\nnetwork = "MyDocker0"\nip = "%s"\n'
-  printf "$base" $SRV >/run/bench/none.toml
-  { printf "$base" $SRV; printf 'publish = ["20000-29999:%s:20000-29999"]\n' $SRV; } >/run/bench/10k.toml
-  $NETNAT apply -f /run/bench/none.toml >/dev/null
-  UNDO=($NETNAT apply -f /run/bench/none.toml)
-  time_cmd apply10k netnat $NETNAT apply -f /run/bench/10k.toml
-  $NETNAT apply -f /run/bench/10k.toml >/dev/null
-  UNDO=($NETNAT apply -f /run/bench/10k.toml)
-  time_cmd remove10k netnat $NETNAT apply -f /run/bench/none.toml
-  UNDO=(true)
-  time_cmd ls_json_10k netnat $NETNAT ls --json
-  # process time (user+sys) of ls --json on 10,000 mappings
-  record ls_json_10k_cpu_s netnat "$(/usr/bin/time -f '%U %S' $NETNAT ls --json 2>&1 >/dev/null | tail -1 | awk '{print $1+$2}')"
-  record audit_10k_cpu_s netnat "$( (/usr/bin/time -f '%U %S' $NETNAT audit --fail-on error >/dev/null) 2>&1 | tail -1 | awk '{print $1+$2}')"
-  UNDO=(true)
-  time_cmd audit_10k netnat $NETNAT audit --fail-on error
-  teardown
-  # nft -f loading the same kernel objects netnat loads: the NAT map and the counted traffic set.
+  # 10,000 mappings at once through `netnat apply` (ca: the network and sandbox already exist, so
+  # only the mappings change), against nft -f and iptables-restore of the same entries (cf).
+  host_up ca; topo_netnat ca 0
+  base='[[network]]\nname = "MyDocker0"\nsubnet = "172.16.0.0/16"\ngateway = "172.16.1.254"\n[[sandbox]]\nname = "s-ca"\n[[sandbox.endpoint]]\nnetwork = "MyDocker0"\nip = "%s"\n'
+  printf "$base" $SRV >"$STATE/none.toml"
+  { printf "$base" $SRV; printf 'publish = ["20000-29999:%s:20000-29999"]\n' $SRV; } >"$STATE/10k.toml"
+  nn ca apply -f "$STATE/none.toml"
+  host_up cf
+  # The same kernel objects netnat loads: the NAT map and the counted traffic set.
   {
     printf 'table inet hand {\n map m {\n type inet_proto . inet_service : ipv4_addr . inet_service\n }\n'
     printf ' set c {\n type inet_proto . inet_service\n counter\n }\n}\n'
     printf 'add element inet hand m { '; for ((p = 20000; p < 30000; p++)); do printf 'tcp . %d : %s . %d, ' $p $SRV $p; done; echo '}'
     printf 'add element inet hand c { '; for ((p = 20000; p < 30000; p++)); do printf 'tcp . %d, ' $p; done; echo '}'
-  } >/run/bench-10k.nft
-  UNDO=(nft delete table inet hand)
-  time_cmd apply10k nft_f nft -f /run/bench-10k.nft
-  # For reference: the NAT map alone.
+  } >"$STATE/10k.nft"
   {
     printf 'table inet hand {\n map m {\n type inet_proto . inet_service : ipv4_addr . inet_service\n }\n}\n'
     printf 'add element inet hand m { '; for ((p = 20000; p < 30000; p++)); do printf 'tcp . %d : %s . %d, ' $p $SRV $p; done; echo '}'
-  } >/run/bench-10k-map.nft
-  time_cmd apply10k nft_f_map_only nft -f /run/bench-10k-map.nft
-  { echo '*nat'; for ((p = 20000; p < 30000; p++)); do echo "-A PREROUTING -p tcp --dport $p -j DNAT --to-destination $SRV:$p"; done; echo COMMIT; } >/run/bench-10k.ipt
-  UNDO=(iptables-nft -t nat -F PREROUTING)
-  time_cmd apply10k iptables_restore iptables-nft-restore /run/bench-10k.ipt
-  teardown
+  } >"$STATE/10k-map.nft"
+  { echo '*nat'; for ((p = 20000; p < 30000; p++)); do echo "-A PREROUTING -p tcp --dport $p -j DNAT --to-destination $SRV:$p"; done; echo COMMIT; } >"$STATE/10k.ipt"
+  # 1,000 separate mappings (netavark's layout: one entry each) through one netnat apply.
+  host_up m1k
+  {
+    printf '[[network]]\nname = "MyDocker0"\nsubnet = "172.16.0.0/16"\ngateway = "172.16.1.254"\n'
+    printf '[[sandbox]]\nname = "s-m1k"\n[[sandbox.endpoint]]\nnetwork = "MyDocker0"\nip = "%s"\npublish = [' $SRV
+    for ((p = 30000; p < 31000; p++)); do printf '"%d:%s:%d", ' $p $SRV $p; done
+    printf ']\n'
+  } >"$STATE/map1000.toml"
 
-  # 1,000 separate mappings: netavark's layout (rules per port) against one netnat apply.
+  log "control plane: $CP_ROUNDS rounds"
+  # A command of a few milliseconds is at the mercy of the scheduler on a busy machine: each
+  # round times it 3 times (report.py takes the median of a round's repetitions).
+  CP=(netnat_0 netnat_1000 netnat_10000 element_10000 element_1000 element_0 rule_0 rule_1000 rule_10000 iptables_10000 iptables_1000 iptables_0)
+  for ((r = 1; r <= CP_ROUNDS; r++)); do
+    for x in $(order $r "${CP[@]}"); do
+      n=${x##*_}
+      case ${x%_*} in
+        netnat)
+          CP_REPS=3 CP_UNDO="$NETNAT unpublish 9090" cp_time publish1_into_$n netnat cp$n $r "$NETNAT" publish 9090:$SRV:8080 ;;
+        element)
+          CP_REPS=3 CP_UNDO="nft delete element ip hand m '{ 9090 }'" cp_time publish1_into_$n nft_element ce$n $r nft add element ip hand m "{ 9090 : $SRV . 8080 }" ;;
+        rule)
+          # Not undone: finding the new rule's handle would list the whole chain each time; the
+          # chain grows by 3 rules a round.
+          CP_REPS=3 CP_UNDO=true cp_time publish1_into_$n nft_rule cr$n $r nft add rule ip hand pre tcp dport 9090 dnat to $SRV:8080 ;;
+        iptables)
+          CP_REPS=3 CP_UNDO="iptables-nft -t nat -D PREROUTING -p tcp --dport 9090 -j DNAT --to-destination $SRV:8080" \
+            cp_time publish1_into_$n iptables ci$n $r iptables-nft -t nat -A PREROUTING -p tcp --dport 9090 -j DNAT --to-destination $SRV:8080 ;;
+      esac
+    done
+    ((r == 1)) && log "  round 1: publish timings done"
+    for x in $(order $r netnat nft_f nft_f_map_only iptables_restore map1000); do
+      case $x in
+        netnat)
+          cp_time apply10k netnat ca $r "$NETNAT" apply -f "$STATE/10k.toml"
+          cp_time ls_json_10k netnat ca $r "$NETNAT" ls --json
+          cp_time audit_10k netnat ca $r "$NETNAT" audit --fail-on error
+          cp_time remove10k netnat ca $r "$NETNAT" apply -f "$STATE/none.toml"
+          cp_perf apply10k netnat ca $r "$NETNAT" apply -f "$STATE/10k.toml"
+          nn ca apply -f "$STATE/none.toml" ;;
+        nft_f)
+          cp_time apply10k nft_f cf $r nft -f "$STATE/10k.nft"
+          inside h-cf nft delete table inet hand
+          cp_perf apply10k nft_f cf $r nft -f "$STATE/10k.nft"
+          inside h-cf nft delete table inet hand ;;
+        nft_f_map_only)
+          cp_time apply10k nft_f_map_only cf $r nft -f "$STATE/10k-map.nft"
+          inside h-cf nft delete table inet hand ;;
+        iptables_restore)
+          cp_time apply10k iptables_restore cf $r iptables-nft-restore "$STATE/10k.ipt"
+          inside h-cf iptables-nft -t nat -F PREROUTING ;;
+        map1000)
+          cp_time map1000_setup netnat m1k $r "$NETNAT" apply -f "$STATE/map1000.toml"
+          cp_time map1000_teardown netnat m1k $r "$NETNAT" reset ;;
+      esac
+    done
+    log "  control plane round $r/$CP_ROUNDS done"
+  done
+
+  # 1,000 separate mappings through netavark: about 100 s to set up, so measured once, in the
+  # full run only (its teardown, about 170 s more, is not measured: the namespace goes instead).
   if [[ -x $NETAVARK ]] && ((!QUICK)); then
-    ip netns add srv
-    netavark_json $(for ((p = 30000; p < 31000; p++)); do printf '%d:%d ' $p $p; done) >/run/bench/netavark.json
-    local t0 t1
-    t0=$(date +%s%N)
-    NETAVARK_FW=iptables $NETAVARK --config /run/bench/netavark setup /run/netns/srv </run/bench/netavark.json >/dev/null
-    t1=$(date +%s%N)
-    record map1000_setup_ms netavark $(((t1 - t0) / 1000000))
-    t0=$(date +%s%N)
-    teardown_netavark
-    t1=$(date +%s%N)
-    record map1000_teardown_ms netavark $(((t1 - t0) / 1000000))
-    teardown
-    {
-      printf '[[network]]\nname = "MyDocker0"\nsubnet = "172.16.0.0/16"\ngateway = "172.16.1.254"\n'
-      printf '[[sandbox]]\nname = "srv"\n[[sandbox.endpoint]]\nnetwork = "MyDocker0"\nip = "%s"\npublish = [' $SRV
-      for ((p = 30000; p < 31000; p++)); do printf '"%d:%s:%d", ' $p $SRV $p; done
-      printf ']\n'
-    } >/run/bench/map1000.toml
-    t0=$(date +%s%N)
-    $NETNAT apply -f /run/bench/map1000.toml >/dev/null
-    t1=$(date +%s%N)
-    record map1000_setup_ms netnat $(((t1 - t0) / 1000000))
-    t0=$(date +%s%N)
-    $NETNAT reset >/dev/null
-    t1=$(date +%s%N)
-    record map1000_teardown_ms netnat $(((t1 - t0) / 1000000))
-    teardown
+    log "control plane: netavark with 1,000 mappings (about 100 s)"
+    host_up nv; ip netns add s-nv
+    netavark_json s-nv $(for ((p = 30000; p < 31000; p++)); do printf '%d:%d ' $p $p; done) >"$STATE/nv/netavark.json"
+    t0=$(date +%s%N); netavark nv setup; t1=$(date +%s%N)
+    record map1000_setup_ms netavark 1 $(((t1 - t0) / 1000000))
   fi
 
-  # A 1,000-port range: what is left running afterwards.
-  topo_netnat; start_servers
-  $NETNAT publish 30000-30999:$SRV:30000-30999 >/dev/null
-  record range1000_procs netnat "$(pgrep -c -x netnat || true)"
-  record range1000_rss_kib netnat 0
-  teardown
+  # A 1,000-port range: what is left running afterwards. Counted in the namespaces of this
+  # configuration only (ip netns pids), so that processes of anyone else on the machine are not.
+  host_up range; topo_netnat range 0
+  nn range publish 30000-30999:$SRV:30000-30999
+  record range1000_procs netnat 1 "$(ns_pids /run/netns/h-range "$(srv range)" | wc -l)"
   if [[ -x $TOOLS/docker-proxy ]]; then
-    topo_hand; start_servers
-    local t0 t1
+    host_up dprange; topo_hand dprange 0
     t0=$(date +%s%N)
     for ((p = 30000; p < 31000; p++)); do
-      $TOOLS/docker-proxy -proto tcp -host-ip $HOST -host-port $p -container-ip $SRV -container-port $p 3>/dev/null &
+      inside h-dprange "$TOOLS/docker-proxy" -proto tcp -host-ip $HOST -host-port $p -container-ip $SRV -container-port $p 3>/dev/null >/dev/null 2>&1 &
     done
-    for _ in $(seq 100); do (($(pgrep -c -x docker-proxy) >= 1000)) && break; sleep 0.1; done
+    for _ in $(seq 200); do (($(ns_pids /run/netns/h-dprange | wc -l) >= 1000)) && break; sleep 0.1; done
     t1=$(date +%s%N)
-    record range1000_procs dockerproxy "$(pgrep -c -x docker-proxy || true)"
-    record range1000_rss_kib dockerproxy "$(rss_of docker-proxy)"
-    record range1000_start_ms dockerproxy $(((t1 - t0) / 1000000))
-    teardown
+    mapfile -t pids < <(ns_pids /run/netns/h-dprange)
+    record range1000_procs dockerproxy 1 ${#pids[@]}
+    record range1000_rss_kib dockerproxy 1 "$(ps -o rss= -p "$(IFS=,; echo "${pids[*]}")" | awk '{s+=$1} END {print s+0}')"
+    record range1000_start_ms dockerproxy 1 $(((t1 - t0) / 1000000))
   fi
-}
+  stop_ns_processes
+fi
 
-DATAPATH=(direct netnat nft1 iptables socat direct6 netnat6 nft6)
-[[ -x $NETAVARK ]] && DATAPATH+=(netavark)
-[[ -x $TOOLS/docker-proxy ]] && DATAPATH+=(dockerproxy)
-[[ ${BENCH_ONLY:-} == control ]] && ROUNDS=0
-for ((r = 1; r <= ROUNDS; r++)); do
-  log "round $r/$ROUNDS: data path (interleaved)"
-  for c in "${DATAPATH[@]}"; do measure_datapath "$c"; done
-  log "round $r/$ROUNDS: per-packet scaling"
-  for n in 1 100 1000 10000; do
-    for layout in netnat rules netnat6; do measure_scaling $layout $n; done
-  done
-done
-log "control plane"
-measure_control_plane
-
-python3 "$ROOT/benches/report.py" "$RAW" "$OUT" "$QUICK"
+log "suite done: $(($(date +%s) - ${BENCH_START:-$(date +%s)})) s with the tools check and build, $SECONDS s of measurement"
+python3 "$REPORT" "$RAW" "$OUT" "$QUICK"
