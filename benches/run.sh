@@ -2,7 +2,8 @@
 # netnat benchmark suite: netnat against its peers, measured in one run as paired rounds.
 #
 #   benches/run.sh            full suite: 15 paired rounds of 1 s measurements (~20 min on 2 cores)
-#   benches/run.sh --quick    4 rounds, fewer configurations (~3.5 min; for checking, not quoting)
+#   benches/run.sh --quick    4 rounds, fewer configurations and no peers' control plane (~3.5 min;
+#                             to check the suite, not for figures)
 #   BENCH_ONLY=control benches/run.sh    re-measure the control plane only, keep the rest
 #   BENCH_ONLY=datapath benches/run.sh   re-measure the data path only, keep the control plane
 #   BENCH_ONLY=cni benches/run.sh        re-measure the CNI and allow-list sections only, keep the rest
@@ -395,15 +396,14 @@ record_stat() { # METRIC C ROUND STATFILE: busy and steal ms of the run
   record "$1_busy_ms" "$2" "$3" "${v% *}"
   record "$1_steal_ms" "$2" "$3" "${v#* }"
 }
-# The perf samples of the runs in $PERFDIR/list -> raw rows (MODE_perf_*, MODE_nfsym:*), after the
-# last round, so that perf script's own CPU use disturbs no measurement; with PREFIX, rows are
-# PREFIX_perf_* instead of the wrk mode's.
-attribute_perf() { # [PREFIX]
+# The perf samples of the runs in $PERFDIR/list -> raw rows (METRIC_perf_*, METRIC_nfsym:*), after
+# the last round, so that perf script's own CPU use disturbs no measurement.
+attribute_perf() {
   log "attributing perf samples ($(wc -l <"$PERFDIR/list") runs)"
-  local pf mode label r
-  while read -r pf mode label r; do
+  local pf metric label r
+  while read -r pf metric label r; do
     "${PERF_SCRIPT[@]}" -i "$pf" --comms wrk,nginx,ksoftirqd/0,ksoftirqd/1,swapper 2>/dev/null |
-      python3 "$REPORT" --perf "${1:-$mode}" "$label" "$r" $PERF_PERIOD_NS >>"$RAW"
+      python3 "$REPORT" --perf "$metric" "$label" "$r" $PERF_PERIOD_NS >>"$RAW"
     rm -f "$pf"
   done <"$PERFDIR/list"
   : >"$PERFDIR/list"
@@ -426,13 +426,13 @@ measure_wrk() { # C MODE ROUND PERF METRIC LABEL
   local wrk=(wrk -t1 -c32 -d"${DUR}s" --latency "${args[@]}" "http://$url/")
   if ((perf)); then
     pk0=$(netnat_packets "$c")
-    pf=$PERFDIR/$mode.$c.$r.data
+    pf=$PERFDIR/$metric.$c.$r.data
     # -a: the packet path runs in softirq context on either CPU; kernel call chains only, no
     # build-ids (both keep perf's own start and stop short). Bounded by the client's duration.
     out=$(timeout $((DUR + 30)) "${PERF_REC[@]}" -a -c $PERF_PERIOD_NS -o "$pf" -- \
       bash -c "$(declare -f inside run_client); run_client \"\$@\"" _ "$c" "$sf" "${wrk[@]}" 2>/dev/null) || true
     pk1=$(netnat_packets "$c")
-    echo "$pf $mode $label $r" >>"$PERFDIR/list"
+    echo "$pf $metric $label $r" >>"$PERFDIR/list"
     record "${metric}_pkts" "$label" "$r" $((pk1 - pk0))
   else
     out=$(timeout $((DUR + 30)) bash -c "$(declare -f inside run_client); run_client \"\$@\"" _ "$c" "$sf" "${wrk[@]}" 2>/dev/null) || true
@@ -471,15 +471,17 @@ order() { # ROUND ITEM...: the items, reversed in even rounds (A B, B A, ...)
 # Neighbours in this order are the closest pairs: netnat next to the hand rule, to direct (one
 # apart) and to netnat over IPv6; netnat over IPv6 next to the hand ip6 rule.
 DATAPATH=(socat dockerproxy iptables netavark netnat_nocount netnat_noguard direct nft1 netnat netnat6 nft6 direct6)
-SCALE=(rules_1 rules_100 rules_1000 rules_10000 netnat_10000 netnat_1 netnat_100 netnat_1000 netnat6_1000 netnat6_100 netnat6_1 netnat6_10000)
+SCALE=(rules_100 rules_1000 rules_1 rules_10000 netnat_10000 netnat_1 netnat_100 netnat_1000 netnat6_1 netnat6_10000)
 if ((QUICK)); then
   DATAPATH=(direct nft1 netnat netnat6 nft6 direct6)
   SCALE=(rules_1 rules_10000 netnat_10000 netnat_1 netnat6_1 netnat6_10000)
 fi
 [[ -x $NETAVARK ]] || DATAPATH=("${DATAPATH[@]/netavark/}")
 [[ -x $TOOLS/docker-proxy ]] || DATAPATH=("${DATAPATH[@]/dockerproxy/}")
-# The in-kernel paths get perf during their keep-alive and new-connection runs.
-PERFCFG=" direct nft1 netnat direct6 nft6 netnat6 iptables netavark netnat_noguard netnat_nocount "
+# perf runs during the keep-alive and new-connection runs of these (direct, the hand rules,
+# netnat and its two variants; IPv4 direct only), and during the scaling runs at 1 and 10,000.
+PERFCFG=" direct nft1 netnat nft6 netnat6 netnat_noguard netnat_nocount netnat_1 netnat_10000 rules_1 rules_10000 "
+((QUICK)) && PERFCFG=" direct nft1 netnat "
 # Throughput is not measured for the two variants (their cost is per packet, and the request runs
 # show it).
 NOIPERF=" netnat_noguard netnat_nocount "
@@ -506,7 +508,10 @@ if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == datapath ]]; then
       done
     done
     for c in $(order $r "${DATAPATH[@]}"); do [[ $NOIPERF == *" $c "* ]] || measure_iperf "$c" $r; done
-    for c in $(order $r "${SCALE[@]}"); do measure_wrk "$c" nc $r 0 "scale_nc_${c##*_}" "${c%_*}"; done
+    for c in $(order $r "${SCALE[@]}"); do
+      p=0; [[ $PERFCFG == *" $c "* ]] && p=1
+      measure_wrk "$c" nc $r $p "scale_nc_${c##*_}" "${c%_*}"
+    done
     log "round $r/$ROUNDS done"
   done
   # The perf samples are attributed after the last round, so that perf script's own CPU use does
@@ -621,7 +626,9 @@ if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == control ]]; then
       esac
     done
     ((r == 1)) && log "  round 1: publish timings done"
-    for x in $(order $r netnat nft_f nft_f_map_only iptables_restore map1000); do
+    APPLY=(netnat nft_f nft_f_map_only iptables_restore map1000)
+    ((QUICK)) && APPLY=(netnat nft_f)
+    for x in $(order $r "${APPLY[@]}"); do
       case $x in
         netnat)
           cp_time apply10k netnat ca $r "$NETNAT" apply -f "$STATE/10k.toml"
@@ -664,7 +671,7 @@ if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == control ]]; then
   host_up range; topo_netnat range 0
   nn range publish 30000-30999:$SRV:30000-30999
   record range1000_procs netnat 1 "$(ns_pids /run/netns/h-range "$(srv range)" | wc -l)"
-  if [[ -x $TOOLS/docker-proxy ]]; then
+  if [[ -x $TOOLS/docker-proxy ]] && ((!QUICK)); then
     host_up dprange; topo_hand dprange 0
     t0=$(date +%s%N)
     for ((p = 30000; p < 31000; p++)); do
