@@ -10,7 +10,7 @@
 # Allow lists are checked in the NAT chains, which see the first packet of a connection only:
 # the new-connection rate is where they can cost anything. Rows: allow_*.
 
-if ((QUICK)); then ALLOW_N=1000; ALLOW_ROUNDS=2; PERF_ROUNDS=1; else ALLOW_N=10000; ALLOW_ROUNDS=6; PERF_ROUNDS=6; fi
+if ((QUICK)); then ALLOW_N=500; ALLOW_ROUNDS=2; PERF_ROUNDS=1; else ALLOW_N=10000; ALLOW_ROUNDS=6; PERF_ROUNDS=6; fi
 ALLOW_N=${BENCH_ALLOW_N:-$ALLOW_N}
 ALLOW_EACH=${BENCH_ALLOW_EACH:-2}
 ALLOW_ROUNDS=${BENCH_ALLOW_ROUNDS:-$ALLOW_ROUNDS}
