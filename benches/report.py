@@ -568,8 +568,8 @@ def cni_section(d, emit):
                       fmt_est(d.est(nf_us(d, "cni_nc", cfg)), 1)]
         emit(f"| {n:,} | " + " | ".join(cells) + f" | {fmt_est(r(a, b))} |")
     emit("")
-    emit("(netfilter µs/req: perf samples of the first rounds, of netfilter functions on the benchmark's path, "
-         "as in the kernel-cost table above.)")
+    emit("(netfilter µs/req: perf samples of netfilter functions on the benchmark's path during the runs, as in "
+         "the kernel-cost table above; first round only with --quick.)")
     emit("")
     for plug, name in (("cni", "netnat"), ("pm", "portmap")):
         if s("cni_nc_rps", f"{plug}_10000"):

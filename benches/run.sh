@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # netnat benchmark suite: netnat against its peers, measured in one run as paired rounds.
 #
-#   benches/run.sh            full suite: 15 paired rounds of 1 s measurements (~20 min on 2 cores)
+#   benches/run.sh            full suite: 15 paired rounds of 1 s measurements, then the CNI and
+#                             allow-list sections (benches/cni.sh, benches/allow.sh): ~23 min on 2 cores
 #   benches/run.sh --quick    4 rounds, fewer configurations and no peers' control plane (~3.5 min;
 #                             to check the suite, not for figures)
 #   BENCH_ONLY=control benches/run.sh    re-measure the control plane only, keep the rest
