@@ -47,7 +47,7 @@ SYSCONFDIR ?= /etc
 help:
 	@echo "make demo    install what is missing, build, run scripts/demo.sh (root)"
 	@echo "make test    install what is missing, run every test (root)"
-	@echo "make bench   the benchmark suite, BENCHMARKS.md's figures (root; ~20 min; bench-quick: ~4 min)"
+	@echo "make bench   the benchmark suite, BENCHMARKS.md's figures (root; ~23 min; bench-quick: ~4 min)"
 	@echo "make build   cargo build --release"
 	@echo "make deb     build the Debian package (cargo-deb) into $(TARGET_DIR)/debian/"
 	@echo "make install install the package's files under PREFIX (default /usr/local), DESTDIR"

@@ -387,7 +387,257 @@ def targets(d):
         ("IPv6 new-conn at 10,000 mappings >= 0.95 x at 1",
          r(s("scale_nc_10000_rps", "netnat6"), s("scale_nc_1_rps", "netnat6")), 0.95, ">="),
     ]
+    return t + cni_targets(d) + allow_targets(d)
+
+
+# ---------------------------------------------------------------- CNI and allow lists
+# benches/cni.sh: netnat and portmap as CNI plugins; benches/allow.sh: allow lists.
+
+
+def param(d, name):
+    """A run parameter the section recorded (metric NAME, configuration "all"), or None."""
+    v = d.s(name, "all")
+    return int(next(iter(v.values()))) if v else None
+
+
+def once_against_rounds(once, rounds):
+    """A value measured once by design (a slow peer) over one measured every round: the ratios
+    once / value of each round, with the bootstrap over those rounds; None without data."""
+    if not once or not rounds:
+        return None
+    v = statistics.median(once.values())
+    return bootstrap_median([v / x for x in rounds.values() if x > 0])
+
+
+def per_container(d, phase, verb, cfg):
+    """ms per container in each block of the many-containers run (blocks are its rounds)."""
+    return d.derived(lambda ms, n: ms / n if n else None, d.s(f"cni_{phase}_{verb}_ms", cfg), d.s(f"cni_{phase}_{verb}_n", cfg))
+
+
+def nf_us(d, mode, cfg):
+    """netfilter's time per request in µs (perf samples per 1,000 requests x the sampling period in
+    ms), per round with perf."""
+    per = d.s("perf_period_ns", "all")
+    if not per:
+        return {}
+    period_ms = next(iter(per.values())) / 1e6
+    return {k: v * period_ms for k, v in d.per_kreq(mode, "nf", cfg).items()}
+
+
+def top_nf_symbols(d, mode, cfg, ref, k=8):
+    """[(symbol, samples per 1,000 requests for cfg, for ref)], cfg's k most frequent netfilter
+    functions (all perf rounds together)."""
+    counts = {cfg: Counter(), ref: Counter()}
+    for (m, c), rv in d.vals.items():
+        if m.startswith(f"{mode}_nfsym:") and c in counts:
+            counts[c][m.split(":", 1)[1]] += sum(rv.values())
+    reqs = {}
+    for c in counts:
+        perf_rounds = set(d.s(f"{mode}_perf_nf", c))
+        reqs[c] = sum(v for r, v in d.s(f"{mode}_req", c).items() if r in perf_rounds) or 1
+    return [(sym, n * 1000 / reqs[cfg], counts[ref][sym] * 1000 / reqs[ref]) for sym, n in counts[cfg].most_common(k)]
+
+
+def cni_targets(d):
+    s, r = d.s, d.ratio
+    n_map, many = param(d, "cni_param_map"), param(d, "cni_param_many")
+    if n_map is None:
+        return []
+    t = [(f"CNI: one ADD of {n_map:,} mappings >= 100 x faster than portmap's",
+          once_against_rounds(s("cni_map_add_ms", "portmap"), s("cni_map_add_ms", "netnat")), 100, ">=")]
+    for phase, title in (("seq", "one after another"), ("par", "8 in parallel")):
+        t.append((f"CNI: {many:,} single-mapping ADDs, {title}: >= 3 x faster than portmap (paired blocks)",
+                  r(per_container(d, phase, "add", "portmap"), per_container(d, phase, "add", "netnat")), 3, ">="))
+    t += [
+        ("CNI: one ADD into 10,000 mappings <= 1.2 x into none",
+         r(s("cni_into10000_add_ms", "netnat"), s("cni_into0_add_ms", "netnat")), 1.2, "<="),
+        ("CNI: new-conn to the last of 10,000 CNI ports >= 0.95 x to the only one",
+         r(s("cni_nc_rps", "cni_10000"), s("cni_nc_rps", "cni_1")), 0.95, ">="),
+    ]
     return t
+
+
+def allow_targets(d):
+    s, r = d.s, d.ratio
+    n = param(d, "allow_param_n")
+    if n is None:
+        return []
+    return [
+        ("allow list of 100 CIDRs: new-conn >= 0.97 x open to all",
+         r(s("allow_nc_rps", "allow_100"), s("allow_nc_rps", "allow_open")), 0.97, ">="),
+        (f"allow lists on {n:,} mappings: new-conn >= 0.97 x open to all",
+         r(s("allow_nc_rps", "allow_many"), s("allow_nc_rps", "allow_open")), 0.97, ">="),
+    ]
+
+
+def section_cost_targets(d):
+    """The CNI and allow-list rate targets restated as CPU per request, like cost_targets."""
+    r = d.ratio
+    t = []
+    if param(d, "cni_param_map") is not None:
+        t.append(("CNI new-conn at 10,000 CNI ports: CPU per request <= 1.05 x at 1 (rate >= 0.95 x)",
+                  r(cpu_per_req(d, "cni_nc", "cni_10000"), cpu_per_req(d, "cni_nc", "cni_1")), 1 / 0.95, "<="))
+    n = param(d, "allow_param_n")
+    if n is not None:
+        t += [("allow list of 100 CIDRs: CPU per request <= 1.03 x open to all's (rate >= 0.97 x)",
+               r(cpu_per_req(d, "allow_nc", "allow_100"), cpu_per_req(d, "allow_nc", "allow_open")), 1 / 0.97, "<="),
+              (f"allow lists on {n:,} mappings: CPU per request <= 1.03 x open to all's (rate >= 0.97 x)",
+               r(cpu_per_req(d, "allow_nc", "allow_many"), cpu_per_req(d, "allow_nc", "allow_open")), 1 / 0.97, "<=")]
+    return t
+
+
+def total_s(series):
+    return sum(series.values()) / 1000 if series else None
+
+
+def cni_section(d, emit):
+    s, r = d.s, d.ratio
+    n_map, many, block = param(d, "cni_param_map"), param(d, "cni_param_many"), param(d, "cni_param_block")
+    if n_map is None:
+        return
+    emit("## CNI: netnat vs portmap")
+    emit("")
+    emit("netnat and Debian's portmap (containernetworking-plugins 1.1.1), each chained behind the reference bridge "
+         "plugin (its own cni0, host-local IPAM), run as a runtime runs them: one process per request, CNI_* "
+         "environment, the same config on stdin but for `type`. The many containers are synthetic (a prevResult "
+         "naming eth0 in a sandbox and an address of cni0's subnet, no namespace made): the bridge plugin's own ADD "
+         "costs the same whichever plugin follows it, and neither plugin enters the container on ADD or DEL.")
+    emit("")
+    emit(f"| one request carrying {n_map:,} mappings, ms | netnat | portmap | portmap / netnat |")
+    emit("|---|---:|---:|---:|")
+    for verb in ("add", "del"):
+        a, b = s(f"cni_map_{verb}_ms", "netnat"), s(f"cni_map_{verb}_ms", "portmap")
+        emit(f"| {verb.upper()} | {fmt_est(d.est(a), 1)} | {fmt_est(d.est(b), 0)} | {fmt_est(once_against_rounds(b, a), 0)} |")
+    emit("")
+    emit("(portmap: measured once, netnat every round; the ratio is portmap's one time over each of netnat's.)")
+    emit("")
+    emit(f"{many:,} containers with one mapping each, in blocks of {block}; netnat and portmap alternate block by "
+         "block (order reversed every other block), so each block gives a paired ratio. portmap has a time budget "
+         f"per phase ({param(d, 'cni_param_budget_s')} s): it does the first blocks only, and its total for all "
+         f"{many:,} is extrapolated linearly from them (a lower bound: its time per container grows with the "
+         "containers already there, see the first and last block).")
+    emit("")
+    emit("| phase | netnat: containers | total s | ms each, first block / last block | portmap: containers measured | "
+         "ms each, first / last block | portmap / netnat per container (paired blocks) | portmap total, extrapolated s |")
+    emit("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for phase, title in (("seq", "one after another"), ("par", "8 in parallel")):
+        for verb in ("add", "del"):
+            nn_pc, pm_pc = per_container(d, phase, verb, "netnat"), per_container(d, phase, verb, "portmap")
+            if not nn_pc:
+                continue
+            nn_n = int(sum(s(f"cni_{phase}_{verb}_n", "netnat").values()))
+            pm_n = int(sum(s(f"cni_{phase}_{verb}_n", "portmap").values()))
+            pm_t = total_s(s(f"cni_{phase}_{verb}_ms", "portmap"))
+
+            def ends(pc):
+                return f"{fmt(pc[min(pc)], 1)} / {fmt(pc[max(pc)], 1)}" if pc else "n/a"
+
+            extra = fmt(pm_t * nn_n / pm_n, 1) if pm_n else "n/a"
+            emit(f"| {verb.upper()}, {title} | {nn_n:,} | {fmt(total_s(s(f'cni_{phase}_{verb}_ms', 'netnat')), 2)} "
+                 f"| {ends(nn_pc)} | {pm_n:,} | {ends(pm_pc)} | {fmt_est(r(pm_pc, nn_pc), 1)} | {extra} |")
+    emit("")
+    emit("| one single-mapping request, ms | netnat into none | netnat into 10,000 | 10,000 / none (paired) "
+         "| portmap into none | portmap into 10,000 | 10,000 / none (paired) |")
+    emit("|---|---:|---:|---:|---:|---:|---:|")
+    for verb in ("add", "del"):
+        cells = []
+        for cfg in ("netnat", "portmap"):
+            a, b = s(f"cni_into0_{verb}_ms", cfg), s(f"cni_into10000_{verb}_ms", cfg)
+            cells += [fmt_est(d.est(a), 1), fmt_est(d.est(b), 1), fmt_est(r(b, a))]
+        emit(f"| {verb.upper()} | " + " | ".join(cells) + " |")
+    emit("")
+    emit("netnat's 10,000: one ADD of 9,999 mappings and the real container's one. portmap's: 9,998 containers of one "
+         "mapping each loaded with iptables-restore in the layout portmap writes (checked against portmap's own rules "
+         "for two containers), two through portmap, and the real container's.")
+    emit("")
+    if s("cni_add_into10000_perf_user_ms", "netnat"):
+        emit("| one netnat ADD (perf, its own process), ms | user space | kernel: nftables batch | kernel: other |")
+        emit("|---|---:|---:|---:|")
+        for n, title in (("0", "into none"), ("10000", "into 10,000")):
+            emit(f"| {title} | " + " | ".join(fmt_est(d.est(s(f"cni_add_into{n}_perf_{k}_ms", "netnat")), 1)
+                                           for k in ("user", "batch", "kother")) + " |")
+        emit("")
+        rb0, rb = d.est(s("cni_record_bytes", "netnat_0")), d.est(s("cni_record_bytes", "netnat_10000"))
+        if rb:
+            emit(f"netnat's record (state.json), which an ADD reads and writes back whole: {fmt(rb.med / 1024, 0)} KiB "
+                 f"with 10,000 CNI mappings, {fmt(rb0.med / 1024 if rb0 else None, 1)} KiB with none.")
+            emit("")
+    emit("New connections/s to the real container's published port (wrk, `Connection: close`), paired rounds:")
+    emit("")
+    emit("| CNI-published ports | netnat req/s | busy µs/req | netfilter µs/req | portmap req/s | busy µs/req "
+         "| netfilter µs/req | netnat / portmap req/s (paired) |")
+    emit("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for n in (1, 10000):
+        a, b = s("cni_nc_rps", f"cni_{n}"), s("cni_nc_rps", f"pm_{n}")
+        if not (a or b):
+            continue
+        cells = []
+        for series, cfg in ((a, f"cni_{n}"), (b, f"pm_{n}")):
+            cells += [fmt_est(d.est(series), 0), fmt_est(d.est(d.busy_us("cni_nc", cfg)), 1),
+                      fmt_est(d.est(nf_us(d, "cni_nc", cfg)), 1)]
+        emit(f"| {n:,} | " + " | ".join(cells) + f" | {fmt_est(r(a, b))} |")
+    emit("")
+    emit("(netfilter µs/req: perf samples of netfilter functions on the benchmark's path during the runs, as in "
+         "the kernel-cost table above; first round only with --quick.)")
+    emit("")
+    for plug, name in (("cni", "netnat"), ("pm", "portmap")):
+        if s("cni_nc_rps", f"{plug}_10000"):
+            emit(f"- {name}, 10,000 / 1 (paired): req/s {fmt_est(r(s('cni_nc_rps', f'{plug}_10000'), s('cni_nc_rps', f'{plug}_1')))}, "
+                 f"busy CPU per request {fmt_est(r(d.busy_us('cni_nc', f'{plug}_10000'), d.busy_us('cni_nc', f'{plug}_1')))}, "
+                 f"netfilter time per request {fmt_est(r(nf_us(d, 'cni_nc', f'{plug}_10000'), nf_us(d, 'cni_nc', f'{plug}_1')))}")
+    emit("")
+
+
+def allow_section(d, emit):
+    s, r = d.s, d.ratio
+    n, each = param(d, "allow_param_n"), param(d, "allow_param_each")
+    if n is None:
+        return
+    emit("## Allow lists")
+    emit("")
+    emit("New connections/s to one mapping (wrk, `Connection: close`), paired rounds: open to all in a host without "
+         "any list (netnat's allow rules are absent), with a 100-CIDR list (the client's address the last), and the "
+         f"same 100-CIDR mapping published after {n - 1:,} others that each have a list of {each} CIDRs.")
+    emit("")
+    emit("| configuration | req/s | / open to all (paired) | busy µs/req | netfilter µs/req | p99 ms | other source refused | its denied packets |")
+    emit("|---|---:|---:|---:|---:|---:|---:|---:|")
+    names = {"allow_open": "open to all", "allow_100": "100-CIDR list",
+             "allow_many": f"100-CIDR list among {n:,} listed mappings"}
+    for c, title in names.items():
+        a = s("allow_nc_rps", c)
+        if not a:
+            continue
+        ref = d.est(s("allow_refused", c))
+        emit(f"| {title} | {fmt_est(d.est(a), 0)} | {'1' if c == 'allow_open' else fmt_est(r(a, s('allow_nc_rps', 'allow_open')))} "
+             f"| {fmt_est(d.est(d.busy_us('allow_nc', c)), 1)} | {fmt_est(d.est(nf_us(d, 'allow_nc', c)), 1)} "
+             f"| {fmt_est(d.est(s('allow_nc_p99', c)), 2, False)} "
+             f"| {'n/a' if ref is None else ('yes' if ref.med else 'no')} | {fmt_est(d.est(s('allow_denied_packets', c)), 0)} |")
+    emit("")
+    base = nf_us(d, "allow_nc", "allow_open")
+    for c in ("allow_100", "allow_many"):
+        extra = d.derived(lambda a, b: a - b, nf_us(d, "allow_nc", c), base)
+        if extra:
+            emit(f"- {names[c]}: netfilter time per connection minus open to all's (paired): {fmt_est(d.est(extra), 1)} µs")
+    top = top_nf_symbols(d, "allow_nc", "allow_many", "allow_open")
+    if top:
+        emit("")
+        emit("Top netfilter functions, samples per 1,000 connections (perf rounds):")
+        emit("")
+        emit(f"| function | {names['allow_many']} | open to all |")
+        emit("|---|---:|---:|")
+        for sym, a, b in top:
+            emit(f"| `{sym}` | {a:.1f} | {b:.1f} |")
+    emit("")
+    ap = d.est(s("allow_apply_many_ms", "netnat"))
+    if ap:
+        emit(f"Loading the {n - 1:,} mappings with their lists (one `netnat apply -f`): {fmt(ap.med / 1000, 1)} s.")
+        emit("")
+
+
+def cpu_per_req(d, metric, cfg):
+    """The benchmark's own CPU per request (perf samples of its processes and softirq network
+    work over requests), per round with perf."""
+    return d.derived(lambda n, q: n / q, d.s(f"{metric}_perf_bench", cfg), d.s(f"{metric}_req", cfg))
 
 
 def cost_targets(d):
@@ -398,7 +648,7 @@ def cost_targets(d):
     r = d.ratio
 
     def cpu(metric, cfg):
-        return d.derived(lambda n, q: n / q, d.s(f"{metric}_perf_bench", cfg), d.s(f"{metric}_req", cfg))
+        return cpu_per_req(d, metric, cfg)
 
     return [
         ("keep-alive: CPU per request <= 1.03 x hand nft rule's (rate >= 0.97 x)", r(cpu("ka", "netnat"), cpu("ka", "nft1")), 1 / 0.97, "<="),
@@ -452,7 +702,7 @@ def report(raw, out, quick):
     emit("")
     emit("| restated target | measured (median) | 95 % interval | rounds | result |")
     emit("|---|---:|---|---:|---|")
-    target_rows(cost_targets(d))
+    target_rows(cost_targets(d) + section_cost_targets(d))
     emit("")
 
     # ---- data path
@@ -751,6 +1001,9 @@ def report(raw, out, quick):
              f"{fmt(drss.med / 1024 if drss else None, 0)} MiB RSS (started in {fmt(dms.med if dms else None, 0)} ms).")
         emit("")
 
+    cni_section(d, emit)
+    allow_section(d, emit)
+
     # ---- spread
     emit("## Why paired rounds")
     emit("")
@@ -1001,7 +1254,46 @@ wrk
                               "nft \n\nnft \n".splitlines(True))
     check(split_command(batch) == Counter(batch=1, user=2), f"the nftables batch, user samples: {split_command(batch)}")
 
+    cni_selftest(check)
     print(f"selftest: {checks} checks passed")
+
+
+def cni_selftest(check):
+    """The CNI and allow-list report on fixed rows: blocks as paired rounds (ms per container),
+    portmap's single measurement against every netnat round, the verdicts and the perf time per
+    request."""
+    rows = ["cni_param_map\tall\t1\t1000", "cni_param_many\tall\t1\t1000", "allow_param_n\tall\t1\t10000",
+            "perf_period_ns\tall\t0\t500000", "cni_map_add_ms\tportmap\t1\t31000"]
+    for b in range(1, 7):
+        # netnat: 10-12 ms a container; portmap 90-110 ms (blocks of 25; portmap's last block 20).
+        n_pm = 20 if b == 6 else 25
+        rows += [f"cni_seq_add_ms\tnetnat\t{b}\t{25 * (10 + b % 3)}", f"cni_seq_add_n\tnetnat\t{b}\t25",
+                 f"cni_seq_add_ms\tportmap\t{b}\t{n_pm * (90 + 4 * b)}", f"cni_seq_add_n\tportmap\t{b}\t{n_pm}",
+                 f"cni_map_add_ms\tnetnat\t{b}\t{30 + b}",
+                 # one ADD into 10,000: 4-6 x into none
+                 f"cni_into0_add_ms\tnetnat\t{b}\t{15 + b % 2}", f"cni_into10000_add_ms\tnetnat\t{b}\t{70 + 3 * b}",
+                 # new connections: 0.97-1.02 x at 10,000 (PASS); a list: 0.90-1.04 x (not resolved)
+                 f"cni_nc_rps\tcni_1\t{b}\t{5000 * (1 + b % 2)}", f"cni_nc_rps\tcni_10000\t{b}\t{5000 * (1 + b % 2) * (0.96 + b / 100)}",
+                 f"allow_nc_rps\tallow_open\t{b}\t6000", f"allow_nc_rps\tallow_100\t{b}\t{6000 * [0.90, 1.04, 0.93, 1.01, 0.95, 1.03][b - 1]}",
+                 f"allow_nc_req\tallow_open\t{b}\t6000", f"allow_nc_perf_nf\tallow_open\t{b}\t{240 + b}"]
+    d = Data(load(r + "\n" for r in rows))
+    pc = per_container(d, "seq", "add", "portmap")
+    check(pc[1] == 94 and pc[6] == 114, f"ms per container of a block: {pc}")
+    e = once_against_rounds(d.s("cni_map_add_ms", "portmap"), d.s("cni_map_add_ms", "netnat"))
+    check(e.n == 6 and e.med == statistics.median([31000 / (30 + b) for b in range(1, 7)]), f"once against rounds: {e}")
+    check(once_against_rounds({}, {1: 1}) is None, "no portmap measurement: None")
+    v = {name: verdict(est, lim, op) for name, est, lim, op in cni_targets(d) + allow_targets(d)}
+    check(v["CNI: one ADD of 1,000 mappings >= 100 x faster than portmap's"] == "PASS", f"{v}")
+    check(v["CNI: 1,000 single-mapping ADDs, one after another: >= 3 x faster than portmap (paired blocks)"] == "PASS", f"{v}")
+    check(v["CNI: 1,000 single-mapping ADDs, 8 in parallel: >= 3 x faster than portmap (paired blocks)"] == "n/a", f"{v}")
+    check(v["CNI: one ADD into 10,000 mappings <= 1.2 x into none"] == "MISS", f"{v}")
+    check(v["CNI: new-conn to the last of 10,000 CNI ports >= 0.95 x to the only one"] == "PASS", f"{v}")
+    check(v["allow list of 100 CIDRs: new-conn >= 0.97 x open to all"] == "not resolved", f"{v}")
+    check(v["allow lists on 10,000 mappings: new-conn >= 0.97 x open to all"] == "n/a", f"{v}")
+    # 241 samples of 0.5 ms per 6,000 connections: 20.08 µs of netfilter per connection.
+    us = nf_us(d, "allow_nc", "allow_open")
+    check(abs(us[1] - 241 * 1000 / 6000 * 0.5) < 1e-9, f"netfilter µs per request: {us}")
+    check(cni_targets(Data({})) == [] and allow_targets(Data({})) == [], "no section rows: no targets")
 
 
 def main():

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # netnat benchmark suite: netnat against its peers, measured in one run as paired rounds.
 #
-#   benches/run.sh            full suite: 15 paired rounds of 1 s measurements (~20 min on 2 cores)
+#   benches/run.sh            full suite: 15 paired rounds of 1 s measurements, then the CNI and
+#                             allow-list sections (benches/cni.sh, benches/allow.sh): ~23 min on 2 cores
 #   benches/run.sh --quick    4 rounds, fewer configurations and no peers' control plane (~3.5 min;
 #                             to check the suite, not for figures)
 #   BENCH_ONLY=control benches/run.sh    re-measure the control plane only, keep the rest
 #   BENCH_ONLY=datapath benches/run.sh   re-measure the data path only, keep the control plane
+#   BENCH_ONLY=cni benches/run.sh        re-measure the CNI and allow-list sections only, keep the rest
 #   BENCH_ROUNDS=N BENCH_DUR=S BENCH_CP_ROUNDS=N   override rounds, seconds per measurement,
 #                                       control-plane rounds
 #
@@ -79,9 +81,12 @@ mkdir -p "$OUT" "$STATE" "$PERFDIR" "$STATE/nosymfs"
 RAW=$OUT/raw.tsv
 # Control-plane metrics; BENCH_ONLY keeps the other kind's rows of the previous run.
 CONTROL_RE='^(publish1_|apply10k|remove10k|ls_json|audit_10k|map1000|range1000|cp_)'
+# The CNI and allow-list sections (benches/cni.sh, benches/allow.sh).
+CNI_RE='^(cni_|allow_)'
 case ${BENCH_ONLY:-} in
   control) { grep -Ev "$CONTROL_RE" "$RAW" || true; } >"$RAW.keep"; mv "$RAW.keep" "$RAW" ;;
-  datapath) { grep -E "$CONTROL_RE" "$RAW" || true; } >"$RAW.keep"; mv "$RAW.keep" "$RAW" ;;
+  datapath) { grep -E "$CONTROL_RE|$CNI_RE" "$RAW" || true; } >"$RAW.keep"; mv "$RAW.keep" "$RAW" ;;
+  cni) { grep -Ev "$CNI_RE" "$RAW" || true; } >"$RAW.keep"; mv "$RAW.keep" "$RAW" ;;
   *) : >"$RAW" ;;
 esac
 HOST=198.51.100.1
@@ -392,6 +397,18 @@ record_stat() { # METRIC C ROUND STATFILE: busy and steal ms of the run
   record "$1_busy_ms" "$2" "$3" "${v% *}"
   record "$1_steal_ms" "$2" "$3" "${v#* }"
 }
+# The perf samples of the runs in $PERFDIR/list -> raw rows (METRIC_perf_*, METRIC_nfsym:*), after
+# the last round, so that perf script's own CPU use disturbs no measurement.
+attribute_perf() {
+  log "attributing perf samples ($(wc -l <"$PERFDIR/list") runs)"
+  local pf metric label r
+  while read -r pf metric label r; do
+    "${PERF_SCRIPT[@]}" -i "$pf" --comms wrk,nginx,ksoftirqd/0,ksoftirqd/1,swapper 2>/dev/null |
+      python3 "$REPORT" --perf "$metric" "$label" "$r" $PERF_PERIOD_NS >>"$RAW"
+    rm -f "$pf"
+  done <"$PERFDIR/list"
+  : >"$PERFDIR/list"
+}
 netnat_packets() { # C: packets netnat's per-port counters have seen (0 for other configurations)
   case $1 in
     netnat | netnat6) NETNAT_STATE_DIR=$STATE/$1/netnat nsenter --mount="$STATE/$1/mnt" --net=/run/netns/h-"$1" "$NETNAT" ls |
@@ -470,7 +487,7 @@ PERFCFG=" direct nft1 netnat nft6 netnat6 netnat_noguard netnat_nocount netnat_1
 # show it).
 NOIPERF=" netnat_noguard netnat_nocount "
 
-if [[ ${BENCH_ONLY:-} != control ]]; then
+if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == datapath ]]; then
   log "setting up ${#DATAPATH[@]} data-path and ${#SCALE[@]} scaling configurations"
   ok=()
   for c in ${DATAPATH[*]}; do
@@ -500,12 +517,7 @@ if [[ ${BENCH_ONLY:-} != control ]]; then
   done
   # The perf samples are attributed after the last round, so that perf script's own CPU use does
   # not disturb any measurement.
-  log "attributing perf samples ($(wc -l <"$PERFDIR/list") runs)"
-  while read -r pf mode label r; do
-    "${PERF_SCRIPT[@]}" -i "$pf" --comms wrk,nginx,ksoftirqd/0,ksoftirqd/1,swapper 2>/dev/null |
-      python3 "$REPORT" --perf "$mode" "$label" "$r" $PERF_PERIOD_NS >>"$RAW"
-    rm -f "$pf"
-  done <"$PERFDIR/list"
+  attribute_perf
   stop_ns_processes
   for n in $(ip netns list | awk '{print $1}'); do ip netns del "$n"; done
   for f in /run/netns-*/* "$STATE"/*/mnt; do umount "$f" && rm -f "$f"; done
@@ -541,7 +553,7 @@ cp_perf() { # METRIC CONFIG C ROUND CMD...
   rm -f "$pf"
 }
 
-if [[ ${BENCH_ONLY:-} != datapath ]]; then
+if [[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == control ]]; then
   log "control plane: setting up"
   # publish one port into a host with N mappings, and its peers' equivalents with N entries
   for n in 0 1000 10000; do
@@ -675,6 +687,9 @@ if [[ ${BENCH_ONLY:-} != datapath ]]; then
   fi
   stop_ns_processes
 fi
+
+[[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == cni ]] && source "$ROOT/benches/allow.sh"
+[[ -z ${BENCH_ONLY:-} || $BENCH_ONLY == cni ]] && source "$ROOT/benches/cni.sh"
 
 log "suite done: $(($(date +%s) - ${BENCH_START:-$(date +%s)})) s with the tools check and build, $SECONDS s of measurement"
 python3 "$REPORT" "$RAW" "$OUT" "$QUICK"
