@@ -32,9 +32,9 @@
 CNI_DIR=/usr/lib/cni
 PORTMAP=$CNI_DIR/portmap
 if ((QUICK)); then
-  CNI_MAP=50; CNI_MANY=10; CNI_BLOCK=10; CNI_PM_BUDGET=1; CNI_ROUNDS=2; CNI_CP_ROUNDS=2; CNI_PM10K=0; PERF_ROUNDS=1
+  CNI_MAP=50; CNI_MANY=20; CNI_BLOCK=10; CNI_PM_BUDGET=3; CNI_ROUNDS=2; CNI_CP_ROUNDS=2; CNI_PM10K=0
 else
-  CNI_MAP=1000; CNI_MANY=1000; CNI_BLOCK=25; CNI_PM_BUDGET=15; CNI_ROUNDS=6; CNI_CP_ROUNDS=8; CNI_PM10K=1; PERF_ROUNDS=6
+  CNI_MAP=1000; CNI_MANY=1000; CNI_BLOCK=25; CNI_PM_BUDGET=15; CNI_ROUNDS=6; CNI_CP_ROUNDS=8; CNI_PM10K=1
 fi
 CNI_MAP=${BENCH_CNI_MAP:-$CNI_MAP}
 CNI_MANY=${BENCH_CNI_MANY:-$CNI_MANY}
@@ -105,7 +105,7 @@ log "CNI: data path, $CNI_ROUNDS rounds"
 # perf during the runs, as in allow.sh.
 : >"$PERFDIR/list"
 for ((r = 1; r <= CNI_ROUNDS; r++)); do
-  for c in $(order $r "${CNI_DP[@]}"); do measure_wrk "$c" nc $r $((r <= PERF_ROUNDS)) cni_nc "$c"; done
+  for c in $(order $r "${CNI_DP[@]}"); do measure_wrk "$c" nc $r 1 cni_nc "$c"; done
 done
 attribute_perf
 stop_ns_processes

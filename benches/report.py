@@ -438,8 +438,17 @@ def top_nf_symbols(d, mode, cfg, ref, k=8):
     return [(sym, n * 1000 / reqs[cfg], counts[ref][sym] * 1000 / reqs[ref]) for sym, n in counts[cfg].most_common(k)]
 
 
+def paired(d):
+    """d.ratio for targets measured in paired rounds: one round is no pairing (a --quick run), so
+    it gives no estimate rather than a single measurement's verdict."""
+    def r(a, b):
+        e = d.ratio(a, b)
+        return e if e is not None and e.n >= 2 else None
+    return r
+
+
 def cni_targets(d):
-    s, r = d.s, d.ratio
+    s, r = d.s, paired(d)
     n_map, many = param(d, "cni_param_map"), param(d, "cni_param_many")
     if n_map is None:
         return []
@@ -458,7 +467,7 @@ def cni_targets(d):
 
 
 def allow_targets(d):
-    s, r = d.s, d.ratio
+    s, r = d.s, paired(d)
     n = param(d, "allow_param_n")
     if n is None:
         return []
@@ -472,7 +481,7 @@ def allow_targets(d):
 
 def section_cost_targets(d):
     """The CNI and allow-list rate targets restated as CPU per request, like cost_targets."""
-    r = d.ratio
+    r = paired(d)
     t = []
     if param(d, "cni_param_map") is not None:
         t.append(("CNI new-conn at 10,000 CNI ports: CPU per request <= 1.05 x at 1 (rate >= 0.95 x)",
@@ -578,7 +587,7 @@ def cni_section(d, emit):
         emit(f"| {n:,} | " + " | ".join(cells) + f" | {fmt_est(r(a, b))} |")
     emit("")
     emit("(netfilter µs/req: perf samples of netfilter functions on the benchmark's path during the runs, as in "
-         "the kernel-cost table above; first round only with --quick.)")
+         "the kernel-cost table above.)")
     emit("")
     for plug, name in (("cni", "netnat"), ("pm", "portmap")):
         if s("cni_nc_rps", f"{plug}_10000"):
@@ -1294,6 +1303,8 @@ def cni_selftest(check):
     us = nf_us(d, "allow_nc", "allow_open")
     check(abs(us[1] - 241 * 1000 / 6000 * 0.5) < 1e-9, f"netfilter µs per request: {us}")
     check(cni_targets(Data({})) == [] and allow_targets(Data({})) == [], "no section rows: no targets")
+    one = Data(load(["allow_param_n\tall\t1\t10", "allow_nc_rps\tallow_open\t1\t10", "allow_nc_rps\tallow_100\t1\t20"]))
+    check(verdict(allow_targets(one)[0][1], 0.97, ">=") == "n/a", "one paired round: no verdict")
 
 
 def main():

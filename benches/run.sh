@@ -55,7 +55,16 @@ if [[ -z "${NETNAT_BENCH_INNER:-}" ]]; then
   fi
   (cd "$ROOT" && cargo build --release --quiet)
   export NETNAT_BENCH_INNER=1 BENCH_START=$(date +%s)
-  exec unshare --net --mount --propagation private bash -c 'mount -t tmpfs tmpfs /run && exec "$0" "$@"' "$0" "$@"
+  # Mount namespaces are made on one CPU (NETNAT_BENCH_CPU, this one and every host's in host_up):
+  # on Linux 6.18 a mount namespace made on another CPU than this scratch one can get a lower id
+  # (ids seem to come in per-CPU batches), and unshare --mount=FILE's bind of it is then refused
+  # as a loop (EINVAL). Measured here: scratch namespace on CPU 1 and hosts on CPU 0, 80 of 80
+  # binds failed; both on one CPU, 0 of 160. Only the unshare is pinned: the suite itself runs on
+  # every CPU it was given.
+  cpus=$(taskset -pc $$ | awk -F': ' '{print $2}')
+  export NETNAT_BENCH_CPU=${cpus%%[,-]*}
+  exec taskset -c "$NETNAT_BENCH_CPU" unshare --net --mount --propagation private \
+    taskset -c "$cpus" bash -c 'mount -t tmpfs tmpfs /run && exec "$0" "$@"' "$0" "$@"
 fi
 
 # ---------------- inside the scratch namespace ----------------
@@ -137,11 +146,12 @@ host_up() { # C: h-C and e-C linked by a veth, 198.51.100.0/24 and 2001:db8::/64
   mount --bind /run/netns-"$c" /run/netns-"$c"
   mount --make-shared /run/netns-"$c"
   touch "$STATE/$c/mnt"
-  # unshare's bind of the new namespace now and then fails with EINVAL (it seems to race with its
-  # own unshare); a failed attempt leaves nothing behind, so try again, a bounded number of times.
+  # On the scratch namespace's CPU (see NETNAT_BENCH_CPU above). unshare's bind of the new
+  # namespace failed with EINVAL without that; a failed attempt leaves nothing behind, so it is
+  # still tried again, a bounded number of times.
   local i
   for i in 1 2 3 4 5 6 7 8 9 10; do
-    unshare --mount="$STATE/$c/mnt" --propagation unchanged sh -c "mount --make-private /run/netns && mount --bind /run/netns-$c /run/netns" 2>/dev/null && break
+    taskset -c "${NETNAT_BENCH_CPU:-0}" unshare --mount="$STATE/$c/mnt" --propagation unchanged sh -c "mount --make-private /run/netns && mount --bind /run/netns-$c /run/netns" 2>/dev/null && break
     ((i < 10)) || { log "$c: no mount namespace"; return 1; }
     sleep 0.1
   done
