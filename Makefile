@@ -23,10 +23,10 @@ BIN := $(abspath $(TARGET_DIR))/release/netnat
 # Prometheus server on :9090): `make deps` installs them with a policy-rc.d that keeps any service
 # from starting (unless the host has its own) and disables the units it installed. The tests start
 # their own node_exporter in a throwaway namespace.
-TEST_SERVICES := prometheus prometheus-node-exporter
+TEST_SERVICES := prometheus prometheus-node-exporter firewalld ufw docker containerd
 DEB_PACKAGES := libnftnl-dev libmnl-dev pkg-config nftables iproute2 iptables conntrack socat curl python3 \
 	e2fsprogs dpkg-dev lintian containernetworking-plugins podman crun busybox-static prometheus-node-exporter \
-	prometheus
+	prometheus firewalld ufw docker.io containerd dbus protobuf-compiler
 
 # `make deb` builds with this cargo-deb, installed from crates.io when missing.
 CARGO_DEB_VERSION := 3.8.0
