@@ -9,7 +9,7 @@
 //! so prevResult stays a `serde_json::Value` and only the keys netnat reads get types.
 
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -227,16 +227,51 @@ pub fn check_id(s: &str) -> Result<(), String> {
 
 /// One entry of `runtimeConfig.portMappings` (the `portMappings` capability). Numbers are
 /// read wide, so an out-of-range port is refused naming its value.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+///
+/// Keys are matched as Go's encoding/json matches them (portmap's decoder): an exact match
+/// first, then any ASCII case, and unknown keys are ignored. containerd's CRI writes Go field
+/// names (`{"HostPort":9090,"ContainerPort":8080,"Protocol":"tcp","HostIP":""}`), CRI-O and
+/// Podman the tagged ones (`hostPort`, `hostIP`); `null` is the field's zero value, as in Go.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortMapping {
-    #[serde(rename = "hostPort")]
     pub host_port: i64,
-    #[serde(rename = "containerPort")]
     pub container_port: i64,
-    #[serde(default)]
     pub protocol: Option<String>,
-    #[serde(default, rename = "hostIP")]
     pub host_ip: Option<String>,
+}
+
+/// The value of `key` in `obj`, matched as Go's decoder does: exact first, then case-insensitively.
+fn go_field<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    obj.get(key)
+        .or_else(|| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
+        .filter(|v| !v.is_null())
+}
+
+fn go_int<E: serde::de::Error>(obj: &Map<String, Value>, key: &str) -> Result<i64, E> {
+    match go_field(obj, key) {
+        None => Err(E::custom(format!("missing field {key}"))),
+        Some(v) => v.as_i64().ok_or_else(|| E::custom(format!("{key} is {v}, not an integer"))),
+    }
+}
+
+fn go_string<E: serde::de::Error>(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, E> {
+    match go_field(obj, key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(v) => Err(E::custom(format!("{key} is {v}, not a string"))),
+    }
+}
+
+impl<'de> Deserialize<'de> for PortMapping {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let obj = Map::<String, Value>::deserialize(d)?;
+        Ok(PortMapping {
+            host_port: go_int(&obj, "hostPort")?,
+            container_port: go_int(&obj, "containerPort")?,
+            protocol: go_string(&obj, "protocol")?,
+            host_ip: go_string(&obj, "hostIP")?,
+        })
+    }
 }
 
 impl fmt::Display for PortMapping {
@@ -247,10 +282,21 @@ impl fmt::Display for PortMapping {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// `runtimeConfig`, its one key matched as Go's decoder does (see `PortMapping`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuntimeConfig {
-    #[serde(default, rename = "portMappings")]
     pub port_mappings: Option<Vec<PortMapping>>,
+}
+
+impl<'de> Deserialize<'de> for RuntimeConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let obj = Option::<Map<String, Value>>::deserialize(d)?.unwrap_or_default();
+        let port_mappings = match go_field(&obj, "portMappings") {
+            None => None,
+            Some(v) => Some(Vec::<PortMapping>::deserialize(v).map_err(serde::de::Error::custom)?),
+        };
+        Ok(RuntimeConfig { port_mappings })
+    }
 }
 
 /// One entry of GC's `cni.dev/valid-attachments`.
@@ -308,6 +354,11 @@ pub fn reply_version(stdin: &[u8]) -> Option<Version> {
     serde_json::from_slice::<V>(stdin).ok().and_then(|v| Version::parse(&v.v))
 }
 
+/// Keys that DEL and GC do not read: they are dropped before decoding, so garbage in them
+/// cannot fail a removal.
+const UNUSED_BY_REMOVAL: &[&str] =
+    &["runtimeConfig", "prevResult", "allowFrom", "conditionsV4", "conditionsV6", "snat", "capabilities"];
+
 /// Decodes stdin: malformed JSON is error 6, a version netnat does not speak error 1, a 1.1.0
 /// verb with an older config error 1, options netnat cannot honour error 2.
 pub fn decode(stdin: &[u8], cmd: Command) -> Result<Request, CniError> {
@@ -339,6 +390,16 @@ pub fn decode(stdin: &[u8], cmd: Command) -> Result<Request, CniError> {
             format!("config version does not allow {}", cmd.name()),
             format!("{} is a CNI 1.1.0 verb and the configuration has cniVersion {version}", cmd.name()),
         ));
+    }
+    let mut value = value;
+    if matches!(cmd, Command::Del | Command::Gc) {
+        // DEL and GC remove by attachment (network, container, interface): input they do not
+        // need must not fail them, or the plugins before netnat in the chain never get their
+        // DEL (a runtime tears down in reverse order) and leak a veth, a lease and a namespace.
+        let obj = value.as_object_mut().expect("checked to be an object above");
+        for key in UNUSED_BY_REMOVAL {
+            obj.remove(*key);
+        }
     }
     let conf: NetConf =
         serde_json::from_value(value).map_err(|e| invalid_config("invalid network configuration", format!("{e}")))?;
@@ -506,8 +567,11 @@ mod tests {
             e.msg.contains("conditionsV4") && e.details.contains("iptables") && e.details.contains("1.2.3.4"),
             "{e}"
         );
-        let e = decode(br#"{"cniVersion":"0.4.0","name":"n","conditionsV6":["-s","::1"]}"#, Command::Del).unwrap_err();
+        let e =
+            decode(br#"{"cniVersion":"0.4.0","name":"n","conditionsV6":["-s","::1"]}"#, Command::Check).unwrap_err();
         assert!(e.msg.contains("conditionsV6"), "{e}");
+        // DEL does not read them: it removes by attachment whatever the request carries.
+        assert!(decode(br#"{"cniVersion":"0.4.0","name":"n","conditionsV6":["-s","::1"]}"#, Command::Del).is_ok());
         let r = decode(br#"{"cniVersion":"1.1.0","name":"n","allowFrom":["10.0.0.0/8","fd00::/8"]}"#, Command::Add);
         assert_eq!(allow_from(&r.unwrap().conf).unwrap().len(), 2);
         for bad in [r#"["10.0.0.1/8"]"#, r#""10.0.0.0/8""#, r#"[8]"#] {
@@ -517,6 +581,48 @@ mod tests {
             assert!(e.details.contains("allowFrom"), "{e}");
         }
         assert!(decode(br#"{"cniVersion":"1.1.0","name":"n","conditionsV4":null}"#, Command::Add).is_ok());
+    }
+
+    #[test]
+    fn port_mappings_are_read_as_go_reads_them() {
+        let conf = |pm: &str| {
+            let text = format!(r#"{{"cniVersion":"1.0.0","name":"n","runtimeConfig":{{"portMappings":[{pm}]}}}}"#);
+            decode(text.as_bytes(), Command::Add).map(|r| r.conf.runtime_config.port_mappings.unwrap().remove(0))
+        };
+        let want = PortMapping { host_port: 9090, container_port: 8080, protocol: Some("tcp".into()), host_ip: None };
+        // containerd 1.6's CRI: Go field names, no JSON tags, an empty HostIP.
+        let containerd = conf(r#"{"HostPort":9090,"ContainerPort":8080,"Protocol":"tcp","HostIP":""}"#).unwrap();
+        assert_eq!(containerd, PortMapping { host_ip: Some(String::new()), ..want.clone() });
+        // CRI-O (ocicni's PortMapping tags) and Podman: the tagged names.
+        let crio = conf(r#"{"hostPort":9090,"containerPort":8080,"protocol":"tcp","hostIP":""}"#).unwrap();
+        assert_eq!(crio, containerd);
+        let lower = conf(r#"{"hostport":9090,"containerport":8080,"protocol":"tcp","hostip":null,"extra":1}"#).unwrap();
+        assert_eq!(lower, want);
+        // An exact match wins over another casing, as in Go.
+        let both = conf(r#"{"HostPort":1,"hostPort":9090,"containerPort":8080,"protocol":"tcp"}"#).unwrap();
+        assert_eq!(both.host_port, 9090);
+        let e = conf(r#"{"ContainerPort":8080}"#).unwrap_err();
+        assert!(e.details.contains("missing field hostPort"), "{e}");
+        let e = conf(r#"{"HostPort":"9090","ContainerPort":8080}"#).unwrap_err();
+        assert!(e.details.contains("hostPort is \"9090\""), "{e}");
+        // The capability key itself is matched the same way.
+        let text =
+            br#"{"cniVersion":"1.0.0","name":"n","runtimeConfig":{"PortMappings":[{"HostPort":1,"ContainerPort":2}]}}"#;
+        let r = decode(text, Command::Add).unwrap();
+        assert_eq!(r.conf.runtime_config.port_mappings.unwrap()[0].host_port, 1);
+    }
+
+    #[test]
+    fn del_and_gc_ignore_what_they_do_not_read() {
+        let garbage = br#"{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"portMappings":[{"HostPort":"x"}]},
+            "prevResult":"not a result","allowFrom":"10.0.0.1/8","snat":"maybe"}"#;
+        assert_eq!(decode(garbage, Command::Add).unwrap_err().code, code::INVALID_CONFIG);
+        let r = decode(garbage, Command::Del).unwrap();
+        assert_eq!(r.conf.name.as_deref(), Some("n"));
+        assert!(r.conf.runtime_config.port_mappings.is_none() && r.conf.prev_result.is_none());
+        assert!(decode(garbage, Command::Gc).is_ok());
+        // What DEL does need is still checked.
+        assert_eq!(decode(br#"{"cniVersion":"1.1.0"}"#, Command::Del).unwrap_err().code, code::INVALID_CONFIG);
     }
 
     #[test]
