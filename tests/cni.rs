@@ -506,7 +506,7 @@ isolated!(cni_churn_in_parallel, inner_cni_churn_in_parallel, timeout = 400, {
     want.push(format!("tcp . 30001 : {ip1} . 8080"));
     want.sort();
     assert_eq!(map_elements(), want);
-    assert_eq!(sh("nft list set inet netnat fwd_any4").matches("counter packets").count(), want.len());
+    assert_eq!(sh("nft list set inet netnat fwd_any").matches("counter packets").count(), want.len());
     let record: Value = serde_json::from_str(&sh("cat /run/netnat/state.json")).unwrap();
     let mut keys: Vec<String> = record["attachments"].as_object().unwrap().keys().cloned().collect();
     keys.sort();
