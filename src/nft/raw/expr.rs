@@ -129,6 +129,9 @@ pub(super) fn encode(e: &Expr) -> Result<OwnedExpr> {
             .u32(sys::NFTNL_EXPR_FIB_FLAGS, *flags)
             .u32(sys::NFTNL_EXPR_FIB_RESULT, *result)
             .u32(sys::NFTNL_EXPR_FIB_DREG, *dreg),
+        Expr::CtSet { key, sreg } => {
+            OwnedExpr::new(c"ct")?.u32(sys::NFTNL_EXPR_CT_KEY, *key).u32(sys::NFTNL_EXPR_CT_SREG, *sreg)
+        }
         Expr::Ct { key, dreg, dir } => {
             let b = OwnedExpr::new(c"ct")?.u32(sys::NFTNL_EXPR_CT_KEY, *key).u32(sys::NFTNL_EXPR_CT_DREG, *dreg);
             match dir {
@@ -256,6 +259,9 @@ fn decode(v: ExprView) -> Expr {
             dreg: v.u32(sys::NFTNL_EXPR_CT_DREG),
             dir: v.has(sys::NFTNL_EXPR_CT_DIR).then(|| v.u8(sys::NFTNL_EXPR_CT_DIR)),
         },
+        "ct" if v.has(sys::NFTNL_EXPR_CT_SREG) => {
+            Expr::CtSet { key: v.u32(sys::NFTNL_EXPR_CT_KEY), sreg: v.u32(sys::NFTNL_EXPR_CT_SREG) }
+        }
         "nat" => Expr::Nat {
             kind: v.u32(sys::NFTNL_EXPR_NAT_TYPE),
             family: v.u32(sys::NFTNL_EXPR_NAT_FAMILY),

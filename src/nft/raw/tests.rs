@@ -1,8 +1,8 @@
 use super::*;
 use crate::nft::expr::{
     cmp, load_ct_original_addr, load_ct_original_daddr, load_saddr, load_th_dport, match_ct_bits, match_daddr_local,
-    match_ifname, match_nfproto, match_prefix, set_nftrace, CmpOp, Verdict, CT_DIRECTION, CT_STATUS, CT_STATUS_DNAT,
-    LOOKUP_F_INV, META_OIFNAME, NAT_DNAT, REG32_01, REG32_02, REG_1,
+    match_ifname, match_nfproto, match_prefix, set_nftrace, CmpOp, Verdict, CT_DIRECTION, CT_MARK, CT_STATUS,
+    CT_STATUS_DNAT, LOOKUP_F_INV, META_OIFNAME, NAT_DNAT, REG32_01, REG32_02, REG_1,
 };
 use crate::nft::family::{NFPROTO_IPV4, NFPROTO_IPV6};
 use crate::nft::raw::dump::udata_comment;
@@ -73,6 +73,7 @@ fn every_expression_netnat_writes_reads_back_the_same() {
     exprs.push(Expr::Masquerade);
     exprs.push(load_ct_original_addr(NFPROTO_IPV6, false, REG_1));
     exprs.push(Expr::Ct { key: CT_DIRECTION, dreg: REG_1, dir: None });
+    exprs.push(Expr::CtSet { key: CT_MARK, sreg: REG32_01 });
     exprs.extend(set_nftrace());
     exprs.push(Expr::Counter);
     exprs.push(Expr::Verdict(Verdict::Jump("guard".into())));
