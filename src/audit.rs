@@ -1903,6 +1903,7 @@ mod tests {
             container_id: "c1".into(),
             ifname: "eth0".into(),
             mappings: vec![m],
+            standby: vec![],
         };
         o.state.attachments.insert(a.id().key(), a);
         assert!(has(&o, "conflict.local-listener").is_empty());

@@ -1,23 +1,33 @@
 //! `publish`, `unpublish`, `ls` and `show`.
 
 use crate::audit::mapping_views;
-use crate::engine::ports::{self as op, Selector};
+use crate::engine::mapping::{self, Change};
+use crate::engine::ports::Selector;
 use crate::engine::{read_live_table, read_state, require_net_admin, Engine};
 use crate::model::{ip_text, Cidr, Family, InputError, PublishSpec};
 use crate::ruleset::render_table;
 use anyhow::Result;
 use std::path::Path;
 
-pub fn publish(dir: &Path, specs: &[String], allow: &[String]) -> Result<()> {
+pub fn publish(dir: &Path, specs: &[String], allow: &[String], replace: bool) -> Result<()> {
     let specs: Vec<PublishSpec> = specs.iter().map(|s| s.parse()).collect::<Result<_, InputError>>()?;
     let allow: Vec<Cidr> = allow.iter().map(|c| c.parse()).collect::<Result<_, InputError>>()?;
     let mut e = Engine::open(dir)?;
-    let done = op::publish(&mut e, &specs, (!allow.is_empty()).then_some(allow.as_slice()))?;
+    let allow = (!allow.is_empty()).then_some(allow);
+    let done = mapping::change(&mut e, &Change::Publish { specs, allow: allow.clone(), replace })?;
     super::note(&done.notes);
     for m in &done.already {
         println!("already published: {m}");
     }
-    for m in &done.replaced {
+    for s in &done.switched {
+        println!(
+            "switched host port {} from {} to {} (established connections stay on the old target until they end)",
+            s.to.host_spec(),
+            s.from,
+            s.to
+        );
+    }
+    for m in &done.allow_replaced {
         println!("allow list of {m} replaced: now {}", allow_text(e.state.allow_of(m)));
     }
     for m in &done.added {
@@ -45,7 +55,7 @@ pub fn publish(dir: &Path, specs: &[String], allow: &[String]) -> Result<()> {
 
 pub fn unpublish(dir: &Path, specs: &[String]) -> Result<()> {
     let sels: Vec<Selector> = specs.iter().map(|s| s.parse()).collect::<Result<_, InputError>>()?;
-    let done = op::unpublish(&mut Engine::open(dir)?, &sels)?;
+    let done = mapping::change(&mut Engine::open(dir)?, &Change::Unpublish(sels))?;
     for i in &done.not_found {
         println!("not published: {}", specs[*i]);
     }
