@@ -514,7 +514,11 @@ isolated!(cni_churn_in_parallel, inner_cni_churn_in_parallel, timeout = 400, {
     want_keys.push(format!("{NET}/real1/eth0"));
     want_keys.sort();
     assert_eq!(keys, want_keys);
-    assert_eq!(record["mappings"].as_array().unwrap().len(), want.len());
+    // Each mapping once: under its attachment, not also in `mappings`.
+    assert_eq!(record["mappings"].as_array().unwrap().len(), 0);
+    let stored: usize =
+        record["attachments"].as_object().unwrap().values().map(|a| a["mappings"].as_array().unwrap().len()).sum();
+    assert_eq!(stored, want.len());
     assert_eq!(rule_count(), rules_with_one, "rules grew with the mappings");
     // Traffic: the container that stayed answers; the deleted one is refused.
     assert_eq!(tcp_get(ext().as_deref(), "198.51.100.1:30001").unwrap(), "real1 saw 198.51.100.2");
