@@ -1,10 +1,10 @@
 //! `publish`, `unpublish`, `ls` and `show`.
 
-use crate::audit::mapping_views;
+use crate::audit::{mapping_views, MappingView};
 use crate::engine::mapping::{self, Change};
 use crate::engine::ports::Selector;
 use crate::engine::{read_live_table, read_state, require_net_admin, Engine};
-use crate::model::{ip_text, Cidr, Family, InputError, PublishSpec};
+use crate::model::{ip_text, Cidr, Family, InputError, PublishSpec, State};
 use crate::ruleset::render_table;
 use anyhow::Result;
 use std::path::Path;
@@ -70,7 +70,12 @@ pub fn ls(dir: &Path, json: bool) -> Result<()> {
     require_net_admin()?;
     let state = read_state(dir)?;
     let live = read_live_table()?;
-    let views = mapping_views(&state, live.as_ref());
+    let mut views = mapping_views(&state, live.as_ref());
+    views.extend(standby_views(&state));
+    views.sort_by_key(|v| {
+        let m = &v.mapping;
+        (m.protocol, m.host_port, m.family(), m.host_ip.unwrap_or(m.family().unspecified()), v.standby)
+    });
     if json {
         println!("{}", serde_json::to_string_pretty(&views)?);
         return Ok(());
@@ -90,6 +95,7 @@ pub fn ls(dir: &Path, json: bool) -> Result<()> {
         let host = format!("{host_part}:{}", range(m.host_port, m.host_port_end));
         let ctr = format!("{}:{}", ip_text(m.container_ip), range(m.container_port, m.container_port_end));
         let net = match (&v.network, &v.container_id) {
+            (Some(n), Some(c)) if v.standby => format!("{n} (CNI {}, standby)", &c[..c.len().min(12)]),
             (Some(n), Some(c)) => format!("{n} (CNI {})", &c[..c.len().min(12)]),
             (Some(n), None) => n.clone(),
             (None, _) => "-".into(),
@@ -106,6 +112,23 @@ pub fn ls(dir: &Path, json: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The standby mappings of CNI attachments (not in the kernel: no counters).
+fn standby_views(state: &State) -> Vec<MappingView> {
+    let standby = state.attachments.values().flat_map(|a| a.standby.iter().map(move |m| (a, m)));
+    standby
+        .map(|(a, m)| MappingView {
+            mapping: *m,
+            network: Some(a.network.clone()),
+            packets: 0,
+            bytes: 0,
+            allow: vec![],
+            denied_packets: 0,
+            container_id: Some(a.container_id.clone()),
+            standby: true,
+        })
+        .collect()
 }
 
 fn allow_text(list: &[Cidr]) -> String {
