@@ -506,7 +506,7 @@ isolated!(cni_churn_in_parallel, inner_cni_churn_in_parallel, timeout = 400, {
     want.push(format!("tcp . 30001 : {ip1} . 8080"));
     want.sort();
     assert_eq!(map_elements(), want);
-    assert_eq!(sh("nft list set inet netnat fwd_any4").matches("counter packets").count(), want.len());
+    assert_eq!(sh("nft list set inet netnat fwd_any").matches("counter packets").count(), want.len());
     let record: Value = serde_json::from_str(&sh("cat /run/netnat/state.json")).unwrap();
     let mut keys: Vec<String> = record["attachments"].as_object().unwrap().keys().cloned().collect();
     keys.sort();
@@ -674,4 +674,98 @@ isolated!(cni_one_container_on_two_networks, inner_cni_two_networks, {
     netnat_on("DEL", "dual", "net2", "eth1", &maps, &rb).quiet_success("DEL of the last attachment");
     assert!(tcp_get(ext().as_deref(), "198.51.100.1:9090").is_err(), "9090 still answers after both DELs");
     assert!(ls_port(9090).is_empty());
+});
+
+// ---- the requests exactly as the runtimes write them ----
+
+/// CNI_ARGS as containerd's go-cni and CRI-O's ocicni set them for a pod.
+fn k8s_args(pod: &str, id: &str) -> String {
+    format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod};K8S_POD_INFRA_CONTAINER_ID={id};K8S_POD_UID=uid-{pod}")
+}
+
+isolated!(cni_requests_as_containerd_and_crio_write_them, inner_cni_requests_as_runtimes_write_them, {
+    make_external_host();
+    // containerd 1.6's CRI (copied from what it sent in tests/cri.rs): the capabilities entry,
+    // prevResult, and runtimeConfig.portMappings with Go's field names and an empty HostIP.
+    let (r1, ip1) = container("pod1", "1.0.0");
+    let _tcp = tcp_server(Some(&ns("pod1")), &format!("{ip1}:8080"), "pod1");
+    let _udp = udp_server(Some(&ns("pod1")), &format!("{ip1}:53"), "pod1");
+    let containerd_add = |prev: Option<&Value>| {
+        let mut c = json!({
+            "capabilities": {"portMappings": true}, "cniVersion": "1.0.0", "name": NET, "type": "netnat",
+            "runtimeConfig": {"portMappings": [
+                {"HostPort": 9090, "ContainerPort": 8080, "Protocol": "tcp", "HostIP": ""},
+                {"HostPort": 5353, "ContainerPort": 53, "Protocol": "udp", "HostIP": ""}
+            ]}
+        });
+        if let Some(p) = prev {
+            c["prevResult"] = p.clone();
+        }
+        c.to_string()
+    };
+    let args1 = k8s_args("pod1", "pod1");
+    let mut env1 = env("ADD", "pod1", "/run/netns/pod1");
+    env1.push(("CNI_ARGS", &args1));
+    let add = plugin(NETNAT, &env1, &containerd_add(Some(&r1)));
+    assert_eq!(add.code, 0, "containerd's ADD: {}{}", add.stdout, add.stderr);
+    assert_eq!(add.json(), r1);
+    assert_eq!(tcp_get(ext().as_deref(), "198.51.100.1:9090").unwrap(), "pod1 saw 198.51.100.2");
+    assert_eq!(udp_get(ext().as_deref(), "0.0.0.0:0", "198.51.100.1:5353").unwrap(), "pod1 saw 198.51.100.2");
+    // "HostIP": "" is no host address: the element is in the any-address map.
+    assert!(table().contains(&format!("tcp . 9090 : {ip1} . 8080")), "{}", table());
+    let ls: Vec<Value> = serde_json::from_str(&ok(&["ls", "--json"])).unwrap();
+    assert!(ls.len() == 2 && ls.iter().all(|m| m.get("host_ip") == Some(&Value::Null)), "{ls:?}");
+    // containerd's DEL at RemovePodSandbox: the same keys, no prevResult.
+    env1[0].1 = "DEL";
+    plugin(NETNAT, &env1, &containerd_add(None)).quiet_success("containerd's DEL");
+    assert!(tcp_get(ext().as_deref(), "198.51.100.1:9090").is_err(), "9090 answers after DEL");
+    assert!(udp_get(ext().as_deref(), "0.0.0.0:0", "198.51.100.1:5353").is_err(), "5353 answers after DEL");
+    assert!(!sh("cat /run/netnat/state.json").contains("attachments"));
+
+    // A DEL whose runtimeConfig and prevResult are garbage (a runtime's cache gone wrong, a
+    // future format) exits 0 and still removes the attachment, so the plugins before netnat in
+    // the chain get their DEL.
+    let add = plugin(NETNAT, &env("ADD", "pod1", "/run/netns/pod1"), &containerd_add(Some(&r1)));
+    assert_eq!(add.code, 0, "{}", add.stderr);
+    assert_eq!(tcp_get(ext().as_deref(), "198.51.100.1:9090").unwrap(), "pod1 saw 198.51.100.2");
+    let garbage = json!({
+        "cniVersion": "1.0.0", "name": NET, "type": "netnat",
+        "runtimeConfig": {"portMappings": [{"HostPort": "not a port", "Protocol": 7}], "bandwidth": "x"},
+        "prevResult": "not a result"
+    });
+    plugin(NETNAT, &env("DEL", "pod1", "/run/netns/pod1"), &garbage.to_string()).quiet_success("DEL with garbage");
+    let rc_string = json!({"cniVersion": "1.0.0", "name": NET, "type": "netnat", "runtimeConfig": "garbage"});
+    plugin(NETNAT, &env("DEL", "pod1", "/run/netns/pod1"), &rc_string.to_string()).quiet_success("DEL, string");
+    assert!(tcp_get(ext().as_deref(), "198.51.100.1:9090").is_err(), "9090 answers after the garbage DEL");
+    assert!(!table().contains(". 9090"), "{}", table());
+    assert!(!sh("cat /run/netnat/state.json").contains("attachments"));
+    // The bridge plugin's own DEL then runs (as the runtime sends it in reverse order).
+    let del =
+        plugin(&format!("{CNI_DIR}/bridge"), &env("DEL", "pod1", "/run/netns/pod1"), &bridge_conf("1.0.0").to_string());
+    assert_eq!(del.code, 0, "{}", del.stderr);
+
+    // CRI-O: its ocicni would write ocicni's JSON tags (hostPort, containerPort, protocol,
+    // hostIP, the empty host address included); CRI-O itself publishes hostPorts with its own
+    // hostport manager and sends no portMappings (docs/cni.md), so a netnat with the
+    // portMappings capability gets only CNI_ARGS: prevResult passes through, nothing published.
+    let (r2, ip2) = container("pod2", "1.0.0");
+    let _tcp2 = tcp_server(Some(&ns("pod2")), &format!("{ip2}:8080"), "pod2");
+    let args2 = k8s_args("pod2", "pod2");
+    let mut env2 = env("ADD", "pod2", "/run/netns/pod2");
+    env2.push(("CNI_ARGS", &args2));
+    let crio_none = json!({"capabilities": {"portMappings": true}, "cniVersion": "1.0.0", "name": NET,
+                           "type": "netnat", "prevResult": r2});
+    let before = table();
+    let add = plugin(NETNAT, &env2, &crio_none.to_string());
+    assert_eq!((add.code, add.json()), (0, r2.clone()), "{}", add.stderr);
+    assert_eq!(table(), before);
+    let mut ocicni = crio_none.clone();
+    ocicni["runtimeConfig"] =
+        json!({"portMappings": [{"hostPort": 9191, "containerPort": 8080, "protocol": "tcp", "hostIP": ""}]});
+    let add = plugin(NETNAT, &env2, &ocicni.to_string());
+    assert_eq!(add.code, 0, "ocicni's ADD: {}{}", add.stdout, add.stderr);
+    assert_eq!(tcp_get(ext().as_deref(), "198.51.100.1:9191").unwrap(), "pod2 saw 198.51.100.2");
+    env2[0].1 = "DEL";
+    plugin(NETNAT, &env2, &ocicni.to_string()).quiet_success("ocicni's DEL");
+    assert!(tcp_get(ext().as_deref(), "198.51.100.1:9191").is_err());
 });
