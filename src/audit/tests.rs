@@ -503,6 +503,7 @@ fn listeners_on_published_ports() {
         container_id: "c1".into(),
         ifname: "eth0".into(),
         mappings: vec![m],
+        standby: vec![],
     };
     o.state.attachments.insert(a.id().key(), a);
     assert!(has(&o, "conflict.local-listener").is_empty());
