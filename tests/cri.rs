@@ -381,6 +381,15 @@ isolated!(cri_pods_with_host_ports, inner_cri_pods_with_host_ports, timeout = 24
     assert!(ext(9292).is_err(), "a hostIP 127.0.0.1 port answered the external host");
     assert_eq!(requests("ADD").last().unwrap().0["runtimeConfig"]["portMappings"][0]["HostIP"], "127.0.0.1");
 
+    // A pod without a hostPort: containerd sends netnat no runtimeConfig, and nothing changes.
+    let before = leftovers();
+    let plain = node.run_pod("plain", json!([])).unwrap_or_else(|e| panic!("plain: {e}"));
+    let (add, rc) = requests("ADD").pop().unwrap();
+    assert!(add.get("runtimeConfig").is_none() && rc == 0, "{add}");
+    assert_eq!(leftovers().elements, before.elements);
+    node.remove_pod(&plain);
+    assert_eq!(leftovers(), before);
+
     // A pod asking for a host port another pod holds: RunPodSandbox fails with netnat's error
     // naming the holder, containerd's DEL after the failed ADD succeeds and reaches bridge and
     // host-local, so nothing of the refused pod stays; the holder still answers.
