@@ -427,6 +427,24 @@ isolated!(cni_podman_container_on_two_networks, inner_cni_podman_container_on_tw
     let ip_on = |ctr: &str, net: &str| {
         podman.ok(&["inspect", ctr, "--format", &format!("{{{{.NetworkSettings.Networks.{net}.IPAddress}}}}")])
     };
+    // `ls --json`'s view of a host port: (network, container address, standby), sorted.
+    let views = |port: u16| {
+        let ls: Vec<Value> = serde_json::from_str(&ok(&["ls", "--json"])).unwrap();
+        let mut v: Vec<(String, String, bool)> = ls
+            .iter()
+            .filter(|m| m["host_port"] == port)
+            .map(|m| {
+                (
+                    m["network"].as_str().unwrap().into(),
+                    m["container_ip"].as_str().unwrap().into(),
+                    m["standby"] == true,
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let leases = || sh("ls /var/lib/cni/networks/a /var/lib/cni/networks/b 2>/dev/null | grep -c '^10\\.' || true");
 
     // `podman run --network a,b -p 9090:8080`: Podman asks each network's netnat for host port
     // 9090. The container starts and answers, through its address on a (the first attachment).
@@ -435,14 +453,15 @@ isolated!(cni_podman_container_on_two_networks, inner_cni_podman_container_on_tw
     assert_eq!(http_get(9090).unwrap(), "web");
     let (on_a, on_b) = (ip_on("web", "a"), ip_on("web", "b"));
     assert!(elements().contains(&format!("tcp . 9090 : {on_a} . 8080")), "{}", elements());
-    let record = sh("cat /run/netnat/state.json");
-    assert!(record.contains("\"a/") && record.contains("\"b/"), "both attachments recorded: {record}");
+    // The request from b is on standby: in the record and `ls`, not in the kernel.
+    assert_eq!(views(9090), vec![("a".into(), on_a.clone(), false), ("b".into(), on_b.clone(), true)]);
+    assert!(ok(&["ls"]).contains("b (CNI "), "{}", ok(&["ls"]));
 
     // `podman network disconnect a`: the port keeps answering, through b.
     podman.ok(&["network", "disconnect", "a", "web"]);
     assert_eq!(http_get(9090).unwrap(), "web");
     assert!(elements().contains(&format!("tcp . 9090 : {on_b} . 8080")), "{}", elements());
-    assert!(!sh("cat /run/netnat/state.json").contains("\"a/"));
+    assert_eq!(views(9090), vec![("b".into(), on_b.clone(), false)]);
 
     // `podman network connect b` of a running container that publishes a port on a: succeeds,
     // and the port still answers.
@@ -451,7 +470,10 @@ isolated!(cni_podman_container_on_two_networks, inner_cni_podman_container_on_tw
     assert_eq!(http_get(9191).unwrap(), "web2");
     podman.ok(&["network", "connect", "b", "web2"]);
     assert_eq!(http_get(9191).unwrap(), "web2");
-    assert!(elements().contains(&format!("tcp . 9191 : {} . 8080", ip_on("web2", "a"))), "{}", elements());
+    let (web2_a, web2_b) = (ip_on("web2", "a"), ip_on("web2", "b"));
+    assert!(elements().contains(&format!("tcp . 9191 : {web2_a} . 8080")), "{}", elements());
+    assert_eq!(views(9191), vec![("a".into(), web2_a, false), ("b".into(), web2_b, true)]);
+    assert_eq!(leases().trim(), "3", "host-local's leases: web on b (a's given back), web2 on a and b");
 
     // podman rm: nothing left (elements, attachments, leases, veths).
     podman.ok(&["rm", "-f", "-t", "0", "-a"]);
@@ -459,7 +481,7 @@ isolated!(cni_podman_container_on_two_networks, inner_cni_podman_container_on_tw
     assert!(!elements().contains("tcp . "), "elements left after podman rm: {}", elements());
     assert!(!sh("cat /run/netnat/state.json").contains("attachments"));
     assert_eq!(sh("ip -o link show type veth | grep -v veth-ext || true"), "");
-    assert_eq!(sh("ls /var/lib/cni/networks/a /var/lib/cni/networks/b | grep -c '^10\\.' || true").trim(), "0");
+    assert_eq!(leases().trim(), "0", "host-local leases left after podman rm");
 });
 
 // ---- churn: many attachments added and deleted in parallel ----
