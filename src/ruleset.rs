@@ -52,7 +52,7 @@ const fn base(name: &'static str, hook: Hook, kind: ChainKind, priority: i32) ->
 /// meets it), and it drops before DNAT could send the packet elsewhere.
 pub const PRIO_GUARD: i32 = PRIO_DSTNAT - 10;
 
-pub const CHAINS: [ChainSpec; 6] = [
+pub const CHAINS: [ChainSpec; 10] = [
     base("guard", Hook::Prerouting, ChainKind::Nat, PRIO_GUARD),
     base("prerouting", Hook::Prerouting, ChainKind::Nat, PRIO_DSTNAT),
     base("output", Hook::Output, ChainKind::Nat, PRIO_DSTNAT),
@@ -60,6 +60,11 @@ pub const CHAINS: [ChainSpec; 6] = [
     base("postrouting", Hook::Postrouting, ChainKind::Nat, PRIO_SRCNAT),
     // Reached from `forward` by DNAT'd packets only: counts them per port, then accepts.
     ChainSpec { name: "published", base: None },
+    // Reached from the NAT chains by a new connection to a port with an allow list.
+    ChainSpec { name: "check_any4", base: None },
+    ChainSpec { name: "check_addr4", base: None },
+    ChainSpec { name: "check_any6", base: None },
+    ChainSpec { name: "check_addr6", base: None },
 ];
 
 /// Everything that differs between the two families in netnat's table.
@@ -72,12 +77,18 @@ pub struct FamilySpec {
     pub map_addr: &'static str,
     /// The NAT map of ports bound to an interface (`iifname . meta l4proto . th dport`).
     pub map_if: &'static str,
-    /// Allow lists: sources allowed per published port (ranges), and the published ports that
-    /// have a list (their element counters count the packets dropped); every address, one address.
+    /// Allow lists, every address and one address: the ports that have a list (`listed_*`,
+    /// looked up first, so an unlisted port pays one hash miss), the sources each allows (hash
+    /// sets keyed by port, prefix length and masked source), and the ports again with a counter
+    /// that counts what the list dropped (`deny_*`); the chains that check a listed port.
+    pub listed_any: &'static str,
+    pub listed_addr: &'static str,
     pub allow_any: &'static str,
     pub allow_addr: &'static str,
     pub deny_any: &'static str,
     pub deny_addr: &'static str,
+    pub check_any: &'static str,
+    pub check_addr: &'static str,
     /// What the guard drops when it arrives from outside. None for IPv6: the kernel itself drops
     /// a packet for ::1 that arrives on another device than lo (ip6_rcv_core), before any hook.
     pub loopback: Option<(&'static str, u8)>,
@@ -91,10 +102,14 @@ pub const FAMILIES: [FamilySpec; 2] = [
         map_any: MAP_ANY,
         map_addr: MAP_ADDR,
         map_if: "pub_if4",
+        listed_any: "listed_any4",
+        listed_addr: "listed_addr4",
         allow_any: "allow_any4",
         allow_addr: "allow_addr4",
         deny_any: "deny_any4",
         deny_addr: "deny_addr4",
+        check_any: "check_any4",
+        check_addr: "check_addr4",
         loopback: Some(("127.0.0.0", 8)),
     },
     FamilySpec {
@@ -104,10 +119,14 @@ pub const FAMILIES: [FamilySpec; 2] = [
         map_any: "pub_any6",
         map_addr: "pub_addr6",
         map_if: "pub_if6",
+        listed_any: "listed_any6",
+        listed_addr: "listed_addr6",
         allow_any: "allow_any6",
         allow_addr: "allow_addr6",
         deny_any: "deny_any6",
         deny_addr: "deny_addr6",
+        check_any: "check_any6",
+        check_addr: "check_addr6",
         loopback: None,
     },
 ];
@@ -153,18 +172,19 @@ const fn nat_map(
 const fn counting(name: &'static str, key: &'static [Field]) -> SetSpec {
     SetSpec { name, key, data: &[], counter: true, interval: false, counted_in: None }
 }
-/// Ranges of `key`: a published port (range) and the sources allowed to reach it.
-const fn ranges(name: &'static str, key: &'static [Field]) -> SetSpec {
-    SetSpec { name, key, data: &[], counter: false, interval: true, counted_in: None }
-}
 
-const PROTO_PORT_V4: &[Field] = &[Field::InetProto, Field::InetService, Field::Ipv4Addr];
-const PROTO_PORT_V6: &[Field] = &[Field::InetProto, Field::InetService, Field::Ipv6Addr];
+/// Allowed sources: `[daddr .] proto . port . mask . source & mask` (a hash set; one exact
+/// lookup per prefix length in use, whatever the number of lists). The mask is part of the key
+/// so that 10.0.0.0/16 is not taken for 10.0.0.0/8 (an address type, so `nft` can print it).
+const PROTO_PORT_LEN_V4: &[Field] = &[Field::InetProto, Field::InetService, Field::Ipv4Addr, Field::Ipv4Addr];
+const PROTO_PORT_LEN_V6: &[Field] = &[Field::InetProto, Field::InetService, Field::Ipv6Addr, Field::Ipv6Addr];
 const IF_PROTO_PORT: &[Field] = &[Field::Ifname, Field::InetProto, Field::InetService];
-const V4_PROTO_PORT_V4: &[Field] = &[Field::Ipv4Addr, Field::InetProto, Field::InetService, Field::Ipv4Addr];
-const V6_PROTO_PORT_V6: &[Field] = &[Field::Ipv6Addr, Field::InetProto, Field::InetService, Field::Ipv6Addr];
+const V4_PROTO_PORT_LEN_V4: &[Field] =
+    &[Field::Ipv4Addr, Field::InetProto, Field::InetService, Field::Ipv4Addr, Field::Ipv4Addr];
+const V6_PROTO_PORT_LEN_V6: &[Field] =
+    &[Field::Ipv6Addr, Field::InetProto, Field::InetService, Field::Ipv6Addr, Field::Ipv6Addr];
 
-pub const SETS: [SetSpec; 22] = [
+pub const SETS: [SetSpec; 26] = [
     nat_map(MAP_ANY, PROTO_PORT, V4_PORT, COUNT_ANY),
     nat_map(MAP_ADDR, V4_PROTO_PORT, V4_PORT, COUNT_ADDR),
     counting(COUNT_ANY, MARK_PROTO),
@@ -173,12 +193,16 @@ pub const SETS: [SetSpec; 22] = [
     nat_map("pub_addr6", V6_PROTO_PORT, V6_PORT, "fwd_addr6"),
     counting("fwd_addr6", V6_PROTO_PORT),
     counting(ROUTED6, V6_PROTO_PORT),
-    ranges("allow_any4", PROTO_PORT_V4),
-    ranges("allow_addr4", V4_PROTO_PORT_V4),
+    plain("listed_any4", PROTO_PORT),
+    plain("listed_addr4", V4_PROTO_PORT),
+    plain("allow_any4", PROTO_PORT_LEN_V4),
+    plain("allow_addr4", V4_PROTO_PORT_LEN_V4),
     counting("deny_any4", PROTO_PORT),
     counting("deny_addr4", V4_PROTO_PORT),
-    ranges("allow_any6", PROTO_PORT_V6),
-    ranges("allow_addr6", V6_PROTO_PORT_V6),
+    plain("listed_any6", PROTO_PORT),
+    plain("listed_addr6", V6_PROTO_PORT),
+    plain("allow_any6", PROTO_PORT_LEN_V6),
+    plain("allow_addr6", V6_PROTO_PORT_LEN_V6),
     counting("deny_any6", PROTO_PORT),
     counting("deny_addr6", V6_PROTO_PORT),
     nat_map("pub_if4", IF_PROTO_PORT, V4_PORT, "fwd_if4"),
@@ -283,22 +307,20 @@ pub fn mapping_elems(m: &Mapping, routed: bool, allow: &[Cidr]) -> Vec<Elem> {
             false => key.clone(),
         };
         out.push((counting_set(map), count_key, vec![]));
-        if !allow.is_empty() {
+        // Allow lists are refused for interface-bound ports (`validate`).
+        if !allow.is_empty() && m.host_if.is_none() {
+            let (listed, set) =
+                if m.host_ip.is_some() { (f.listed_addr, f.allow_addr) } else { (f.listed_any, f.allow_any) };
+            out.push((listed, key.clone(), vec![]));
             out.push((deny, key.clone(), vec![]));
+            for c in allow {
+                let mut k = key.clone();
+                k.extend(prefix_mask_bytes(c.0.prefix, ip_bytes(c.0.addr).len()));
+                k.extend(ip_bytes(c.0.addr));
+                out.push((set, k, vec![]));
+            }
         }
         out.push((map, key, data));
-    }
-    // Allow lists are refused for interface-bound ports (`validate`).
-    if !routed && m.host_if.is_none() {
-        let set = if m.host_ip.is_some() { f.allow_addr } else { f.allow_any };
-        for c in allow {
-            let (lo, hi) = c.bounds();
-            let (mut start, mut end) = (host_key(m.host_port), host_key(m.host_port_end));
-            start.extend(ip_bytes(lo));
-            end.extend(ip_bytes(hi));
-            // An interval set's data is the element's key end.
-            out.push((set, start, end));
-        }
     }
     out
 }
@@ -403,41 +425,89 @@ fn count_and_accept_addr(f: &FamilySpec) -> Vec<Expr> {
 }
 
 /// The rules of allow lists, in the NAT chains (which see only a connection's first packet),
-/// before the DNAT rules: a new connection to a port with a list, from a source not on it, is
-/// counted in the port's deny element and dropped. Constant in number whatever the lists.
-fn allow_rules() -> Vec<RuleSpec> {
+/// before the DNAT rules. A new connection to a port with a list (`listed_*`, one hash lookup
+/// that an unlisted port misses) jumps to its check chain, which returns if the source is on the
+/// port's list (one exact lookup per prefix length in use) and otherwise counts the packet in
+/// the port's deny element and drops it. In number, they grow with the prefix lengths in use,
+/// not with the lists.
+fn allow_rules(state: &State) -> Vec<RuleSpec> {
+    if state.allow.is_empty() {
+        return vec![];
+    }
     let mut rules = vec![];
     for (chain, from_host) in [("prerouting", ""), ("output", ", from the host")] {
         for f in &FAMILIES {
             let fam = f.family.name();
+            let mut addr =
+                vec![match_nfproto(f.nfproto), load_key(f, true, |r| load_daddr(f.nfproto, r), load_th_dport)];
+            addr.push(vec![
+                Expr::Lookup { sreg: REG_1, set: f.listed_addr.into(), dreg: None, flags: 0 },
+                Expr::Verdict(Verdict::Jump(f.check_addr.into())),
+            ]);
             rules.push(rule(
                 chain,
                 format!("{fam} ports with an allow list, published on one address{from_host}"),
-                vec![match_nfproto(f.nfproto), drop_unlisted(f, true)],
+                addr,
             ));
+            let mut any =
+                vec![match_nfproto(f.nfproto), load_key(f, false, |r| load_daddr(f.nfproto, r), load_th_dport)];
+            any.push(vec![Expr::Lookup { sreg: REG_1, set: f.listed_any.into(), dreg: None, flags: 0 }]);
+            any.push(match_daddr_local());
+            any.push(vec![Expr::Verdict(Verdict::Jump(f.check_any.into()))]);
             rules.push(rule(
                 chain,
                 format!("{fam} ports with an allow list, published on every local address{from_host}"),
-                vec![match_nfproto(f.nfproto), match_daddr_local(), drop_unlisted(f, false)],
+                any,
             ));
+        }
+    }
+    for f in &FAMILIES {
+        for by_addr in [true, false] {
+            rules.extend(check_rules(state, f, by_addr));
         }
     }
     rules
 }
 
-/// `[ip daddr .] meta l4proto . th dport . ip saddr != @allow_* [ip daddr .] meta l4proto .
-/// th dport @deny_* counter drop`: the deny set's key is the first fields of the allow set's, so
-/// both lookups read the same registers; only a dropped packet reaches (and bumps) the deny
-/// element's counter.
-fn drop_unlisted(f: &FamilySpec, by_addr: bool) -> Vec<Expr> {
-    let (allow, deny) = if by_addr { (f.allow_addr, f.deny_addr) } else { (f.allow_any, f.deny_any) };
-    let mut v = load_key(f, by_addr, |r| load_daddr(f.nfproto, r), load_th_dport);
-    let saddr_slot = if by_addr { f.addr_slots() } else { 0 } + 2;
-    v.push(load_saddr(f.nfproto, reg_at(saddr_slot)));
-    v.push(Expr::Lookup { sreg: REG_1, set: allow.into(), dreg: None, flags: LOOKUP_F_INV });
+/// The check chain of one family's listed ports (on one address, or on every address): per
+/// prefix length that their lists use, longest first, `[ip daddr .] meta l4proto . th dport .
+/// MASK . ip saddr & MASK @allow_* return`; then `[ip daddr .] meta l4proto . th dport @deny_*
+/// counter drop` (only a dropped packet reaches, and bumps, the deny element's counter).
+fn check_rules(state: &State, f: &FamilySpec, by_addr: bool) -> Vec<RuleSpec> {
+    let (chain, allow, deny) =
+        if by_addr { (f.check_addr, f.allow_addr, f.deny_addr) } else { (f.check_any, f.allow_any, f.deny_any) };
+    let lens: std::collections::BTreeSet<u8> = state
+        .allow
+        .iter()
+        .filter(|a| a.mapping.family() == f.family && a.mapping.host_ip.is_some() == by_addr)
+        .flat_map(|a| a.from.iter().map(|c| c.0.prefix))
+        .collect();
+    if lens.is_empty() {
+        return vec![];
+    }
+    let fam = f.family.name();
+    let key = || load_key(f, by_addr, |r| load_daddr(f.nfproto, r), load_th_dport);
+    let mask_slot = if by_addr { f.addr_slots() } else { 0 } + 2;
+    let saddr_slot = mask_slot + f.addr_slots();
+    let addr_len = if f.family == Family::V6 { 16 } else { 4 };
+    let mut rules = vec![];
+    for len in lens.into_iter().rev() {
+        let mut v = key();
+        let mask = prefix_mask_bytes(len, addr_len);
+        v.push(Expr::Immediate { dreg: reg_at(mask_slot), data: mask.clone() });
+        v.push(load_saddr(f.nfproto, reg_at(saddr_slot)));
+        if len < addr_len as u8 * 8 {
+            v.push(Expr::Bitwise { sreg: reg_at(saddr_slot), dreg: reg_at(saddr_slot), mask, xor: vec![0; addr_len] });
+        }
+        v.push(Expr::Lookup { sreg: REG_1, set: allow.into(), dreg: None, flags: 0 });
+        v.push(Expr::Verdict(Verdict::Return));
+        rules.push(rule(chain, format!("{fam} sources allowed by a /{len} of the port's list"), vec![v]));
+    }
+    let mut v = key();
     v.push(Expr::Lookup { sreg: REG_1, set: deny.into(), dreg: None, flags: 0 });
     v.extend(verdict(Verdict::Drop));
-    v
+    rules.push(rule(chain, format!("{fam} sources not on the port's list"), vec![v]));
+    rules
 }
 
 /// Which way traffic crosses a bridge's boundary.
@@ -532,7 +602,7 @@ pub fn desired_rules(state: &State) -> Vec<RuleSpec> {
     let v4 = family_spec(Family::V4);
     let v6 = family_spec(Family::V6);
     // Allow lists first: they drop before the DNAT rules of the same chains.
-    let mut rules: Vec<RuleSpec> = if state.allow.is_empty() { vec![] } else { allow_rules() };
+    let mut rules: Vec<RuleSpec> = allow_rules(state);
     rules.extend(FAMILIES.iter().flat_map(family_rules));
     // Internal networks first: nothing crosses their bridge, not even published or related traffic.
     for n in state.networks.values().filter(|n| n.internal) {
@@ -1273,25 +1343,31 @@ mod tests {
         assert_eq!(
             text,
             vec![
-                "add element inet netnat allow_any4 { tcp . 9090 . 10.9.0.0/16, tcp . 9090 . 192.168.1.7 }",
+                "add element inet netnat allow_any4 { tcp . 9090 . 255.255.0.0 . 10.9.0.0, tcp . 9090 . 255.255.255.255 . 192.168.1.7 }",
                 "add element inet netnat deny_any4 { tcp . 9090 }",
+                "add element inet netnat listed_any4 { tcp . 9090 }",
             ]
         );
         let mut fewer = listed.clone();
         fewer.set_allow(&new, cidrs(&["10.9.0.0/16"]));
         let text: Vec<String> =
             plan_mapping_changes(&listed, &fewer, &[new]).ops().iter().map(|o| o.to_string()).collect();
-        assert_eq!(text, vec!["delete element inet netnat allow_any4 { tcp . 9090 . 192.168.1.7 }"]);
-        // The rules of allow lists come with the first list, and do not grow with more.
+        assert_eq!(text, vec!["delete element inet netnat allow_any4 { tcp . 9090 . 255.255.255.255 . 192.168.1.7 }"]);
+        // The rules of allow lists come with the first list (8 jumps to the check chains, the
+        // /16 check and the drop), and do not grow with more lists, only with prefix lengths.
         let rules = |st: &State| desired_rules(st).len();
-        assert_eq!(rules(&fewer), rules(&after) + 8);
+        assert_eq!(rules(&fewer), rules(&after) + 10);
         let mut many = fewer.clone();
         for p in 1..100u16 {
             let m: Mapping = format!("{}:172.16.1.2:80", 10000 + p).parse().unwrap();
             many.mappings.push(m);
-            many.set_allow(&m, cidrs(&["10.0.0.0/8"]));
+            many.set_allow(&m, cidrs(&[&format!("10.{p}.0.0/16")]));
         }
         assert_eq!(rules(&many), rules(&fewer));
+        let m: Mapping = "9999:172.16.1.2:80".parse().unwrap();
+        many.mappings.push(m);
+        many.set_allow(&m, cidrs(&["10.0.0.0/8"]));
+        assert_eq!(rules(&many), rules(&fewer) + 1);
     }
 
     #[test]
