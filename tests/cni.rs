@@ -367,6 +367,18 @@ fn http_get(port: u16) -> Result<String, String> {
     }
 }
 
+/// `http_get` once the container's server listens: `podman run -d` returns when the container
+/// has started, before its httpd may be listening. Retries for up to 5 s.
+fn http_get_started(port: u16) -> Result<String, String> {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match http_get(port) {
+            Err(_) if std::time::Instant::now() < end => std::thread::sleep(std::time::Duration::from_millis(100)),
+            r => return r,
+        }
+    }
+}
+
 fn elements() -> String {
     sh("nft list map inet netnat pub_any4 2>/dev/null || true")
 }
@@ -379,7 +391,7 @@ isolated!(cni_behind_real_podman, inner_cni_behind_real_podman, {
     let web = podman.run_web("web", 9090);
     assert!(web.status.success(), "podman run: {}", String::from_utf8_lossy(&web.stderr));
     let web_id = String::from_utf8_lossy(&web.stdout).trim().to_string();
-    assert_eq!(http_get(9090).unwrap(), "web");
+    assert_eq!(http_get_started(9090).unwrap(), "web");
     assert!(elements().contains("tcp . 9090 : 10.88."), "{}", elements());
     let record = sh("cat /run/netnat/state.json");
     assert!(record.contains(&format!("\"podman/{web_id}/eth0\"")), "{record}");
@@ -399,7 +411,7 @@ isolated!(cni_behind_real_podman, inner_cni_behind_real_podman, {
         assert!(out.status.success(), "podman run w{}: {}", i + 1, String::from_utf8_lossy(&out.stderr));
     }
     for i in 1..=20u16 {
-        assert_eq!(http_get(10000 + i).unwrap(), format!("w{i}"));
+        assert_eq!(http_get_started(10000 + i).unwrap(), format!("w{i}"));
     }
     assert_eq!(elements().matches("tcp . ").count(), 21, "{}", elements());
     // conmon holds each published host port open as a reservation: the audit tells that from a
@@ -450,7 +462,7 @@ isolated!(cni_podman_container_on_two_networks, inner_cni_podman_container_on_tw
     // 9090. The container starts and answers, through its address on a (the first attachment).
     let web = podman.spawn_web_on("web", 9090, Some("a,b")).wait_with_output().unwrap();
     assert!(web.status.success(), "podman run on two networks: {}", String::from_utf8_lossy(&web.stderr));
-    assert_eq!(http_get(9090).unwrap(), "web");
+    assert_eq!(http_get_started(9090).unwrap(), "web");
     let (on_a, on_b) = (ip_on("web", "a"), ip_on("web", "b"));
     assert!(elements().contains(&format!("tcp . 9090 : {on_a} . 8080")), "{}", elements());
     // The request from b is on standby: in the record and `ls`, not in the kernel.
@@ -467,7 +479,7 @@ isolated!(cni_podman_container_on_two_networks, inner_cni_podman_container_on_tw
     // and the port still answers.
     let web2 = podman.spawn_web_on("web2", 9191, Some("a")).wait_with_output().unwrap();
     assert!(web2.status.success(), "{}", String::from_utf8_lossy(&web2.stderr));
-    assert_eq!(http_get(9191).unwrap(), "web2");
+    assert_eq!(http_get_started(9191).unwrap(), "web2");
     podman.ok(&["network", "connect", "b", "web2"]);
     assert_eq!(http_get(9191).unwrap(), "web2");
     let (web2_a, web2_b) = (ip_on("web2", "a"), ip_on("web2", "b"));
