@@ -134,42 +134,100 @@ fn same_links(a: &Network, b: &Network) -> bool {
     a.bridge == b.bridge && a.pools == b.pools
 }
 
-/// The link-level steps from `record` (what netnat made) to `target`, given what the kernel has.
-/// Order: disconnects, sandbox removals, bridge removals, bridges, namespaces, connects, sysctls.
-pub fn plan_links(target: &State, record: &State, obs: &Observed) -> Vec<LinkOp> {
-    let mut ops = vec![];
-    // Networks whose bridge goes away (dropped, or recreated with other settings).
-    let replaced_net = |name: &str| match (record.networks.get(name), target.networks.get(name)) {
+/// Whether network `name`'s bridge goes away (dropped, or recreated with other settings).
+fn replaced_net(target: &State, record: &State, name: &str) -> bool {
+    match (record.networks.get(name), target.networks.get(name)) {
         (Some(old), Some(new)) => !same_links(old, new),
         (Some(_), None) => true,
         _ => false,
-    };
-    let bridge_ok = |n: &Network| {
-        obs.links.get(&n.bridge).is_some_and(|l| l.kind.as_deref() == Some("bridge"))
-            && !replaced_net(&n.name)
-            && record.networks.contains_key(&n.name)
-    };
+    }
+}
+
+/// Whether network `n`'s bridge is in place and stays.
+fn bridge_ok(target: &State, record: &State, obs: &Observed, n: &Network) -> bool {
+    obs.links.get(&n.bridge).is_some_and(|l| l.kind.as_deref() == Some("bridge"))
+        && !replaced_net(target, record, &n.name)
+        && record.networks.contains_key(&n.name)
+}
+
+/// The target's endpoints that are already in place, as (sandbox, network): kept as they are.
+fn kept_endpoints(target: &State, record: &State, obs: &Observed) -> BTreeSet<(String, String)> {
     let veth_ok = |e: &Endpoint, net: &Network| {
         obs.links
             .get(&e.host_ifname)
             .is_some_and(|l| l.kind.as_deref() == Some("veth") && l.master.as_deref() == Some(net.bridge.as_str()))
     };
-    let ns_ok = |s: &str| obs.namespaces.contains(s);
-
-    // Which target endpoints are already in place (kept as they are).
-    let mut kept: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut kept = BTreeSet::new();
     for (sname, sb) in &target.sandboxes {
         let Some(old) = record.sandboxes.get(sname) else { continue };
         for e in &sb.endpoints {
             let Some(net) = target.networks.get(&e.network) else { continue };
             let was = old.endpoints.iter().find(|o| o.network == e.network);
-            if was == Some(e) && bridge_ok(net) && ns_ok(sname) && veth_ok(e, net) {
+            if was == Some(e)
+                && bridge_ok(target, record, obs, net)
+                && obs.namespaces.contains(sname)
+                && veth_ok(e, net)
+            {
                 kept.insert((sname.clone(), e.network.clone()));
             }
         }
     }
+    kept
+}
 
-    // 1. Disconnect recorded endpoints that are not kept; and leftovers in the way of new ones.
+/// The link-level steps from `record` (what netnat made) to `target`, given what the kernel has.
+/// Order: disconnects, sandbox removals, bridge removals, bridges, namespaces, connects, sysctls.
+pub fn plan_links(target: &State, record: &State, obs: &Observed) -> Vec<LinkOp> {
+    let kept = kept_endpoints(target, record, obs);
+    let mut ops = disconnects(target, record, obs, &kept);
+    // 2. Sandboxes the target no longer has.
+    for (sname, sb) in &record.sandboxes {
+        if !target.sandboxes.contains_key(sname) {
+            ops.push(LinkOp::RemoveSandbox { name: sname.clone(), created: sb.created });
+        }
+    }
+    // 3. Bridges of dropped or changed networks.
+    for (name, n) in &record.networks {
+        if replaced_net(target, record, name) {
+            ops.push(LinkOp::RemoveNetwork { network: n.clone() });
+        }
+    }
+    // 4. Bridges.
+    for n in target.networks.values() {
+        if !bridge_ok(target, record, obs, n) {
+            ops.push(LinkOp::CreateBridge { network: n.clone() });
+        } else {
+            let l = &obs.links[&n.bridge];
+            let localnet = obs.sysctls.get(&route_localnet_key(&n.bridge)).map(String::as_str);
+            if !l.up || !bridge_addrs(n).iter().all(|a| l.addrs.contains(a)) || localnet != Some("1") {
+                ops.push(LinkOp::RepairBridge { network: n.clone() });
+            }
+        }
+    }
+    // 5. Namespaces.
+    for sname in target.sandboxes.keys() {
+        if !obs.namespaces.contains(sname) {
+            ops.push(LinkOp::CreateNamespace { sandbox: sname.clone() });
+        } else if !record.sandboxes.contains_key(sname) {
+            ops.push(LinkOp::AdoptNamespace { sandbox: sname.clone() });
+        }
+    }
+    ops.extend(connects(target, &kept));
+    // 7. Sysctls.
+    let keys: Vec<&'static str> =
+        forwarding_keys(target).into_iter().filter(|k| obs.sysctls.get(*k).map(String::as_str) != Some("1")).collect();
+    if !keys.is_empty() {
+        ops.push(LinkOp::EnableForwarding { keys });
+    }
+    if target.networks.is_empty() && !record.sysctls.is_empty() {
+        ops.push(LinkOp::RestoreSysctls);
+    }
+    ops
+}
+
+/// Step 1: recorded endpoints that are not kept; and leftovers in the way of new ones.
+fn disconnects(target: &State, record: &State, obs: &Observed, kept: &BTreeSet<(String, String)>) -> Vec<LinkOp> {
+    let mut ops = vec![];
     for (sname, sb) in &record.sandboxes {
         for e in &sb.endpoints {
             // Also when its veth is gone already (e.g. the namespace was deleted): the record changes.
@@ -187,40 +245,13 @@ pub fn plan_links(target: &State, record: &State, obs: &Observed) -> Vec<LinkOp>
             }
         }
     }
-    // 2. Sandboxes the target no longer has.
-    for (sname, sb) in &record.sandboxes {
-        if !target.sandboxes.contains_key(sname) {
-            ops.push(LinkOp::RemoveSandbox { name: sname.clone(), created: sb.created });
-        }
-    }
-    // 3. Bridges of dropped or changed networks.
-    for (name, n) in &record.networks {
-        if replaced_net(name) {
-            ops.push(LinkOp::RemoveNetwork { network: n.clone() });
-        }
-    }
-    // 4. Bridges.
-    for n in target.networks.values() {
-        if !bridge_ok(n) {
-            ops.push(LinkOp::CreateBridge { network: n.clone() });
-        } else {
-            let l = &obs.links[&n.bridge];
-            let localnet = obs.sysctls.get(&route_localnet_key(&n.bridge)).map(String::as_str);
-            if !l.up || !bridge_addrs(n).iter().all(|a| l.addrs.contains(a)) || localnet != Some("1") {
-                ops.push(LinkOp::RepairBridge { network: n.clone() });
-            }
-        }
-    }
-    // 5. Namespaces.
-    for sname in target.sandboxes.keys() {
-        if !ns_ok(sname) {
-            ops.push(LinkOp::CreateNamespace { sandbox: sname.clone() });
-        } else if !record.sandboxes.contains_key(sname) {
-            ops.push(LinkOp::AdoptNamespace { sandbox: sname.clone() });
-        }
-    }
-    // 6. Endpoints. The first endpoint of a sandbox carries its default route, unless one of
-    // its endpoints stays (and with it the route it has).
+    ops
+}
+
+/// Step 6: endpoints. The first endpoint of a sandbox carries its default route, unless one of
+/// its endpoints stays (and with it the route it has).
+fn connects(target: &State, kept: &BTreeSet<(String, String)>) -> Vec<LinkOp> {
+    let mut ops = vec![];
     for (sname, sb) in &target.sandboxes {
         let any_kept = sb.endpoints.iter().any(|e| kept.contains(&(sname.clone(), e.network.clone())));
         for (i, e) in sb.endpoints.iter().enumerate() {
@@ -235,15 +266,6 @@ pub fn plan_links(target: &State, record: &State, obs: &Observed) -> Vec<LinkOp>
                 default_route: i == 0 && !any_kept,
             });
         }
-    }
-    // 7. Sysctls.
-    let keys: Vec<&'static str> =
-        forwarding_keys(target).into_iter().filter(|k| obs.sysctls.get(*k).map(String::as_str) != Some("1")).collect();
-    if !keys.is_empty() {
-        ops.push(LinkOp::EnableForwarding { keys });
-    }
-    if target.networks.is_empty() && !record.sysctls.is_empty() {
-        ops.push(LinkOp::RestoreSysctls);
     }
     ops
 }

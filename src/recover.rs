@@ -117,84 +117,15 @@ pub fn rebuild(k: &KernelView) -> Recovered {
         ));
     }
     for b in &k.bridges {
-        let pools: Vec<Pool> = Family::ALL
-            .into_iter()
-            .filter_map(|fam| b.addrs.iter().find(|(a, _)| Family::of(*a) == fam && !is_link_local(*a)))
-            .map(|&(gateway, prefix)| Pool { subnet: subnet_of(gateway, prefix), gateway })
-            .collect();
-        if pools.is_empty() {
-            lost.push(format!(
-                "network {}: bridge {} has no address, so its subnet is unknown; not recovered (`netnat reset` \
-                 removes the bridge)",
-                b.network, b.name
-            ));
-            continue;
+        if let Some(net) = network_of(b, k.table.as_ref(), &mut lost) {
+            st.networks.insert(net.name.clone(), net);
         }
-        let net = Network {
-            name: b.network.clone(),
-            pools,
-            bridge: b.name.clone(),
-            masquerade: true,
-            internal: false,
-            ipv6_mode: Ipv6Mode::Nat,
-        };
-        let net = match k.table.as_ref().map(|t| with_options(&net, t)) {
-            Some(Some(n)) => {
-                if n.internal {
-                    lost.push(format!(
-                        "network {}: it is internal, so whether it would masquerade otherwise is not in the kernel; \
-                         taken as yes",
-                        n.name
-                    ));
-                }
-                n
-            }
-            Some(None) => {
-                lost.push(format!(
-                    "network {}: its rules in table inet {TABLE} are not netnat's; taken as masquerading and not \
-                     internal",
-                    net.name
-                ));
-                net
-            }
-            None => net,
-        };
-        st.networks.insert(net.name.clone(), net);
     }
     for name in &k.made_namespaces {
         st.sandboxes.insert(name.clone(), Sandbox { name: name.clone(), created: true, endpoints: vec![] });
     }
     for v in &k.veths {
-        let Some(net) = st.networks.get(&v.network) else {
-            lost.push(format!(
-                "endpoint of sandbox {} on network {} (veth {}): the network was not recovered",
-                v.sandbox, v.network, v.name
-            ));
-            continue;
-        };
-        let Some(peer) = &v.peer else {
-            lost.push(format!(
-                "endpoint of sandbox {} on network {} (veth {}): its peer in /run/netns/{} was not found",
-                v.sandbox, v.network, v.name, v.sandbox
-            ));
-            continue;
-        };
-        let ips: Vec<IpAddr> = net
-            .pools
-            .iter()
-            .filter_map(|p| peer.addrs.iter().map(|(a, _)| *a).find(|a| p.subnet.contains(*a)))
-            .collect();
-        if ips.len() != net.pools.len() {
-            lost.push(format!(
-                "endpoint of sandbox {} on network {}: {} lacks an address in {}",
-                v.sandbox,
-                v.network,
-                peer.ifname,
-                net.subnets_text()
-            ));
-            continue;
-        }
-        let ep = Endpoint { network: v.network.clone(), ips, ifname: peer.ifname.clone(), host_ifname: v.name.clone() };
+        let Some(ep) = endpoint_of(v, &st, &mut lost) else { continue };
         // A namespace with netnat's endpoint but without its sandbox mark was adopted.
         st.sandboxes
             .entry(v.sandbox.clone())
@@ -207,33 +138,7 @@ pub fn rebuild(k: &KernelView) -> Recovered {
         sb.endpoints.sort_by_key(|e| natural_key(&e.ifname));
     }
     if let Some(t) = &k.table {
-        let (maps, bad) = mappings(t, &st);
-        st.mappings = maps;
-        if bad > 0 {
-            lost.push(format!("{bad} element(s) of table inet {TABLE}'s port maps are not netnat's layout; skipped"));
-        }
-        let outside = st.mappings.iter().filter(|m| st.network_of(m.container_ip).is_none()).count();
-        if outside > 0 {
-            lost.push(format!(
-                "{outside} published port(s) go to addresses in no netnat network: if CNI containers published them, \
-                 which container owns each is not in the kernel; they come back as ports of the CLI (unpublish them \
-                 once their containers are gone)"
-            ));
-        }
-        if st.allow.is_empty() && t.elems.iter().any(|(set, es)| set.starts_with("allow_") && !es.is_empty()) {
-            lost.push(
-                "allow lists (publish --allow): their ports come back open to every source; publish them again with \
-                 --allow"
-                    .into(),
-            );
-        }
-        if st.mappings.windows(2).any(|w| adjacent(&w[0], &w[1])) || st.mappings.iter().any(|m| m.len() > 1) {
-            lost.push(
-                "published port ranges: adjacent ports to adjacent container ports are recovered as one range \
-                 (the kernel holds ports, not how they were grouped)"
-                    .into(),
-            );
-        }
+        mappings_from_table(t, &mut st, &mut lost);
     }
     if !st.networks.is_empty() && k.ip_forward.as_deref() == Some("1") {
         lost.push(
@@ -243,6 +148,116 @@ pub fn rebuild(k: &KernelView) -> Recovered {
         );
     }
     Recovered { state: st, lost }
+}
+
+/// A marked bridge as a network: its pools from its addresses, its options from its rules in
+/// `table`; None (and why in `lost`) when its addresses do not say its subnet.
+fn network_of(b: &BridgeSeen, table: Option<&LiveTable>, lost: &mut Vec<String>) -> Option<Network> {
+    let pools: Vec<Pool> = Family::ALL
+        .into_iter()
+        .filter_map(|fam| b.addrs.iter().find(|(a, _)| Family::of(*a) == fam && !is_link_local(*a)))
+        .map(|&(gateway, prefix)| Pool { subnet: subnet_of(gateway, prefix), gateway })
+        .collect();
+    if pools.is_empty() {
+        lost.push(format!(
+            "network {}: bridge {} has no address, so its subnet is unknown; not recovered (`netnat reset` \
+             removes the bridge)",
+            b.network, b.name
+        ));
+        return None;
+    }
+    let net = Network {
+        name: b.network.clone(),
+        pools,
+        bridge: b.name.clone(),
+        masquerade: true,
+        internal: false,
+        ipv6_mode: Ipv6Mode::Nat,
+    };
+    Some(match table.map(|t| with_options(&net, t)) {
+        Some(Some(n)) => {
+            if n.internal {
+                lost.push(format!(
+                    "network {}: it is internal, so whether it would masquerade otherwise is not in the kernel; \
+                     taken as yes",
+                    n.name
+                ));
+            }
+            n
+        }
+        Some(None) => {
+            lost.push(format!(
+                "network {}: its rules in table inet {TABLE} are not netnat's; taken as masquerading and not \
+                 internal",
+                net.name
+            ));
+            net
+        }
+        None => net,
+    })
+}
+
+/// A marked veth as an endpoint of a recovered network; None (and why in `lost`) when its
+/// network, its peer or an address per pool is missing.
+fn endpoint_of(v: &VethSeen, st: &State, lost: &mut Vec<String>) -> Option<Endpoint> {
+    let Some(net) = st.networks.get(&v.network) else {
+        lost.push(format!(
+            "endpoint of sandbox {} on network {} (veth {}): the network was not recovered",
+            v.sandbox, v.network, v.name
+        ));
+        return None;
+    };
+    let Some(peer) = &v.peer else {
+        lost.push(format!(
+            "endpoint of sandbox {} on network {} (veth {}): its peer in /run/netns/{} was not found",
+            v.sandbox, v.network, v.name, v.sandbox
+        ));
+        return None;
+    };
+    let ips: Vec<IpAddr> =
+        net.pools.iter().filter_map(|p| peer.addrs.iter().map(|(a, _)| *a).find(|a| p.subnet.contains(*a))).collect();
+    if ips.len() != net.pools.len() {
+        lost.push(format!(
+            "endpoint of sandbox {} on network {}: {} lacks an address in {}",
+            v.sandbox,
+            v.network,
+            peer.ifname,
+            net.subnets_text()
+        ));
+        return None;
+    }
+    Some(Endpoint { network: v.network.clone(), ips, ifname: peer.ifname.clone(), host_ifname: v.name.clone() })
+}
+
+/// The published ports of table `t` into `st`, with what the kernel cannot tell of them.
+fn mappings_from_table(t: &LiveTable, st: &mut State, lost: &mut Vec<String>) {
+    let (maps, bad) = mappings(t, st);
+    st.mappings = maps;
+    if bad > 0 {
+        lost.push(format!("{bad} element(s) of table inet {TABLE}'s port maps are not netnat's layout; skipped"));
+    }
+    let outside = st.mappings.iter().filter(|m| st.network_of(m.container_ip).is_none()).count();
+    if outside > 0 {
+        lost.push(format!(
+            "{outside} published port(s) go to addresses in no netnat network: if CNI containers published them, \
+             which container owns each is not in the kernel; they come back as ports of the CLI (unpublish them \
+             once their containers are gone)"
+        ));
+    }
+    if st.allow.is_empty() && t.elems.iter().any(|(set, es)| set.starts_with("allow_") && !es.is_empty()) {
+        lost.push(
+            "allow lists (publish --allow): their ports come back open to every source; publish them again with \
+             --allow"
+                .into(),
+        );
+    }
+    if st.mappings.windows(2).any(|w| adjacent(&w[0], &w[1])) || st.mappings.iter().any(|m| m.len() > 1) {
+        lost.push(
+            "published port ranges: adjacent ports to adjacent container ports are recovered as one range \
+             (the kernel holds ports, not how they were grouped)"
+                .into(),
+        );
+    }
 }
 
 /// The network with the options whose rules are exactly the ones table `t` has for it (the

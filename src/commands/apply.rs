@@ -1,8 +1,9 @@
 //! `apply` and `save`: the declarative side.
 
+use super::read_state;
 use crate::config;
 use crate::engine::apply::{self as op, ApplyOptions};
-use crate::engine::{missing_links, read_state, Engine};
+use crate::engine::{missing_links, Engine};
 use anyhow::{bail, Result};
 use std::path::Path;
 

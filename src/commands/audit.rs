@@ -1,9 +1,10 @@
 //! `audit` and `graph`: the engine gathers what the kernel has (netlink and /proc only, never a
 //! tool) into `audit::Observed`, then the pure `audit` module judges it.
 
+use super::read_state;
 use crate::audit::{self, Report, Severity};
 use crate::cli::{AuditArgs, FailOn};
-use crate::engine::{observe_audit, read_state, require_net_admin};
+use crate::engine::{observe_audit, require_net_admin};
 use crate::model::State;
 use crate::{config, graph};
 use anyhow::{Context, Result};

@@ -9,6 +9,14 @@ pub mod observe;
 pub mod ports;
 pub mod upkeep;
 
+/// The record for a command that only reads; on a damaged one, what the kernel holds, after
+/// the one warning line.
+fn read_state(dir: &std::path::Path) -> anyhow::Result<crate::model::State> {
+    let (state, warning) = crate::engine::read_state(dir)?;
+    warn(warning.as_slice());
+    Ok(state)
+}
+
 /// Warnings of an outcome, on stderr (a warning's further lines without the word).
 fn warn(warnings: &[String]) {
     for w in warnings {

@@ -1,8 +1,9 @@
 //! `network`, `sandbox`, `connect` and `disconnect`.
 
+use super::read_state;
 use crate::cli::{ConnectArgs, NetworkCreateArgs, SandboxCreateArgs};
 use crate::engine::network::{self as op, Attachment, Made};
-use crate::engine::{read_state, refuse, Engine};
+use crate::engine::{refuse, Engine};
 use crate::linkplan::bridge_addrs;
 use crate::model::{parse_ip, InputError, Ipv6Mode, Network, Sandbox, Subnet};
 use anyhow::Result;

@@ -1,9 +1,10 @@
 //! `publish`, `unpublish`, `ls` and `show`.
 
+use super::read_state;
 use crate::audit::{mapping_views, MappingView};
 use crate::engine::mapping::{self, Change};
 use crate::engine::ports::Selector;
-use crate::engine::{read_live_table, read_state, require_net_admin, Engine};
+use crate::engine::{read_live_table, require_net_admin, Engine};
 use crate::model::{ip_text, Cidr, Family, InputError, PublishSpec, State};
 use crate::ruleset::render_table;
 use anyhow::Result;

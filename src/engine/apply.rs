@@ -3,13 +3,10 @@
 //! the one mapping operation's planner (`mapping::plan`), the firewall from `ruleset::plan` as
 //! one transaction. A failed step is reported and the rest still done.
 
-use super::kernel::{execute, observe_links};
 use super::mapping::{self, Change, Outcome};
 use super::ports::{check_host_addresses, flush_conntrack};
-use super::{read_live_table, Engine};
+use super::Engine;
 use crate::config;
-use crate::host;
-use crate::link::Links;
 use crate::linkplan;
 use crate::model::{Cidr, Mapping, State};
 use crate::ruleset::{self, NftOp};
@@ -44,16 +41,15 @@ pub fn apply(e: &mut Engine, parsed: &config::Parsed, o: ApplyOptions) -> Result
     let wanted = config::to_state(parsed, &e.state)?;
     let (target, kept) = with_extras(wanted, &e.state, o.prune)?;
     let (target, mapped) = plan_mappings(&e.state, target)?;
-    check_host_addresses(&target.mappings)?;
+    check_host_addresses(e.kernel.links.as_mut(), &target.mappings)?;
     if !o.dry_run {
         e.reserve_for(&target)?;
     }
-    let links = Links::open()?;
-    let obs = observe_links(&links, &target, &e.state)?;
+    let obs = e.kernel.links.observe(&target, &e.state)?;
     let ops = linkplan::plan_links(&target, &e.state, &obs);
     let mut out = Applied { kept, dry_run: o.dry_run, ..Applied::default() };
     if o.dry_run {
-        let live = read_live_table()?;
+        let live = e.kernel.firewall.read_table()?;
         let plan = ruleset::plan(&ruleset::desired(&target), live.as_ref());
         out.steps.extend(ops.iter().map(|op| op.to_string()));
         out.steps.extend(plan.ops().iter().map(|op| op.to_string()));
@@ -61,7 +57,7 @@ pub fn apply(e: &mut Engine, parsed: &config::Parsed, o: ApplyOptions) -> Result
     }
     let mut rec = e.state.clone();
     for op in &ops {
-        match execute(op, &links, e.store(), &mut rec) {
+        match e.kernel.links.execute(op, &e.store, &mut rec) {
             Ok(()) => out.steps.push(op.to_string()),
             Err(err) => out.failures.push(format!("could not {op}: {err:#}")),
         }
@@ -82,7 +78,7 @@ pub fn apply(e: &mut Engine, parsed: &config::Parsed, o: ApplyOptions) -> Result
     if let Err(err) = flush_conntrack(&mapped.touched()) {
         out.failures.push(format!("could not flush conntrack entries of changed ports: {err:#}"));
     }
-    if let Err(err) = host::write_conf(&e.state) {
+    if let Err(err) = e.kernel.links.write_conf(&e.state) {
         out.failures.push(format!("{err:#}"));
     }
     Ok(out)

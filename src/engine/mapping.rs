@@ -149,11 +149,11 @@ impl std::error::Error for PortTaken {}
 pub fn change(e: &mut Engine, change: &Change) -> Result<Outcome> {
     let (want, mut out) = plan(&e.state, change)?;
     let asked = out.active_asked();
-    check_host_addresses(&asked)?;
+    check_host_addresses(e.kernel.links.as_mut(), &asked)?;
     if asked.iter().any(|m| m.family() == Family::V6) {
         crate::link::ipv6_available("this host's network namespace")?;
     }
-    out.notes.extend(missing_interfaces(&asked)?);
+    out.notes.extend(missing_interfaces(e.kernel.links.as_mut(), &asked)?);
     let new: Vec<Mapping> = out.added.iter().chain(&out.standby).chain(&out.promoted).copied().collect();
     e.reserve_for_mappings(&new)?;
     let before = std::mem::replace(&mut e.state, want);
@@ -180,7 +180,7 @@ pub fn change(e: &mut Engine, change: &Change) -> Result<Outcome> {
         ));
     }
     if !out.added.is_empty() || !out.switched.is_empty() {
-        out.warnings.extend(forward_warnings(&e.state));
+        out.warnings.extend(forward_warnings(e.kernel.firewall.as_mut(), &e.state));
     }
     Ok(out)
 }

@@ -15,6 +15,8 @@
 //!    warnings in the outcome: the kernel and the record already agree.
 
 pub mod apply;
+#[cfg(test)]
+pub(crate) mod fake;
 mod kernel;
 pub mod mapping;
 pub mod metrics;
@@ -23,11 +25,14 @@ pub mod ports;
 pub mod recover;
 pub mod reload;
 pub mod reset;
+pub mod seam;
+#[cfg(test)]
+mod tests;
 pub mod trace;
 
 pub use kernel::{missing_links, observe_audit, observe_kernel, observe_metrics};
+pub use seam::{Firewall, Kernel, LinkKernel};
 
-use crate::link::Links;
 use crate::model::{InputError, Mapping, State};
 use crate::nft::{LiveTable, Nft};
 use crate::recover as rebuild;
@@ -68,6 +73,8 @@ pub struct Engine {
     /// `save` also removes the chains of a `netnat trace` that was killed (not for `recover`,
     /// which changes nothing in the kernel, nor dry runs).
     sweep_trace: bool,
+    /// The firewall table and the links every step of the operation goes through.
+    pub kernel: Kernel,
 }
 
 impl Engine {
@@ -75,13 +82,22 @@ impl Engine {
     /// record (refusing a damaged one) and reserves room for writing it back (steps 1 and 2).
     pub fn open(dir: &Path) -> Result<Engine> {
         require_net_admin()?;
+        let kernel = Kernel::netlink()?;
+        let mut e = Engine::open_with(dir, kernel)?;
+        e.sweep_trace = true;
+        Ok(e)
+    }
+
+    /// As `open`, on the kernel given (the unit tests' fakes): the lock, the record (refused
+    /// when damaged) and its room reserved.
+    pub fn open_with(dir: &Path, kernel: Kernel) -> Result<Engine> {
         let mut store = Store::lock(dir)?;
         let state = match load(&store)? {
             Ok(s) => s,
             Err(why) => bail!("{}", refusal(&store, &why)),
         };
         store.reserve(store.record_len() + ROOM)?;
-        Ok(Engine { store, before: state.clone(), state, sweep_trace: true })
+        Ok(Engine { store, before: state.clone(), state, sweep_trace: false, kernel })
     }
 
     /// For `apply --dry-run`: the record, refused when damaged, but nothing reserved: it
@@ -93,7 +109,7 @@ impl Engine {
             Ok(s) => s,
             Err(why) => bail!("{}", refusal(&store, &why)),
         };
-        Ok(Engine { store, before: state.clone(), state, sweep_trace: false })
+        Ok(Engine { store, before: state.clone(), state, sweep_trace: false, kernel: Kernel::netlink()? })
     }
 
     /// For `reset` and `recover`, which must work on a damaged record: as `open`, but a record
@@ -112,7 +128,7 @@ impl Engine {
         // A rebuilt record can be larger than the damaged file (an empty one, say).
         let len = store.record_len().max(crate::state::render(&state).len());
         store.reserve(len + ROOM)?;
-        Ok((Engine { store, before: state.clone(), state, sweep_trace: false }, damage))
+        Ok((Engine { store, before: state.clone(), state, sweep_trace: false, kernel: Kernel::netlink()? }, damage))
     }
 
     /// Makes sure the record can grow to `predicted` (plus the usual room) before the kernel is
@@ -154,21 +170,26 @@ impl Engine {
     /// Makes the kernel match `before` again: the firewall in one transaction, then the link
     /// steps the apply planner gives from the current state to the old one.
     fn put_kernel_back(&mut self) -> Result<()> {
-        let mut nft = Nft::open()?;
-        let live = nft.read_table(TABLE)?;
         let mut failures = vec![];
-        if let Err(e) = nft.apply(&ruleset::plan(&ruleset::desired(&self.before), live.as_ref()).ops()) {
-            failures.push(format!("table inet {TABLE}: {e:#}"));
+        let fw = &mut self.kernel.firewall;
+        match fw.read_table() {
+            Ok(live) => {
+                if let Err(e) = fw.apply(&ruleset::plan(&ruleset::desired(&self.before), live.as_ref()).ops()) {
+                    failures.push(format!("table inet {TABLE}: {e:#}"));
+                }
+            }
+            Err(e) => failures.push(format!("reading table inet {TABLE}: {e:#}")),
         }
-        let links = Links::open()?;
-        let obs = kernel::observe_links(&links, &self.before, &self.state)?;
+        let links = &mut self.kernel.links;
+        let obs = links.observe(&self.before, &self.state)?;
         let mut rec = self.state.clone();
         for op in crate::linkplan::plan_links(&self.before, &self.state, &obs) {
-            if let Err(e) = kernel::execute(&op, &links, &self.store, &mut rec) {
+            if let Err(e) = links.execute(&op, &self.store, &mut rec) {
                 failures.push(format!("{op}: {e:#}"));
             }
         }
-        let _ = crate::host::write_conf(&self.before);
+        // Best effort: the drop-in only matters at the next boot, and `reload` rewrites it.
+        let _ = links.write_conf(&self.before);
         if !failures.is_empty() {
             bail!("{}", failures.join("; "));
         }
@@ -185,9 +206,9 @@ impl Engine {
     /// published. Falls back to a full `sync_firewall` when the table's layout or rules are not
     /// what the new state needs (the first allow list adds rules, say), or when the kernel says an
     /// element is not as the record says (EEXIST on add, ENOENT on delete: drift).
-    pub fn sync_mappings(&self, before: &State, touched: &[Mapping]) -> Result<Plan> {
-        let mut nft = Nft::open()?;
-        if let Some(layout) = nft.read_layout(TABLE)? {
+    pub fn sync_mappings(&mut self, before: &State, touched: &[Mapping]) -> Result<Plan> {
+        let nft = &mut self.kernel.firewall;
+        if let Some(layout) = nft.read_layout()? {
             let rules_only = ruleset::Desired { rules: ruleset::desired_rules(&self.state), elems: Default::default() };
             if !ruleset::plan(&rules_only, Some(&layout)).changes_rules() {
                 let plan = ruleset::plan_mapping_changes(before, &self.state, touched);
@@ -202,9 +223,9 @@ impl Engine {
     }
 
     /// Brings table `inet netnat` in line with the record: one transaction with only the difference.
-    pub fn sync_firewall(&self) -> Result<Plan> {
-        let mut nft = Nft::open()?;
-        let live = nft.read_table(TABLE)?;
+    pub fn sync_firewall(&mut self) -> Result<Plan> {
+        let nft = &mut self.kernel.firewall;
+        let live = nft.read_table()?;
         let plan = ruleset::plan(&ruleset::desired(&self.state), live.as_ref());
         nft.apply(&plan.ops())?;
         Ok(plan)
@@ -215,11 +236,11 @@ impl Engine {
 /// iptables FORWARD policy DROP, a firewalld or ufw zone, a hand-written rule). netnat never edits
 /// another table, so they name the chain and the rule that would let the traffic through. A
 /// failure to read the other tables gives none: `netnat audit` reports it.
-pub fn forward_warnings(state: &State) -> Vec<String> {
+pub fn forward_warnings(fw: &mut dyn Firewall, state: &State) -> Vec<String> {
     if state.networks.is_empty() {
         return vec![];
     }
-    let Ok((chains, rules)) = Nft::open().and_then(|mut n| n.read_all()) else {
+    let Ok((chains, rules)) = fw.read_others() else {
         return vec![];
     };
     let docker = chains.iter().any(|c| c.name == "DOCKER-USER" && c.table == "filter");
@@ -305,26 +326,27 @@ fn refusal(store: &Store, why: &str) -> String {
 }
 
 /// For the commands that only read (`ls`, `network ls`, `sandbox ls`, `save`, `graph`): the
-/// record, or when it cannot be used, what the kernel holds, after one warning line.
-pub fn read_state(dir: &Path) -> Result<State> {
+/// record, or when it cannot be used, what the kernel holds with the one warning the command
+/// prints (the engine prints nothing).
+pub fn read_state(dir: &Path) -> Result<(State, Option<String>)> {
     let store = Store::open_existing(dir)?;
     let why = match &store {
         Some(s) => match load(s)? {
-            Ok(st) => return Ok(st),
+            Ok(st) => return Ok((st, None)),
             Err(why) => why,
         },
-        None if observe_kernel(None, false)?.is_empty() => return Ok(State::default()),
+        None if observe_kernel(None, false)?.is_empty() => return Ok((State::default(), None)),
         None => format!("its directory {} is missing, while netnat's table, links or namespaces exist", dir.display()),
     };
-    warn_damaged(dir, &why);
-    Ok(rebuild::rebuild(&observe_kernel(store.as_ref(), true)?).state)
+    let state = rebuild::rebuild(&observe_kernel(store.as_ref(), true)?).state;
+    Ok((state, Some(damaged_warning(dir, &why))))
 }
 
 /// The one warning line of a read-only command on a damaged record.
-pub fn warn_damaged(dir: &Path, why: &str) {
-    eprintln!(
-        "netnat: warning: the record {} cannot be used ({why}); this answer is read from the kernel; `netnat recover` \
-         repairs the record",
+pub fn damaged_warning(dir: &Path, why: &str) -> String {
+    format!(
+        "the record {} cannot be used ({why}); this answer is read from the kernel; `netnat recover` repairs the \
+         record",
         dir.join(crate::state::FILE).display()
-    );
+    )
 }

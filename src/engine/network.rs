@@ -70,7 +70,7 @@ pub fn create_network(e: &mut Engine, net: Network) -> Result<NetworkCreated> {
     }
     e.save()?;
     let mut warnings: Vec<String> = drop_in_warning(&e.state).into_iter().collect();
-    warnings.extend(forward_warnings(&e.state));
+    warnings.extend(forward_warnings(e.kernel.firewall.as_mut(), &e.state));
     Ok(NetworkCreated { network: net, existed: false, notes, warnings })
 }
 

@@ -1,9 +1,8 @@
 //! What the mapping operation (`engine::mapping`) needs around published ports: `unpublish`'s
 //! selectors, the host-side checks that need the kernel, and the conntrack flush.
 
-use super::refuse;
+use super::{refuse, LinkKernel};
 use crate::conntrack;
-use crate::link::Links;
 use crate::model::{spec_parts, Family, HostPorts, InputError, Mapping, Proto, PublishSpec};
 use anyhow::Result;
 
@@ -30,15 +29,15 @@ impl std::str::FromStr for Selector {
 }
 
 /// An interface a mapping is bound to may appear later (a VPN, a USB link): accepted, with a note.
-pub(crate) fn missing_interfaces(maps: &[Mapping]) -> Result<Vec<String>> {
+pub(crate) fn missing_interfaces(links: &mut dyn LinkKernel, maps: &[Mapping]) -> Result<Vec<String>> {
     if maps.iter().all(|m| m.host_if.is_none()) {
         return Ok(vec![]);
     }
-    let links = Links::open()?;
+    let names: Vec<String> = links.links()?.into_iter().map(|l| l.name).collect();
     let mut notes = vec![];
     for m in maps {
         if let Some(i) = m.host_if {
-            if links.link(i.as_str())?.is_none() {
+            if !names.iter().any(|n| n == i.as_str()) {
                 notes.push(format!("interface {i} of {m} does not exist (yet); the port answers once it appears"));
             }
         }
@@ -47,11 +46,11 @@ pub(crate) fn missing_interfaces(maps: &[Mapping]) -> Result<Vec<String>> {
 }
 
 /// A HOSTIP must be an address this host has, or the mapping could never match.
-pub(crate) fn check_host_addresses(maps: &[Mapping]) -> Result<()> {
+pub(crate) fn check_host_addresses(links: &mut dyn LinkKernel, maps: &[Mapping]) -> Result<()> {
     if maps.iter().all(|m| m.host_ip.is_none()) {
         return Ok(());
     }
-    let addrs = Links::open()?.addrs()?;
+    let addrs = links.addrs()?;
     for m in maps {
         if let Some(ip) = m.host_ip {
             if !ip.is_loopback() && !addrs.iter().any(|a| a.addr == ip) {

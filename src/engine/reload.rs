@@ -3,7 +3,6 @@
 
 use super::Engine;
 use crate::host;
-use crate::link::Links;
 use anyhow::Result;
 use serde::Serialize;
 
@@ -23,15 +22,15 @@ pub fn reload(e: &mut Engine) -> Result<Reloaded> {
     let mut notes = vec![];
     if !e.state.networks.is_empty() {
         notes.extend(host::enable_forwarding(&mut e.state)?);
-        let links = Links::open()?;
+        let links = e.kernel.links.links()?;
         for n in e.state.networks.values() {
-            match links.link(&n.bridge)? {
+            match links.iter().find(|l| l.name == n.bridge) {
                 Some(l) if l.kind.as_deref() == Some("bridge") => host::enable_route_localnet(&n.bridge)?,
                 _ => missing.push(format!("bridge {} of network {}", n.bridge, n.name)),
             }
         }
     }
-    host::write_conf(&e.state)?;
+    e.kernel.links.write_conf(&e.state)?;
     e.save()?;
     Ok(Reloaded { operations: plan.ops().len(), missing, notes })
 }

@@ -3,11 +3,10 @@
 //! when the record is damaged or lost, and finds what a killed command made but never recorded.
 
 use super::kernel::{delete_netns, observe_kernel};
-use super::{read_live_table, Damage, Engine};
+use super::{Damage, Engine};
 use crate::host;
 use crate::link::Links;
 use crate::model::State;
-use crate::nft::Nft;
 use crate::ruleset::{NftOp, TABLE};
 use anyhow::Result;
 use serde::Serialize;
@@ -58,12 +57,10 @@ pub fn reset(mut ctx: Engine, damage: Option<Damage>) -> Result<Reset> {
         }
     };
     // Firewall first, while the links it names still exist.
-    let had_table = read_live_table()?.is_some();
+    let fw = ctx.kernel.firewall.as_mut();
+    let had_table = fw.read_table()?.is_some();
     if had_table {
-        note(
-            Nft::open().and_then(|mut n| n.apply(&[NftOp::DelTable])).map(|_| true),
-            format!("deleting table inet {TABLE}"),
-        );
+        note(fw.apply(&[NftOp::DelTable]).map(|_| true), format!("deleting table inet {TABLE}"));
     }
     for v in &veths {
         note(links.delete_link(v), format!("deleting veth {v}"));

@@ -1,0 +1,93 @@
+//! The engine's seam to the kernel: what an operation asks of netnat's firewall table and of the
+//! host's links, as two traits. The real adapters (`Nft` over nf_tables netlink, `NetlinkLinks`
+//! over rtnetlink) implement them; so do the in-memory fakes of `engine::fake`, with which the
+//! engine's order (reserve, change the kernel, save, put the kernel back) is unit-tested without
+//! root or a namespace.
+//!
+//! This is netnat's own table and links only. A host firewall's hooks (firewalld, ufw, Docker's
+//! DOCKER-USER) are another trait, the host-firewall driver's.
+
+use super::kernel;
+use crate::link::{Addr, LinkInfo, Links};
+use crate::linkplan::{LinkOp, Observed};
+use crate::model::State;
+use crate::nft::spec::{NftOp, TABLE};
+use crate::nft::{LiveChain, LiveRule, LiveTable, Nft};
+use crate::state::Store;
+use anyhow::Result;
+
+/// netnat's nftables table, and a read of the others.
+pub trait Firewall {
+    /// Sends `ops` as one transaction: the kernel applies all of them or none.
+    fn apply(&mut self, ops: &[NftOp]) -> Result<()>;
+    /// netnat's table with its elements, or None when there is none.
+    fn read_table(&mut self) -> Result<Option<LiveTable>>;
+    /// netnat's table without elements (chains, rules, sets): what a change of a few elements
+    /// needs to know, at a cost that does not grow with the elements.
+    fn read_layout(&mut self) -> Result<Option<LiveTable>>;
+    /// The chains and rules of every table, other programs' included.
+    fn read_others(&mut self) -> Result<(Vec<LiveChain>, Vec<LiveRule>)>;
+}
+
+/// The host's links, namespaces and the sysctls netnat sets.
+pub trait LinkKernel {
+    /// Every link of the host namespace.
+    fn links(&mut self) -> Result<Vec<LinkInfo>>;
+    /// Every address of the host namespace.
+    fn addrs(&mut self) -> Result<Vec<Addr>>;
+    /// What the kernel has of the networks and sandboxes of `a` and `b`, for `linkplan`.
+    fn observe(&mut self, a: &State, b: &State) -> Result<Observed>;
+    /// Does one link step (`linkplan::plan_links`) and records its effect in `rec`.
+    fn execute(&mut self, op: &LinkOp, store: &Store, rec: &mut State) -> Result<()>;
+    /// Writes (or removes) the sysctl drop-in that puts netnat's sysctls back at boot.
+    fn write_conf(&mut self, state: &State) -> Result<()>;
+}
+
+/// Both halves, as an operation holds them.
+pub struct Kernel {
+    pub firewall: Box<dyn Firewall>,
+    pub links: Box<dyn LinkKernel>,
+}
+
+impl Kernel {
+    /// This network namespace's kernel, over netlink.
+    pub fn netlink() -> Result<Kernel> {
+        Ok(Kernel { firewall: Box::new(Nft::open()?), links: Box::new(NetlinkLinks(Links::open()?)) })
+    }
+}
+
+impl Firewall for Nft {
+    fn apply(&mut self, ops: &[NftOp]) -> Result<()> {
+        Nft::apply(self, ops)
+    }
+    fn read_table(&mut self) -> Result<Option<LiveTable>> {
+        Nft::read_table(self, TABLE)
+    }
+    fn read_layout(&mut self) -> Result<Option<LiveTable>> {
+        Nft::read_layout(self, TABLE)
+    }
+    fn read_others(&mut self) -> Result<(Vec<LiveChain>, Vec<LiveRule>)> {
+        Nft::read_all(self)
+    }
+}
+
+/// The host namespace's links over rtnetlink (and, for a sandbox's side, inside its namespace).
+pub struct NetlinkLinks(pub Links);
+
+impl LinkKernel for NetlinkLinks {
+    fn links(&mut self) -> Result<Vec<LinkInfo>> {
+        self.0.links()
+    }
+    fn addrs(&mut self) -> Result<Vec<Addr>> {
+        self.0.addrs()
+    }
+    fn observe(&mut self, a: &State, b: &State) -> Result<Observed> {
+        kernel::observe_links(&self.0, a, b)
+    }
+    fn execute(&mut self, op: &LinkOp, store: &Store, rec: &mut State) -> Result<()> {
+        kernel::execute(op, &self.0, store, rec)
+    }
+    fn write_conf(&mut self, state: &State) -> Result<()> {
+        crate::host::write_conf(state)
+    }
+}

@@ -1,0 +1,139 @@
+//! The engine's order through the fake kernel (no root, no namespace): a kernel failure changes
+//! nothing in the record; a record failure puts the kernel back; a failure while putting back is
+//! reported. The operation under test is the one mapping operation (`mapping::change`), which
+//! publish, unpublish and CNI ADD/DEL/GC go through.
+
+use super::fake::{self, FakeFirewall};
+use super::mapping::{self, Change};
+use super::Engine;
+use crate::model::fixtures::seed_state;
+use crate::model::{PublishSpec, State};
+use crate::nft::LiveElem;
+use crate::state::{Record, Store};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// A fresh state directory holding `state` as the record.
+fn state_dir(name: &str, state: &State) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("netnat-engine-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    Store::lock(&dir).unwrap().save(state).unwrap();
+    dir
+}
+
+/// The record file's content (the engine holding the lock must be dropped first).
+fn record(dir: &std::path::Path) -> State {
+    match Store::open_existing(dir).unwrap().unwrap().read() {
+        Record::Read(s) => s,
+        _ => panic!("the record cannot be read"),
+    }
+}
+
+fn elems(fw: &FakeFirewall) -> BTreeMap<String, Vec<LiveElem>> {
+    fw.0.borrow().table.as_ref().unwrap().elems.clone()
+}
+
+fn publish(spec: &str) -> Change {
+    let specs: Vec<PublishSpec> = vec![spec.parse().unwrap()];
+    Change::Publish { specs, allow: None, replace: false }
+}
+
+/// Makes the next save fail even for root: the record's name becomes a directory that is not
+/// empty, which a file cannot be renamed over.
+fn break_record(dir: &std::path::Path) {
+    let file = dir.join(crate::state::FILE);
+    std::fs::remove_file(&file).unwrap();
+    std::fs::create_dir(&file).unwrap();
+    std::fs::write(file.join("in-the-way"), "").unwrap();
+}
+
+#[test]
+fn a_change_goes_kernel_then_record() {
+    let before = seed_state("nnveth0");
+    let dir = state_dir("ok", &before);
+    let (kernel, fw, _links) = fake::kernel(&before);
+    let mut e = Engine::open_with(&dir, kernel).unwrap();
+    let out = mapping::change(&mut e, &publish("9090:172.16.1.1:8080")).unwrap();
+    assert_eq!(out.added.len(), 1);
+    // One batch, of elements only, and the kernel now holds what netnat would program.
+    assert_eq!(fw.0.borrow().batches.len(), 1);
+    drop(e); // the lock
+    let after = record(&dir);
+    assert_eq!(after.mappings.len(), 1);
+    let want = crate::ruleset::fake::live_after(&crate::ruleset::desired(&after), 0, 0);
+    assert_eq!(elems(&fw), want.elems);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_kernel_failure_changes_nothing_in_the_record() {
+    let before = seed_state("nnveth0");
+    let dir = state_dir("kernel", &before);
+    let (kernel, fw, _links) = fake::kernel(&before);
+    let table_before = elems(&fw);
+    fw.0.borrow_mut().fail_apply.push_back(Some(libc::ENOMEM));
+    let mut e = Engine::open_with(&dir, kernel).unwrap();
+    let err = mapping::change(&mut e, &publish("9090:172.16.1.1:8080")).unwrap_err();
+    assert!(format!("{err:#}").contains("refused the batch"), "{err:#}");
+    drop(e);
+    assert_eq!(record(&dir), before, "the record is as it was");
+    assert_eq!(elems(&fw), table_before, "the kernel is as it was");
+    assert!(fw.0.borrow().batches.is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_record_failure_puts_the_kernel_back() {
+    let before = seed_state("nnveth0");
+    let dir = state_dir("record", &before);
+    let (kernel, fw, links) = fake::kernel(&before);
+    let table_before = elems(&fw);
+    let mut e = Engine::open_with(&dir, kernel).unwrap();
+    break_record(&dir);
+    let err = mapping::change(&mut e, &publish("9090:172.16.1.1:8080")).unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("the kernel was put back as it was before this command"), "{text}");
+    // The change, then the batch that undoes it; no link step (only the firewall changed).
+    let fw_state = fw.0.borrow();
+    assert_eq!(fw_state.batches.len(), 2, "{:?}", fw_state.batches);
+    drop(fw_state);
+    assert_eq!(elems(&fw), table_before, "the kernel is as the old record says");
+    assert!(links.0.borrow().executed.is_empty());
+    drop(e);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_failure_while_putting_back_is_reported() {
+    let before = seed_state("nnveth0");
+    let dir = state_dir("undo", &before);
+    let (kernel, fw, _links) = fake::kernel(&before);
+    // The change's batch goes through; the one that would undo it is refused.
+    fw.0.borrow_mut().fail_apply.extend([None, Some(libc::EIO)]);
+    let mut e = Engine::open_with(&dir, kernel).unwrap();
+    break_record(&dir);
+    let err = mapping::change(&mut e, &publish("9090:172.16.1.1:8080")).unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("putting the kernel back also failed"), "{text}");
+    assert!(text.contains("table inet netnat"), "names what could not be put back: {text}");
+    assert!(text.contains("netnat audit"), "says how to see the difference: {text}");
+    drop(e);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_refused_change_touches_neither_kernel_nor_record() {
+    let before = seed_state("nnveth0");
+    let dir = state_dir("refused", &before);
+    let (kernel, fw, _links) = fake::kernel(&before);
+    let mut e = Engine::open_with(&dir, kernel).unwrap();
+    mapping::change(&mut e, &publish("9090:172.16.1.1:8080")).unwrap();
+    let published = e.state.clone();
+    // The same host port to another container: refused before anything is touched.
+    let err = mapping::change(&mut e, &publish("9090:172.16.1.2:8080")).unwrap_err();
+    assert!(crate::exit_code(&err) != 0);
+    assert_eq!(fw.0.borrow().batches.len(), 1);
+    drop(e);
+    assert_eq!(record(&dir), published);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
