@@ -238,6 +238,7 @@ fn network_of(n: &NetworkConf) -> Result<Network, (Option<usize>, InputError)> {
         masquerade: n.masquerade.unwrap_or(true),
         internal: n.internal.unwrap_or(false),
         ipv6_mode,
+        owner: None,
     })
 }
 

@@ -445,6 +445,8 @@ pub struct Network {
     /// No traffic to or from outside the bridge at all.
     pub internal: bool,
     pub ipv6_mode: Ipv6Mode,
+    /// Made through a driver API (a Docker network): who asked and its ID there.
+    pub owner: Option<Owner>,
 }
 
 /// How a network is written in the record and in `--json`: `subnet` and `gateway` hold one
@@ -462,6 +464,8 @@ struct NetworkRecord {
     internal: bool,
     #[serde(default, skip_serializing_if = "is_default")]
     ipv6_mode: Ipv6Mode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<Owner>,
 }
 
 impl TryFrom<NetworkRecord> for Network {
@@ -478,6 +482,7 @@ impl TryFrom<NetworkRecord> for Network {
             masquerade: r.masquerade,
             internal: r.internal,
             ipv6_mode: r.ipv6_mode,
+            owner: r.owner,
         })
     }
 }
@@ -492,6 +497,7 @@ impl From<Network> for NetworkRecord {
             masquerade: n.masquerade,
             internal: n.internal,
             ipv6_mode: n.ipv6_mode,
+            owner: n.owner,
         }
     }
 }
@@ -511,6 +517,7 @@ impl Network {
             masquerade: true,
             internal: false,
             ipv6_mode: Ipv6Mode::Nat,
+            owner: None,
         })
     }
 
@@ -1214,6 +1221,9 @@ pub struct State {
     /// Allow lists of published mappings (each names one of `mappings`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<AllowList>,
+    /// Endpoints whose sandbox another program owns (see `Handoff`), by `Owner::key`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub handoffs: BTreeMap<String, Handoff>,
 }
 
 /// What names a CNI attachment: the network's name, CNI_CONTAINERID and CNI_IFNAME (the key
@@ -1326,8 +1336,11 @@ impl State {
         let Some(pool) = network.pool(family) else {
             invalid!("network {} has no {family} subnet", network.name);
         };
-        let used: std::collections::HashSet<IpAddr> =
-            self.endpoints_on(&network.name).flat_map(|(_, e)| e.ips.iter().copied()).collect();
+        let used: std::collections::HashSet<IpAddr> = self
+            .endpoints_on(&network.name)
+            .flat_map(|(_, e)| e.ips.iter().copied())
+            .chain(self.handoffs_on(&network.name).flat_map(|h| h.ips.iter().copied()))
+            .collect();
         pool.subnet
             .hosts()
             .find(|ip| *ip != pool.gateway && !used.contains(ip))
@@ -1377,6 +1390,9 @@ impl State {
         if let Some((owner, _)) = self.endpoints_on(&network.name).find(|(s, e)| s.name != sandbox && e.has(ip)) {
             invalid!("{}", held_by_both(ip, &network.name, &owner.name, sandbox));
         }
+        if let Some(h) = self.handoffs_on(&network.name).find(|h| h.ips.contains(&ip)) {
+            invalid!("address {ip} on network {} is held by {}", network.name, h.owner);
+        }
         Ok(())
     }
 
@@ -1403,6 +1419,77 @@ impl State {
 /// The message for an address two sandboxes claim on one network (`validate` says the same).
 pub fn held_by_both(ip: IpAddr, network: &str, first: &str, second: &str) -> String {
     format!("address {ip} on network {network} is held by both sandbox {first} and sandbox {second}")
+}
+
+/// Who asked for an object through a driver API and its ID there (Docker's network or endpoint
+/// ID): the front door finds its objects by it, and `ls`, `network ls`, `audit` and `metrics`
+/// show it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Owner {
+    /// The program: `docker`.
+    pub by: String,
+    pub id: String,
+    /// The options it gave (Docker's `-o KEY=VALUE`), kept for the requests that follow.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+}
+
+impl Owner {
+    pub fn new(by: &str, id: &str) -> Owner {
+        Owner { by: by.into(), id: id.into(), options: BTreeMap::new() }
+    }
+    /// Whether this is `by`'s object `id` (whatever its options).
+    pub fn is(&self, by: &str, id: &str) -> bool {
+        self.by == by && self.id == id
+    }
+    /// `docker/ID`: the key of a handoff in the record.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.by, self.id)
+    }
+    /// The ID's first 12 characters, as `docker ps` shows IDs.
+    pub fn short(&self) -> &str {
+        &self.id[..self.id.len().min(12)]
+    }
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{} endpoint {}", self.by, self.short())
+    }
+}
+
+/// An endpoint whose sandbox belongs to another program (a Docker container): netnat makes the
+/// veth pair with its host end on the network's bridge and leaves the other end in the host
+/// namespace; the program moves it into its sandbox, renames and addresses it (Docker's IPAM
+/// chose `ips`). The pair exists while `sandbox` is set (Docker's Join to Leave).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Handoff {
+    pub owner: Owner,
+    pub network: String,
+    #[serde(rename = "ip", with = "one_or_many")]
+    pub ips: Vec<IpAddr>,
+    /// The host end (named like every netnat veth, see `host_ifname`).
+    pub host_ifname: String,
+    /// The other end's name until the owner renames it.
+    pub peer_ifname: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// The owner's sandbox while joined (Docker's SandboxKey, a namespace path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
+}
+
+impl State {
+    pub fn handoffs_on<'a>(&'a self, network: &'a str) -> impl Iterator<Item = &'a Handoff> + 'a {
+        self.handoffs.values().filter(move |h| h.network == network)
+    }
+
+    /// The network `by` made as `id` (Docker's network ID).
+    pub fn network_owned_by(&self, by: &str, id: &str) -> Option<&Network> {
+        self.networks.values().find(|n| n.owner.as_ref().is_some_and(|o| o.is(by, id)))
+    }
 }
 
 /// Test fixtures shared by the unit tests of several modules.
