@@ -297,6 +297,14 @@ fn docker_driver_inner() {
 
     let (code, out, err) = netnat_out(&["audit"]);
     assert_eq!(code, 0, "netnat audit:\n{out}{err}");
+    let metrics = ok(&["metrics"]);
+    assert!(metrics.contains(&ep1), "metrics do not name Docker's endpoint:\n{metrics}");
+    // `save` leaves Docker's network and ports to Docker; `apply --prune` keeps them.
+    let saved = ok(&["save"]);
+    assert!(saved.contains(&format!("is docker's network {id}")) && !saved.contains("[[network]]"), "{saved}");
+    std::fs::write("/tmp/empty.toml", "").unwrap();
+    ok(&["apply", "--prune", "-f", "/tmp/empty.toml"]);
+    assert_eq!(http_get(ext().as_deref(), &format!("{HOST_EXT_IP}:9091")).as_deref(), Some("web2"));
 
     // `docker rm` closes web1's ports, exactly those.
     docker_ok(&["rm", "-f", "web1"]);
@@ -332,5 +340,14 @@ fn docker_driver_inner() {
     docker_ok(&["network", "rm", "dnet"]);
     assert_nothing_left();
     assert!(!sh("ip -o link show").contains(BRIDGE));
+
+    // A network netnat does not know (its record was reset meanwhile) gets a clear error; Docker
+    // can still remove it.
+    docker_ok(&["network", "create", "-d", "netnat", "--subnet", "10.79.0.0/24", "dnet2"]);
+    ok(&["reset"]);
+    let err = docker_fails(&["run", "--rm", "--network", "dnet2", IMAGE, "true"]);
+    assert!(err.contains("netnat has no network for Docker network"), "{err}");
+    docker_ok(&["network", "rm", "dnet2"]);
+    assert_nothing_left();
     drop(plugin);
 }

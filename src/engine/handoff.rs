@@ -4,11 +4,11 @@
 //! CLI command, and published ports go through `ports::publish` and `ports::unpublish`.
 
 use super::hostports::{self, PortRequest};
+use super::mapping::{self, Change};
 use super::network::{create_network, remove_network_in, NetworkCreated, NetworkRemoved};
-use super::ports::{self, Selector};
 use super::{refuse, Engine};
 use crate::link::Links;
-use crate::model::{host_ifname, Attachment, AttachmentId, Cidr, Handoff, Mapping, Network, Owner, PublishSpec};
+use crate::model::{host_ifname, AttachmentId, Cidr, Handoff, Mapping, Network, Owner};
 use crate::recover::endpoint_alias;
 use anyhow::{bail, Context, Result};
 
@@ -133,8 +133,9 @@ pub fn ports_owner(h: &Handoff) -> AttachmentId {
 }
 
 /// Publishes a handoff's ports (Docker's ProgramExternalConnectivity): host ports chosen as
-/// asked (`hostports::choose`), published through `ports::publish` with `allow`, and owned by
-/// the handoff's attachment. Asked again while published: the ports it has are returned.
+/// asked (`hostports::choose`), owned by the handoff's attachment, with the sources of `allow`
+/// (empty: every source), through the one mapping-change operation. Asked again while
+/// published: the ports it has are returned.
 pub fn publish_owned(e: &mut Engine, key: &str, reqs: &[PortRequest], allow: &[Cidr]) -> Result<Vec<Mapping>> {
     let Some(h) = e.state.handoffs.get(key).cloned() else {
         return refuse(format!("netnat has no endpoint {key}"));
@@ -147,24 +148,16 @@ pub fn publish_owned(e: &mut Engine, key: &str, reqs: &[PortRequest], allow: &[C
         return Ok(vec![]);
     }
     let maps = hostports::choose_now(&e.state, reqs)?;
-    let specs: Vec<PublishSpec> = maps.iter().map(|m| m.to_string().parse()).collect::<Result<_, _>>()?;
-    let key = id.key();
-    let a = Attachment { network: id.network, container_id: id.container_id, ifname: id.ifname, mappings: maps };
-    e.state.attachments.insert(key.clone(), a);
-    ports::publish(e, &specs, (!allow.is_empty()).then_some(allow))?;
-    Ok(e.state.attachments[&key].mappings.clone())
+    mapping::change(e, &Change::Attach { id, maps: maps.clone(), allow: allow.to_vec() })?;
+    Ok(maps)
 }
 
 /// Removes the ports an attachment owns, exactly those (Docker's RevokeExternalConnectivity).
 pub fn unpublish_owned(e: &mut Engine, id: &AttachmentId) -> Result<Vec<Mapping>> {
-    let Some(a) = e.state.attachments.remove(&id.key()) else { return Ok(vec![]) };
-    let sels: Vec<Selector> =
-        a.mappings.iter().map(|m| m.to_string().parse().map(Selector::Exact)).collect::<Result<_, _>>()?;
-    let done = ports::unpublish(e, &sels)?;
-    if done.removed.is_empty() {
-        e.save()?; // the attachment named ports that were gone already: its record goes alone
+    if !e.state.attachments.contains_key(&id.key()) {
+        return Ok(vec![]);
     }
-    Ok(a.mappings)
+    Ok(mapping::change(e, &Change::Detach(vec![id.clone()]))?.removed)
 }
 
 fn parse_mac(s: &str) -> Result<[u8; 6]> {

@@ -18,6 +18,7 @@ pub mod apply;
 pub mod handoff;
 pub mod hostports;
 mod kernel;
+pub mod mapping;
 pub mod metrics;
 pub mod network;
 pub mod ports;
