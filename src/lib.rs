@@ -10,6 +10,9 @@
 //! plugin (a front door onto the same engine, record and table); `docker` is Docker's remote network
 //! driver (another front door, over HTTP on a unix socket).
 
+// Every unsafe block says what it relies on (`// SAFETY:`), crate-wide.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod audit;
 pub mod cli;
 pub mod cni;
