@@ -7,7 +7,7 @@ mod common;
 use common::docker::{docker_fails, docker_ok, run_in_userns, sandbox_of, Dockerd, IMAGE};
 use common::*;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -122,10 +122,6 @@ fn run_web(name: &str, ports: &[&str]) {
     let script = format!("echo {name} > /index.html && exec httpd -f -p 80 -h /");
     args.extend([IMAGE, "sh", "-c", &script]);
     docker_ok(&args);
-}
-
-fn ext() -> Option<PathBuf> {
-    Some(ns("ext"))
 }
 
 /// Nothing of netnat's is left: no network, handoff, mapping or attachment in the record, no
