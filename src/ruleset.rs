@@ -18,8 +18,8 @@
 use crate::model::{Cidr, Family, Mapping, Network, State};
 use crate::nft::expr::{self, CmpOp, Expr, Verdict, *};
 pub use crate::nft::spec::*;
+use crate::nft::trace;
 use crate::nft::{LiveElem, LiveRule, LiveTable};
-use crate::trace;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -802,7 +802,7 @@ pub fn plan_mapping_changes(before: &State, after: &State, touched: &[Mapping]) 
 /// transaction. Elements are compared one by one, so an unchanged mapping keeps its counters.
 pub fn plan(want: &Desired, live: Option<&LiveTable>) -> Plan {
     // The chains of a running (or killed) `netnat trace` are not netnat's layout: never planned
-    // (the engine removes a killed trace's; see crate::trace).
+    // (the engine removes a killed trace's; see crate::nft::trace).
     let stripped = live.filter(|l| !trace::trace_chains_in(l).is_empty()).map(trace::without_trace);
     let live = match &stripped {
         Some(s) => s.as_ref(),

@@ -5,9 +5,13 @@
 //! the kernel applies all of it or none of it.
 
 pub mod expr;
+pub mod family;
+pub mod foreign;
 pub mod monitor;
+pub mod netlink;
 mod raw;
 pub mod spec;
+pub mod trace;
 
 use anyhow::{anyhow, bail, Context, Result};
 use expr::Expr;
