@@ -627,7 +627,7 @@ isolated!(cni_churn_in_parallel, inner_cni_churn_in_parallel, timeout = 400, {
     assert_eq!(stored, want.len());
     assert_eq!(rule_count(), rules_with_one, "rules grew with the mappings");
     // Traffic: the container that stayed answers; the deleted one is refused. (The servers start
-    // now: a test server lives 120 s at most, and the churn can take longer on a loaded machine.)
+    // only now: a test server lives at most 120 s, and the churn may take longer under load.)
     let _s1 = tcp_server(Some(&ns("real1")), &format!("{ip1}:8080"), "real1");
     let _s2 = tcp_server(Some(&ns("real2")), &format!("{ip2}:8080"), "real2");
     assert_eq!(tcp_get(ext().as_deref(), "198.51.100.1:30001").unwrap(), "real1 saw 198.51.100.2");
