@@ -9,6 +9,9 @@
 //! CLI's thin side of each subcommand, `cli` its clap definition; `cni` is the same binary as a chained CNI
 //! plugin (a front door onto the same engine, record and table).
 
+// Every unsafe block says what it relies on (`// SAFETY:`), crate-wide.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod audit;
 pub mod cli;
 pub mod cni;

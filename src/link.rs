@@ -498,8 +498,10 @@ pub mod netns {
 
     fn is_nsfs(p: &Path) -> bool {
         let Ok(c) = cpath(p) else { return false };
-        // SAFETY: statfs fills the zeroed struct; the path is NUL-terminated.
+        // SAFETY: statfs is plain integers; all zero is a valid value, filled in by the call.
         let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `c` is a NUL-terminated path and `st` a writable statfs, both alive during the
+        // call; a failure (-1) is treated as "not nsfs".
         let ok = unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0;
         // The types of f_type and NSFS_MAGIC differ between architectures.
         #[allow(clippy::unnecessary_cast)]

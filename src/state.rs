@@ -268,6 +268,7 @@ fn take_lock(dir: &Path) -> Result<File> {
         .or_else(|e| File::open(&path).map_err(|_| e))
         .with_context(|| format!("opening lock file {}", path.display()))?;
     loop {
+        // SAFETY: flock on a descriptor `lock` owns and keeps open; no memory is passed.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } == 0 {
             return Ok(lock);
         }
