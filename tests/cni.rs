@@ -12,10 +12,6 @@ use std::process::{Command, Stdio};
 const CNI_DIR: &str = "/usr/lib/cni";
 const NET: &str = "testnet";
 
-fn ext() -> Option<std::path::PathBuf> {
-    Some(ns("ext"))
-}
-
 /// What a plugin answered: exit status, stdout, stderr.
 struct Answer {
     code: i32,
@@ -545,8 +541,6 @@ isolated!(cni_churn_in_parallel, inner_cni_churn_in_parallel, timeout = 400, {
     // Two real containers behind the bridge plugin, for traffic: one stays, one goes.
     let (r1, ip1) = container("real1", "1.0.0");
     let (r2, ip2) = container("real2", "1.0.0");
-    let _s1 = tcp_server(Some(&ns("real1")), &format!("{ip1}:8080"), "real1");
-    let _s2 = tcp_server(Some(&ns("real2")), &format!("{ip2}:8080"), "real2");
     let web = json!([{"hostPort": 30001, "containerPort": 8080, "protocol": "tcp"}]);
     let conf1 = netnat_conf("1.0.0", web, Some(&r1));
     let conf2 = netnat_conf("1.0.0", json!([{"hostPort": 30002, "containerPort": 8080, "protocol": "tcp"}]), Some(&r2));
@@ -628,7 +622,10 @@ isolated!(cni_churn_in_parallel, inner_cni_churn_in_parallel, timeout = 400, {
         record["attachments"].as_object().unwrap().values().map(|a| a["mappings"].as_array().unwrap().len()).sum();
     assert_eq!(stored, want.len());
     assert_eq!(rule_count(), rules_with_one, "rules grew with the mappings");
-    // Traffic: the container that stayed answers; the deleted one is refused.
+    // Traffic: the container that stayed answers; the deleted one is refused. (The servers start
+    // only now: a test server lives at most 120 s, and the churn may take longer under load.)
+    let _s1 = tcp_server(Some(&ns("real1")), &format!("{ip1}:8080"), "real1");
+    let _s2 = tcp_server(Some(&ns("real2")), &format!("{ip2}:8080"), "real2");
     assert_eq!(tcp_get(ext().as_deref(), "198.51.100.1:30001").unwrap(), "real1 saw 198.51.100.2");
     assert!(tcp_get(ext().as_deref(), "198.51.100.1:30002").is_err());
 
