@@ -12,10 +12,6 @@ use std::process::{Command, Stdio};
 const CNI_DIR: &str = "/usr/lib/cni";
 const NET: &str = "testnet";
 
-fn ext() -> Option<std::path::PathBuf> {
-    Some(ns("ext"))
-}
-
 /// What a plugin answered: exit status, stdout, stderr.
 struct Answer {
     code: i32,

@@ -100,16 +100,18 @@ pub fn is_netnat_veth_name(name: &str) -> bool {
 
 pub(super) fn leftovers(o: &Observed, out: &mut Vec<Finding>) {
     let st = &o.state;
-    let recorded: BTreeMap<&str, &str> = st
+    let mut recorded: BTreeMap<&str, &str> = st
         .sandboxes
         .values()
         .flat_map(|s| s.endpoints.iter().map(move |e| (e.host_ifname.as_str(), s.name.as_str())))
         .collect();
+    // A handoff's veth exists while its owner has it joined (its peer then in the owner's sandbox).
+    recorded.extend(st.handoffs.values().filter(|h| h.sandbox.is_some()).map(|h| (h.host_ifname.as_str(), "")));
     for l in o.links.iter().filter(|l| l.kind.as_deref() == Some("veth") && is_netnat_veth_name(&l.name)) {
         let why = match recorded.get(l.name.as_str()) {
             None => Some("is named like netnat's veths but is not in its record".to_string()),
             Some(_) if !l.has_peer => Some("is in netnat's record but its peer is gone".to_string()),
-            Some(sb) if !o.netns.iter().any(|n| n == sb) && st.sandboxes[*sb].created => {
+            Some(sb) if !o.netns.iter().any(|n| n == sb) && st.sandboxes.get(*sb).is_some_and(|s| s.created) => {
                 Some(format!("belongs to sandbox {sb}, whose namespace /run/netns/{sb} is gone"))
             }
             Some(_) => None,

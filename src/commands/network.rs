@@ -67,6 +67,8 @@ pub fn network_ls(dir: &Path, json: bool) -> Result<()> {
         if n.routed_v6() {
             flags.push("ipv6-routed");
         }
+        let owner = n.owner.as_ref().map(|o| format!("{}:{}", o.by, o.short()));
+        flags.extend(owner.as_deref());
         // One line per family; the name and flags on the first.
         for (i, p) in n.pools.iter().enumerate() {
             let (name, bridge, flags) =

@@ -2,7 +2,7 @@
 //! live table is read without them) and the kernel's trace events (NFT_MSG_TRACE on
 //! NFNLGRP_NFTRACE) decoded.
 
-use super::netlink::{attrs, be32, c_str};
+use super::netlink::{attrs, be32, be64, c_str, message, msg_kind, ne32, NFGENMSG_LEN, NLMSG_HDRLEN};
 use super::spec::{BaseSpec, ChainKind, ChainSpec, Hook, PRIO_RAW};
 use super::LiveTable;
 
@@ -42,8 +42,6 @@ pub fn trace_chains_in(live: &LiveTable) -> Vec<String> {
     live.chains.iter().filter(|c| is_trace_chain(&c.name)).map(|c| c.name.clone()).collect()
 }
 
-const NLMSG_HDRLEN: usize = 16;
-const NFGENMSG_LEN: usize = 4;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 /// nlmsg_type of a trace event: (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_TRACE.
 pub const TRACE_MSG_TYPE: u16 = (NFNL_SUBSYS_NFTABLES << 8) | libc::NFT_MSG_TRACE as u16;
@@ -122,17 +120,17 @@ pub fn parse_event(msg: &[u8]) -> Result<Option<Event>, String> {
     if msg.len() < NLMSG_HDRLEN + NFGENMSG_LEN {
         return Err(format!("a netlink message of {} bytes", msg.len()));
     }
-    let len = u32::from_ne_bytes(msg[..4].try_into().expect("4 bytes")) as usize;
-    let kind = u16::from_ne_bytes([msg[4], msg[5]]);
-    if kind != TRACE_MSG_TYPE {
+    if msg_kind(msg) != Some(TRACE_MSG_TYPE) {
         return Ok(None);
     }
-    if len > msg.len() || len < NLMSG_HDRLEN + NFGENMSG_LEN {
-        return Err(format!("a trace event that says it has {len} bytes in {}", msg.len()));
-    }
+    let m = match message(msg) {
+        Ok(m) if m.payload.len() >= NFGENMSG_LEN => m,
+        Ok(m) => return Err(format!("a trace event that says it has {} bytes in {}", m.whole.len(), msg.len())),
+        Err(e) => return Err(format!("a trace event that says it has {} bytes in {}", e.len, msg.len())),
+    };
     let mut ev = Event {
         id: 0,
-        family: msg[NLMSG_HDRLEN],
+        family: m.payload[0],
         table: String::new(),
         chain: String::new(),
         kind: EventKind::Other(0),
@@ -147,11 +145,11 @@ pub fn parse_event(msg: &[u8]) -> Result<Option<Event>, String> {
         transport: None,
         ct: None,
     };
-    for (t, v) in attrs(&msg[NLMSG_HDRLEN + NFGENMSG_LEN..len]) {
+    for (t, v) in attrs(&m.payload[NFGENMSG_LEN..]) {
         match t {
             NFTA_TRACE_TABLE => ev.table = c_str(v),
             NFTA_TRACE_CHAIN => ev.chain = c_str(v),
-            NFTA_TRACE_RULE_HANDLE => ev.handle = v.get(..8).map(|b| u64::from_be_bytes(b.try_into().unwrap())),
+            NFTA_TRACE_RULE_HANDLE => ev.handle = be64(v),
             NFTA_TRACE_TYPE => {
                 ev.kind = match be32(v) {
                     Some(3) => EventKind::Rule,
@@ -173,7 +171,7 @@ pub fn parse_event(msg: &[u8]) -> Result<Option<Event>, String> {
                 ev.verdict = code.map(|c| (c, target));
             }
             // Host order in newer kernels, big-endian in older ones: only compared for equality.
-            NFTA_TRACE_ID => ev.id = v.get(..4).map(|b| u32::from_ne_bytes(b.try_into().unwrap())).unwrap_or(0),
+            NFTA_TRACE_ID => ev.id = ne32(v).unwrap_or(0),
             NFTA_TRACE_NETWORK_HEADER => ev.network = Some(v.to_vec()),
             NFTA_TRACE_TRANSPORT_HEADER => ev.transport = Some(v.to_vec()),
             NFTA_TRACE_IIF => ev.iif = be32(v),
@@ -182,9 +180,7 @@ pub fn parse_event(msg: &[u8]) -> Result<Option<Event>, String> {
             NFTA_TRACE_NFPROTO => ev.nfproto = be32(v),
             NFTA_TRACE_POLICY => ev.policy = be32(v),
             // The kernel puts the id as it is (no byte swap): an opaque number.
-            NFTA_TRACE_CT_ID => {
-                ev.ct.get_or_insert_default().id = v.get(..4).map(|b| u32::from_ne_bytes(b.try_into().unwrap()))
-            }
+            NFTA_TRACE_CT_ID => ev.ct.get_or_insert_default().id = ne32(v),
             NFTA_TRACE_CT_DIRECTION => ev.ct.get_or_insert_default().direction = v.first().copied(),
             NFTA_TRACE_CT_STATUS => ev.ct.get_or_insert_default().status = be32(v),
             NFTA_TRACE_CT_STATE => ev.ct.get_or_insert_default().state = be32(v),

@@ -1,8 +1,5 @@
 //! Dumps: the request messages, and chains, rules, sets and elements parsed from the replies.
 
-// Every unsafe block says what it relies on.
-#![deny(clippy::undocumented_unsafe_blocks)]
-
 use super::expr::{collect_expr, ExprView};
 use super::{bytes_at, c_string, set_status, string_at, OwnedChain, OwnedRule, OwnedSet, DATA_VALUE_MAXLEN};
 use crate::nft::{BaseChain, Expr, LiveChain, LiveElem, LiveRule, LiveSet};
@@ -267,6 +264,11 @@ impl<'a> ElemView<'a> {
 }
 
 /// nftnl_set_elem_foreach callback: each element of a set into the `Vec<LiveElem>` at `data`.
+///
+/// # Safety
+/// `e` is null or an element of the set being walked, alive during the call; `data` is the
+/// `*mut Vec<LiveElem>` given to nftnl_set_elem_foreach, valid and not otherwise borrowed during
+/// the walk. libnftnl calls it on the caller's thread only.
 unsafe extern "C" fn collect_elem(e: *mut sys::nftnl_set_elem, data: *mut c_void) -> c_int {
     // SAFETY: `data` is the `&mut Vec<LiveElem>` that `parse_elems` passed to
     // nftnl_set_elem_foreach, exclusively borrowed for that call, which calls back on this thread.
@@ -289,6 +291,11 @@ unsafe extern "C" fn collect_elem(e: *mut sys::nftnl_set_elem, data: *mut c_void
 }
 
 /// nftnl_set_elem_expr_foreach callback: the element's counter into the `Option<(u64, u64)>` at `data`.
+///
+/// # Safety
+/// `e` is null or an expression of the element being walked, alive during the call; `data` is
+/// the `*mut Option<(u64, u64)>` given to nftnl_set_elem_expr_foreach, valid and not otherwise
+/// borrowed during the walk.
 unsafe extern "C" fn collect_counter(e: *mut sys::nftnl_expr, data: *mut c_void) -> c_int {
     // SAFETY: `data` is the `&mut Option<(u64, u64)>` that `ElemView::counter` passed,
     // exclusively borrowed for that call.

@@ -1,9 +1,6 @@
 //! Expressions: encoded into libnftnl objects with chosen registers, and decoded from a dumped
 //! rule's.
 
-// Every unsafe block says what it relies on.
-#![deny(clippy::undocumented_unsafe_blocks)]
-
 use super::{bytes_at, c_string, set_status, string_at, DATA_VALUE_MAXLEN};
 use crate::nft::expr::{CmpOp, Verdict};
 use crate::nft::Expr;
@@ -299,6 +296,11 @@ fn value(b: &[u8]) -> Vec<u8> {
 }
 
 /// nftnl_expr_foreach callback: decodes each expression of a rule into the `Vec<Expr>` at `data`.
+///
+/// # Safety
+/// `e` is null or an expression of the rule being walked, alive during the call; `data` is the
+/// `*mut Vec<Expr>` given to nftnl_expr_foreach, valid and not otherwise borrowed during the walk.
+/// libnftnl calls it on the caller's thread only.
 pub(super) unsafe extern "C" fn collect_expr(e: *mut sys::nftnl_expr, data: *mut c_void) -> c_int {
     // SAFETY: `data` is the `&mut Vec<Expr>` that `OwnedRule::exprs` passed to
     // nftnl_expr_foreach, exclusively borrowed for that call, which calls back on this thread.

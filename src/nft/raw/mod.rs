@@ -10,9 +10,6 @@
 //! read through views (`ExprView<'a>`, `ElemView<'a>`) that cannot outlive their owner, and bytes
 //! read from any object borrow that object. An allocation that fails is an error, not an abort.
 
-// Every unsafe block says what it relies on.
-#![deny(clippy::undocumented_unsafe_blocks)]
-
 use anyhow::{anyhow, ensure, Context, Result};
 use nftnl_sys as sys;
 use std::ffi::{c_void, CStr, CString};

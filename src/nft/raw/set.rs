@@ -1,8 +1,5 @@
 //! Sets (maps) and their elements: own messages, since nftnl's Set fixes the key type.
 
-// Every unsafe block says what it relies on.
-#![deny(clippy::undocumented_unsafe_blocks)]
-
 use super::expr::{encode, OwnedExpr};
 use super::{c_string, set_status, string_at, OwnedElem, OwnedSet, DATA_VALUE_MAXLEN};
 use crate::nft::Expr;
