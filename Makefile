@@ -26,7 +26,7 @@ BIN := $(abspath $(TARGET_DIR))/release/netnat
 TEST_SERVICES := prometheus prometheus-node-exporter firewalld ufw docker containerd
 DEB_PACKAGES := libnftnl-dev libmnl-dev pkg-config nftables iproute2 iptables conntrack socat curl python3 \
 	e2fsprogs dpkg-dev lintian containernetworking-plugins podman crun busybox-static prometheus-node-exporter \
-	prometheus firewalld ufw docker.io containerd dbus protobuf-compiler
+	prometheus firewalld ufw docker.io containerd dbus libdbus-1-dev protobuf-compiler
 
 # `make deb` builds with this cargo-deb, installed from crates.io when missing.
 CARGO_DEB_VERSION := 3.8.0

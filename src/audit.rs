@@ -6,6 +6,7 @@
 //! The text parsers for /proc files live here too, for the same reason.
 
 use crate::host::{self, BR_NF_CALL_IPTABLES, CT_COUNT, CT_MAX, IP_FORWARD};
+use crate::hostfw;
 use crate::model::{Cidr, Family, Mapping, State, Subnet};
 use crate::nft::expr::{self, CmpOp, Expr, Verdict, *};
 use crate::nft::{LiveChain, LiveRule, LiveTable};
@@ -106,6 +107,8 @@ pub struct Observed {
     pub record_unreadable: Option<String>,
     /// Chains of a `netnat trace` that is not running any more (killed), in table inet netnat.
     pub trace_leftover: Vec<String>,
+    /// What the host firewalls running hold for netnat (None: not looked at).
+    pub host_firewall: Option<hostfw::Observed>,
 }
 
 /// How far a published port reaches.
@@ -205,6 +208,7 @@ pub fn audit(o: &Observed) -> Report {
     drift_config(o, &mut f);
     conflicts(o, &mut f);
     host(o, &mut f);
+    host_firewalls(o, &mut f);
     leftovers(o, &mut f);
     foreign_nat(o, &mut f);
     f.sort_by(|a, b| (b.severity, a.id, &a.message).cmp(&(a.severity, b.id, &b.message)));
@@ -903,59 +907,67 @@ pub fn forward_blockers(state: &State, chains: Vec<LiveChain>, rules: Vec<LiveRu
 }
 
 fn forward_drop(o: &Observed, out: &mut Vec<Finding>) {
-    let nets: Vec<&crate::model::Network> = o.state.networks.values().collect();
-    if nets.is_empty() {
-        return;
+    // Which rule really decides each kind of container traffic: see `hostfw::verdict`.
+    for b in hostfw::blockers(&o.state, &o.chains, &o.rules) {
+        let mut objects = vec![b.base.clone()];
+        if let Some(h) = b.rule.split("rule handle ").nth(1).and_then(|t| t.split(':').next()) {
+            objects.push(format!("handle {h}"));
+        }
+        out.push(finding(
+            "conflict.forward-drop",
+            Severity::Warning,
+            hostfw::blocker_message(&b, &hostfw::owner(&b, &o.chains)),
+            objects,
+        ));
     }
-    let bridges: Vec<&str> = nets.iter().map(|n| n.bridge.as_str()).collect();
-    // The families netnat's networks route: an ip6 chain matters once a network has IPv6.
-    let fams: Vec<Family> = Family::ALL.into_iter().filter(|f| nets.iter().any(|n| n.pool(*f).is_some())).collect();
-    for c in o.chains.iter().filter(|c| fams.iter().any(|f| foreign_sees(&c.table, c.family, *f))) {
-        let Some(b) = &c.base else { continue };
-        if b.hook != HOOK_FORWARD {
-            continue;
-        }
-        let label = chain_label(c.family, &c.table, &c.name);
-        if b.policy == 0 {
-            out.push(finding(
-                "conflict.forward-drop",
+}
+
+/// netnat's openings in host firewalls: each one (info), the record's that are missing or
+/// incomplete (warning, with the fix), and a firewall that runs but cannot be asked.
+fn host_firewalls(o: &Observed, out: &mut Vec<Finding>) {
+    let Some(h) = &o.host_firewall else { return };
+    for (kind, bridge, network, what, complete) in &h.held {
+        let (id, sev, msg) = if *complete {
+            (
+                "host.firewall-open",
+                Severity::Info,
+                format!("{kind} lets network {network} (bridge {bridge}) through: {what}"),
+            )
+        } else {
+            (
+                "host.firewall-damaged",
                 Severity::Warning,
-                format!(
-                    "chain {label} (forward hook, priority {}) has policy drop: container traffic it does not \
-                     accept itself is dropped, whatever netnat's forward chain accepts",
-                    b.priority
-                ),
-                vec![label.clone()],
-            ));
-        }
-        for r in o.rules.iter().filter(|r| r.family == c.family && r.table == c.table && r.chain == c.name) {
-            let m = read_matches(&r.exprs);
-            if !m.drop || !fams.iter().any(|f| rule_sees(r, &m, *f)) {
-                continue;
-            }
-            // Positive matches on something that is not netnat's exclude its traffic.
-            let other_if = m.ifnames.iter().any(|(_, op, name, prefix)| {
-                *op == CmpOp::Eq
-                    && !bridges.iter().any(|b| if *prefix { b.starts_with(name.as_str()) } else { b == name })
-            });
-            let other_net = m.prefixes.iter().any(|(_, op, s)| {
-                *op == CmpOp::Eq && !nets.iter().any(|n| n.pools.iter().any(|p| p.subnet.overlaps(s)))
-            });
-            if other_if || other_net {
+                format!("{kind}: netnat's opening for network {network} (bridge {bridge}) is incomplete ({what} expected); `netnat reload` adds it again"),
+            )
+        };
+        out.push(finding(id, sev, msg, vec![kind.to_string(), bridge.clone()]));
+    }
+    for n in o.state.networks.values().filter(|n| n.host_firewall == crate::model::HostFirewallMode::Auto) {
+        for kind in &h.running {
+            if h.held.iter().any(|(k, b, ..)| k == kind && *b == n.bridge) {
                 continue;
             }
             out.push(finding(
-                "conflict.forward-drop",
+                "host.firewall-missing",
                 Severity::Warning,
                 format!(
-                    "chain {label} (forward hook, priority {}) drops traffic that can be netnat's (handle {}): {}",
-                    b.priority,
-                    r.handle,
-                    render_foreign(r)
+                    "{kind} runs, and netnat's opening for network {} (bridge {}) is not there (removed, or {kind} \
+                     started after the network was made): `netnat reload` adds it, or by hand: {}",
+                    n.name,
+                    n.bridge,
+                    hostfw::fix(*kind, &n.bridge)
                 ),
-                vec![label.clone(), format!("handle {}", r.handle)],
+                vec![kind.to_string(), n.bridge.clone()],
             ));
         }
+    }
+    for (kind, why) in &h.unreachable {
+        out.push(finding(
+            "host.firewall-unreachable",
+            Severity::Warning,
+            format!("{kind}: {why}"),
+            vec![kind.to_string()],
+        ));
     }
 }
 

@@ -18,6 +18,7 @@ pub mod conntrack;
 pub mod engine;
 pub mod graph;
 pub mod host;
+pub mod hostfw;
 pub mod link;
 pub mod linkplan;
 pub mod metrics;

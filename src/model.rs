@@ -429,6 +429,67 @@ impl fmt::Display for Ipv6Mode {
     }
 }
 
+/// Whether netnat lets a network's traffic through the host's firewall by that firewall's own
+/// hook (`network create --host-firewall`, TOML `host_firewall`); see `crate::hostfw`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostFirewallMode {
+    /// Through firewalld, ufw and Docker, whichever runs.
+    #[default]
+    Auto,
+    /// Never: the operator manages the host firewall (netnat only warns, with the fix).
+    Off,
+}
+
+impl FromStr for HostFirewallMode {
+    type Err = InputError;
+    fn from_str(s: &str) -> Valid<HostFirewallMode> {
+        match s {
+            "auto" => Ok(HostFirewallMode::Auto),
+            "off" => Ok(HostFirewallMode::Off),
+            _ => invalid!("host firewall mode '{s}' is not one of auto, off"),
+        }
+    }
+}
+
+impl fmt::Display for HostFirewallMode {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            HostFirewallMode::Auto => "auto",
+            HostFirewallMode::Off => "off",
+        })
+    }
+}
+
+/// A host firewall netnat can open through its own hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostFirewallKind {
+    Firewalld,
+    Ufw,
+    Docker,
+}
+
+impl fmt::Display for HostFirewallKind {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            HostFirewallKind::Firewalld => "firewalld",
+            HostFirewallKind::Ufw => "ufw",
+            HostFirewallKind::Docker => "docker",
+        })
+    }
+}
+
+/// In the record: host firewall `firewall` lets the traffic of network `network` (bridge
+/// `bridge`) through, by entries netnat added and marked as its own (`crate::hostfw` says which).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostOpening {
+    pub firewall: HostFirewallKind,
+    pub network: String,
+    pub bridge: String,
+}
+
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
@@ -445,6 +506,8 @@ pub struct Network {
     /// No traffic to or from outside the bridge at all.
     pub internal: bool,
     pub ipv6_mode: Ipv6Mode,
+    /// Whether netnat opens the host's firewall (firewalld, ufw, Docker) for this bridge.
+    pub host_firewall: HostFirewallMode,
 }
 
 /// How a network is written in the record and in `--json`: `subnet` and `gateway` hold one
@@ -462,6 +525,8 @@ struct NetworkRecord {
     internal: bool,
     #[serde(default, skip_serializing_if = "is_default")]
     ipv6_mode: Ipv6Mode,
+    #[serde(default, skip_serializing_if = "is_default")]
+    host_firewall: HostFirewallMode,
 }
 
 impl TryFrom<NetworkRecord> for Network {
@@ -478,6 +543,7 @@ impl TryFrom<NetworkRecord> for Network {
             masquerade: r.masquerade,
             internal: r.internal,
             ipv6_mode: r.ipv6_mode,
+            host_firewall: r.host_firewall,
         })
     }
 }
@@ -492,6 +558,7 @@ impl From<Network> for NetworkRecord {
             masquerade: n.masquerade,
             internal: n.internal,
             ipv6_mode: n.ipv6_mode,
+            host_firewall: n.host_firewall,
         }
     }
 }
@@ -511,6 +578,7 @@ impl Network {
             masquerade: true,
             internal: false,
             ipv6_mode: Ipv6Mode::Nat,
+            host_firewall: HostFirewallMode::Auto,
         })
     }
 
@@ -1214,6 +1282,9 @@ pub struct State {
     /// Allow lists of published mappings (each names one of `mappings`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<AllowList>,
+    /// What netnat opened in host firewalls (left out when empty: older records load as before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_firewall: Vec<HostOpening>,
 }
 
 /// What names a CNI attachment: the network's name, CNI_CONTAINERID and CNI_IFNAME (the key

@@ -5,6 +5,7 @@
 //! the kernel applies all of it or none of it.
 
 pub mod expr;
+pub mod foreign;
 pub mod monitor;
 mod raw;
 pub mod spec;

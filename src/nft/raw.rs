@@ -24,6 +24,9 @@ use std::marker::PhantomData;
 use std::os::raw::{c_char, c_int};
 use std::ptr::NonNull;
 
+mod foreign;
+pub use foreign::{ForeignRuleMsg, XT_COMMENT_LEN};
+
 /// The largest key or data value of a set element or expression (NFT_DATA_VALUE_MAXLEN).
 const DATA_VALUE_MAXLEN: usize = 64;
 

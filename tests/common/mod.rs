@@ -1,6 +1,7 @@
 //! Helpers for tests that need root and a real kernel, run in a throwaway network namespace.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod hostfw;
 pub mod raw;
 
 use std::process::{Command, Output};
