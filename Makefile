@@ -17,7 +17,9 @@ BIN := $(abspath $(TARGET_DIR))/release/netnat
 # Debian packages needed to build (libnftnl, libmnl, pkg-config), to run the demo and tests,
 # and to build and check the .deb (dpkg-dev for dpkg-shlibdeps, lintian). The CNI tests run
 # netnat behind the reference bridge plugin (containernetworking-plugins) and behind Podman
-# with its CNI backend (podman, crun; busybox-static makes the image, as no registry is reached).
+# with its CNI backend (podman, crun; busybox-static makes the image, as no registry is reached),
+# and behind containerd's CRI (containerd; tests/cri/client.py speaks gRPC with python3-grpcio and
+# compiles tests/cri/api.proto with python3-grpc-tools).
 # prometheus-node-exporter and prometheus (for promtool) check `netnat metrics` in tests/trace_metrics.rs.
 # Their packages would start and enable daemons on this host (node_exporter on :9100, the
 # Prometheus server on :9090): `make deps` installs them with a policy-rc.d that keeps any service
@@ -26,7 +28,7 @@ BIN := $(abspath $(TARGET_DIR))/release/netnat
 TEST_SERVICES := prometheus prometheus-node-exporter firewalld ufw docker containerd
 DEB_PACKAGES := libnftnl-dev libmnl-dev pkg-config nftables iproute2 iptables conntrack socat curl python3 \
 	e2fsprogs dpkg-dev lintian containernetworking-plugins podman crun busybox-static prometheus-node-exporter \
-	prometheus firewalld ufw docker.io containerd dbus libdbus-1-dev protobuf-compiler
+	prometheus firewalld ufw docker.io containerd dbus libdbus-1-dev protobuf-compiler python3-grpcio python3-grpc-tools
 
 # `make deb` builds with this cargo-deb, installed from crates.io when missing.
 CARGO_DEB_VERSION := 3.8.0

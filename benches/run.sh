@@ -323,9 +323,11 @@ setup_netavark() {
   endpoints netavark $HOST:9090 $HOST:9201
 }
 # What netnat's per-packet rules cost, measured: netnat's own table with one of them taken out by
-# hand (in this host's namespace only). netnat_noguard: without the guard chain (filter,
-# prerouting -300, drops 127.0.0.0/8 from outside). netnat_nocount: the forward chain accepts
-# published connections directly instead of jumping to the chain that counts them per port.
+# hand (in this host's namespace only). netnat_noguard: without the guard chain (nat,
+# prerouting -110, drops 127.0.0.0/8 from outside; a connection's first packet only).
+# netnat_nocount: the forward chain's first rule accepts DNAT'd connections (`ct status dnat
+# accept`) instead of counting them per port by their connection mark (`ct mark . meta l4proto
+# @fwd_any accept`).
 setup_netnat_noguard() {
   host_up netnat_noguard; topo_netnat netnat_noguard 0; servers netnat_noguard 0 1
   nn netnat_noguard publish 9090:$SRV:8080 9201:$SRV:5201
@@ -336,7 +338,7 @@ setup_netnat_nocount() {
   local h
   host_up netnat_nocount; topo_netnat netnat_nocount 0; servers netnat_nocount 0 1
   nn netnat_nocount publish 9090:$SRV:8080 9201:$SRV:5201
-  h=$(inside h-netnat_nocount nft -a list chain inet netnat forward | awk '/jump published/ {print $NF}')
+  h=$(inside h-netnat_nocount nft -a list chain inet netnat forward | awk '/@fwd_any accept/ {print $NF}')
   inside h-netnat_nocount nft replace rule inet netnat forward handle "$h" ct status dnat accept
   endpoints netnat_nocount $HOST:9090 $HOST:9201
 }

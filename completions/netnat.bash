@@ -881,7 +881,7 @@ _netnat() {
             return 0
             ;;
         netnat__subcmd__publish)
-            opts="-h --allow --state-dir --help"
+            opts="-h --allow --replace --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

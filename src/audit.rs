@@ -233,6 +233,9 @@ pub struct MappingView {
     /// network's name).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    /// A CNI mapping on standby: the same container holds the host port from another network,
+    /// and this one takes over when that attachment is deleted (not in the kernel meanwhile).
+    pub standby: bool,
 }
 
 /// Mappings with the traffic counted for them in the forward chain (summed over a range):
@@ -275,6 +278,7 @@ pub fn mapping_views(state: &State, live: Option<&LiveTable>) -> Vec<MappingView
                 bytes,
                 allow: allow.to_vec(),
                 denied_packets,
+                standby: false,
             }
         })
         .collect();
@@ -1915,6 +1919,7 @@ mod tests {
             container_id: "c1".into(),
             ifname: "eth0".into(),
             mappings: vec![m],
+            standby: vec![],
         };
         o.state.attachments.insert(a.id().key(), a);
         assert!(has(&o, "conflict.local-listener").is_empty());

@@ -74,6 +74,11 @@ pub enum Command {
         /// a mapping again with another list replaces its list
         #[arg(long, value_name = "CIDR")]
         allow: Vec<String>,
+        /// Switch a host port published to another target to this one, in one transaction:
+        /// established TCP connections stay on the old target until they end, new connections
+        /// and UDP flows go to the new one (without it, a taken host port is refused)
+        #[arg(long)]
+        replace: bool,
     },
     /// Stop publishing ports
     Unpublish {

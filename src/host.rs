@@ -111,6 +111,31 @@ pub fn enable_route_localnet_recorded(state: &mut State, ifname: &str) -> Result
     Ok(())
 }
 
+/// The host's own 127.0.0.1 connections to a container on a bridge netnat did not make reach it
+/// only with route_localnet on that bridge (portmap sets it too): the bridge is the host link
+/// with an address whose subnet holds the container's address.
+pub fn localhost_to_foreign_bridges(state: &mut State, added: &[crate::model::Mapping]) -> Result<()> {
+    let targets: Vec<std::net::IpAddr> = added
+        .iter()
+        .filter(|m| m.family() == crate::model::Family::V4 && state.network_of(m.container_ip).is_none())
+        .map(|m| m.container_ip)
+        .collect();
+    if targets.is_empty() {
+        return Ok(());
+    }
+    // The same /prefix network: the top `prefix` bits agree.
+    let same_net = |a: std::net::IpAddr, b: std::net::IpAddr, prefix: u8| {
+        let shift = 32 - u32::from(prefix.clamp(1, 32));
+        crate::model::ip_bits(a) >> shift == crate::model::ip_bits(b) >> shift
+    };
+    for a in crate::link::Links::open()?.addrs()? {
+        if a.addr.is_ipv4() && a.prefix < 32 && targets.iter().any(|t| same_net(*t, a.addr, a.prefix)) {
+            crate::host::enable_route_localnet_recorded(state, &a.ifname)?;
+        }
+    }
+    Ok(())
+}
+
 /// The drop-in for a state: None when netnat has no network (then there is nothing to keep).
 /// Keys use '/' separators so a bridge name with a '.' stays one path component (sysctl.d(5)).
 pub fn conf_text(state: &State) -> Option<String> {

@@ -33,7 +33,7 @@ fn main() {
         Command::Sandbox(SandboxCmd::Ls { json }) => network::sandbox_ls(&dir, *json),
         Command::Connect(a) => network::connect(&dir, a),
         Command::Disconnect { network: n, sandbox } => network::disconnect(&dir, n, sandbox),
-        Command::Publish { specs, allow } => ports::publish(&dir, specs, allow),
+        Command::Publish { specs, allow, replace } => ports::publish(&dir, specs, allow, *replace),
         Command::Unpublish { specs } => ports::unpublish(&dir, specs),
         Command::Ls { json } => ports::ls(&dir, *json),
         Command::Show { counters } => ports::show(&dir, *counters),

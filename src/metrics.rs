@@ -228,6 +228,7 @@ mod tests {
             container_id: "c0ffee".into(),
             ifname: "eth0".into(),
             mappings: vec![cni],
+            standby: vec![],
         };
         o.state.attachments.insert(a.id().key(), a);
         o.table = Some(crate::ruleset::fake::live_after(&crate::ruleset::desired(&o.state), 3, 180));

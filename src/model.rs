@@ -1273,10 +1273,11 @@ pub struct State {
     /// sysctl key -> the value it had before netnat changed it (restored by `reset`).
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
-    /// CNI attachments (see `Attachment`) by `AttachmentId::key`. Their mappings are also in
-    /// `mappings`, so the ruleset, conflicts and counters treat them like any other; this says
-    /// who owns them. Left out of the record when empty: a record without CNI reads and writes
-    /// exactly as before.
+    /// CNI attachments (see `Attachment`) by `AttachmentId::key`. In memory their active
+    /// mappings are also in `mappings`, so the ruleset, conflicts and counters treat them like
+    /// any other; the record file stores each of them once, under its attachment (`state::render`
+    /// leaves them out of `mappings`, `state::parse` puts them back). Left out of the record when
+    /// empty: a record without CNI reads and writes exactly as before.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attachments: BTreeMap<String, Attachment>,
     /// Allow lists of published mappings (each names one of `mappings`).
@@ -1318,10 +1319,16 @@ pub struct Attachment {
     pub network: String,
     pub container_id: String,
     pub ifname: String,
-    /// Written as publish specs (`8080:10.88.0.2:80/tcp`): a tenth of the size of the objects
-    /// in `State.mappings`, which matters as the whole record is read and written per request.
+    /// The attachment's active mappings (also in `State.mappings` in memory). Written as publish
+    /// specs (`8080:10.88.0.2:80/tcp`): a tenth of the size of the objects in `State.mappings`,
+    /// which matters as the whole record is read and written per request.
     #[serde(with = "mapping_specs")]
     pub mappings: Vec<Mapping>,
+    /// Mappings asked for whose host port another attachment of the same container holds
+    /// (Podman hands every network of a container the same port mappings): not in the kernel;
+    /// one takes over when the active one's attachment is deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "mapping_specs")]
+    pub standby: Vec<Mapping>,
 }
 
 /// Serde for a list of mappings as their spec strings (`Display`, read back by `FromStr`, which

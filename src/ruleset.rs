@@ -27,9 +27,18 @@ use std::net::IpAddr;
 pub const MAP_ANY: &str = "pub_any4";
 pub const MAP_ADDR: &str = "pub_addr4";
 /// Traffic counters per published port: the NAT maps only see a connection's first packet, so
-/// the forward chain looks every DNAT'd packet up in these sets (same keys as the maps).
-pub const COUNT_ANY: &str = "fwd_any4";
+/// the forward chain looks every DNAT'd packet up in these sets. Ports published on every
+/// address (both families) are counted by the connection mark their DNAT rule sets
+/// (`any_mark`): `ct mark . meta l4proto`, one lookup, the forward chain's first rule. Ports
+/// published on one address or interface are counted by `ct original` fields (same keys as
+/// their maps), in the chain `published`.
+pub const COUNT_ANY: &str = "fwd_any";
 pub const COUNT_ADDR: &str = "fwd_addr4";
+/// The connection mark of a connection DNAT'd to a port published on every address:
+/// `th dport` in its first two bytes (network order, as the register holds it), then
+/// `MARK_TAG` and the family's number (4 or 6). Host byte order does not matter: the mark is
+/// written from and read back into a register byte for byte.
+const MARK_TAG: u8 = 0x4e;
 /// Published container ports of IPv6-routed networks: `ip6 daddr . meta l4proto . th dport`,
 /// the container's own address and port (no DNAT), with a counter each.
 pub const ROUTED6: &str = "routed6";
@@ -38,8 +47,13 @@ const fn base(name: &'static str, hook: Hook, kind: ChainKind, priority: i32) ->
     ChainSpec { name, base: Some(BaseSpec { hook, kind, priority }) }
 }
 
+/// The guard runs just before the DNAT chain, in the NAT hook: only a connection's first packet
+/// meets it (conntrack attaches every packet that could open a connection, so each such packet
+/// meets it), and it drops before DNAT could send the packet elsewhere.
+pub const PRIO_GUARD: i32 = PRIO_DSTNAT - 10;
+
 pub const CHAINS: [ChainSpec; 6] = [
-    base("guard", Hook::Prerouting, ChainKind::Filter, PRIO_RAW),
+    base("guard", Hook::Prerouting, ChainKind::Nat, PRIO_GUARD),
     base("prerouting", Hook::Prerouting, ChainKind::Nat, PRIO_DSTNAT),
     base("output", Hook::Output, ChainKind::Nat, PRIO_DSTNAT),
     base("forward", Hook::Forward, ChainKind::Filter, PRIO_FILTER),
@@ -103,6 +117,12 @@ pub fn family_spec(f: Family) -> &'static FamilySpec {
 }
 
 impl FamilySpec {
+    /// The connection mark of a connection DNAT'd to `port` published on every address.
+    pub fn any_mark(&self, port: u16) -> [u8; 4] {
+        let [hi, lo] = port.to_be_bytes();
+        [hi, lo, MARK_TAG, if self.family == Family::V6 { 6 } else { 4 }]
+    }
+
     /// 32-bit register slots an address takes (1 or 4).
     fn addr_slots(&self) -> u32 {
         if self.family == Family::V6 {
@@ -118,6 +138,7 @@ const V4_PROTO_PORT: &[Field] = &[Field::Ipv4Addr, Field::InetProto, Field::Inet
 const V6_PROTO_PORT: &[Field] = &[Field::Ipv6Addr, Field::InetProto, Field::InetService];
 const V4_PORT: &[Field] = &[Field::Ipv4Addr, Field::InetService];
 const V6_PORT: &[Field] = &[Field::Ipv6Addr, Field::InetService];
+const MARK_PROTO: &[Field] = &[Field::Mark, Field::InetProto];
 
 const fn nat_map(
     name: &'static str,
@@ -143,14 +164,13 @@ const IF_PROTO_PORT: &[Field] = &[Field::Ifname, Field::InetProto, Field::InetSe
 const V4_PROTO_PORT_V4: &[Field] = &[Field::Ipv4Addr, Field::InetProto, Field::InetService, Field::Ipv4Addr];
 const V6_PROTO_PORT_V6: &[Field] = &[Field::Ipv6Addr, Field::InetProto, Field::InetService, Field::Ipv6Addr];
 
-pub const SETS: [SetSpec; 23] = [
+pub const SETS: [SetSpec; 22] = [
     nat_map(MAP_ANY, PROTO_PORT, V4_PORT, COUNT_ANY),
     nat_map(MAP_ADDR, V4_PROTO_PORT, V4_PORT, COUNT_ADDR),
-    counting(COUNT_ANY, PROTO_PORT),
+    counting(COUNT_ANY, MARK_PROTO),
     counting(COUNT_ADDR, V4_PROTO_PORT),
-    nat_map("pub_any6", PROTO_PORT, V6_PORT, "fwd_any6"),
+    nat_map("pub_any6", PROTO_PORT, V6_PORT, COUNT_ANY),
     nat_map("pub_addr6", V6_PROTO_PORT, V6_PORT, "fwd_addr6"),
-    counting("fwd_any6", PROTO_PORT),
     counting("fwd_addr6", V6_PROTO_PORT),
     counting(ROUTED6, V6_PROTO_PORT),
     ranges("allow_any4", PROTO_PORT_V4),
@@ -258,7 +278,11 @@ pub fn mapping_elems(m: &Mapping, routed: bool, allow: &[Cidr]) -> Vec<Elem> {
             (None, Some(_)) => (f.map_addr, f.deny_addr),
             (None, None) => (f.map_any, f.deny_any),
         };
-        out.push((counting_set(map), key.clone(), vec![]));
+        let count_key = match map == f.map_any {
+            true => [f.any_mark(hp).to_vec(), pad4(&[m.protocol.number()]).to_vec()].concat(),
+            false => key.clone(),
+        };
+        out.push((counting_set(map), count_key, vec![]));
         if !allow.is_empty() {
             out.push((deny, key.clone(), vec![]));
         }
@@ -317,10 +341,21 @@ fn load_key(
 }
 
 /// DNAT through a map: `dnat ip[6] to KEY map @MAP`; `by_addr` adds the daddr in front of the key.
+/// Without it (every local address), the connection is also marked (`ct mark set th dport &
+/// 0xffff ^ TAG`, see `FamilySpec::any_mark`) so that the forward chain counts its packets with
+/// one lookup of the mark.
 fn dnat_via_map(f: &FamilySpec, by_addr: bool) -> Vec<Expr> {
     let map = if by_addr { f.map_addr } else { f.map_any };
     let mut v = load_key(f, by_addr, |r| load_daddr(f.nfproto, r), load_th_dport);
     v.push(Expr::Lookup { sreg: REG_1, set: map.into(), dreg: Some(REG_1), flags: 0 });
+    if !by_addr {
+        // A register past the map's data (an IPv6 address and a port take slots 0-4).
+        let r = reg_at(8);
+        let tag = f.any_mark(0);
+        v.push(load_th_dport(r));
+        v.push(Expr::Bitwise { sreg: r, dreg: r, mask: vec![0xff, 0xff, 0, 0], xor: vec![0, 0, tag[2], tag[3]] });
+        v.push(Expr::CtSet { key: CT_MARK, sreg: r });
+    }
     // The map's data is `addr . port`: the port follows the address's slots.
     let port = reg_at(f.addr_slots());
     v.push(Expr::Nat { kind: NAT_DNAT, family: f.nfproto as u32, addr: Some(REG_1), proto: Some(port) });
@@ -354,13 +389,14 @@ fn count_and_accept_if(f: &FamilySpec, ifname_key: u32) -> Vec<Expr> {
     v
 }
 
-/// `[ct original ip[6] daddr .] meta l4proto . ct original proto-dst @SET accept`: the lookup
-/// bumps the matching element's counter (every packet of a published connection, both
-/// directions; `ct original` is the connection before DNAT), and the packet is accepted.
-fn count_and_accept(f: &FamilySpec, by_addr: bool) -> Vec<Expr> {
-    let set = counting_set(if by_addr { f.map_addr } else { f.map_any });
+/// `ct original ip[6] daddr . meta l4proto . ct original proto-dst @SET accept`: the lookup
+/// bumps the matching element's counter (every packet of a connection to a port published on
+/// one address, both directions; `ct original` is the connection before DNAT), and the packet
+/// is accepted.
+fn count_and_accept_addr(f: &FamilySpec) -> Vec<Expr> {
+    let set = counting_set(f.map_addr);
     let mut v = match_nfproto(f.nfproto);
-    v.extend(load_key(f, by_addr, |r| load_ct_original_daddr(f.nfproto, r), |r| load_ct_original(CT_PROTO_DST, r)));
+    v.extend(load_key(f, true, |r| load_ct_original_daddr(f.nfproto, r), |r| load_ct_original(CT_PROTO_DST, r)));
     v.push(Expr::Lookup { sreg: REG_1, set: set.into(), dreg: None, flags: 0 });
     v.push(Expr::Verdict(Verdict::Accept));
     v
@@ -479,8 +515,7 @@ fn family_rules(f: &FamilySpec) -> Vec<RuleSpec> {
         format!("{fam} ports published on one interface"),
         vec![nf(), match_daddr_local(), dnat_via_if_map(f)],
     ));
-    rules.push(rule("published", format!("{fam} ports published on every address"), vec![count_and_accept(f, false)]));
-    rules.push(rule("published", format!("{fam} ports published on one address"), vec![count_and_accept(f, true)]));
+    rules.push(rule("published", format!("{fam} ports published on one address"), vec![count_and_accept_addr(f)]));
     // Both directions: the client's packets arrive on the interface, the replies leave by it.
     for (key, way) in [(META_IIFNAME, "in"), (META_OIFNAME, "out")] {
         rules.push(rule(
@@ -512,11 +547,23 @@ pub fn desired_rules(state: &State) -> Vec<RuleSpec> {
             drop_crossing(&n.bridge, Crossing::Out),
         ));
     }
-    // One check for every forwarded packet; the DNAT'd ones are counted and accepted in
-    // `published`, so the per-packet cost stays one ct test for everything else.
+    // The one rule a packet of a connection to a port published on every address meets (new or
+    // established, both ways): the mark its DNAT rule set, one lookup, counted and accepted.
     rules.push(rule(
         "forward",
-        "published ports: count and accept",
+        "ports published on every address: count and accept",
+        vec![vec![
+            Expr::Ct { key: CT_MARK, dreg: REG_1, dir: None },
+            load_meta(META_L4PROTO, reg_at(1)),
+            Expr::Lookup { sreg: REG_1, set: COUNT_ANY.into(), dreg: None, flags: 0 },
+            Expr::Verdict(Verdict::Accept),
+        ]],
+    ));
+    // Ports published on one address or interface, and DNAT by other tables: counted (by `ct
+    // original` fields) and accepted in `published`.
+    rules.push(rule(
+        "forward",
+        "other published ports: count and accept",
         vec![match_ct_bits(CT_STATUS, CT_STATUS_DNAT), vec![Expr::Verdict(Verdict::Jump("published".into()))]],
     ));
     rules.push(rule(

@@ -9,9 +9,10 @@
 //! file in place (no new space needed), fsyncs it and renames it over the record (same directory:
 //! no new space either). A crash leaves the old record or the new one, never half of one.
 
-use crate::model::State;
+use crate::model::{Mapping, State};
 use anyhow::{Context, Result};
 use serde::Serialize;
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
@@ -19,9 +20,11 @@ use std::path::{Path, PathBuf};
 
 pub const DEFAULT_DIR: &str = "/run/netnat";
 pub const FILE: &str = "state.json";
-/// The record format this netnat writes. A record without a `format` key was written before
-/// formats were numbered and has the layout of format 1.
-pub const FORMAT: u64 = 1;
+/// The record format this netnat writes: 2 when CNI attachments are recorded (their mappings
+/// are stored once, under the attachment, and no longer also in `mappings`), else 1 (the layout
+/// is then the same as before formats 2 existed, so such a record reads in older versions too).
+/// A record without a `format` key was written before formats were numbered: format 1.
+pub const FORMAT: u64 = 2;
 const TMP_PREFIX: &str = ".state.json.";
 
 /// What reading the record gave.
@@ -34,21 +37,39 @@ pub enum Record {
     Unreadable(String),
 }
 
-/// The record as text: its format number first, then the state.
+/// The record as text: its format number first, then the state, each mapping once: the
+/// mappings of CNI attachments only under their attachment.
 pub fn render(state: &State) -> String {
     #[derive(Serialize)]
     struct Versioned<'a> {
         format: u64,
-        #[serde(flatten)]
-        state: &'a State,
+        networks: &'a std::collections::BTreeMap<String, crate::model::Network>,
+        sandboxes: &'a std::collections::BTreeMap<String, crate::model::Sandbox>,
+        mappings: Vec<&'a Mapping>,
+        sysctls: &'a std::collections::BTreeMap<String, String>,
+        #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        attachments: &'a std::collections::BTreeMap<String, crate::model::Attachment>,
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        allow: &'a [crate::model::AllowList],
     }
-    let mut text = serde_json::to_string_pretty(&Versioned { format: FORMAT, state }).expect("state always serialises");
+    let owned: HashSet<&Mapping> = state.attachments.values().flat_map(|a| &a.mappings).collect();
+    let v = Versioned {
+        format: if state.attachments.is_empty() { 1 } else { FORMAT },
+        networks: &state.networks,
+        sandboxes: &state.sandboxes,
+        mappings: state.mappings.iter().filter(|m| !owned.contains(m)).collect(),
+        sysctls: &state.sysctls,
+        attachments: &state.attachments,
+        allow: &state.allow,
+    };
+    let mut text = serde_json::to_string_pretty(&v).expect("state always serialises");
     text.push('\n');
     text
 }
 
 /// Parses a record; the error says what is wrong with it (empty, not JSON, a format from a
-/// newer netnat, not netnat's layout).
+/// newer netnat, not netnat's layout). The active mappings of attachments join `mappings`
+/// (format 1 had them in both places: once each).
 pub fn parse(text: &str) -> Result<State, String> {
     if text.trim().is_empty() {
         return Err("the file is empty".into());
@@ -56,17 +77,33 @@ pub fn parse(text: &str) -> Result<State, String> {
     let mut v: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("it is not valid JSON ({e}), e.g. truncated or overwritten"))?;
     let obj = v.as_object_mut().ok_or("it is not a JSON object")?;
-    match obj.remove("format") {
-        None => {}
-        Some(f) if f.as_u64() == Some(FORMAT) => {}
+    let format = match obj.remove("format") {
+        None => 1,
+        Some(f) if f.as_u64().is_some_and(|f| (1..=FORMAT).contains(&f)) => f.as_u64().expect("checked"),
         Some(f) => {
             return Err(format!(
-                "it has record format {f}, and this netnat ({}) reads format {FORMAT} only",
+                "it has record format {f}, and this netnat ({}) reads formats 1 to {FORMAT} only",
                 env!("CARGO_PKG_VERSION")
             ))
         }
+    };
+    let mut st: State = serde_json::from_value(v).map_err(|e| format!("it is JSON but not a netnat record ({e})"))?;
+    let mut have: HashSet<Mapping> = st.mappings.iter().copied().collect();
+    if format == 1 {
+        // Format 1 listed an attachment's mappings in `mappings` too; one that was not there
+        // had been taken away by `netnat unpublish`.
+        for a in st.attachments.values_mut() {
+            a.mappings.retain(|m| have.contains(m));
+        }
+        return Ok(st);
     }
-    serde_json::from_value(v).map_err(|e| format!("it is JSON but not a netnat record ({e})"))
+    let owned: Vec<Mapping> = st.attachments.values().flat_map(|a| a.mappings.iter().copied()).collect();
+    for m in owned {
+        if have.insert(m) {
+            st.mappings.push(m);
+        }
+    }
+    Ok(st)
 }
 
 /// The state directory with its lock held; dropping it releases the lock and removes a
@@ -317,13 +354,25 @@ mod tests {
             container_id: "abc123".into(),
             ifname: "eth0".into(),
             mappings: vec![m],
+            standby: vec![],
         };
         cni.mappings.push(m);
         cni.attachments.insert(a.id().key(), a);
         let text = render(&cni);
         assert!(text.contains("\"podman/abc123/eth0\""), "{text}");
+        assert!(text.contains("\"format\": 2"), "{text}");
+        // Stored once: under its attachment, not also in `mappings`.
         assert!(text.contains("\"8080:10.88.0.2:80/tcp\""), "{text}");
+        assert!(!text.contains("\"host_port\": 8080"), "{text}");
         assert_eq!(parse(&text), Ok(cni.clone()));
+        // A record written before (format 1: the mapping in both places) reads the same.
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["format"] = 1.into();
+        v["mappings"].as_array_mut().unwrap().push(serde_json::to_value(m).unwrap());
+        let old = v.to_string();
+        let back = parse(&old).unwrap();
+        assert_eq!(back.mappings.iter().filter(|x| **x == m).count(), 1, "{old}");
+        assert_eq!(back.attachments, cni.attachments);
         assert_eq!(cni.owner_of(&m).map(|a| a.container_id.as_str()), Some("abc123"));
         assert_eq!(st.owner_of(&m), None);
     }
@@ -337,7 +386,7 @@ mod tests {
             ("{\"x\u{1}garbage", "not valid JSON"),
             (&text[..text.len() / 2], "not valid JSON"),
             ("[1, 2]", "not a JSON object"),
-            ("{\"format\": 2, \"networks\": {}}", "record format 2"),
+            ("{\"format\": 3, \"networks\": {}}", "record format 3"),
             ("{\"format\": \"one\"}", "record format \"one\""),
             ("{\"networks\": 5}", "not a netnat record"),
             ("{\"surprise\": {}}", "not a netnat record"),

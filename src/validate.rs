@@ -124,19 +124,47 @@ fn endpoints(state: &State, out: &mut Vec<Violation>) {
     }
 }
 
+/// For each mapping, the first one before it (in record order) that competes for its host port.
+/// A sweep over the mappings sorted by host port: only neighbours whose ranges overlap are
+/// compared, so 10,000 mappings cost a sort, not 50 million comparisons.
+fn first_conflicts(ms: &[crate::model::Mapping]) -> Vec<Option<usize>> {
+    let mut order: Vec<usize> = (0..ms.len()).collect();
+    order.sort_by_key(|&i| (ms[i].family(), ms[i].protocol, ms[i].host_port));
+    let mut first: Vec<Option<usize>> = vec![None; ms.len()];
+    let mut open: Vec<usize> = vec![];
+    for &i in &order {
+        let a = &ms[i];
+        let same_group = |b: &crate::model::Mapping| b.family() == a.family() && b.protocol == a.protocol;
+        open.retain(|&j| same_group(&ms[j]) && ms[j].host_port_end >= a.host_port);
+        for &j in &open {
+            if a.conflicts_with(&ms[j]) {
+                let (late, early) = if i > j { (i, j) } else { (j, i) };
+                first[late] = Some(first[late].map_or(early, |f| f.min(early)));
+            }
+        }
+        open.push(i);
+    }
+    first
+}
+
 fn mappings(state: &State, out: &mut Vec<Violation>) {
     let ms = &state.mappings;
-    for (i, a) in ms.iter().enumerate() {
-        if let Some(j) = ms[..i].iter().position(|b| b.conflicts_with(a)) {
+    for (i, j) in first_conflicts(ms).into_iter().enumerate() {
+        if let Some(j) = j {
             out.push(Violation {
                 subject: Subject::Mapping(i),
                 other: Some(Subject::Mapping(j)),
-                message: port_taken(a, &ms[j]),
+                message: port_taken(&ms[i], &ms[j]),
             });
         }
     }
-    for (k, a) in state.allow.iter().enumerate() {
-        let Some(i) = ms.iter().position(|m| *m == a.mapping) else {
+    let mut index: std::collections::HashMap<&crate::model::Mapping, usize> = std::collections::HashMap::new();
+    for (i, m) in ms.iter().enumerate() {
+        index.entry(m).or_insert(i);
+    }
+    let mut listed = std::collections::HashSet::new();
+    for a in &state.allow {
+        let Some(&i) = index.get(&a.mapping) else {
             out.push(Violation {
                 subject: Subject::Mapping(usize::MAX),
                 other: None,
@@ -145,7 +173,7 @@ fn mappings(state: &State, out: &mut Vec<Violation>) {
             continue;
         };
         let bad = |message: String| Violation { subject: Subject::Mapping(i), other: None, message };
-        if state.allow[..k].iter().any(|b| b.mapping == a.mapping) {
+        if !listed.insert(a.mapping) {
             out.push(bad(format!("{} has two allow lists", a.mapping)));
         }
         if a.mapping.host_if.is_some() {
@@ -213,5 +241,24 @@ mod tests {
             ]
         );
         assert_eq!(check(&State::default()), vec![]);
+    }
+
+    #[test]
+    fn the_sweep_finds_the_same_first_conflict_as_comparing_every_pair() {
+        let mut ms: Vec<crate::model::Mapping> = vec![];
+        for i in 0..300u32 {
+            let port = 1000 + (i * 7919 % 97) as u16;
+            let end = port + (i % 5) as u16;
+            let host = ["", "127.0.0.1:", "10.0.0.1:"][(i % 3) as usize];
+            let proto = ["tcp", "udp"][(i % 2) as usize];
+            let target = if i % 11 == 0 && host.is_empty() { "[fd00::5]" } else { "10.1.0.5" };
+            let c = 2000 + (i % 13) as u16;
+            let spec = format!("{host}{port}-{end}:{target}:{c}-{}/{proto}", c + (end - port));
+            ms.push(spec.parse().unwrap());
+        }
+        let brute: Vec<Option<usize>> =
+            ms.iter().enumerate().map(|(i, a)| ms[..i].iter().position(|b| b.conflicts_with(a))).collect();
+        assert!(brute.iter().filter(|c| c.is_some()).count() > 50);
+        assert_eq!(first_conflicts(&ms), brute);
     }
 }

@@ -506,7 +506,7 @@ isolated!(cni_churn_in_parallel, inner_cni_churn_in_parallel, timeout = 400, {
     want.push(format!("tcp . 30001 : {ip1} . 8080"));
     want.sort();
     assert_eq!(map_elements(), want);
-    assert_eq!(sh("nft list set inet netnat fwd_any4").matches("counter packets").count(), want.len());
+    assert_eq!(sh("nft list set inet netnat fwd_any").matches("counter packets").count(), want.len());
     let record: Value = serde_json::from_str(&sh("cat /run/netnat/state.json")).unwrap();
     let mut keys: Vec<String> = record["attachments"].as_object().unwrap().keys().cloned().collect();
     keys.sort();
@@ -514,7 +514,11 @@ isolated!(cni_churn_in_parallel, inner_cni_churn_in_parallel, timeout = 400, {
     want_keys.push(format!("{NET}/real1/eth0"));
     want_keys.sort();
     assert_eq!(keys, want_keys);
-    assert_eq!(record["mappings"].as_array().unwrap().len(), want.len());
+    // Each mapping once: under its attachment, not also in `mappings`.
+    assert_eq!(record["mappings"].as_array().unwrap().len(), 0);
+    let stored: usize =
+        record["attachments"].as_object().unwrap().values().map(|a| a["mappings"].as_array().unwrap().len()).sum();
+    assert_eq!(stored, want.len());
     assert_eq!(rule_count(), rules_with_one, "rules grew with the mappings");
     // Traffic: the container that stayed answers; the deleted one is refused.
     assert_eq!(tcp_get(ext().as_deref(), "198.51.100.1:30001").unwrap(), "real1 saw 198.51.100.2");
@@ -576,4 +580,192 @@ isolated!(cni_allow_from_restricts_sources, inner_cni_allow_from, {
     let t = table();
     assert!(!t.contains("203.0.113.0/24") && !t.contains("198.51.100.0/24"), "{t}");
     assert!(!sh("cat /run/netnat/state.json").contains("\"allow\""));
+});
+
+/// A bridge ADD for container `ctr` (namespace of the same name, made if missing) on network
+/// `net` (bridge `bridge`, subnet 10.`octet`.0.0/16) as interface `ifname`: the result and the
+/// address. Only the first network gives the container its default route.
+fn attach_bridge(ctr: &str, net: &str, bridge: &str, octet: u8, ifname: &str) -> (Value, String) {
+    sh(&format!("[ -e /run/netns/{ctr} ] || ip netns add {ctr}"));
+    let mut conf = bridge_conf("1.0.0");
+    conf["name"] = json!(net);
+    conf["bridge"] = json!(bridge);
+    conf["ipam"]["ranges"] = json!([[{"subnet": format!("10.{octet}.0.0/16")}]]);
+    if ifname != "eth0" {
+        conf["ipam"]["routes"] = json!([]);
+    }
+    let netns = format!("/run/netns/{ctr}");
+    let env = [("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", ctr), ("CNI_NETNS", &netns), ("CNI_IFNAME", ifname)];
+    let a = plugin(&format!("{CNI_DIR}/bridge"), &env, &conf.to_string());
+    assert_eq!(a.code, 0, "bridge ADD: {}{}", a.stdout, a.stderr);
+    let result = a.json();
+    let addr = result["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string();
+    (result, addr)
+}
+
+/// netnat's request for `ctr` on network `net` as interface `ifname`.
+fn netnat_on(verb: &str, ctr: &str, net: &str, ifname: &str, maps: &Value, prev: &Value) -> Answer {
+    let mut c: Value = serde_json::from_str(&netnat_conf("1.0.0", maps.clone(), Some(prev))).unwrap();
+    c["name"] = json!(net);
+    let netns = format!("/run/netns/{ctr}");
+    let env = [("CNI_COMMAND", verb), ("CNI_CONTAINERID", ctr), ("CNI_NETNS", &netns), ("CNI_IFNAME", ifname)];
+    plugin(NETNAT, &env, &c.to_string())
+}
+
+/// `ls --json` rows of one host port.
+fn ls_port(port: u16) -> Vec<Value> {
+    let ls: Vec<Value> = serde_json::from_str(&ok(&["ls", "--json"])).unwrap();
+    ls.into_iter().filter(|m| m["host_port"] == port).collect()
+}
+
+// Issue 23: Podman hands every network of a container the same port mappings. The second is
+// accepted as standby and takes over, in the same transaction, when the first is deleted.
+isolated!(cni_one_container_on_two_networks, inner_cni_two_networks, {
+    make_external_host();
+    let (ra, ipa) = attach_bridge("dual", NET, "cni0", 88, "eth0");
+    let (rb, ipb) = attach_bridge("dual", "net2", "cni1", 89, "eth1");
+    let _web = tcp_server(Some(&ns("dual")), "0.0.0.0:8080", "dual");
+    let maps = json!([{"HostPort": 9090, "ContainerPort": 8080, "Protocol": "tcp", "HostIP": ""}]);
+    let add = netnat_on("ADD", "dual", NET, "eth0", &maps, &ra);
+    assert_eq!(add.code, 0, "ADD eth0: {}{}", add.stdout, add.stderr);
+    let add = netnat_on("ADD", "dual", "net2", "eth1", &maps, &rb);
+    assert_eq!(add.code, 0, "ADD eth1 (same container, same port): {}{}", add.stdout, add.stderr);
+    assert_eq!(tcp_get(ext().as_deref(), "198.51.100.1:9090").unwrap(), "dual saw 198.51.100.2");
+    let t = table();
+    assert!(t.contains(&format!("tcp . 9090 : {ipa} . 8080")) && !t.contains(&ipb), "{t}");
+    // ls shows both: the active one and the standby one.
+    let rows = ls_port(9090);
+    let standby: Vec<bool> = rows.iter().map(|r| r["standby"].as_bool().unwrap()).collect();
+    assert_eq!(standby, [false, true], "{rows:?}");
+    assert_eq!((rows[1]["network"].clone(), rows[1]["container_ip"].clone()), (json!("net2"), json!(ipb)));
+    assert!(ok(&["ls"]).contains("net2 (CNI dual, standby)"));
+    // CHECK of either attachment passes.
+    netnat_on("CHECK", "dual", NET, "eth0", &maps, &ra).quiet_success("CHECK active");
+    netnat_on("CHECK", "dual", "net2", "eth1", &maps, &rb).quiet_success("CHECK standby");
+
+    // Another container asking for the port: refused (100), naming the owner; nothing changes.
+    let (ro, _) = attach_bridge("other", NET, "cni0", 88, "eth0");
+    let before = table();
+    let e = netnat_on("ADD", "other", NET, "eth0", &maps, &ro).cni_error(100, "another container");
+    assert!(e["details"].as_str().unwrap().contains("container dual"), "{e}");
+    assert_eq!(table(), before);
+
+    // The runtime disconnects the active network: netnat's DEL, then the bridge's (the chain in
+    // reverse). The standby takes over in the same transaction: the port keeps answering, from
+    // outside, from the host's 127.0.0.1 and from the container itself (hairpin).
+    netnat_on("DEL", "dual", NET, "eth0", &maps, &ra).quiet_success("DEL of the active attachment");
+    let t = table();
+    assert!(t.contains(&format!("tcp . 9090 : {ipb} . 8080")) && !t.contains(&format!(": {ipa} . 8080")), "{t}");
+    let del_env =
+        [("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "dual"), ("CNI_NETNS", "/run/netns/dual"), ("CNI_IFNAME", "eth0")];
+    let d = plugin(&format!("{CNI_DIR}/bridge"), &del_env, &bridge_conf("1.0.0").to_string());
+    assert_eq!(d.code, 0, "bridge DEL: {}", d.stderr);
+    sh("ip -n dual route replace default via 10.89.0.1 dev eth1");
+    assert_eq!(tcp_get(ext().as_deref(), "198.51.100.1:9090").unwrap(), "dual saw 198.51.100.2");
+    let local = tcp_get(None, "127.0.0.1:9090").expect("localhost through the promoted mapping");
+    assert!(local.starts_with("dual saw "), "{local}");
+    let own = tcp_get(Some(&ns("dual")), "198.51.100.1:9090").expect("hairpin through the promoted mapping");
+    assert!(own.starts_with("dual saw ") && !own.ends_with(&ipb), "hairpin not masqueraded: {own}");
+    let rows = ls_port(9090);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0]["standby"].clone(), rows[0]["network"].clone()), (json!(false), json!("net2")));
+    // The other container still cannot have it; DEL of the last attachment closes the port.
+    netnat_on("ADD", "other", NET, "eth0", &maps, &ro).cni_error(100, "another container, after the takeover");
+    netnat_on("DEL", "dual", "net2", "eth1", &maps, &rb).quiet_success("DEL of the last attachment");
+    assert!(tcp_get(ext().as_deref(), "198.51.100.1:9090").is_err(), "9090 still answers after both DELs");
+    assert!(ls_port(9090).is_empty());
+});
+
+// ---- the requests exactly as the runtimes write them ----
+
+/// CNI_ARGS as containerd's go-cni and CRI-O's ocicni set them for a pod.
+fn k8s_args(pod: &str, id: &str) -> String {
+    format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod};K8S_POD_INFRA_CONTAINER_ID={id};K8S_POD_UID=uid-{pod}")
+}
+
+isolated!(cni_requests_as_containerd_and_crio_write_them, inner_cni_requests_as_runtimes_write_them, {
+    make_external_host();
+    // containerd 1.6's CRI (copied from what it sent in tests/cri.rs): the capabilities entry,
+    // prevResult, and runtimeConfig.portMappings with Go's field names and an empty HostIP.
+    let (r1, ip1) = container("pod1", "1.0.0");
+    let _tcp = tcp_server(Some(&ns("pod1")), &format!("{ip1}:8080"), "pod1");
+    let _udp = udp_server(Some(&ns("pod1")), &format!("{ip1}:53"), "pod1");
+    let containerd_add = |prev: Option<&Value>| {
+        let mut c = json!({
+            "capabilities": {"portMappings": true}, "cniVersion": "1.0.0", "name": NET, "type": "netnat",
+            "runtimeConfig": {"portMappings": [
+                {"HostPort": 9090, "ContainerPort": 8080, "Protocol": "tcp", "HostIP": ""},
+                {"HostPort": 5353, "ContainerPort": 53, "Protocol": "udp", "HostIP": ""}
+            ]}
+        });
+        if let Some(p) = prev {
+            c["prevResult"] = p.clone();
+        }
+        c.to_string()
+    };
+    let args1 = k8s_args("pod1", "pod1");
+    let mut env1 = env("ADD", "pod1", "/run/netns/pod1");
+    env1.push(("CNI_ARGS", &args1));
+    let add = plugin(NETNAT, &env1, &containerd_add(Some(&r1)));
+    assert_eq!(add.code, 0, "containerd's ADD: {}{}", add.stdout, add.stderr);
+    assert_eq!(add.json(), r1);
+    assert_eq!(tcp_get(ext().as_deref(), "198.51.100.1:9090").unwrap(), "pod1 saw 198.51.100.2");
+    assert_eq!(udp_get(ext().as_deref(), "0.0.0.0:0", "198.51.100.1:5353").unwrap(), "pod1 saw 198.51.100.2");
+    // "HostIP": "" is no host address: the element is in the any-address map.
+    assert!(table().contains(&format!("tcp . 9090 : {ip1} . 8080")), "{}", table());
+    let ls: Vec<Value> = serde_json::from_str(&ok(&["ls", "--json"])).unwrap();
+    assert!(ls.len() == 2 && ls.iter().all(|m| m.get("host_ip") == Some(&Value::Null)), "{ls:?}");
+    // containerd's DEL at RemovePodSandbox: the same keys, no prevResult.
+    env1[0].1 = "DEL";
+    plugin(NETNAT, &env1, &containerd_add(None)).quiet_success("containerd's DEL");
+    assert!(tcp_get(ext().as_deref(), "198.51.100.1:9090").is_err(), "9090 answers after DEL");
+    assert!(udp_get(ext().as_deref(), "0.0.0.0:0", "198.51.100.1:5353").is_err(), "5353 answers after DEL");
+    assert!(!sh("cat /run/netnat/state.json").contains("attachments"));
+
+    // A DEL whose runtimeConfig and prevResult are garbage (a runtime's cache gone wrong, a
+    // future format) exits 0 and still removes the attachment, so the plugins before netnat in
+    // the chain get their DEL.
+    let add = plugin(NETNAT, &env("ADD", "pod1", "/run/netns/pod1"), &containerd_add(Some(&r1)));
+    assert_eq!(add.code, 0, "{}", add.stderr);
+    assert_eq!(tcp_get(ext().as_deref(), "198.51.100.1:9090").unwrap(), "pod1 saw 198.51.100.2");
+    let garbage = json!({
+        "cniVersion": "1.0.0", "name": NET, "type": "netnat",
+        "runtimeConfig": {"portMappings": [{"HostPort": "not a port", "Protocol": 7}], "bandwidth": "x"},
+        "prevResult": "not a result"
+    });
+    plugin(NETNAT, &env("DEL", "pod1", "/run/netns/pod1"), &garbage.to_string()).quiet_success("DEL with garbage");
+    let rc_string = json!({"cniVersion": "1.0.0", "name": NET, "type": "netnat", "runtimeConfig": "garbage"});
+    plugin(NETNAT, &env("DEL", "pod1", "/run/netns/pod1"), &rc_string.to_string()).quiet_success("DEL, string");
+    assert!(tcp_get(ext().as_deref(), "198.51.100.1:9090").is_err(), "9090 answers after the garbage DEL");
+    assert!(!table().contains(". 9090"), "{}", table());
+    assert!(!sh("cat /run/netnat/state.json").contains("attachments"));
+    // The bridge plugin's own DEL then runs (as the runtime sends it in reverse order).
+    let del =
+        plugin(&format!("{CNI_DIR}/bridge"), &env("DEL", "pod1", "/run/netns/pod1"), &bridge_conf("1.0.0").to_string());
+    assert_eq!(del.code, 0, "{}", del.stderr);
+
+    // CRI-O: its ocicni would write ocicni's JSON tags (hostPort, containerPort, protocol,
+    // hostIP, the empty host address included); CRI-O itself publishes hostPorts with its own
+    // hostport manager and sends no portMappings (docs/cni.md), so a netnat with the
+    // portMappings capability gets only CNI_ARGS: prevResult passes through, nothing published.
+    let (r2, ip2) = container("pod2", "1.0.0");
+    let _tcp2 = tcp_server(Some(&ns("pod2")), &format!("{ip2}:8080"), "pod2");
+    let args2 = k8s_args("pod2", "pod2");
+    let mut env2 = env("ADD", "pod2", "/run/netns/pod2");
+    env2.push(("CNI_ARGS", &args2));
+    let crio_none = json!({"capabilities": {"portMappings": true}, "cniVersion": "1.0.0", "name": NET,
+                           "type": "netnat", "prevResult": r2});
+    let before = table();
+    let add = plugin(NETNAT, &env2, &crio_none.to_string());
+    assert_eq!((add.code, add.json()), (0, r2.clone()), "{}", add.stderr);
+    assert_eq!(table(), before);
+    let mut ocicni = crio_none.clone();
+    ocicni["runtimeConfig"] =
+        json!({"portMappings": [{"hostPort": 9191, "containerPort": 8080, "protocol": "tcp", "hostIP": ""}]});
+    let add = plugin(NETNAT, &env2, &ocicni.to_string());
+    assert_eq!(add.code, 0, "ocicni's ADD: {}{}", add.stdout, add.stderr);
+    assert_eq!(tcp_get(ext().as_deref(), "198.51.100.1:9191").unwrap(), "pod2 saw 198.51.100.2");
+    env2[0].1 = "DEL";
+    plugin(NETNAT, &env2, &ocicni.to_string()).quiet_success("ocicni's DEL");
+    assert!(tcp_get(ext().as_deref(), "198.51.100.1:9191").is_err());
 });

@@ -3,8 +3,8 @@
 //!
 //! A front door, not a second netnat: a request becomes mappings of the same model (`plan`),
 //! owned by their attachment (network name + CNI_CONTAINERID + CNI_IFNAME, recorded in
-//! `State.attachments`), and goes through the CLI's lock, record and nftables sync (`adapter`,
-//! the only file here that touches either). `spec` is the protocol. Stdout carries only the
+//! `State.attachments`), and goes through the engine's one mapping operation, as `netnat
+//! publish` does (`adapter`, the only file here that reaches the record or the kernel). `spec` is the protocol. Stdout carries only the
 //! result or the spec's error object; anything else goes to stderr.
 //!
 //! Verbs: ADD publishes `runtimeConfig.portMappings` to the container's addresses taken from
@@ -17,6 +17,7 @@ pub mod adapter;
 pub mod plan;
 pub mod spec;
 
+use crate::engine::mapping::Change;
 use crate::model::AttachmentId;
 use spec::{code, CniError, Command, Env, Request, Version};
 use std::io::Read;
@@ -124,18 +125,7 @@ fn add(env: &Env, req: &Request, dir: &Path) -> Result<String, CniError> {
     let wanted = plan::wanted_mappings(&entries, &ips)?;
     let allow = spec::allow_from(&req.conf)?;
     let id = attachment_id(req, container_id, ifname);
-    adapter::change(dir, "publish the container's ports", |st| {
-        let change = plan::plan_add(st, &id, wanted)?;
-        if !allow.is_empty() {
-            for m in &change.added {
-                let mine = crate::model::allow_for(m, &allow).map_err(|e| {
-                    CniError::new(code::INVALID_CONFIG, "invalid allowFrom", e.0.replace("--allow", "allowFrom"))
-                })?;
-                st.set_allow(m, mine);
-            }
-        }
-        Ok((change, ()))
-    })?;
+    adapter::change(dir, "publish the container's ports", &Change::Attach { id, maps: wanted, allow })?;
     Ok(result)
 }
 
@@ -149,7 +139,7 @@ fn del(env: &Env, req: &Request, dir: &Path) -> Result<(), CniError> {
         Some(st) if st.attachments.contains_key(&id.key()) => {}
         _ => return Ok(()),
     }
-    adapter::change(dir, "unpublish the container's ports", |st| Ok((plan::plan_del(st, &id), ())))
+    adapter::change(dir, "unpublish the container's ports", &Change::Detach(vec![id])).map(|_| ())
 }
 
 fn check(env: &Env, req: &Request, dir: &Path) -> Result<(), CniError> {
@@ -188,14 +178,15 @@ fn gc(req: &Request, dir: &Path) -> Result<(), CniError> {
     };
     let valid: Vec<(String, String)> = valid.iter().map(|a| (a.container_id.clone(), a.ifname.clone())).collect();
     // Nothing stale: nothing to write (the usual case, once a runtime GCs regularly).
-    let Some(mut st) = adapter::read(dir)? else {
+    let Some(st) = adapter::read(dir)? else {
         return Ok(());
     };
-    if plan::plan_gc(&mut st, &network, &valid).1.is_empty() {
+    let stale = plan::stale(&st, &network, &valid);
+    if stale.is_empty() {
         return Ok(());
     }
-    let gone = adapter::change(dir, "remove stale attachments", |st| Ok(plan::plan_gc(st, &network, &valid)))?;
-    for id in gone {
+    let out = adapter::change(dir, "remove stale attachments", &Change::Detach(stale))?;
+    for id in out.detached {
         eprintln!("netnat: CNI GC removed the port mappings of {id}");
     }
     Ok(())

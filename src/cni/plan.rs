@@ -1,27 +1,14 @@
-//! What a CNI request changes in netnat's record (pure): the mappings an ADD asks for, who owns
-//! what, and what DEL, GC and CHECK find. Every function here takes the record as a value and
-//! returns the element changes for the adapter to send; nothing here touches the kernel.
+//! What a CNI request means for netnat's record (pure): the mappings an ADD asks for, the
+//! attachments a GC finds stale, and what CHECK compares. Changing the record and the kernel is
+//! the engine's one mapping operation (`engine::mapping`): ADD, DEL and GC only say what they
+//! want there, in its terms.
 
 use super::spec::{code, CniError, PortMapping};
-use crate::model::{ip_text, Attachment, AttachmentId, Mapping, Proto, State};
+use crate::model::{AttachmentId, Mapping, Proto, PublishSpec, State, Target};
 use crate::nft::LiveTable;
 use crate::ruleset;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-
-/// The mappings a change adds to and removes from `State.mappings` (the adapter sends exactly
-/// these elements).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Change {
-    pub added: Vec<Mapping>,
-    pub removed: Vec<Mapping>,
-}
-
-impl Change {
-    pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.removed.is_empty()
-    }
-}
 
 fn invalid(msg: &str, details: String) -> CniError {
     CniError::new(code::INVALID_CONFIG, msg, details)
@@ -29,8 +16,8 @@ fn invalid(msg: &str, details: String) -> CniError {
 
 /// The mappings of `runtimeConfig.portMappings` for a container at `ips` (one per family):
 /// each entry goes to every family the container has, or, with a `hostIP`, to that address's
-/// family only. Each becomes a netnat `Mapping` through the CLI's own parser, so it gets the
-/// same checks (ports, addresses) as `netnat publish`.
+/// family only. Each becomes a netnat `Mapping` through the publish spec's own checks (ports,
+/// addresses), as `netnat publish` makes them; conflicts are the engine's to find.
 pub fn wanted_mappings(entries: &[PortMapping], ips: &[IpAddr]) -> Result<Vec<Mapping>, CniError> {
     let mut out: Vec<Mapping> = vec![];
     for e in entries {
@@ -40,7 +27,7 @@ pub fn wanted_mappings(entries: &[PortMapping], ips: &[IpAddr]) -> Result<Vec<Ma
             })
         };
         let (hp, cp) = (port(e.host_port, "hostPort")?, port(e.container_port, "containerPort")?);
-        let proto: Proto =
+        let protocol: Proto =
             e.protocol.as_deref().filter(|p| !p.is_empty()).unwrap_or("tcp").to_ascii_lowercase().parse().map_err(
                 |err: crate::model::InputError| invalid("invalid port mapping", format!("{err} (in port mapping {e})")),
             )?;
@@ -66,101 +53,37 @@ pub fn wanted_mappings(entries: &[PortMapping], ips: &[IpAddr]) -> Result<Vec<Ma
             ));
         }
         for c in targets {
-            let host = host_ip.map(|h| format!("{}:", ip_text(h))).unwrap_or_default();
-            let spec = format!("{host}{hp}:{}:{cp}/{proto}", ip_text(c));
-            let m: Mapping = spec.parse().map_err(|err: crate::model::InputError| {
-                invalid("invalid port mapping", format!("{err} (port mapping {e})"))
-            })?;
-            if out.contains(&m) {
-                continue;
+            let spec = PublishSpec {
+                text: e.to_string(),
+                protocol,
+                host_ip,
+                host_if: None,
+                host_ports: (hp, hp),
+                target: Target::Addr(c),
+                container_ports: (cp, cp),
+            };
+            let m = spec
+                .resolve(&State::default())
+                .map_err(|err| invalid("invalid port mapping", format!("{} (port mapping {e})", err.0)))?;
+            for m in m {
+                if !out.contains(&m) {
+                    out.push(m);
+                }
             }
-            if let Some(o) = out.iter().find(|o| o.conflicts_with(&m)) {
-                return Err(invalid(
-                    "conflicting port mappings",
-                    format!("{m} and {o} publish the same host port in one request"),
-                ));
-            }
-            out.push(m);
         }
     }
     Ok(out)
 }
 
-/// Who holds a mapping, for an error message.
-fn holder(state: &State, m: &Mapping) -> String {
-    match state.owner_of(m) {
-        Some(a) => a.id().to_string(),
-        None => "`netnat publish` (a mapping of the netnat command line)".into(),
-    }
-}
-
-/// ADD: the attachment owns `wanted`. A host port held by another attachment or by the CLI is
-/// refused, naming the holder. An ADD for an attachment that is already recorded (a runtime
-/// retrying an ADD) replaces what it owned.
-pub fn plan_add(state: &mut State, id: &AttachmentId, wanted: Vec<Mapping>) -> Result<Change, CniError> {
-    let key = id.key();
-    let old: Vec<Mapping> = state.attachments.get(&key).map(|a| a.mappings.clone()).unwrap_or_default();
-    for m in &wanted {
-        if let Some(o) = state.mappings.iter().find(|o| o.conflicts_with(m) && !old.contains(o)) {
-            return Err(CniError::new(
-                code::PORT_TAKEN,
-                format!("host port {} is already published", m.host_spec()),
-                format!(
-                    "{id} asks for {m}, but host port {} is already published as {o} for {}",
-                    m.host_spec(),
-                    holder(state, o)
-                ),
-            ));
-        }
-    }
-    let change = Change {
-        added: wanted.iter().filter(|m| !old.contains(m)).copied().collect(),
-        removed: old.iter().filter(|m| !wanted.contains(m) && state.mappings.contains(m)).copied().collect(),
-    };
-    state.mappings.retain(|m| !change.removed.contains(m));
-    state.mappings.extend(change.added.iter().copied());
-    if wanted.is_empty() {
-        state.attachments.remove(&key);
-    } else {
-        state.attachments.insert(
-            key,
-            Attachment {
-                network: id.network.clone(),
-                container_id: id.container_id.clone(),
-                ifname: id.ifname.clone(),
-                mappings: wanted,
-            },
-        );
-    }
-    Ok(change)
-}
-
-/// DEL: the attachment's mappings go, and nothing else. Nothing recorded: nothing to do.
-pub fn plan_del(state: &mut State, id: &AttachmentId) -> Change {
-    let Some(a) = state.attachments.remove(&id.key()) else {
-        return Change::default();
-    };
-    // Only what is still published: `netnat unpublish` may have taken one away meanwhile.
-    let removed: Vec<Mapping> = a.mappings.into_iter().filter(|m| state.mappings.contains(m)).collect();
-    state.mappings.retain(|m| !removed.contains(m));
-    Change { added: vec![], removed }
-}
-
-/// GC: every attachment of `network` that the runtime does not list as valid is deleted.
-/// Returns the change and the attachments it removed.
-pub fn plan_gc(state: &mut State, network: &str, valid: &[(String, String)]) -> (Change, Vec<AttachmentId>) {
+/// GC: the attachments of `network` that the runtime does not list as valid.
+pub fn stale(state: &State, network: &str, valid: &[(String, String)]) -> Vec<AttachmentId> {
     let valid: BTreeSet<(&str, &str)> = valid.iter().map(|(c, i)| (c.as_str(), i.as_str())).collect();
-    let stale: Vec<AttachmentId> = state
+    state
         .attachments
         .values()
         .filter(|a| a.network == network && !valid.contains(&(a.container_id.as_str(), a.ifname.as_str())))
-        .map(Attachment::id)
-        .collect();
-    let mut change = Change::default();
-    for id in &stale {
-        change.removed.extend(plan_del(state, id).removed);
-    }
-    (change, stale)
+        .map(crate::model::Attachment::id)
+        .collect()
 }
 
 /// CHECK against the record: the attachment owns exactly what this request asks for, and all
@@ -169,21 +92,24 @@ pub fn check_record(state: &State, id: &AttachmentId, wanted: &[Mapping]) -> Res
     let fail = |details: String| {
         CniError::new(code::FAILED, "the container's port mappings are not as ADD made them", details)
     };
-    let owned = state.attachments.get(&id.key()).map(|a| a.mappings.as_slice()).unwrap_or_default();
+    let a = state.attachments.get(&id.key());
+    let owned: Vec<Mapping> = a.map(|a| [&a.mappings[..], &a.standby[..]].concat()).unwrap_or_default();
     if let Some(m) = wanted.iter().find(|m| !owned.contains(m)) {
-        return Err(fail(format!("{id}: {m} is not recorded as published for it")));
+        return Err(fail(format!(
+            "{id}: {m} is not recorded as published for it (not added, or taken away by `netnat unpublish`)"
+        )));
     }
     if let Some(m) = owned.iter().find(|m| !wanted.contains(m)) {
         return Err(fail(format!("{id}: {m} is recorded for it but not asked for by this configuration")));
     }
-    if let Some(m) = owned.iter().find(|m| !state.mappings.contains(m)) {
+    if let Some(m) = a.into_iter().flat_map(|a| &a.mappings).find(|m| !state.mappings.contains(m)) {
         return Err(fail(format!("{id}: {m} was unpublished (by `netnat unpublish`?)")));
     }
     Ok(())
 }
 
-/// CHECK against the kernel: netnat's rules are in place and every element of the mappings is
-/// in the live table with its target.
+/// CHECK against the kernel: netnat's rules are in place and every element of the attachment's
+/// active mappings is in the live table with its target (standby ones are not in the kernel).
 pub fn check_kernel(
     state: &State,
     id: &AttachmentId,
@@ -202,7 +128,8 @@ pub fn check_kernel(
     if !ruleset::plan(&rules_only, Some(live)).is_empty() {
         return Err(fail(format!("table inet {}'s rules differ from netnat's (run `netnat reload`)", ruleset::TABLE)));
     }
-    for m in wanted {
+    let active = state.attachments.get(&id.key()).map(|a| a.mappings.as_slice()).unwrap_or_default();
+    for m in wanted.iter().filter(|m| active.contains(m)) {
         for (set, key, data) in ruleset::mapping_elems(m, state.is_routed(m), state.allow_of(m)) {
             let present = live.elems.get(set).is_some_and(|es| es.iter().any(|e| e.key == key && e.data == data));
             if !present {
@@ -265,80 +192,29 @@ mod tests {
         assert!(e(pm(80, 80, "icmp", None)).details.contains("'icmp'"));
         assert!(e(pm(80, 80, "tcp", Some("1.2.3.x"))).details.contains("'1.2.3.x'"));
         assert!(e(pm(80, 80, "tcp", Some("2001:db8::1"))).details.contains("no IPv6 address"));
-        let e = wanted_mappings(&[pm(80, 80, "tcp", None), pm(80, 81, "tcp", None)], &v4).unwrap_err();
-        assert!(e.details.contains("same host port"), "{e}");
-        assert_eq!(e.code, code::INVALID_CONFIG);
         // Identical entries are one mapping; no address at all is an error that says so.
         assert_eq!(wanted_mappings(&[pm(80, 80, "tcp", None), pm(80, 80, "tcp", None)], &v4).unwrap().len(), 1);
         assert!(wanted_mappings(&[pm(80, 80, "tcp", None)], &[]).unwrap_err().details.contains("no address"));
     }
 
-    #[test]
-    fn add_del_own_exactly_their_mappings() {
-        let mut st = State::default();
-        let cli = m("7000:10.0.0.9:70");
-        st.mappings.push(cli);
-        let a = vec![m("8080:10.88.0.2:80"), m("5353:10.88.0.2:53/udp")];
-        let ch = plan_add(&mut st, &id("a"), a.clone()).unwrap();
-        assert_eq!(ch, Change { added: a.clone(), removed: vec![] });
-        let b = vec![m("8081:10.88.0.3:80")];
-        plan_add(&mut st, &id("b"), b.clone()).unwrap();
-        assert_eq!(st.mappings.len(), 4);
-        assert_eq!(st.owner_of(&a[0]).unwrap().container_id, "a");
-        // DEL of a removes a's two mappings, and neither b's nor the CLI's.
-        assert_eq!(plan_del(&mut st, &id("a")), Change { added: vec![], removed: a });
-        assert_eq!(st.mappings, vec![cli, b[0]]);
-        // DEL again: nothing.
-        assert_eq!(plan_del(&mut st, &id("a")), Change::default());
-        assert_eq!(st.attachments.len(), 1);
+    /// An ADD as the engine plans it.
+    fn plan_add(st: &mut State, id: &AttachmentId, maps: Vec<Mapping>) -> anyhow::Result<()> {
+        use crate::engine::mapping::{plan, Change};
+        *st = plan(st, &Change::Attach { id: id.clone(), maps, allow: vec![] })?.0;
+        Ok(())
     }
 
     #[test]
-    fn a_taken_host_port_names_its_holder() {
-        let mut st = State::default();
-        plan_add(&mut st, &id("first"), vec![m("8080:10.88.0.2:80")]).unwrap();
-        let before = st.clone();
-        let e = plan_add(&mut st, &id("second"), vec![m("8080:10.88.0.3:80")]).unwrap_err();
-        assert_eq!(e.code, code::PORT_TAKEN);
-        assert!(e.details.contains("container first") && e.details.contains("container second"), "{e}");
-        assert_eq!(st, before, "a refused ADD changes nothing");
-        // The same mapping published by the CLI: the CLI holds it.
-        st.mappings.push(m("9090:10.88.0.3:80"));
-        let e = plan_add(&mut st, &id("second"), vec![m("9090:10.88.0.3:80")]).unwrap_err();
-        assert!(e.details.contains("netnat publish"), "{e}");
-        // Another protocol, host address or family is not a conflict.
-        plan_add(&mut st, &id("third"), vec![m("8080:10.88.0.4:80/udp"), m("8080:[fd00::4]:80")]).unwrap();
-    }
-
-    #[test]
-    fn a_repeated_add_replaces_what_the_attachment_owned() {
-        let mut st = State::default();
-        plan_add(&mut st, &id("a"), vec![m("8080:10.88.0.2:80"), m("8081:10.88.0.2:81")]).unwrap();
-        let ch = plan_add(&mut st, &id("a"), vec![m("8081:10.88.0.2:81"), m("8082:10.88.0.2:82")]).unwrap();
-        assert_eq!(texts(&ch.added), ["8082:10.88.0.2:82/tcp"]);
-        assert_eq!(texts(&ch.removed), ["8080:10.88.0.2:80/tcp"]);
-        assert_eq!(texts(&st.mappings), ["8081:10.88.0.2:81/tcp", "8082:10.88.0.2:82/tcp"]);
-        // An ADD without mappings of a recorded attachment drops its record.
-        plan_add(&mut st, &id("a"), vec![]).unwrap();
-        assert!(st.mappings.is_empty() && st.attachments.is_empty());
-    }
-
-    #[test]
-    fn gc_removes_unlisted_attachments_of_its_network_only() {
+    fn gc_finds_unlisted_attachments_of_its_network_only() {
         let mut st = State::default();
         plan_add(&mut st, &id("keep"), vec![m("8080:10.88.0.2:80")]).unwrap();
         plan_add(&mut st, &id("stale"), vec![m("8081:10.88.0.3:80")]).unwrap();
         let other = AttachmentId { network: "other".into(), container_id: "x".into(), ifname: "eth0".into() };
         plan_add(&mut st, &other, vec![m("8082:10.89.0.3:80")]).unwrap();
-        let (ch, gone) = plan_gc(&mut st, "podman", &[("keep".into(), "eth0".into())]);
-        assert_eq!(gone, vec![id("stale")]);
-        assert_eq!(texts(&ch.removed), ["8081:10.88.0.3:80/tcp"]);
-        assert_eq!(st.attachments.len(), 2);
-        // Once clean, GC finds nothing.
-        assert_eq!(plan_gc(&mut st, "podman", &[("keep".into(), "eth0".into())]).0, Change::default());
+        assert_eq!(stale(&st, "podman", &[("keep".into(), "eth0".into())]), vec![id("stale")]);
         // An attachment is its container AND interface.
-        let (_, gone) = plan_gc(&mut st, "podman", &[("keep".into(), "eth1".into())]);
-        assert_eq!(gone, vec![id("keep")]);
+        assert_eq!(stale(&st, "podman", &[("keep".into(), "eth1".into())]), vec![id("keep"), id("stale")]);
+        assert!(stale(&st, "other", &[("x".into(), "eth0".into())]).is_empty());
     }
 
     #[test]

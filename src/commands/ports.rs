@@ -1,23 +1,33 @@
 //! `publish`, `unpublish`, `ls` and `show`.
 
-use crate::audit::mapping_views;
-use crate::engine::ports::{self as op, Selector};
+use crate::audit::{mapping_views, MappingView};
+use crate::engine::mapping::{self, Change};
+use crate::engine::ports::Selector;
 use crate::engine::{read_live_table, read_state, require_net_admin, Engine};
-use crate::model::{ip_text, Cidr, Family, InputError, PublishSpec};
+use crate::model::{ip_text, Cidr, Family, InputError, PublishSpec, State};
 use crate::ruleset::render_table;
 use anyhow::Result;
 use std::path::Path;
 
-pub fn publish(dir: &Path, specs: &[String], allow: &[String]) -> Result<()> {
+pub fn publish(dir: &Path, specs: &[String], allow: &[String], replace: bool) -> Result<()> {
     let specs: Vec<PublishSpec> = specs.iter().map(|s| s.parse()).collect::<Result<_, InputError>>()?;
     let allow: Vec<Cidr> = allow.iter().map(|c| c.parse()).collect::<Result<_, InputError>>()?;
     let mut e = Engine::open(dir)?;
-    let done = op::publish(&mut e, &specs, (!allow.is_empty()).then_some(allow.as_slice()))?;
+    let allow = (!allow.is_empty()).then_some(allow);
+    let done = mapping::change(&mut e, &Change::Publish { specs, allow: allow.clone(), replace })?;
     super::note(&done.notes);
     for m in &done.already {
         println!("already published: {m}");
     }
-    for m in &done.replaced {
+    for s in &done.switched {
+        println!(
+            "switched host port {} from {} to {} (established connections stay on the old target until they end)",
+            s.to.host_spec(),
+            s.from,
+            s.to
+        );
+    }
+    for m in &done.allow_replaced {
         println!("allow list of {m} replaced: now {}", allow_text(e.state.allow_of(m)));
     }
     for m in &done.added {
@@ -45,7 +55,7 @@ pub fn publish(dir: &Path, specs: &[String], allow: &[String]) -> Result<()> {
 
 pub fn unpublish(dir: &Path, specs: &[String]) -> Result<()> {
     let sels: Vec<Selector> = specs.iter().map(|s| s.parse()).collect::<Result<_, InputError>>()?;
-    let done = op::unpublish(&mut Engine::open(dir)?, &sels)?;
+    let done = mapping::change(&mut Engine::open(dir)?, &Change::Unpublish(sels))?;
     for i in &done.not_found {
         println!("not published: {}", specs[*i]);
     }
@@ -60,7 +70,12 @@ pub fn ls(dir: &Path, json: bool) -> Result<()> {
     require_net_admin()?;
     let state = read_state(dir)?;
     let live = read_live_table()?;
-    let views = mapping_views(&state, live.as_ref());
+    let mut views = mapping_views(&state, live.as_ref());
+    views.extend(standby_views(&state));
+    views.sort_by_key(|v| {
+        let m = &v.mapping;
+        (m.protocol, m.host_port, m.family(), m.host_ip.unwrap_or(m.family().unspecified()), v.standby)
+    });
     if json {
         println!("{}", serde_json::to_string_pretty(&views)?);
         return Ok(());
@@ -80,6 +95,7 @@ pub fn ls(dir: &Path, json: bool) -> Result<()> {
         let host = format!("{host_part}:{}", range(m.host_port, m.host_port_end));
         let ctr = format!("{}:{}", ip_text(m.container_ip), range(m.container_port, m.container_port_end));
         let net = match (&v.network, &v.container_id) {
+            (Some(n), Some(c)) if v.standby => format!("{n} (CNI {}, standby)", &c[..c.len().min(12)]),
             (Some(n), Some(c)) => format!("{n} (CNI {})", &c[..c.len().min(12)]),
             (Some(n), None) => n.clone(),
             (None, _) => "-".into(),
@@ -96,6 +112,23 @@ pub fn ls(dir: &Path, json: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The standby mappings of CNI attachments (not in the kernel: no counters).
+fn standby_views(state: &State) -> Vec<MappingView> {
+    let standby = state.attachments.values().flat_map(|a| a.standby.iter().map(move |m| (a, m)));
+    standby
+        .map(|(a, m)| MappingView {
+            mapping: *m,
+            network: Some(a.network.clone()),
+            packets: 0,
+            bytes: 0,
+            allow: vec![],
+            denied_packets: 0,
+            container_id: Some(a.container_id.clone()),
+            standby: true,
+        })
+        .collect()
 }
 
 fn allow_text(list: &[Cidr]) -> String {

@@ -1,20 +1,22 @@
 //! `apply`: the declarative side. It reconciles the kernel to a desired state (a file's): the
-//! link steps come from `linkplan::plan_links` (record + what the kernel has), the firewall from
-//! `ruleset::plan` as one transaction. A failed step is reported and the rest still done.
+//! link steps come from `linkplan::plan_links` (record + what the kernel has), the mappings from
+//! the one mapping operation's planner (`mapping::plan`), the firewall from `ruleset::plan` as
+//! one transaction. A failed step is reported and the rest still done.
 
 use super::kernel::{execute, observe_links};
+use super::mapping::{self, Change, Outcome};
 use super::ports::{check_host_addresses, flush_conntrack};
 use super::{read_live_table, Engine};
 use crate::config;
 use crate::host;
 use crate::link::Links;
 use crate::linkplan;
-use crate::model::{Mapping, State};
+use crate::model::{Cidr, Mapping, State};
 use crate::ruleset::{self, NftOp};
 use crate::validate;
 use anyhow::Result;
 use serde::Serialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApplyOptions {
@@ -43,6 +45,7 @@ pub struct Applied {
 pub fn apply(e: &mut Engine, parsed: &config::Parsed, o: ApplyOptions) -> Result<Applied> {
     let wanted = config::to_state(parsed, &e.state)?;
     let (target, kept) = with_extras(wanted, &e.state, o.prune)?;
+    let (target, mapped) = plan_mappings(&e.state, target)?;
     check_host_addresses(&target.mappings)?;
     if !o.dry_run {
         e.reserve_for(&target)?;
@@ -66,7 +69,7 @@ pub fn apply(e: &mut Engine, parsed: &config::Parsed, o: ApplyOptions) -> Result
         }
     }
     take_firewall_settings(&mut rec, &target);
-    let old_maps = std::mem::replace(&mut rec.mappings, target.mappings.clone());
+    rec.mappings = target.mappings.clone();
     rec.allow = target.allow.clone();
     e.state = rec;
     match e.sync_firewall() {
@@ -79,19 +82,31 @@ pub fn apply(e: &mut Engine, parsed: &config::Parsed, o: ApplyOptions) -> Result
     e.save()?;
     // Step 4 of the engine's order: connections tracked before a port changed would keep their
     // old translation; the drop-in keeps systemd-sysctl from reverting the sysctls.
-    let changed: Vec<Mapping> = old_maps
-        .iter()
-        .filter(|m| !e.state.mappings.contains(m))
-        .chain(e.state.mappings.iter().filter(|m| !old_maps.contains(m)))
-        .copied()
-        .collect();
-    if let Err(err) = flush_conntrack(&changed) {
+    // TCP is not flushed: a port the file gives a new target keeps its established connections
+    // on the old one until they end (as `publish --replace`).
+    if let Err(err) = flush_conntrack(&mapped.touched()) {
         out.failures.push(format!("could not flush conntrack entries of changed ports: {err:#}"));
     }
     if let Err(err) = host::write_conf(&e.state) {
         out.failures.push(format!("{err:#}"));
     }
     Ok(out)
+}
+
+/// The file's mappings through the one mapping operation's planner (`mapping::plan`): the
+/// command line's mappings become the file's (a host port with a new target is switched), the
+/// attachments' stay; the same conflict check and validation as `publish`.
+fn plan_mappings(rec: &State, target: State) -> Result<(State, Outcome)> {
+    let owned: HashSet<&Mapping> = target.attachments.values().flat_map(|a| &a.mappings).collect();
+    let lists: HashMap<&Mapping, &[Cidr]> = target.allow.iter().map(|a| (&a.mapping, a.from.as_slice())).collect();
+    let maps: Vec<(Mapping, Vec<Cidr>)> = target
+        .mappings
+        .iter()
+        .filter(|m| !owned.contains(m))
+        .map(|m| (*m, lists.get(m).map(|l| l.to_vec()).unwrap_or_default()))
+        .collect();
+    let base = State { mappings: rec.mappings.clone(), allow: rec.allow.clone(), ..target };
+    mapping::plan(&base, &Change::Declare { maps })
 }
 
 /// Firewall-only settings of networks whose links are in place; the endpoints in file order.

@@ -16,6 +16,7 @@
 
 pub mod apply;
 mod kernel;
+pub mod mapping;
 pub mod metrics;
 pub mod network;
 pub mod ports;

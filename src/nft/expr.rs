@@ -43,6 +43,7 @@ pub const PAYLOAD_TRANSPORT: u32 = 2;
 pub const CT_STATE: u32 = 0;
 pub const CT_DIRECTION: u32 = 1;
 pub const CT_STATUS: u32 = 2;
+pub const CT_MARK: u32 = 3;
 pub const CT_PROTOCOL: u32 = 10;
 pub const CT_PROTO_DST: u32 = 12;
 pub const CT_SRC_IP: u32 = 19;
@@ -169,6 +170,11 @@ pub enum Expr {
         flags: u32,
         result: u32,
         dreg: u32,
+    },
+    /// `ct KEY set REG`: writes a connection's field (netnat: `ct mark`, at DNAT time).
+    CtSet {
+        key: u32,
+        sreg: u32,
     },
     /// `dir`: Some(0) for `ct original ...`, Some(1) for `ct reply ...`.
     Ct {
@@ -439,6 +445,11 @@ pub fn render(exprs: &[Expr], set_key_len: &dyn Fn(&str) -> Option<u32>) -> Stri
                 let value = regs.get(&slot(*sreg)).map(imm_int).unwrap_or(format!("reg {sreg}"));
                 words.push(format!("meta {} set {value}", meta_key_name(*key)));
             }
+            Expr::CtSet { key, sreg } => {
+                let value = regs.get(&slot(*sreg)).map(imm_int).unwrap_or(format!("reg {sreg}"));
+                let name = if *key == CT_MARK { "mark".to_string() } else { format!("key{key}") };
+                words.push(format!("ct {name} set {value}"));
+            }
             Expr::Nat { kind, family, addr, proto } => words.push(nat_text(&regs, *kind, *family, *addr, *proto)),
             Expr::Masquerade => words.push("masquerade".into()),
             Expr::Counter => pending_counter = true,
@@ -521,6 +532,7 @@ fn load_sym(e: &Expr) -> Sym {
                 CT_STATE => ("ct state".into(), Kind::CtState),
                 CT_DIRECTION => ("ct direction".into(), Kind::CtDirection),
                 CT_STATUS => ("ct status".into(), Kind::CtStatus),
+                CT_MARK => ("ct mark".into(), Kind::Raw),
                 CT_PROTOCOL => (format!("ct {d}protocol"), Kind::Proto),
                 CT_PROTO_DST => (format!("ct {d}proto-dst"), Kind::Port),
                 CT_SRC_IP => (format!("ct {d}ip saddr"), Kind::Ipv4),

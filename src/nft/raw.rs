@@ -247,6 +247,9 @@ fn encode(e: &Expr) -> Result<OwnedExpr> {
             .u32(sys::NFTNL_EXPR_FIB_FLAGS, *flags)
             .u32(sys::NFTNL_EXPR_FIB_RESULT, *result)
             .u32(sys::NFTNL_EXPR_FIB_DREG, *dreg),
+        Expr::CtSet { key, sreg } => {
+            OwnedExpr::new(c"ct")?.u32(sys::NFTNL_EXPR_CT_KEY, *key).u32(sys::NFTNL_EXPR_CT_SREG, *sreg)
+        }
         Expr::Ct { key, dreg, dir } => {
             let b = OwnedExpr::new(c"ct")?.u32(sys::NFTNL_EXPR_CT_KEY, *key).u32(sys::NFTNL_EXPR_CT_DREG, *dreg);
             match dir {
@@ -374,6 +377,9 @@ fn decode(v: ExprView) -> Expr {
             dreg: v.u32(sys::NFTNL_EXPR_CT_DREG),
             dir: v.has(sys::NFTNL_EXPR_CT_DIR).then(|| v.u8(sys::NFTNL_EXPR_CT_DIR)),
         },
+        "ct" if v.has(sys::NFTNL_EXPR_CT_SREG) => {
+            Expr::CtSet { key: v.u32(sys::NFTNL_EXPR_CT_KEY), sreg: v.u32(sys::NFTNL_EXPR_CT_SREG) }
+        }
         "nat" => Expr::Nat {
             kind: v.u32(sys::NFTNL_EXPR_NAT_TYPE),
             family: v.u32(sys::NFTNL_EXPR_NAT_FAMILY),
@@ -1007,6 +1013,7 @@ mod tests {
         exprs.push(Expr::Masquerade);
         exprs.push(load_ct_original_addr(NFPROTO_IPV6, false, REG_1));
         exprs.push(Expr::Ct { key: CT_DIRECTION, dreg: REG_1, dir: None });
+        exprs.push(Expr::CtSet { key: CT_MARK, sreg: REG32_01 });
         exprs.extend(set_nftrace());
         exprs.push(Expr::Counter);
         exprs.push(Expr::Verdict(Verdict::Jump("guard".into())));

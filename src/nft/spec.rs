@@ -77,10 +77,13 @@ pub enum Field {
     InetService,
     /// An interface name (16 bytes, NUL-padded).
     Ifname,
+    /// A connection mark (host byte order, as the kernel keeps it).
+    Mark,
 }
 
 impl Field {
-    const ALL: [Field; 5] = [Field::Ipv4Addr, Field::Ipv6Addr, Field::InetProto, Field::InetService, Field::Ifname];
+    const ALL: [Field; 6] =
+        [Field::Ipv4Addr, Field::Ipv6Addr, Field::InetProto, Field::InetService, Field::Ifname, Field::Mark];
     fn type_id(self) -> u32 {
         match self {
             Field::Ipv4Addr => 7,
@@ -88,6 +91,7 @@ impl Field {
             Field::InetProto => 12,
             Field::InetService => 13,
             Field::Ifname => 41,
+            Field::Mark => 19,
         }
     }
     fn from_type_id(t: u32) -> Option<Field> {
@@ -100,6 +104,7 @@ impl Field {
             Field::InetProto => "inet_proto",
             Field::InetService => "inet_service",
             Field::Ifname => "ifname",
+            Field::Mark => "mark",
         }
     }
     /// Bytes of the value itself.
@@ -110,6 +115,7 @@ impl Field {
             Field::InetProto => 1,
             Field::InetService => 2,
             Field::Ifname => 16,
+            Field::Mark => 4,
         }
     }
     /// Bytes in registers: every component of a concatenation is padded to a multiple of 4.
@@ -126,6 +132,7 @@ impl Field {
                 let n = b.iter().position(|c| *c == 0).unwrap_or(b.len());
                 format!("\"{}\"", String::from_utf8_lossy(&b[..n]))
             }
+            Field::Mark => format!("0x{:08x}", u32::from_ne_bytes(b.try_into().expect("4 bytes"))),
         }
     }
 }
