@@ -155,8 +155,8 @@ pub fn sync(state: &mut State) -> Synced {
     open.sort();
     open.dedup();
     state.host_firewall = open;
-    // Read again: what was just opened no longer blocks.
-    let k = Kernel::read().unwrap_or(k);
+    // Read again when something was opened or closed: it no longer blocks.
+    let k = if steps.is_empty() { k } else { Kernel::read().unwrap_or(k) };
     warnings.extend(blocking_warnings(state, &k));
     Synced { steps, warnings }
 }

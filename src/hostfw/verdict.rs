@@ -219,7 +219,7 @@ impl Walker<'_> {
                 Expr::Other { name } if name == "reject" => return (m, Some(Verdict::Drop)),
                 Expr::Other { name } if matches!(name.as_str(), "log" | "counter" | "notrack" | "objref") => {}
                 Expr::Other { .. } => m = and(m, Match::Maybe),
-                Expr::Counter | Expr::MetaSet { .. } | Expr::Nat { .. } | Expr::Masquerade => {}
+                Expr::Counter | Expr::MetaSet { .. } | Expr::CtSet { .. } | Expr::Nat { .. } | Expr::Masquerade => {}
             }
             if m == Match::No {
                 return (m, None);
