@@ -114,7 +114,7 @@ man:
 	NETNAT_REGENERATE=1 $(CARGO) test --test generated_docs -- --nocapture
 
 # The package is checked by tests/package.rs (contents, modes, lintian, the binary inside).
-# --strip: the release profile keeps line tables for profiling; the package does not need them.
+# The release profile strips symbols; --strip also leaves out any debug info a build was given.
 deb: deps cargo-deb
 	$(CARGO) deb --strip
 

@@ -53,7 +53,7 @@ if [[ -z "${NETNAT_BENCH_INNER:-}" ]]; then
     (cd "$TOOLS" && apt-get download docker.io >/dev/null 2>&1 && dpkg-deb -x docker.io_*.deb pkg &&
       cp pkg/usr/sbin/docker-proxy . && rm -rf pkg docker.io_*.deb) || echo "note: docker-proxy unavailable; skipped"
   fi
-  (cd "$ROOT" && cargo build --release --quiet)
+  (cd "$ROOT" && cargo build --profile profiling --quiet)
   export NETNAT_BENCH_INNER=1 BENCH_START=$(date +%s)
   # Mount namespaces are made on one CPU (NETNAT_BENCH_CPU, this one and every host's in host_up):
   # on Linux 6.18 a mount namespace made on another CPU than this scratch one can get a lower id
@@ -69,7 +69,7 @@ fi
 
 # ---------------- inside the scratch namespace ----------------
 # cargo builds where CARGO_TARGET_DIR says, when it is set.
-NETNAT=${CARGO_TARGET_DIR:-$ROOT/target}/release/netnat
+NETNAT=${CARGO_TARGET_DIR:-$ROOT/target}/profiling/netnat
 TIMECMD=(python3 "$ROOT/benches/timecmd.py")
 REPORT=$ROOT/benches/report.py
 if ((QUICK)); then ROUNDS=4; DUR=1; CP_ROUNDS=5; else ROUNDS=15; DUR=1; CP_ROUNDS=15; fi

@@ -241,6 +241,7 @@ fn network_of(n: &NetworkConf) -> Result<Network, (Option<usize>, InputError)> {
         internal: n.internal.unwrap_or(false),
         ipv6_mode,
         host_firewall: n.host_firewall.unwrap_or_default(),
+        owner: None,
     })
 }
 
@@ -674,19 +675,33 @@ pub fn to_toml(state: &State, notes: &[String]) -> String {
             format!("{{ spec = {}, allow = {} }}", q(&m.to_string()), self::list(&cidrs))
         }
     };
-    // Ports CNI containers published belong to the container runtime, which publishes them again.
-    let cni = state.mappings.iter().filter(|m| state.owner_of(m).is_some()).count();
-    if cni > 0 {
+    // Ports CNI containers (or Docker's driver) published belong to the container runtime, which
+    // publishes them again.
+    let mut by: std::collections::BTreeMap<&str, usize> = Default::default();
+    for a in state.mappings.iter().filter_map(|m| state.owner_of(m)) {
+        let owner = state.networks.get(&a.network).and_then(|n| n.owner.as_ref());
+        *by.entry(owner.map_or("CNI", |o| o.by.as_str())).or_default() += 1;
+    }
+    for (who, n) in by {
         out += &format!(
-            "# {cni} port(s) published through CNI are left out: the container runtime owns them (`netnat ls` lists them).\n"
+            "# {n} port(s) published through {who} are left out: the container runtime owns them (`netnat ls` lists them).\n"
         );
+    }
+    // So do the networks made through Docker's driver (with their endpoints).
+    for n in state.networks.values() {
+        if let Some(o) = &n.owner {
+            out += &format!(
+                "# network {} is left out: it is {}'s network {} (`netnat network ls` lists it).\n",
+                n.name, o.by, o.id
+            );
+        }
     }
     let top: Vec<String> =
         state.mappings.iter().filter(|m| owner(m).is_none() && state.owner_of(m).is_none()).map(entry).collect();
     if !top.is_empty() {
         out += &format!("\npublish = [{}]\n", top.join(", "));
     }
-    for n in state.networks.values() {
+    for n in state.networks.values().filter(|n| n.owner.is_none()) {
         let subnets: Vec<String> = n.pools.iter().map(|p| p.subnet.to_string()).collect();
         let gateways: Vec<String> = n.pools.iter().map(|p| p.gateway.to_string()).collect();
         out += &format!(

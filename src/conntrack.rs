@@ -8,28 +8,17 @@
 //! IPv4 and IPv6 entries alike. Dumps are full table dumps filtered in user
 //! space; deletion sends one `IPCTNL_MSG_CT_DELETE` per entry.
 
+use crate::nft::netlink::{
+    self as nl, be16, find, Msg, MsgBuilder, NFGENMSG_LEN, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_DUMP,
+    NLM_F_DUMP_INTR, NLM_F_MULTI, NLM_F_REQUEST,
+};
 use anyhow::{Context, Result};
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-// --- netlink (linux/netlink.h) ---
-const NLMSG_HDRLEN: usize = 16;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_MULTI: u16 = 0x2;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP_INTR: u16 = 0x10;
-const NLM_F_DUMP: u16 = 0x100 | 0x200; // NLM_F_ROOT | NLM_F_MATCH
-const NLA_HDRLEN: usize = 4;
-const NLA_F_NESTED: u16 = 1 << 15;
-const NLA_F_NET_BYTEORDER: u16 = 1 << 14;
-const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
-
 // --- nfnetlink (linux/netfilter/nfnetlink.h) ---
-const NFGENMSG_LEN: usize = 4;
 const NFNETLINK_V0: u8 = 0;
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 
@@ -41,7 +30,14 @@ const IPCTNL_MSG_CT_DELETE: u16 = 2;
 // enum ctattr_type
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
+const CTA_PROTOINFO: u16 = 4;
 const CTA_ZONE: u16 = 18;
+
+// enum ctattr_protoinfo, ctattr_protoinfo_tcp
+const CTA_PROTOINFO_TCP: u16 = 1;
+const CTA_PROTOINFO_TCP_STATE: u16 = 1;
+/// enum tcp_conntrack: TIME_WAIT and CLOSE mean the connection has ended.
+const TCP_CONNTRACK_TIME_WAIT: u8 = 7;
 
 // enum ctattr_tuple
 const CTA_TUPLE_IP: u16 = 1;
@@ -99,6 +95,15 @@ pub struct Entry {
     pub dport: u16,
     pub reply_src: IpAddr,
     pub reply_sport: u16,
+    /// TCP only: the conntrack state (`enum tcp_conntrack`).
+    pub tcp_state: Option<u8>,
+}
+
+impl Entry {
+    /// Still carrying traffic: not a TCP connection that has ended (TIME_WAIT, CLOSE).
+    pub fn is_open(&self) -> bool {
+        self.tcp_state.is_none_or(|s| s < TCP_CONNTRACK_TIME_WAIT)
+    }
 }
 
 impl fmt::Display for Entry {
@@ -130,6 +135,11 @@ struct Dumped {
 /// Returns an empty list if conntrack is not available in the kernel.
 pub fn list(filter: &Filter) -> Result<Vec<Entry>> {
     Ok(dump()?.into_iter().map(|d| d.entry).filter(|e| filter.matches(e)).collect())
+}
+
+/// Every entry, in one dump.
+pub fn entries() -> Result<Vec<Entry>> {
+    Ok(dump()?.into_iter().map(|d| d.entry).collect())
 }
 
 /// Reads several filters in one dump: counts per filter, same order.
@@ -235,13 +245,16 @@ impl Socket {
             }
             // Never hang on a kernel that does not answer.
             let tv = libc::timeval { tv_sec: 5, tv_usec: 0 };
-            libc::setsockopt(
+            if libc::setsockopt(
                 fd,
                 libc::SOL_SOCKET,
                 libc::SO_RCVTIMEO,
                 &tv as *const _ as *const libc::c_void,
                 std::mem::size_of::<libc::timeval>() as u32,
-            );
+            ) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
             Ok(sock)
         }
     }
@@ -354,74 +367,19 @@ fn ct_type(msg: u16) -> u16 {
     (NFNL_SUBSYS_CTNETLINK << 8) | msg
 }
 
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-/// A netlink message header plus its payload.
-#[derive(Debug, PartialEq, Eq)]
-struct Msg<'a> {
-    kind: u16,
-    flags: u16,
-    seq: u32,
-    payload: &'a [u8],
-}
-
-/// Splits a datagram into netlink messages.
-fn messages(mut data: &[u8]) -> io::Result<Vec<Msg<'_>>> {
-    let mut out = Vec::new();
-    while data.len() >= NLMSG_HDRLEN {
-        let len = u32::from_ne_bytes(data[0..4].try_into().unwrap()) as usize;
-        if len < NLMSG_HDRLEN || len > data.len() {
-            return Err(io::Error::other(format!(
-                "malformed netlink message (length {len}, {} bytes left)",
-                data.len()
-            )));
-        }
-        out.push(Msg {
-            kind: u16::from_ne_bytes([data[4], data[5]]),
-            flags: u16::from_ne_bytes([data[6], data[7]]),
-            seq: u32::from_ne_bytes(data[8..12].try_into().unwrap()),
-            payload: &data[NLMSG_HDRLEN..len],
-        });
-        data = &data[align4(len).min(data.len())..];
-    }
-    Ok(out)
+/// The messages of one datagram; one that does not fit is an error.
+fn messages(data: &[u8]) -> io::Result<Vec<Msg<'_>>> {
+    nl::messages(data).collect::<Result<_, _>>().map_err(io::Error::other)
 }
 
 /// The positive errno of an `NLMSG_ERROR` payload (0 for an ack).
 fn error_code(payload: &[u8]) -> io::Result<i32> {
-    let b: [u8; 4] = payload
-        .get(0..4)
-        .and_then(|s| s.try_into().ok())
-        .ok_or_else(|| io::Error::other("short NLMSG_ERROR message"))?;
-    Ok(-i32::from_ne_bytes(b))
+    nl::error_code(payload).ok_or_else(|| io::Error::other("short NLMSG_ERROR message"))
 }
 
-/// Iterates attributes: (type with flag bits masked, value).
-fn attrs(mut data: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if data.len() < NLA_HDRLEN {
-            return None;
-        }
-        let len = u16::from_ne_bytes([data[0], data[1]]) as usize;
-        let kind = u16::from_ne_bytes([data[2], data[3]]) & NLA_TYPE_MASK;
-        if len < NLA_HDRLEN || len > data.len() {
-            data = &[];
-            return None;
-        }
-        let value = &data[NLA_HDRLEN..len];
-        data = &data[align4(len).min(data.len())..];
-        Some((kind, value))
-    })
-}
-
-fn find(data: &[u8], kind: u16) -> Option<&[u8]> {
-    attrs(data).find(|&(k, _)| k == kind).map(|(_, v)| v)
-}
-
-fn be16(v: &[u8]) -> Option<u16> {
-    Some(u16::from_be_bytes(v.get(..2)?.try_into().ok()?))
+/// A ctnetlink message: the netlink header, then nfgenmsg for `family`.
+fn builder(kind: u16, flags: u16, seq: u32, family: u8) -> MsgBuilder {
+    MsgBuilder::new(kind, flags, seq, &[family, NFNETLINK_V0, 0, 0])
 }
 
 fn ipv4(v: &[u8]) -> Option<IpAddr> {
@@ -459,59 +417,16 @@ fn parse_ct(payload: &[u8]) -> Option<Dumped> {
     let (proto, src, dst, sport, dport) = parse_tuple(find(body, CTA_TUPLE_ORIG)?)?;
     let (_, reply_src, _, reply_sport, _) = parse_tuple(find(body, CTA_TUPLE_REPLY)?)?;
     let zone = find(body, CTA_ZONE).and_then(be16);
-    Some(Dumped { entry: Entry { proto, src, dst, sport, dport, reply_src, reply_sport }, zone })
-}
-
-/// Builds a netlink message incrementally.
-struct Builder {
-    buf: Vec<u8>,
-    nests: Vec<usize>,
-}
-
-impl Builder {
-    fn new(kind: u16, flags: u16, seq: u32, family: u8) -> Builder {
-        let mut buf = Vec::with_capacity(128);
-        buf.extend_from_slice(&0u32.to_ne_bytes()); // length, patched in finish
-        buf.extend_from_slice(&kind.to_ne_bytes());
-        buf.extend_from_slice(&flags.to_ne_bytes());
-        buf.extend_from_slice(&seq.to_ne_bytes());
-        buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: kernel fills
-        buf.extend_from_slice(&[family, NFNETLINK_V0, 0, 0]); // nfgenmsg, res_id 0
-        Builder { buf, nests: Vec::new() }
-    }
-
-    fn attr(&mut self, kind: u16, value: &[u8]) -> &mut Self {
-        let len = (NLA_HDRLEN + value.len()) as u16;
-        self.buf.extend_from_slice(&len.to_ne_bytes());
-        self.buf.extend_from_slice(&kind.to_ne_bytes());
-        self.buf.extend_from_slice(value);
-        self.buf.resize(align4(self.buf.len()), 0);
-        self
-    }
-
-    fn begin(&mut self, kind: u16) -> &mut Self {
-        self.nests.push(self.buf.len());
-        self.attr(kind | NLA_F_NESTED, &[])
-    }
-
-    fn end(&mut self) -> &mut Self {
-        let start = self.nests.pop().expect("unbalanced nest");
-        let len = (self.buf.len() - start) as u16;
-        self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
-        self
-    }
-
-    fn finish(&mut self) -> Vec<u8> {
-        assert!(self.nests.is_empty(), "unclosed nest");
-        let len = self.buf.len() as u32;
-        self.buf[0..4].copy_from_slice(&len.to_ne_bytes());
-        std::mem::take(&mut self.buf)
-    }
+    let tcp_state = find(body, CTA_PROTOINFO)
+        .and_then(|p| find(p, CTA_PROTOINFO_TCP))
+        .and_then(|t| find(t, CTA_PROTOINFO_TCP_STATE))
+        .and_then(|s| s.first().copied());
+    Some(Dumped { entry: Entry { proto, src, dst, sport, dport, reply_src, reply_sport, tcp_state }, zone })
 }
 
 /// AF_UNSPEC: the entries of every family.
 fn dump_request(seq: u32) -> Vec<u8> {
-    Builder::new(ct_type(IPCTNL_MSG_CT_GET), NLM_F_REQUEST | NLM_F_DUMP, seq, libc::AF_UNSPEC as u8).finish()
+    builder(ct_type(IPCTNL_MSG_CT_GET), NLM_F_REQUEST | NLM_F_DUMP, seq, libc::AF_UNSPEC as u8).finish()
 }
 
 fn delete_request(seq: u32, e: &Entry, zone: Option<u16>) -> Vec<u8> {
@@ -521,7 +436,7 @@ fn delete_request(seq: u32, e: &Entry, zone: Option<u16>) -> Vec<u8> {
         }
         (s, d) => (AF_INET6, CTA_IP_V6_SRC, CTA_IP_V6_DST, v6_octets(s), v6_octets(d)),
     };
-    let mut b = Builder::new(ct_type(IPCTNL_MSG_CT_DELETE), NLM_F_REQUEST | NLM_F_ACK, seq, family);
+    let mut b = builder(ct_type(IPCTNL_MSG_CT_DELETE), NLM_F_REQUEST | NLM_F_ACK, seq, family);
     b.begin(CTA_TUPLE_ORIG)
         .begin(CTA_TUPLE_IP)
         .attr(src_attr, &src)
@@ -549,6 +464,7 @@ fn v6_octets(ip: IpAddr) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nft::netlink::{NLA_F_NESTED, NLMSG_HDRLEN};
 
     /// A hand-written IPCTNL_MSG_CT_NEW dump message: udp
     /// 10.0.0.1:40000 -> 192.168.1.5:8080, DNATed to 172.17.0.2:80.
@@ -597,6 +513,7 @@ mod tests {
             dport: 8080,
             reply_src: Ipv4Addr::new(172, 17, 0, 2).into(),
             reply_sport: 80,
+            tcp_state: None,
         }
     }
 
@@ -693,6 +610,7 @@ mod tests {
             dport: 8080,
             reply_src: "fd00:16::2".parse().unwrap(),
             reply_sport: 80,
+            tcp_state: None,
         };
         let buf = delete_request(3, &e, None);
         let m = &messages(&buf).unwrap()[0];

@@ -53,10 +53,20 @@ pub fn render(state: &State) -> String {
         allow: &'a [crate::model::AllowList],
         #[serde(skip_serializing_if = "<[_]>::is_empty")]
         host_firewall: &'a [crate::model::HostOpening],
+        #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        handoffs: &'a std::collections::BTreeMap<String, crate::model::Handoff>,
     }
     let owned: HashSet<&Mapping> = state.attachments.values().flat_map(|a| &a.mappings).collect();
     let v = Versioned {
-        format: if state.attachments.is_empty() { 1 } else { FORMAT },
+        // Handoffs and owners (Docker's driver) are unknown to format 1 readers too.
+        format: if state.attachments.is_empty()
+            && state.handoffs.is_empty()
+            && state.networks.values().all(|n| n.owner.is_none())
+        {
+            1
+        } else {
+            FORMAT
+        },
         networks: &state.networks,
         sandboxes: &state.sandboxes,
         mappings: state.mappings.iter().filter(|m| !owned.contains(m)).collect(),
@@ -64,6 +74,7 @@ pub fn render(state: &State) -> String {
         attachments: &state.attachments,
         allow: &state.allow,
         host_firewall: &state.host_firewall,
+        handoffs: &state.handoffs,
     };
     let mut text = serde_json::to_string_pretty(&v).expect("state always serialises");
     text.push('\n');
@@ -271,6 +282,7 @@ fn take_lock(dir: &Path) -> Result<File> {
         .or_else(|e| File::open(&path).map_err(|_| e))
         .with_context(|| format!("opening lock file {}", path.display()))?;
     loop {
+        // SAFETY: flock on a descriptor `lock` owns and keeps open; no memory is passed.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } == 0 {
             return Ok(lock);
         }

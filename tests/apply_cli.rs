@@ -387,7 +387,10 @@ fn systemd_units_verify() {
     }
     for fw in ["docker.service", "firewalld.service", "ufw.service"] {
         assert!(after(&reload, fw), "netnat-reload.service is not ordered after {fw}");
-        assert!(reload.lines().any(|l| l.starts_with("WantedBy=") && l.contains(fw)), "{fw} does not pull in netnat-reload");
+        assert!(
+            reload.lines().any(|l| l.starts_with("WantedBy=") && l.contains(fw)),
+            "{fw} does not pull in netnat-reload"
+        );
         assert!(reload.lines().any(|l| l.starts_with("PartOf=") && l.contains(fw)), "{fw} restarts do not rerun it");
     }
     // Every 15 s into Debian's node-exporter textfile directory.

@@ -6,13 +6,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-fn ext() -> Option<std::path::PathBuf> {
-    Some(ns("ext"))
-}
-fn ns1() -> Option<std::path::PathBuf> {
-    Some(ns("Container_ns1"))
-}
-
 fn setup() {
     make_external_host();
     seed_topology();

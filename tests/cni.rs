@@ -12,10 +12,6 @@ use std::process::{Command, Stdio};
 const CNI_DIR: &str = "/usr/lib/cni";
 const NET: &str = "testnet";
 
-fn ext() -> Option<std::path::PathBuf> {
-    Some(ns("ext"))
-}
-
 /// What a plugin answered: exit status, stdout, stderr.
 struct Answer {
     code: i32,
@@ -305,9 +301,16 @@ impl Podman {
     /// `podman run -d` of a web server that answers `name` on container port 8080, published
     /// as host port `port`, started (the container ID comes on its stdout).
     fn spawn_web(&self, name: &str, port: u16) -> std::process::Child {
+        self.spawn_web_on(name, port, None)
+    }
+
+    /// `spawn_web` on the given networks (`--network a,b`; None: Podman's default network).
+    fn spawn_web_on(&self, name: &str, port: u16, networks: Option<&str>) -> std::process::Child {
         let script = format!("echo {name} > /tmp/index.html && exec httpd -f -p 8080 -h /tmp");
+        let networks = networks.map(|n| vec!["--network", n]).unwrap_or_default();
         Command::new("podman")
             .args(["run", "-d", "--cgroups=disabled", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"])
+            .args(networks)
             .args(["--name", name, "-p", &format!("{port}:8080"), "localhost/bb:1", "/bin/sh", "-c", &script])
             .env("CONTAINERS_CONF", &self.conf)
             .stdout(Stdio::piped())
@@ -318,6 +321,30 @@ impl Podman {
 
     fn run_web(&self, name: &str, port: u16) -> std::process::Output {
         self.spawn_web(name, port).wait_with_output().unwrap()
+    }
+
+    /// Another network as Podman's `network create` would make it (bridge cni-NAME, host-local
+    /// 10.89.N.0/24 with a default route), netnat in place of portmap.
+    fn network(&self, name: &str, n: u8) {
+        let conflist = json!({
+            "cniVersion": "0.4.0", "name": name,
+            "plugins": [
+                {"type": "bridge", "bridge": format!("cni-{name}"), "isGateway": true, "ipMasq": true, "hairpinMode": true,
+                 "ipam": {"type": "host-local", "routes": [{"dst": "0.0.0.0/0"}],
+                          "ranges": [[{"subnet": format!("10.89.{n}.0/24"), "gateway": format!("10.89.{n}.1")}]]}},
+                {"type": "netnat", "capabilities": {"portMappings": true}},
+                {"type": "firewall"},
+                {"type": "tuning"}
+            ]
+        });
+        std::fs::write(format!("/run/t/conf/{name}.conflist"), conflist.to_string()).unwrap();
+    }
+
+    /// Runs podman, asserting success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args);
+        assert!(out.status.success(), "podman {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
 
@@ -336,6 +363,18 @@ fn http_get(port: u16) -> Result<String, String> {
     }
 }
 
+/// `http_get` once the container's server listens: `podman run -d` returns when the container
+/// has started, before its httpd may be listening. Retries for up to 5 s.
+fn http_get_started(port: u16) -> Result<String, String> {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match http_get(port) {
+            Err(_) if std::time::Instant::now() < end => std::thread::sleep(std::time::Duration::from_millis(100)),
+            r => return r,
+        }
+    }
+}
+
 fn elements() -> String {
     sh("nft list map inet netnat pub_any4 2>/dev/null || true")
 }
@@ -348,7 +387,7 @@ isolated!(cni_behind_real_podman, inner_cni_behind_real_podman, {
     let web = podman.run_web("web", 9090);
     assert!(web.status.success(), "podman run: {}", String::from_utf8_lossy(&web.stderr));
     let web_id = String::from_utf8_lossy(&web.stdout).trim().to_string();
-    assert_eq!(http_get(9090).unwrap(), "web");
+    assert_eq!(http_get_started(9090).unwrap(), "web");
     assert!(elements().contains("tcp . 9090 : 10.88."), "{}", elements());
     let record = sh("cat /run/netnat/state.json");
     assert!(record.contains(&format!("\"podman/{web_id}/eth0\"")), "{record}");
@@ -368,7 +407,7 @@ isolated!(cni_behind_real_podman, inner_cni_behind_real_podman, {
         assert!(out.status.success(), "podman run w{}: {}", i + 1, String::from_utf8_lossy(&out.stderr));
     }
     for i in 1..=20u16 {
-        assert_eq!(http_get(10000 + i).unwrap(), format!("w{i}"));
+        assert_eq!(http_get_started(10000 + i).unwrap(), format!("w{i}"));
     }
     assert_eq!(elements().matches("tcp . ").count(), 21, "{}", elements());
     // conmon holds each published host port open as a reservation: the audit tells that from a
@@ -386,6 +425,71 @@ isolated!(cni_behind_real_podman, inner_cni_behind_real_podman, {
     assert!(rm.status.success(), "{}", String::from_utf8_lossy(&rm.stderr));
     assert!(!elements().contains("tcp . "), "elements left after podman rm -a: {}", elements());
     assert!(!sh("cat /run/netnat/state.json").contains("attachments"));
+});
+
+isolated!(cni_podman_container_on_two_networks, inner_cni_podman_container_on_two_networks, {
+    make_external_host();
+    let podman = Podman::new();
+    podman.network("a", 1);
+    podman.network("b", 2);
+    let ip_on = |ctr: &str, net: &str| {
+        podman.ok(&["inspect", ctr, "--format", &format!("{{{{.NetworkSettings.Networks.{net}.IPAddress}}}}")])
+    };
+    // `ls --json`'s view of a host port: (network, container address, standby), sorted.
+    let views = |port: u16| {
+        let ls: Vec<Value> = serde_json::from_str(&ok(&["ls", "--json"])).unwrap();
+        let mut v: Vec<(String, String, bool)> = ls
+            .iter()
+            .filter(|m| m["host_port"] == port)
+            .map(|m| {
+                (
+                    m["network"].as_str().unwrap().into(),
+                    m["container_ip"].as_str().unwrap().into(),
+                    m["standby"] == true,
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let leases = || sh("ls /var/lib/cni/networks/a /var/lib/cni/networks/b 2>/dev/null | grep -c '^10\\.' || true");
+
+    // `podman run --network a,b -p 9090:8080`: Podman asks each network's netnat for host port
+    // 9090. The container starts and answers, through its address on a (the first attachment).
+    let web = podman.spawn_web_on("web", 9090, Some("a,b")).wait_with_output().unwrap();
+    assert!(web.status.success(), "podman run on two networks: {}", String::from_utf8_lossy(&web.stderr));
+    assert_eq!(http_get_started(9090).unwrap(), "web");
+    let (on_a, on_b) = (ip_on("web", "a"), ip_on("web", "b"));
+    assert!(elements().contains(&format!("tcp . 9090 : {on_a} . 8080")), "{}", elements());
+    // The request from b is on standby: in the record and `ls`, not in the kernel.
+    assert_eq!(views(9090), vec![("a".into(), on_a.clone(), false), ("b".into(), on_b.clone(), true)]);
+    assert!(ok(&["ls"]).contains("b (CNI "), "{}", ok(&["ls"]));
+
+    // `podman network disconnect a`: the port keeps answering, through b.
+    podman.ok(&["network", "disconnect", "a", "web"]);
+    assert_eq!(http_get(9090).unwrap(), "web");
+    assert!(elements().contains(&format!("tcp . 9090 : {on_b} . 8080")), "{}", elements());
+    assert_eq!(views(9090), vec![("b".into(), on_b.clone(), false)]);
+
+    // `podman network connect b` of a running container that publishes a port on a: succeeds,
+    // and the port still answers.
+    let web2 = podman.spawn_web_on("web2", 9191, Some("a")).wait_with_output().unwrap();
+    assert!(web2.status.success(), "{}", String::from_utf8_lossy(&web2.stderr));
+    assert_eq!(http_get_started(9191).unwrap(), "web2");
+    podman.ok(&["network", "connect", "b", "web2"]);
+    assert_eq!(http_get(9191).unwrap(), "web2");
+    let (web2_a, web2_b) = (ip_on("web2", "a"), ip_on("web2", "b"));
+    assert!(elements().contains(&format!("tcp . 9191 : {web2_a} . 8080")), "{}", elements());
+    assert_eq!(views(9191), vec![("a".into(), web2_a, false), ("b".into(), web2_b, true)]);
+    assert_eq!(leases().trim(), "3", "host-local's leases: web on b (a's given back), web2 on a and b");
+
+    // podman rm: nothing left (elements, attachments, leases, veths).
+    podman.ok(&["rm", "-f", "-t", "0", "-a"]);
+    assert!(http_get(9090).is_err() && http_get(9191).is_err());
+    assert!(!elements().contains("tcp . "), "elements left after podman rm: {}", elements());
+    assert!(!sh("cat /run/netnat/state.json").contains("attachments"));
+    assert_eq!(sh("ip -o link show type veth | grep -v veth-ext || true"), "");
+    assert_eq!(leases().trim(), "0", "host-local leases left after podman rm");
 });
 
 // ---- churn: many attachments added and deleted in parallel ----
@@ -437,8 +541,6 @@ isolated!(cni_churn_in_parallel, inner_cni_churn_in_parallel, timeout = 400, {
     // Two real containers behind the bridge plugin, for traffic: one stays, one goes.
     let (r1, ip1) = container("real1", "1.0.0");
     let (r2, ip2) = container("real2", "1.0.0");
-    let _s1 = tcp_server(Some(&ns("real1")), &format!("{ip1}:8080"), "real1");
-    let _s2 = tcp_server(Some(&ns("real2")), &format!("{ip2}:8080"), "real2");
     let web = json!([{"hostPort": 30001, "containerPort": 8080, "protocol": "tcp"}]);
     let conf1 = netnat_conf("1.0.0", web, Some(&r1));
     let conf2 = netnat_conf("1.0.0", json!([{"hostPort": 30002, "containerPort": 8080, "protocol": "tcp"}]), Some(&r2));
@@ -520,7 +622,10 @@ isolated!(cni_churn_in_parallel, inner_cni_churn_in_parallel, timeout = 400, {
         record["attachments"].as_object().unwrap().values().map(|a| a["mappings"].as_array().unwrap().len()).sum();
     assert_eq!(stored, want.len());
     assert_eq!(rule_count(), rules_with_one, "rules grew with the mappings");
-    // Traffic: the container that stayed answers; the deleted one is refused.
+    // Traffic: the container that stayed answers; the deleted one is refused. (The servers start
+    // only now: a test server lives at most 120 s, and the churn may take longer under load.)
+    let _s1 = tcp_server(Some(&ns("real1")), &format!("{ip1}:8080"), "real1");
+    let _s2 = tcp_server(Some(&ns("real2")), &format!("{ip2}:8080"), "real2");
     assert_eq!(tcp_get(ext().as_deref(), "198.51.100.1:30001").unwrap(), "real1 saw 198.51.100.2");
     assert!(tcp_get(ext().as_deref(), "198.51.100.1:30002").is_err());
 

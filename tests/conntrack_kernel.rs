@@ -1,7 +1,7 @@
-//! Kernel tests for `netnat::conntrack`, each run inside a throwaway network
-//! namespace: the outer `#[test]` re-executes this binary under
-//! `unshare --net` with NETNAT_INNER=1, running only the matching
-//! `#[ignore]`d inner test. Nothing touches the machine's own namespace.
+//! Kernel tests for `netnat::conntrack`, each run in its own throwaway network and mount
+//! namespace (tests/common's `isolated!`); nothing touches the machine's own namespace.
+
+mod common;
 
 use netnat::conntrack::{self, Filter};
 use std::collections::BTreeSet;
@@ -12,38 +12,8 @@ use std::time::Duration;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_TCP: u8 = 6;
 
-/// Runs `inner` (an #[ignore]d test in this binary) in a new network namespace.
-fn in_netns(inner: &str) {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping {inner}: needs root for unshare --net");
-        return;
-    }
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new("timeout")
-        .arg("60")
-        .arg("unshare")
-        .arg("--net")
-        .arg(&exe)
-        .args(["--exact", inner, "--ignored", "--nocapture", "--test-threads=1"])
-        .env("NETNAT_INNER", "1")
-        .output()
-        .expect("running unshare");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "inner test {inner} failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-}
-
-fn inner() -> bool {
-    std::env::var_os("NETNAT_INNER").is_some()
-}
-
 fn sh(cmd: &str) {
-    let st = Command::new("sh").args(["-c", cmd]).status().unwrap();
-    assert!(st.success(), "{cmd} failed: {st}");
+    common::sh(cmd);
 }
 
 /// Entry count reported by the `conntrack` tool, as a cross-check.
@@ -78,17 +48,7 @@ fn listener() -> (UdpSocket, u16) {
     (s, port)
 }
 
-#[test]
-fn udp_list_flush_count() {
-    in_netns("inner_udp_list_flush_count");
-}
-
-#[test]
-#[ignore = "runs inside a network namespace via udp_list_flush_count"]
-fn inner_udp_list_flush_count() {
-    if !inner() {
-        return;
-    }
+isolated!(udp_list_flush_count, inner_udp_list_flush_count, {
     setup_netns();
     // Nothing tracked yet in the fresh namespace.
     assert!(conntrack::list(&udp(1, 65535)).unwrap().is_empty());
@@ -149,23 +109,13 @@ fn inner_udp_list_flush_count() {
     clients[0].send_to(b"again", ("127.0.0.1", pa)).unwrap();
     la.recv_from(&mut buf).expect("datagram within 2s");
     assert_eq!(conntrack::count_many(&[udp(pa, pa)]).unwrap(), vec![1]);
-}
+});
 
-#[test]
-fn no_conntrack_rule_means_empty() {
-    in_netns("inner_no_conntrack_rule_means_empty");
-}
-
-#[test]
-#[ignore = "runs inside a network namespace via no_conntrack_rule_means_empty"]
-fn inner_no_conntrack_rule_means_empty() {
-    if !inner() {
-        return;
-    }
+isolated!(no_conntrack_rule_means_empty, inner_no_conntrack_rule_means_empty, {
     // Fresh namespace, no rules: nothing is tracked, nothing to flush.
     let all = Filter { proto: IPPROTO_UDP, dport_min: 0, dport_max: 65535, daddr: None, ipv6: false };
     assert!(conntrack::list(&all).unwrap().is_empty());
     assert_eq!(conntrack::flush(&all).unwrap(), 0);
     assert_eq!(conntrack::count_many(&[all, all]).unwrap(), vec![0, 0]);
     assert_eq!(conntrack::count_many(&[]).unwrap(), Vec::<usize>::new());
-}
+});

@@ -1,12 +1,12 @@
 //! Every relative link in README.md, BENCHMARKS.md and docs/*.md points at a file that exists,
 //! and a `#anchor` at a heading of the Markdown file it names. Pure: reads files only.
 
+mod common;
+
+use common::root;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// The Markdown pages of the repository that are checked.
 fn pages() -> Vec<PathBuf> {

@@ -65,9 +65,19 @@ isolated!(allow_list_admits_only_listed_sources, inner_allow_list, {
         ok(&["save"]).contains(r#"{ spec = "9090:172.16.1.1:8080/tcp", allow = ["203.0.113.0/24", "127.0.0.1/32"] }"#)
     );
 
+    // Each prefix length is checked with its own mask: 198.0.0.0/16 does not admit ext
+    // (198.51.100.2), even though another port's /8 list makes the /8 check run too.
+    ok(&["publish", "9092:172.16.1.1:8080", "--allow", "198.0.0.0/16"]);
+    ok(&["publish", "9093:172.16.1.1:8080", "--allow", "10.0.0.0/8"]);
+    assert!(get("ext", 9092).is_err(), "198.0.0.0/16 admitted 198.51.100.2");
+    ok(&["publish", "9093:172.16.1.1:8080", "--allow", "198.0.0.0/8"]);
+    assert_eq!(get("ext", 9093).unwrap(), format!("ns1 saw {EXT_IP}"), "198.0.0.0/8 admits 198.51.100.2");
+    ok(&["unpublish", "9092", "9093"]);
+
     // Unpublishing takes the list's elements with the mapping.
     ok(&["unpublish", "9090"]);
-    let sets = sh("nft list set inet netnat allow_any4; nft list set inet netnat deny_any4");
+    let sets = sh("nft list set inet netnat allow_any4; nft list set inet netnat deny_any4; \
+                   nft list set inet netnat listed_any4");
     assert!(!sets.contains("elements"), "elements left behind:\n{sets}");
     // Published again without a list: open to all.
     ok(&["publish", "9090:172.16.1.1:8080"]);
@@ -97,10 +107,12 @@ isolated!(allow_lists_keep_the_rule_count, inner_allow_rule_count, {
     std::fs::write(&path, file).unwrap();
     ok(&["apply", "-f", path.to_str().unwrap()]);
     assert_eq!(ls_json().len(), 1001);
-    assert_eq!(rules(), one, "1,000 allow lists added rules");
+    // Two prefix lengths the first list did not use (/24, /32): one check rule each, whatever
+    // the number of lists.
+    assert_eq!(rules(), one + 2, "1,000 allow lists added more than a rule per new prefix length");
     let set = sh("nft list set inet netnat allow_any4");
-    assert_eq!(set.matches("/24").count(), 1000, "one range element per allowed network");
-    assert!(set.contains("tcp . 9090 . 10.0.0.0/8"), "the first list is still there");
+    assert_eq!(set.matches(". 255.255.255.0 . ").count(), 1000, "one element per allowed network");
+    assert!(set.contains("tcp . 9090 . 255.0.0.0 . 10.0.0.0"), "the first list is still there");
 });
 
 isolated!(connect_adopts_an_ip_netns_namespace, inner_connect_adopts, {
@@ -283,5 +295,6 @@ isolated!(allow_list_over_ipv6, inner_allow_list_over_ipv6, {
     let v6 = ls_json().into_iter().find(|m| m["container_ip"] == "fd00:16::2").unwrap();
     assert_eq!(v6["allow"], serde_json::json!(["2001:db8:9::/64"]));
     assert!(v6["denied_packets"].as_u64().unwrap() > 0, "{v6}");
-    assert!(sh("nft list set inet netnat allow_any6").contains("2001:db8:9::/64"));
+    // The source network, keyed with its mask (one hash element per port and network).
+    assert!(sh("nft list set inet netnat allow_any6").contains("ffff:ffff:ffff:ffff:: . 2001:db8:9::"));
 });

@@ -3,20 +3,20 @@
 //! a committed file differs, is missing, or is left over; `make man` (NETNAT_REGENERATE=1) writes
 //! them instead.
 
+mod common;
+
+use common::root;
+
 use clap::CommandFactory;
 use clap_complete::Shell;
 use clap_mangen::Man;
 use netnat::cli::Cli;
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Repository-relative path → contents.
 type Files = BTreeMap<PathBuf, Vec<u8>>;
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Every file that should be committed under man/ and completions/.
 fn generate() -> Files {

@@ -4,16 +4,6 @@
 mod common;
 use common::*;
 
-fn ext() -> Option<std::path::PathBuf> {
-    Some(ns("ext"))
-}
-fn ns1() -> Option<std::path::PathBuf> {
-    Some(ns("Container_ns1"))
-}
-fn ns2() -> Option<std::path::PathBuf> {
-    Some(ns("Container_ns2"))
-}
-
 fn setup() {
     make_external_host();
     seed_topology();

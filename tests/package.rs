@@ -7,6 +7,10 @@
 //! target directory as this test. Needs what `make deps` installs (dpkg-dev, lintian) and
 //! cargo-deb (`make deb` installs it when missing).
 
+mod common;
+
+use common::root;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -18,10 +22,6 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Files only Debian's tools read: in the package, not installed by `make install`.
 const DEBIAN_ONLY: [&str; 2] = ["usr/share/doc/netnat/changelog.Debian.gz", "usr/share/lintian/overrides/netnat"];
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// This test's own target directory (…/target/debug/netnat → …/target), so `make` reuses builds.
 fn target_dir() -> PathBuf {

@@ -78,6 +78,8 @@ pub fn network_ls(dir: &Path, json: bool) -> Result<()> {
             .map(|o| format!("open-in:{}", o.firewall))
             .collect();
         flags.extend(opened.iter().map(String::as_str));
+        let owner = n.owner.as_ref().map(|o| format!("{}:{}", o.by, o.short()));
+        flags.extend(owner.as_deref());
         // One line per family; the name and flags on the first.
         for (i, p) in n.pools.iter().enumerate() {
             let (name, bridge, flags) =

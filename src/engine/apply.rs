@@ -131,6 +131,11 @@ fn with_extras(mut t: State, rec: &State, prune: bool) -> Result<(State, Vec<Str
     // Ports of CNI containers belong to the container runtime: kept whatever the file says
     // (--prune included), with their owners.
     t.attachments = rec.attachments.clone();
+    // Networks and endpoints another program owns (Docker's) are its own in the same way.
+    t.handoffs = rec.handoffs.clone();
+    for (name, n) in rec.networks.iter().filter(|(_, n)| n.owner.is_some()) {
+        t.networks.entry(name.clone()).or_insert_with(|| n.clone());
+    }
     for m in rec.mappings.iter().filter(|m| rec.owner_of(m).is_some()) {
         if !t.mappings.contains(m) {
             t.mappings.push(*m);

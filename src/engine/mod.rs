@@ -15,6 +15,8 @@
 //!    warnings in the outcome: the kernel and the record already agree.
 
 pub mod apply;
+pub mod handoff;
+pub mod hostports;
 mod kernel;
 pub mod mapping;
 pub mod metrics;
@@ -25,7 +27,7 @@ pub mod reload;
 pub mod reset;
 pub mod trace;
 
-pub use kernel::{missing_links, observe_audit, observe_kernel, observe_metrics};
+pub use kernel::{listeners, missing_links, observe_audit, observe_kernel, observe_metrics};
 
 use crate::link::Links;
 use crate::model::{InputError, Mapping, State};

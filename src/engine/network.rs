@@ -118,10 +118,28 @@ pub struct NetworkRemoved {
 /// Removes a network with no endpoints left: its rules, its bridge, and (with the last network)
 /// the sysctls netnat set.
 pub fn remove_network(e: &mut Engine, name: &str) -> Result<NetworkRemoved> {
+    if let Some(o) = e.state.networks.get(name).and_then(|n| n.owner.as_ref()) {
+        return refuse(format!(
+            "network {name} is {by}'s network {id}; remove it through {by} (e.g. `{by} network rm {short}`)",
+            by = o.by,
+            id = o.id,
+            short = o.short()
+        ));
+    }
+    remove_network_in(e, name)
+}
+
+/// `remove_network` for the owner of the network too (see `handoff::remove_owned_network`).
+pub(super) fn remove_network_in(e: &mut Engine, name: &str) -> Result<NetworkRemoved> {
     let Some(net) = e.state.networks.get(name).cloned() else {
         return Ok(NetworkRemoved { network: None, warnings: vec![] });
     };
-    let users: Vec<&str> = e.state.endpoints_on(name).map(|(s, _)| s.name.as_str()).collect();
+    let users: Vec<String> = e
+        .state
+        .endpoints_on(name)
+        .map(|(s, _)| s.name.clone())
+        .chain(e.state.handoffs_on(name).map(|h| h.owner.to_string()))
+        .collect();
     if !users.is_empty() {
         return refuse(format!("network {name} still has endpoints in {}; disconnect them first", users.join(", ")));
     }

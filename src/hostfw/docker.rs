@@ -7,7 +7,7 @@
 use super::{mark, marked_network, Driver, Held};
 use crate::model::{HostFirewallKind, Network};
 use crate::nft::expr::{CmpOp, Expr, META_IIFNAME, META_OIFNAME};
-use crate::nft::foreign::{comment_of, iptables_accept, ForeignOp};
+use crate::nft::hook::{comment_of, iptables_accept, ForeignOp};
 use crate::nft::Nft;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;

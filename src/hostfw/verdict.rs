@@ -370,7 +370,7 @@ mod tests {
         let d = decide(&chains, &rules, "netnat", &published());
         assert_eq!(d[0].outcome, Outcome::Dropped { chain: "FORWARD".into(), rule: None });
         // iptables-nft's `-o br0` compares the name with its NUL only.
-        let accept = crate::nft::foreign::iptables_accept(false, "br0", "netnat network n").unwrap();
+        let accept = crate::nft::hook::iptables_accept(false, "br0", "netnat network n").unwrap();
         rules.insert(2, rule(2, "filter", "DOCKER-USER", 4, accept));
         assert_eq!(decide(&chains, &rules, "netnat", &published())[0].outcome, Outcome::Accepted);
         // Another bridge's accept does not help, and a prefix `br+` does.

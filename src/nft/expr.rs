@@ -7,6 +7,7 @@
 //!
 //! Live rules are compared with desired rules as `Vec<Expr>` values, not as text.
 
+pub use super::family::{NFPROTO_IPV4, NFPROTO_IPV6};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -57,8 +58,6 @@ pub const NAT_DNAT: u32 = 1;
 pub const FIB_F_DADDR: u32 = 1 << 1;
 pub const FIB_RESULT_ADDRTYPE: u32 = 3;
 pub const RTN_LOCAL: u32 = 2;
-pub const NFPROTO_IPV4: u8 = 2;
-pub const NFPROTO_IPV6: u8 = 10;
 pub const CT_STATE_ESTABLISHED: u32 = 1 << 1;
 pub const CT_STATE_RELATED: u32 = 1 << 2;
 pub const CT_STATUS_DNAT: u32 = 1 << 5;

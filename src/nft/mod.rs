@@ -5,13 +5,18 @@
 //! the kernel applies all of it or none of it.
 
 pub mod expr;
+pub mod family;
 pub mod foreign;
+pub mod hook;
 pub mod monitor;
+pub mod netlink;
 mod raw;
 pub mod spec;
+pub mod trace;
 
 use anyhow::{anyhow, bail, Context, Result};
 use expr::Expr;
+use netlink::{error_code, messages, RecvBuf, NLMSG_DONE, NLMSG_ERROR};
 use nftnl::{Batch, Chain, MsgType, ProtoFamily, Rule, Table};
 use raw::{DumpKind, ElemData, ElemsMsg, SetDesc, SetMsg};
 use spec::{ChainKind, ChainSpec, Hook, NftOp, SetSpec, TABLE};
@@ -83,8 +88,6 @@ pub struct Nft {
 }
 
 const FAMILY: ProtoFamily = ProtoFamily::Inet;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 /// Elements per NEWSETELEM message: keeps each message well below the 64 KiB attribute limit.
 const ELEMS_PER_MSG: usize = 512;
 
@@ -101,6 +104,8 @@ impl Nft {
     }
 
     fn fd(&self) -> RawFd {
+        // SAFETY: the socket pointer is the live mnl socket `self.sock` owns; the call only reads
+        // its descriptor.
         unsafe { mnl_sys::mnl_socket_get_fd(self.sock.as_raw_socket()) }
     }
 
@@ -130,23 +135,25 @@ impl Nft {
     /// than the socket buffer fails half-read (ENOBUFS) and nothing is committed.
     fn sendmsg(&self, pages: &[&[u8]]) -> Result<()> {
         let total: usize = pages.iter().map(|p| p.len()).sum();
-        let size = (total as libc::c_int).max(1 << 20);
-        unsafe {
-            let sz = &size as *const libc::c_int as *const libc::c_void;
-            let len = std::mem::size_of::<libc::c_int>() as u32;
-            // FORCE variants need CAP_NET_ADMIN, which netnat has whenever it gets this far.
-            libc::setsockopt(self.fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, sz, len);
-            libc::setsockopt(self.fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, sz, len);
-        }
+        let size = libc::c_int::try_from(total).unwrap_or(libc::c_int::MAX).max(1 << 20);
+        // FORCE variants need CAP_NET_ADMIN, which netnat has whenever it gets this far; the
+        // plain ones (capped by wmem_max/rmem_max) are the fallback.
+        set_buffer(self.fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, size).context("sizing the send buffer")?;
+        set_buffer(self.fd(), libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, size).context("sizing the receive buffer")?;
         let mut iov: Vec<libc::iovec> =
             pages.iter().map(|p| libc::iovec { iov_base: p.as_ptr() as *mut _, iov_len: p.len() }).collect();
+        // SAFETY: sockaddr_nl is plain integers; all zero is a valid value (the kernel's port).
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as u16;
+        // SAFETY: msghdr is plain integers and pointers; all zero (null pointers, zero lengths)
+        // is a valid value, filled in below.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_name = (&mut addr as *mut libc::sockaddr_nl).cast();
         msg.msg_namelen = std::mem::size_of::<libc::sockaddr_nl>() as u32;
         msg.msg_iov = iov.as_mut_ptr();
         msg.msg_iovlen = iov.len();
+        // SAFETY: `msg` points at `addr` and at `iov`, whose entries point at the pages; all of
+        // them are alive and unchanged during the call, which only reads them.
         let n = unsafe { libc::sendmsg(self.fd(), &msg, 0) };
         if n < 0 {
             return Err(std::io::Error::last_os_error().into());
@@ -164,24 +171,25 @@ impl Nft {
         // not waited for; an error on them still fails the transaction.
         let mut pending: HashSet<u32> = (first + 1..end - 1).collect();
         let mut first_error: Option<anyhow::Error> = None;
-        let mut buf = vec![0u64; 1 << 15];
+        let mut buf = RecvBuf::new(1 << 18);
         while !pending.is_empty() {
             if !self.wait_readable(5000)? {
                 bail!("the kernel did not answer the nftables transaction within 5 s");
             }
             let n = self.recv(&mut buf)?;
-            for (hdr, payload) in NlIter::new(bytes(&buf, n)) {
+            for msg in messages(buf.filled(n)) {
+                let hdr = msg.context("reading the kernel's answer to the nftables transaction")?;
                 pending.remove(&hdr.seq);
                 if hdr.kind == NLMSG_ERROR {
-                    let errno = error_code(payload);
+                    let errno = error_code(hdr.payload).unwrap_or(libc::EPROTO);
                     if errno != 0 && hdr.seq == first {
-                        let err = std::io::Error::from_raw_os_error(-errno);
+                        let err = std::io::Error::from_raw_os_error(errno);
                         return Err(anyhow!(err).context("the kernel refused the nftables transaction"));
                     }
                     if errno != 0 && first_error.is_none() {
                         let idx = hdr.seq.wrapping_sub(first + 1) as usize;
                         let op = what(idx).unwrap_or_else(|| "the transaction".into());
-                        let err = std::io::Error::from_raw_os_error(-errno);
+                        let err = std::io::Error::from_raw_os_error(errno);
                         first_error = Some(anyhow!(err).context(format!("nftables refused: {op}")));
                     }
                 }
@@ -196,6 +204,7 @@ impl Nft {
     fn wait_readable(&self, ms: i32) -> Result<bool> {
         let mut p = libc::pollfd { fd: self.fd(), events: libc::POLLIN, revents: 0 };
         loop {
+            // SAFETY: `p` is one valid pollfd, alive during the call.
             let r = unsafe { libc::poll(&mut p, 1, ms) };
             if r >= 0 {
                 return Ok(r > 0);
@@ -207,9 +216,8 @@ impl Nft {
         }
     }
 
-    fn recv(&self, buf: &mut [u64]) -> Result<usize> {
-        let b = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), buf.len() * 8) };
-        self.sock.recv_raw(b).context("reading from the nftables netlink socket")
+    fn recv(&self, buf: &mut RecvBuf) -> Result<usize> {
+        self.sock.recv_raw(buf.as_mut_bytes()).context("reading from the nftables netlink socket")
     }
 
     /// Runs one dump; calls `each` with every reply message's bytes. Ok(false) when the object
@@ -225,23 +233,21 @@ impl Nft {
         let t = table.map(c_name);
         let req = raw::dump_request(kind, self.seq, t.as_deref(), set)?;
         self.sock.send(&req).context("sending an nftables dump request")?;
-        let mut buf = vec![0u64; 1 << 15];
+        let mut buf = RecvBuf::new(1 << 18);
         loop {
             let n = self.recv(&mut buf)?;
-            for (hdr, payload) in NlIter::new(bytes(&buf, n)) {
+            for msg in messages(buf.filled(n)) {
+                let hdr = msg.context("reading an nftables dump")?;
                 if hdr.seq != self.seq {
                     continue;
                 }
                 match hdr.kind {
                     NLMSG_DONE => return Ok(true),
-                    NLMSG_ERROR => {
-                        let errno = -error_code(payload);
-                        match errno {
-                            0 => return Ok(true),
-                            libc::ENOENT => return Ok(false),
-                            e => return Err(std::io::Error::from_raw_os_error(e).into()),
-                        }
-                    }
+                    NLMSG_ERROR => match error_code(hdr.payload).unwrap_or(libc::EPROTO) {
+                        0 => return Ok(true),
+                        libc::ENOENT => return Ok(false),
+                        e => return Err(std::io::Error::from_raw_os_error(e).into()),
+                    },
                     _ => each(hdr.whole)?,
                 }
             }
@@ -418,48 +424,19 @@ fn build_set(spec: &SetSpec) -> Result<SetMsg> {
     SetMsg::new(&c_name(TABLE), FAMILY as u16, &desc)
 }
 
-// ---- netlink message iteration over a receive buffer ----
-
-struct Hdr<'a> {
-    kind: u16,
-    seq: u32,
-    whole: &'a [u8],
-}
-
-struct NlIter<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> NlIter<'a> {
-    fn new(buf: &'a [u8]) -> Self {
-        NlIter { buf }
-    }
-}
-
-impl<'a> Iterator for NlIter<'a> {
-    type Item = (Hdr<'a>, &'a [u8]);
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.buf.len() < 16 {
-            return None;
+/// Sets a socket buffer's size: `force` (beyond the system's maximum, with CAP_NET_ADMIN), else
+/// `plain` (up to it).
+fn set_buffer(fd: RawFd, force: libc::c_int, plain: libc::c_int, size: libc::c_int) -> std::io::Result<()> {
+    let set = |opt| {
+        let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `size` is a c_int alive during the call and `len` its size; the kernel only
+        // reads it.
+        let r = unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, opt, (&size as *const libc::c_int).cast(), len) };
+        if r < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
         }
-        let len = u32::from_ne_bytes(self.buf[0..4].try_into().unwrap()) as usize;
-        if len < 16 || len > self.buf.len() {
-            return None;
-        }
-        let kind = u16::from_ne_bytes(self.buf[4..6].try_into().unwrap());
-        let seq = u32::from_ne_bytes(self.buf[8..12].try_into().unwrap());
-        let whole = &self.buf[..len];
-        let payload = &self.buf[16..len];
-        self.buf = &self.buf[(len + 3) & !3..];
-        Some((Hdr { kind, seq, whole }, payload))
-    }
-}
-
-/// The (negative) errno of an NLMSG_ERROR payload; a truncated one counts as a protocol error.
-fn error_code(payload: &[u8]) -> i32 {
-    payload.get(..4).map_or(-libc::EPROTO, |b| i32::from_ne_bytes(b.try_into().expect("4 bytes")))
-}
-
-fn bytes(buf: &[u64], n: usize) -> &[u8] {
-    unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) }
+    };
+    set(force).or_else(|_| set(plain))
 }

@@ -1,10 +1,8 @@
 //! Listening to nf_tables trace events: a netlink socket subscribed to nfnetlink's
 //! NFNLGRP_NFTRACE group in the current network namespace. The events are decoded by
-//! `crate::trace` (plain bytes; nothing here calls libnftnl).
+//! `super::trace` (plain bytes; nothing here calls libnftnl).
 
-// Every unsafe block says what it relies on.
-#![deny(clippy::undocumented_unsafe_blocks)]
-
+use super::netlink::{messages, RecvBuf};
 use anyhow::{Context, Result};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -22,7 +20,7 @@ pub enum Received {
 /// A socket that receives every trace event of this network namespace.
 pub struct TraceListener {
     fd: OwnedFd,
-    buf: Vec<u64>,
+    buf: RecvBuf,
 }
 
 /// Receive buffer: trace events are a few hundred bytes each and come in bursts per packet.
@@ -55,7 +53,7 @@ impl TraceListener {
         if setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RCVBUF).is_err() {
             let _ = setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, RCVBUF);
         }
-        Ok(TraceListener { fd, buf: vec![0u64; 1 << 14] })
+        Ok(TraceListener { fd, buf: RecvBuf::new(1 << 17) })
     }
 
     /// Waits up to `ms` milliseconds for events and hands each whole netlink message to `each`.
@@ -74,9 +72,10 @@ impl TraceListener {
         // At most this many reads per call, so a flood of events still lets the caller check
         // its limits between calls.
         for _ in 0..256 {
-            let bytes = self.buf.len() * 8;
-            // SAFETY: the buffer is `bytes` bytes of writable memory this listener owns.
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), self.buf.as_mut_ptr().cast(), bytes, libc::MSG_DONTWAIT) };
+            let buf = self.buf.as_mut_bytes();
+            // SAFETY: `buf` is `buf.len()` bytes of writable memory this listener owns, borrowed
+            // mutably for the call.
+            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
             if n < 0 {
                 let e = std::io::Error::last_os_error();
                 return match e.raw_os_error() {
@@ -86,18 +85,10 @@ impl TraceListener {
                     _ => Err(e).context("reading trace events"),
                 };
             }
-            // SAFETY: the kernel wrote `n` bytes at the start of the buffer, which is u64-aligned
-            // (netlink messages start 4-byte aligned) and not otherwise borrowed here.
-            let data = unsafe { std::slice::from_raw_parts(self.buf.as_ptr().cast::<u8>(), n as usize) };
-            let mut rest = data;
-            while rest.len() >= 16 {
-                let len = u32::from_ne_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
-                if len < 16 || len > rest.len() {
-                    break;
-                }
-                each(&rest[..len]);
+            // A message that does not fit ends the datagram (the kernel never sends one).
+            for msg in messages(self.buf.filled(n as usize)).map_while(Result::ok) {
+                each(msg.whole);
                 count += 1;
-                rest = rest.get(len.next_multiple_of(4)..).unwrap_or(&[]);
             }
         }
         Ok(Received::Messages(count))

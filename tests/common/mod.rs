@@ -1,6 +1,7 @@
 //! Helpers for tests that need root and a real kernel, run in a throwaway network namespace.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod docker;
 pub mod hostfw;
 pub mod raw;
 
@@ -166,6 +167,26 @@ pub fn fails(args: &[&str], code: i32) -> String {
 
 pub fn ns(name: &str) -> PathBuf {
     PathBuf::from("/run/netns").join(name)
+}
+
+/// The "external host" namespace (`make_external_host`), as the `netns` argument of the probes.
+pub fn ext() -> Option<PathBuf> {
+    Some(ns("ext"))
+}
+
+/// The seed's first container (`seed_topology`).
+pub fn ns1() -> Option<PathBuf> {
+    Some(ns("Container_ns1"))
+}
+
+/// The seed's second container.
+pub fn ns2() -> Option<PathBuf> {
+    Some(ns("Container_ns2"))
+}
+
+/// The repository's root (the crate's manifest directory).
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Runs `sh -c script` and asserts it succeeds (test set-up with ip/nft, never product code).

@@ -4,9 +4,10 @@
 //! as iptables-nft writes them, including its xt `comment` match, so `iptables -S` lists the rule
 //! as an ordinary one of its own.
 
-use super::{c_string, encode, set_status, OwnedExpr, OwnedRule};
+use super::expr::encode;
+use super::{c_string, OwnedRule};
 use crate::nft::expr::Expr;
-use anyhow::{ensure, Result};
+use anyhow::Result;
 use nftnl::{MsgType, NlMsg};
 use nftnl_sys as sys;
 use std::ffi::c_void;
@@ -22,10 +23,7 @@ impl ForeignRuleMsg {
     pub fn insert(family: u32, table: &str, chain: &str, exprs: &[Expr]) -> Result<ForeignRuleMsg> {
         let r = Self::named(family, table, chain)?;
         for e in exprs {
-            let x = match e {
-                Expr::Xt { target: false, name, info } => xt_match(name, info)?,
-                _ => encode(e)?,
-            };
+            let x = encode(e)?;
             // SAFETY: the rule is live and owned by `r`; the expression leaves its wrapper and is
             // owned (and freed) by the rule from here on.
             unsafe { sys::nftnl_rule_add_expr(r.0.ptr(), x.into_raw().as_ptr()) };
@@ -48,27 +46,6 @@ impl ForeignRuleMsg {
         unsafe { sys::nftnl_rule_set_u32(r.ptr(), sys::NFTNL_RULE_FAMILY as u16, family) };
         Ok(ForeignRuleMsg(r))
     }
-}
-
-/// An xt match (iptables-nft's `-m NAME`), revision 0, with its info blob.
-fn xt_match(name: &str, info: &[u8]) -> Result<OwnedExpr> {
-    ensure!(!info.is_empty() && info.len() <= 4096, "xt match {name}: {} bytes of info", info.len());
-    let x = OwnedExpr::new(c"match")?.str(sys::NFTNL_EXPR_MT_NAME, name)?.u32(sys::NFTNL_EXPR_MT_REV, 0);
-    // libnftnl keeps (and later frees) the info pointer it is given instead of copying it, so it
-    // gets a malloc'd copy of its own.
-    // SAFETY: malloc of a non-zero size returns null or `info.len()` writable bytes.
-    let p = unsafe { libc::malloc(info.len()) };
-    ensure!(!p.is_null(), "out of memory for xt match {name}");
-    // SAFETY: `p` has `info.len()` writable bytes and does not overlap `info`.
-    unsafe { std::ptr::copy_nonoverlapping(info.as_ptr(), p.cast::<u8>(), info.len()) };
-    // SAFETY: the expression is live; libnftnl takes over `p` (freed with the expression).
-    let rc = unsafe { sys::nftnl_expr_set(x.0.as_ptr(), sys::NFTNL_EXPR_MT_INFO as u16, p, info.len() as u32) };
-    if rc < 0 {
-        // SAFETY: libnftnl did not take `p` over when it failed.
-        unsafe { libc::free(p) };
-    }
-    set_status(rc, "an xt match", sys::NFTNL_EXPR_MT_INFO)?;
-    Ok(x)
 }
 
 // SAFETY: `write` builds exactly one message of a live rule into the batch buffer it is given.

@@ -1,0 +1,222 @@
+use super::{
+    desired, desired_rules, fake, plan, plan_mapping_changes, Mapping, NftOp, TableAction, COUNT_ANY, MAP_ANY, ROUTED6,
+    TABLE,
+};
+use crate::model::{Cidr, State};
+use crate::nft::expr::{Expr, Verdict};
+use crate::nft::LiveRule;
+
+fn demo_state() -> State {
+    let mut s = State::default();
+    let n = crate::model::fixtures::net("MyDocker0", &["172.16.0.0/16"], &["172.16.1.254"]);
+    s.networks.insert(n.name.clone(), n);
+    s.mappings.push("9090:172.16.1.1:8080".parse().unwrap());
+    s
+}
+
+#[test]
+fn empty_kernel_gets_whole_table_in_one_plan() {
+    let ops = plan(&desired(&demo_state()), None).ops();
+    let text: Vec<String> = ops.iter().map(|o| o.to_string()).collect();
+    assert_eq!(text[0], "add table inet netnat");
+    assert!(text.contains(
+        &"add map inet netnat pub_any4 { type inet_proto . inet_service : ipv4_addr . inet_service; }".to_string()
+    ));
+    assert!(text.contains(&"add element inet netnat pub_any4 { tcp . 9090 : 172.16.1.1 . 8080 }".to_string()));
+    assert!(text.iter().any(|t| t
+        == r#"add rule inet netnat postrouting meta nfproto ipv4 ip saddr 172.16.0.0/16 oifname != "MyDocker0" masquerade comment "MyDocker0: egress""#));
+}
+
+#[test]
+fn applied_state_plans_nothing() {
+    let want = desired(&demo_state());
+    assert!(plan(&want, Some(&fake::live_after(&want, 0, 0))).is_empty());
+}
+
+#[test]
+fn one_new_port_sends_its_elements_and_no_rules() {
+    let mut st = demo_state();
+    let live = fake::live_after(&desired(&st), 0, 0);
+    st.mappings.push("127.0.0.1:5353:172.16.1.2:53/udp".parse().unwrap());
+    let text: Vec<String> = plan(&desired(&st), Some(&live)).ops().iter().map(|o| o.to_string()).collect();
+    assert_eq!(
+        text,
+        vec![
+            "add element inet netnat fwd_addr4 { 127.0.0.1 . udp . 5353 }",
+            "add element inet netnat pub_addr4 { 127.0.0.1 . udp . 5353 : 172.16.1.2 . 53 }"
+        ]
+    );
+}
+
+#[test]
+fn plan_says_what_changes_and_ops_follow_from_it() {
+    let st = demo_state();
+    let want = desired(&st);
+    // A table of another shape is rebuilt in the same transaction.
+    let mut odd = fake::live_after(&want, 0, 0);
+    odd.sets.retain(|s| s.name != MAP_ANY);
+    let p = plan(&want, Some(&odd));
+    assert_eq!(p.table, TableAction::Rebuild);
+    assert!(p.changes_rules());
+    assert_eq!(p.ops()[..3], [NftOp::AddTable, NftOp::DelTable, NftOp::AddTable]);
+    assert_eq!(plan(&want, None).table, TableAction::Create);
+    // Elements: one missing, one extra, one pointing elsewhere; the rules are netnat's.
+    let mut live = fake::live_after(&want, 0, 0);
+    let elems = live.elems.get_mut(MAP_ANY).unwrap();
+    let key = elems[0].key.clone();
+    elems[0].data = vec![10, 0, 0, 9, 0x1f, 0x90, 0, 0];
+    let mut extra = elems[0].clone();
+    extra.key[4] = 0x99;
+    elems.push(extra.clone());
+    live.elems.get_mut(COUNT_ANY).unwrap().clear();
+    let p = plan(&want, Some(&live));
+    assert_eq!(p.table, TableAction::Keep);
+    assert!(!p.changes_rules());
+    let kinds: Vec<(&str, bool, bool)> = p.elems.iter().map(|e| (e.set, e.have.is_some(), e.want.is_some())).collect();
+    assert_eq!(kinds, [(COUNT_ANY, false, true), (MAP_ANY, true, true), (MAP_ANY, true, false)]);
+    assert_eq!(p.elems[1].key, key);
+    assert_eq!(p.elems[2].key, extra.key);
+}
+
+#[test]
+fn mapping_changes_touch_only_their_elements() {
+    let before = demo_state();
+    let old = before.mappings[0];
+    let new: Mapping = "9090:172.16.1.2:8080".parse().unwrap();
+    let mut after = before.clone();
+    after.mappings = vec![new];
+    let text: Vec<String> =
+        plan_mapping_changes(&before, &after, &[old, new]).ops().iter().map(|o| o.to_string()).collect();
+    // The counting element is the same (same host port): it stays, and keeps counting.
+    assert_eq!(
+        text,
+        vec![
+            "delete element inet netnat pub_any4 { tcp . 9090 }",
+            "add element inet netnat pub_any4 { tcp . 9090 : 172.16.1.2 . 8080 }",
+        ]
+    );
+    // A new allow list: its ranges and the port's deny element; then one source less.
+    let cidrs = |l: &[&str]| l.iter().map(|c| c.parse().unwrap()).collect::<Vec<Cidr>>();
+    let mut listed = after.clone();
+    listed.set_allow(&new, cidrs(&["10.9.0.0/16", "192.168.1.7"]));
+    let text: Vec<String> = plan_mapping_changes(&after, &listed, &[new]).ops().iter().map(|o| o.to_string()).collect();
+    assert_eq!(
+        text,
+        vec![
+            "add element inet netnat allow_any4 { tcp . 9090 . 255.255.0.0 . 10.9.0.0, tcp . 9090 . 255.255.255.255 . 192.168.1.7 }",
+            "add element inet netnat deny_any4 { tcp . 9090 }",
+            "add element inet netnat listed_any4 { tcp . 9090 }",
+        ]
+    );
+    let mut fewer = listed.clone();
+    fewer.set_allow(&new, cidrs(&["10.9.0.0/16"]));
+    let text: Vec<String> = plan_mapping_changes(&listed, &fewer, &[new]).ops().iter().map(|o| o.to_string()).collect();
+    assert_eq!(text, vec!["delete element inet netnat allow_any4 { tcp . 9090 . 255.255.255.255 . 192.168.1.7 }"]);
+    // The rules of allow lists come with the first list (8 jumps to the check chains, the
+    // /16 check and the drop), and do not grow with more lists, only with prefix lengths.
+    let rules = |st: &State| desired_rules(st).len();
+    assert_eq!(rules(&fewer), rules(&after) + 10);
+    let mut many = fewer.clone();
+    for p in 1..100u16 {
+        let m: Mapping = format!("{}:172.16.1.2:80", 10000 + p).parse().unwrap();
+        many.mappings.push(m);
+        many.set_allow(&m, cidrs(&[&format!("10.{p}.0.0/16")]));
+    }
+    assert_eq!(rules(&many), rules(&fewer));
+    let m: Mapping = "9999:172.16.1.2:80".parse().unwrap();
+    many.mappings.push(m);
+    many.set_allow(&m, cidrs(&["10.0.0.0/8"]));
+    assert_eq!(rules(&many), rules(&fewer) + 1);
+}
+
+#[test]
+fn changed_target_is_delete_then_add() {
+    let mut st = demo_state();
+    let live = fake::live_after(&desired(&st), 0, 0);
+    st.mappings[0].container_ip = "172.16.1.2".parse().unwrap();
+    let text: Vec<String> = plan(&desired(&st), Some(&live)).ops().iter().map(|o| o.to_string()).collect();
+    assert_eq!(
+        text,
+        vec![
+            "delete element inet netnat pub_any4 { tcp . 9090 }",
+            "add element inet netnat pub_any4 { tcp . 9090 : 172.16.1.2 . 8080 }"
+        ]
+    );
+}
+
+#[test]
+fn hand_edited_chain_is_flushed_and_refilled() {
+    let want = desired(&demo_state());
+    let mut live = fake::live_after(&want, 0, 0);
+    live.rules.push(LiveRule {
+        table: TABLE.into(),
+        family: 1,
+        chain: "forward".into(),
+        handle: 99,
+        exprs: vec![Expr::Verdict(Verdict::Drop)],
+        comment: None,
+    });
+    let ops = plan(&want, Some(&live)).ops();
+    assert_eq!(ops[0], NftOp::FlushChain("forward".into()));
+    assert_eq!(ops.len(), 1 + want.rules.iter().filter(|r| r.chain == "forward").count());
+}
+
+#[test]
+fn rules_do_not_grow_with_ports() {
+    let mut st = demo_state();
+    let before = desired(&st).rules.len();
+    st.mappings.push("10000-10999:172.16.1.1:10000-10999".parse().unwrap());
+    let d = desired(&st);
+    assert_eq!(d.rules.len(), before);
+    assert_eq!(d.elems[MAP_ANY].len(), 1001);
+}
+
+#[test]
+fn ipv6_network_gets_its_rules_and_elements() {
+    let mut st = State::default();
+    let n = crate::model::fixtures::net("d", &["172.16.0.0/16", "fd00:16::/64"], &[]);
+    st.networks.insert(n.name.clone(), n);
+    st.mappings.push("[2001:db8:1::1]:8080:[fd00:16::2]:80".parse().unwrap());
+    st.mappings.push("8080:[fd00:16::2]:80/udp".parse().unwrap());
+    let text: Vec<String> = plan(&desired(&st), None).ops().iter().map(|o| o.to_string()).collect();
+    let has = |t: &str| assert!(text.iter().any(|x| x == t), "missing {t} in\n{}", text.join("\n"));
+    has("add map inet netnat pub_addr6 { type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service; }");
+    has("add element inet netnat pub_addr6 { 2001:db8:1::1 . tcp . 8080 : fd00:16::2 . 80 }");
+    has("add element inet netnat pub_any6 { udp . 8080 : fd00:16::2 . 80 }");
+    has(
+        r#"add rule inet netnat prerouting meta nfproto ipv6 dnat ip6 to ip6 daddr . meta l4proto . th dport map @pub_addr6 comment "IPv6 ports published on one address""#,
+    );
+    has(
+        r#"add rule inet netnat postrouting meta nfproto ipv6 ip6 saddr fd00:16::/64 oifname != "d" masquerade comment "d: egress (IPv6)""#,
+    );
+    has(
+        r#"add rule inet netnat published meta nfproto ipv6 ct original ip6 daddr . meta l4proto . ct original proto-dst @fwd_addr6 accept comment "IPv6 ports published on one address""#,
+    );
+}
+
+#[test]
+fn routed_ipv6_is_neither_masqueraded_nor_dnatted() {
+    let mut st = State::default();
+    let mut n = crate::model::fixtures::net("r", &["172.16.0.0/16", "2001:db8:2::/64"], &[]);
+    n.ipv6_mode = crate::model::Ipv6Mode::Routed;
+    st.networks.insert(n.name.clone(), n);
+    st.mappings.push("8080:[2001:db8:2::2]:80".parse().unwrap());
+    st.mappings.push("8080:172.16.0.2:80".parse().unwrap());
+    let d = desired(&st);
+    assert!(d.elems["pub_any6"].is_empty());
+    assert_eq!(d.elems[MAP_ANY].len(), 1);
+    assert_eq!(d.elems[ROUTED6].len(), 1);
+    let text: Vec<String> = plan(&d, None).ops().iter().map(|o| o.to_string()).collect();
+    assert!(text.contains(&"add element inet netnat routed6 { 2001:db8:2::2 . tcp . 80 }".to_string()));
+    assert!(!text.iter().any(|t| t.contains("ip6 saddr 2001:db8:2::/64")), "no IPv6 masquerade: {text:?}");
+    assert!(text.iter().any(|t| t.contains("ip saddr 172.16.0.0/16") && t.contains("egress")));
+    assert!(text.iter().any(|t| t.contains("ip6 daddr . meta l4proto . th dport @routed6 accept")), "{text:?}");
+}
+
+#[test]
+fn rules_are_the_same_in_number_for_either_family() {
+    let mut st = demo_state();
+    let before = desired(&st).rules.len();
+    st.mappings.push("10000-10999:[fd00::2]:10000-10999".parse().unwrap());
+    assert_eq!(desired(&st).rules.len(), before);
+}
