@@ -18,15 +18,28 @@ const BRIDGE: &str = "nnd0";
 struct Plugin(Child);
 
 impl Plugin {
+    /// The plugin as a foreground process.
     fn start() -> Plugin {
-        let _ = std::fs::create_dir_all("/var/log");
+        Plugin::spawn(Command::new(NETNAT).args(["docker-plugin", "--socket", SOCKET]))
+    }
+
+    /// The plugin started on Docker's first connection by socket activation, as
+    /// netnat-docker.socket does it (systemd's own tool: LISTEN_FDS, fd 3).
+    fn activated() -> Plugin {
+        let _ = std::fs::remove_file(SOCKET); // systemd unlinks a stale socket file before binding too
+        Plugin::spawn(Command::new("systemd-socket-activate").args([
+            "-l",
+            SOCKET,
+            NETNAT,
+            "docker-plugin",
+            "--socket",
+            SOCKET,
+        ]))
+    }
+
+    fn spawn(cmd: &mut Command) -> Plugin {
         let log = std::fs::OpenOptions::new().create(true).append(true).open("/var/log/netnat-plugin.log").unwrap();
-        let child = Command::new(NETNAT)
-            .args(["docker-plugin", "--socket", SOCKET])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting netnat docker-plugin");
+        let child = cmd.stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("starting netnat docker-plugin");
         let end = Instant::now() + Duration::from_secs(10);
         while std::os::unix::net::UnixStream::connect(SOCKET).is_err() {
             assert!(Instant::now() < end, "the plugin did not listen on {SOCKET} within 10 s");
@@ -317,9 +330,10 @@ fn docker_driver_inner() {
     run_web("web3", &["9092:80"]);
     assert_eq!(http_get_settled(ext().as_deref(), &format!("{HOST_EXT_IP}:9092")).as_deref(), Some("web3"));
 
-    // The plugin restarts: its state is the record; requests go on as before.
+    // The plugin restarts, now started by socket activation: its state is the record; requests
+    // go on as before.
     drop(plugin);
-    plugin = Plugin::start();
+    plugin = Plugin::activated();
     docker_ok(&["stop", "-t", "1", "web2"]);
     assert!(listed(9091).is_empty());
     docker_ok(&["start", "web2"]);

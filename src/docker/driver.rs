@@ -72,7 +72,11 @@ fn default_bridge(id: &str) -> String {
 
 fn create_network(dir: &Path, r: &CreateNetwork) -> Result<Value> {
     let net = network_from(r)?;
-    handoff::create_owned_network(&mut Engine::open(dir)?, net)?;
+    let made = handoff::create_owned_network(&mut Engine::open(dir)?, net)?;
+    // Docker shows no warnings from a driver: they go to the plugin's log (the journal).
+    for w in made.warnings.iter().chain(&made.notes) {
+        eprintln!("netnat: network {} (Docker network {}): {w}", made.network.name, r.network_id);
+    }
     Ok(json!({}))
 }
 

@@ -72,8 +72,8 @@ pub fn apply(e: &mut Engine, parsed: &config::Parsed, o: ApplyOptions) -> Result
     rec.mappings = target.mappings.clone();
     rec.allow = target.allow.clone();
     e.state = rec;
-    match e.sync_firewall() {
-        Ok(plan) => out.steps.extend(plan.ops().iter().map(NftOp::to_string)),
+    match e.sync_firewall_ops() {
+        Ok(ops) => out.steps.extend(ops.iter().map(NftOp::to_string)),
         Err(err) => out.failures.push(format!("could not update table inet {}: {err:#}", ruleset::TABLE)),
     }
     let fw = crate::hostfw::sync(&mut e.state);

@@ -211,6 +211,16 @@ impl Engine {
         nft.apply(&plan.ops())?;
         Ok(plan)
     }
+
+    /// `sync_firewall` for a caller that wants the operations sent, not the plan (`apply`): the
+    /// plan's elements move into the operations instead of being copied.
+    pub fn sync_firewall_ops(&self) -> Result<Vec<ruleset::NftOp>> {
+        let mut nft = Nft::open()?;
+        let live = nft.read_table(TABLE)?;
+        let ops = ruleset::plan(&ruleset::desired(&self.state), live.as_ref()).into_ops();
+        nft.apply(&ops)?;
+        Ok(ops)
+    }
 }
 
 /// Warnings about forward chains of other tables that drop container traffic (Docker's
