@@ -175,9 +175,8 @@ fn docker_driver_inner() {
     if !inner() {
         return;
     }
-    // A host that routes already: dockerd then leaves iptables' FORWARD policy at ACCEPT (it
-    // sets DROP only when it turns forwarding on itself; docs/docker.md says what to do then).
-    sh("echo 1 > /proc/sys/net/ipv4/ip_forward");
+    // dockerd turns forwarding on and iptables' FORWARD policy to DROP; netnat's networks get
+    // through by Docker's own hook (issue 22: two rules at the top of DOCKER-USER).
     let mut dockerd = Dockerd::start();
     let mut plugin = Plugin::start();
     make_external_host_v6();
@@ -197,10 +196,10 @@ fn docker_driver_inner() {
         "--subnet",
         "10.78.0.0/24",
         "-o",
-        "netnat.host_firewall=off",
+        "netnat.host_firewall=no",
         "bad",
     ]);
-    assert!(err.contains("host-firewall"), "{err}");
+    assert!(err.contains("netnat.host_firewall=no") && err.contains("auto, off"), "{err}");
     assert!(!docker_ok(&["network", "ls"]).contains("bad"));
     assert_eq!(ok(&["network", "ls", "--json"]).trim(), "[]");
 
@@ -224,6 +223,25 @@ fn docker_driver_inner() {
     assert_eq!(nets[0]["owner"]["id"], id.as_str(), "{nets}");
     assert_eq!(nets[0]["bridge"], BRIDGE);
     assert!(sh(&format!("ip -br addr show {BRIDGE}")).contains("10.77.0.1/24"));
+    assert!(sh("iptables -S DOCKER-USER").contains(&format!("-i {BRIDGE}")), "DOCKER-USER is not opened");
+    // `-o netnat.host_firewall=off`: the operator opens the host firewall, netnat does not.
+    docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        "netnat",
+        "--subnet",
+        "10.80.0.0/24",
+        "-o",
+        "netnat.host_firewall=off",
+        "-o",
+        "netnat.bridge=nnd9",
+        "dnet9",
+    ]);
+    let nets = ok(&["network", "ls", "--json"]);
+    assert!(nets.contains("\"host_firewall\": \"off\""), "{nets}");
+    assert!(!sh("iptables -S DOCKER-USER").contains("nnd9"));
+    docker_ok(&["network", "rm", "dnet9"]);
 
     // A port held by a listening socket fails `docker run`, naming the holder.
     let held = std::net::TcpListener::bind("0.0.0.0:9400").unwrap();
