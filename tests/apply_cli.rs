@@ -347,9 +347,17 @@ fn systemd_units_verify() {
     let dir = std::env::temp_dir().join(format!("netnat-units-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut paths = vec![];
-    for unit in ["netnat.service", "netnat-reload.service", "netnat-metrics.service", "netnat-metrics.timer"] {
+    for unit in [
+        "netnat.service",
+        "netnat-reload.service",
+        "netnat-metrics.service",
+        "netnat-metrics.timer",
+        "netnat-docker.socket",
+        "netnat-docker.service",
+    ] {
         let text = std::fs::read_to_string(format!("{root}/systemd/{unit}")).unwrap();
-        assert!(unit.ends_with(".timer") || text.contains("/usr/sbin/netnat "), "{unit} does not run /usr/sbin/netnat");
+        let runs = unit.ends_with(".service");
+        assert!(!runs || text.contains("/usr/sbin/netnat "), "{unit} does not run /usr/sbin/netnat");
         // verify checks that ExecStart= exists: point it at the binary under test.
         let p = dir.join(unit);
         std::fs::write(&p, text.replace("/usr/sbin/netnat", common::NETNAT)).unwrap();
@@ -379,11 +387,37 @@ fn systemd_units_verify() {
         assert!(reload.lines().any(|l| l == line), "netnat-reload.service lacks {line}");
     }
     assert!(reload.lines().any(|l| l.starts_with("After=") && l.contains("nftables.service")));
+    // Host firewalls (docs/host-firewalls.md): netnat.service after firewalld and ufw (both before
+    // network-pre.target, as netnat is); `netnat reload` after each of them and dockerd starts.
+    let after = |unit: &str, what: &str| unit.lines().any(|l| l.starts_with("After=") && l.contains(what));
+    for fw in ["firewalld.service", "ufw.service"] {
+        assert!(after(&main, fw), "netnat.service is not ordered after {fw}");
+    }
+    for fw in ["docker.service", "firewalld.service", "ufw.service"] {
+        assert!(after(&reload, fw), "netnat-reload.service is not ordered after {fw}");
+        assert!(
+            reload.lines().any(|l| l.starts_with("WantedBy=") && l.contains(fw)),
+            "{fw} does not pull in netnat-reload"
+        );
+        assert!(reload.lines().any(|l| l.starts_with("PartOf=") && l.contains(fw)), "{fw} restarts do not rerun it");
+    }
     // Every 15 s into Debian's node-exporter textfile directory.
     let metrics = std::fs::read_to_string(format!("{root}/systemd/netnat-metrics.service")).unwrap();
     assert!(metrics
         .lines()
         .any(|l| l == "ExecStart=/usr/sbin/netnat metrics --textfile /var/lib/prometheus/node-exporter"));
+    // Docker's driver: a socket on the path Docker looks up, activating the plugin.
+    let socket = std::fs::read_to_string(format!("{root}/systemd/netnat-docker.socket")).unwrap();
+    for line in ["ListenStream=/run/docker/plugins/netnat.sock", "Before=docker.service", "WantedBy=sockets.target"] {
+        assert!(socket.lines().any(|l| l == line), "netnat-docker.socket lacks {line}");
+    }
+    let plugin = std::fs::read_to_string(format!("{root}/systemd/netnat-docker.service")).unwrap();
+    for line in [
+        "ExecStart=/usr/sbin/netnat docker-plugin --socket /run/docker/plugins/netnat.sock",
+        "Also=netnat-docker.socket",
+    ] {
+        assert!(plugin.lines().any(|l| l == line), "netnat-docker.service lacks {line}");
+    }
     let timer = std::fs::read_to_string(format!("{root}/systemd/netnat-metrics.timer")).unwrap();
     for line in ["OnUnitActiveSec=15s", "WantedBy=timers.target"] {
         assert!(timer.lines().any(|l| l == line), "netnat-metrics.timer lacks {line}");

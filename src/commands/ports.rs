@@ -111,8 +111,11 @@ pub fn ls(dir: &Path, json: bool) -> Result<()> {
         let host = format!("{host_part}:{}", range(m.host_port, m.host_port_end));
         let ctr = format!("{}:{}", ip_text(m.container_ip), range(m.container_port, m.container_port_end));
         let net = match (&v.network, &v.container_id) {
-            (Some(n), Some(c)) if v.standby => format!("{n} (CNI {}, standby)", &c[..c.len().min(12)]),
-            (Some(n), Some(c)) => format!("{n} (CNI {})", &c[..c.len().min(12)]),
+            (Some(n), Some(c)) => {
+                let by = state.networks.get(n).and_then(|x| x.owner.as_ref()).map_or("CNI", |o| o.by.as_str());
+                let standby = if v.standby { ", standby" } else { "" };
+                format!("{n} ({by} {}{standby})", &c[..c.len().min(12)])
+            }
             (Some(n), None) => n.clone(),
             (None, _) => "-".into(),
         };

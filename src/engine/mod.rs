@@ -15,6 +15,8 @@
 //!    warnings in the outcome: the kernel and the record already agree.
 
 pub mod apply;
+pub mod handoff;
+pub mod hostports;
 mod kernel;
 pub mod mapping;
 pub mod metrics;
@@ -25,7 +27,7 @@ pub mod reload;
 pub mod reset;
 pub mod trace;
 
-pub use kernel::{missing_links, observe_audit, observe_kernel, observe_metrics};
+pub use kernel::{listeners, missing_links, observe_audit, observe_kernel, observe_metrics};
 
 use crate::link::Links;
 use crate::model::{InputError, Mapping, State};
@@ -211,40 +213,23 @@ impl Engine {
         nft.apply(&plan.ops())?;
         Ok(plan)
     }
+
+    /// `sync_firewall` for a caller that wants the operations sent, not the plan (`apply`): the
+    /// plan's elements move into the operations instead of being copied.
+    pub fn sync_firewall_ops(&self) -> Result<Vec<ruleset::NftOp>> {
+        let mut nft = Nft::open()?;
+        let live = nft.read_table(TABLE)?;
+        let ops = ruleset::plan(&ruleset::desired(&self.state), live.as_ref()).into_ops();
+        nft.apply(&ops)?;
+        Ok(ops)
+    }
 }
 
-/// Warnings about forward chains of other tables that will drop container traffic (Docker's
-/// iptables FORWARD policy DROP, a firewalld or ufw zone, a hand-written rule). netnat never edits
-/// another table, so they name the chain and the rule that would let the traffic through. A
-/// failure to read the other tables gives none: `netnat audit` reports it.
+/// Warnings about forward chains of other tables that drop container traffic (Docker's
+/// iptables FORWARD policy DROP, firewalld's final reject, ufw's policy, a hand-written rule),
+/// each naming the rule that drops and that firewall's own fix (see `crate::hostfw`).
 pub fn forward_warnings(state: &State) -> Vec<String> {
-    if state.networks.is_empty() {
-        return vec![];
-    }
-    let Ok((chains, rules)) = Nft::open().and_then(|mut n| n.read_all()) else {
-        return vec![];
-    };
-    let docker = chains.iter().any(|c| c.name == "DOCKER-USER" && c.table == "filter");
-    let found = crate::audit::forward_blockers(state, chains, rules);
-    if found.is_empty() {
-        return vec![];
-    }
-    let mut out: Vec<String> = found.iter().map(|f| f.message.clone()).collect();
-    let mut advice = String::from("netnat does not edit other tables; let container traffic through there, e.g.:");
-    for n in state.networks.values() {
-        let b = &n.bridge;
-        if docker {
-            advice +=
-                &format!("\n  iptables -I DOCKER-USER -o {b} -j ACCEPT && iptables -I DOCKER-USER -i {b} -j ACCEPT");
-        } else {
-            let chain = found[0].objects.first().map(String::as_str).unwrap_or("FAMILY TABLE CHAIN");
-            advice += &format!(
-                "\n  nft insert rule {chain} oifname \"{b}\" accept; nft insert rule {chain} iifname \"{b}\" accept"
-            );
-        }
-    }
-    out.push(advice);
-    out
+    crate::hostfw::warnings(state)
 }
 
 fn is_errno(e: &anyhow::Error, codes: &[i32]) -> bool {
