@@ -389,6 +389,20 @@ fn systemd_units_verify() {
         assert!(reload.lines().any(|l| l == line), "netnat-reload.service lacks {line}");
     }
     assert!(reload.lines().any(|l| l.starts_with("After=") && l.contains("nftables.service")));
+    // Host firewalls (docs/host-firewalls.md): netnat.service after firewalld and ufw (both before
+    // network-pre.target, as netnat is); `netnat reload` after each of them and dockerd starts.
+    let after = |unit: &str, what: &str| unit.lines().any(|l| l.starts_with("After=") && l.contains(what));
+    for fw in ["firewalld.service", "ufw.service"] {
+        assert!(after(&main, fw), "netnat.service is not ordered after {fw}");
+    }
+    for fw in ["docker.service", "firewalld.service", "ufw.service"] {
+        assert!(after(&reload, fw), "netnat-reload.service is not ordered after {fw}");
+        assert!(
+            reload.lines().any(|l| l.starts_with("WantedBy=") && l.contains(fw)),
+            "{fw} does not pull in netnat-reload"
+        );
+        assert!(reload.lines().any(|l| l.starts_with("PartOf=") && l.contains(fw)), "{fw} restarts do not rerun it");
+    }
     // Every 15 s into Debian's node-exporter textfile directory.
     let metrics = std::fs::read_to_string(format!("{root}/systemd/netnat-metrics.service")).unwrap();
     assert!(metrics
