@@ -120,6 +120,16 @@ fn http_get_settled(netns: Option<&Path>, url: &str) -> Option<String> {
     }
 }
 
+/// Exactly one endpoint (handoff) and one veth per running container on dnet: nothing left of
+/// stopped, removed or restarted ones, nothing doubled.
+fn assert_one_endpoint_per_container() {
+    let running = docker_ok(&["ps", "-q", "--filter", "network=dnet"]).lines().count();
+    let rec: Value = serde_json::from_str(&std::fs::read_to_string("/run/netnat/state.json").unwrap()).unwrap();
+    let handoffs = rec.get("handoffs").and_then(Value::as_object).map_or(0, |h| h.len());
+    let veths = sh("ip -o link show type veth").lines().filter(|l| l.contains(": nn")).count();
+    assert_eq!((handoffs, veths), (running, running), "endpoints and veths for {running} containers:\n{rec}");
+}
+
 /// What a failed request needs looked at.
 fn diagnostics() -> String {
     sh("nft list ruleset 2>&1; iptables-save 2>&1; ip -br addr; ip route; ip -n ext route; \
@@ -165,9 +175,8 @@ fn docker_driver_inner() {
     if !inner() {
         return;
     }
-    // A host that routes already: dockerd then leaves iptables' FORWARD policy at ACCEPT (it
-    // sets DROP only when it turns forwarding on itself; docs/docker.md says what to do then).
-    sh("echo 1 > /proc/sys/net/ipv4/ip_forward");
+    // dockerd turns forwarding on and iptables' FORWARD policy to DROP; netnat's networks get
+    // through by Docker's own hook (issue 22: two rules at the top of DOCKER-USER).
     let mut dockerd = Dockerd::start();
     let mut plugin = Plugin::start();
     make_external_host_v6();
@@ -187,10 +196,10 @@ fn docker_driver_inner() {
         "--subnet",
         "10.78.0.0/24",
         "-o",
-        "netnat.host_firewall=off",
+        "netnat.host_firewall=no",
         "bad",
     ]);
-    assert!(err.contains("host-firewall"), "{err}");
+    assert!(err.contains("netnat.host_firewall=no") && err.contains("auto, off"), "{err}");
     assert!(!docker_ok(&["network", "ls"]).contains("bad"));
     assert_eq!(ok(&["network", "ls", "--json"]).trim(), "[]");
 
@@ -214,6 +223,25 @@ fn docker_driver_inner() {
     assert_eq!(nets[0]["owner"]["id"], id.as_str(), "{nets}");
     assert_eq!(nets[0]["bridge"], BRIDGE);
     assert!(sh(&format!("ip -br addr show {BRIDGE}")).contains("10.77.0.1/24"));
+    assert!(sh("iptables -S DOCKER-USER").contains(&format!("-i {BRIDGE}")), "DOCKER-USER is not opened");
+    // `-o netnat.host_firewall=off`: the operator opens the host firewall, netnat does not.
+    docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        "netnat",
+        "--subnet",
+        "10.80.0.0/24",
+        "-o",
+        "netnat.host_firewall=off",
+        "-o",
+        "netnat.bridge=nnd9",
+        "dnet9",
+    ]);
+    let nets = ok(&["network", "ls", "--json"]);
+    assert!(nets.contains("\"host_firewall\": \"off\""), "{nets}");
+    assert!(!sh("iptables -S DOCKER-USER").contains("nnd9"));
+    docker_ok(&["network", "rm", "dnet9"]);
 
     // A port held by a listening socket fails `docker run`, naming the holder.
     let held = std::net::TcpListener::bind("0.0.0.0:9400").unwrap();
@@ -221,6 +249,13 @@ fn docker_driver_inner() {
         docker_fails(&["run", "-d", "--name", "clash", "--network", "dnet", "-p", "9400:80", IMAGE, "sleep", "60"]);
     assert!(err.contains("9400") && err.contains("listens on 0.0.0.0:9400"), "{err}");
     docker_ok(&["rm", "-f", "clash"]);
+    // So does a port netnat publishes for someone else.
+    ok(&["publish", "9401:192.0.2.7:80"]);
+    let err =
+        docker_fails(&["run", "-d", "--name", "clash", "--network", "dnet", "-p", "9401:80", IMAGE, "sleep", "60"]);
+    assert!(err.contains("netnat mapping 9401:192.0.2.7:80/tcp of `netnat publish`"), "{err}");
+    docker_ok(&["rm", "-f", "clash"]);
+    ok(&["unpublish", "9401"]);
     // The first port of a range is held too: the range takes the next one.
     let held_range = std::net::TcpListener::bind("0.0.0.0:9200").unwrap();
 
@@ -329,6 +364,7 @@ fn docker_driver_inner() {
     assert_eq!(http_get_settled(ext().as_deref(), &format!("{HOST_EXT_IP}:9091")).as_deref(), Some("web2"));
     run_web("web3", &["9092:80"]);
     assert_eq!(http_get_settled(ext().as_deref(), &format!("{HOST_EXT_IP}:9092")).as_deref(), Some("web3"));
+    assert_one_endpoint_per_container();
 
     // The plugin restarts, now started by socket activation: its state is the record; requests
     // go on as before.
@@ -342,6 +378,7 @@ fn docker_driver_inner() {
     run_web("web4", &["9093:80"]);
     assert_eq!(http_get_settled(ext().as_deref(), &format!("{HOST_EXT_IP}:9093")).as_deref(), Some("web4"));
     assert_eq!(listed(9092).len(), 2);
+    assert_one_endpoint_per_container();
     let (code, out, err) = netnat_out(&["audit"]);
     assert_eq!(code, 0, "netnat audit:\n{out}{err}");
 
