@@ -86,8 +86,10 @@ impl Engine {
         Ok(Engine { store, before: state.clone(), state, sweep_trace: true })
     }
 
-    /// For `apply --dry-run`: the record, refused when damaged, but nothing reserved: it
-    /// writes nothing (and works in a read-only state directory).
+    /// For `apply --dry-run`, and CNI DEL and GC, which often find nothing to do: the record,
+    /// refused when damaged, but nothing reserved yet: a change reserves room before it touches
+    /// the kernel (`mapping::change` does), a dry run writes nothing (and works in a read-only
+    /// state directory).
     pub fn open_unreserved(dir: &Path) -> Result<Engine> {
         require_net_admin()?;
         let store = Store::lock(dir)?;
