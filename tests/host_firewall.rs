@@ -63,13 +63,15 @@ fn assert_later_sandbox() {
 
 /// `--host-firewall off`: the firewall's configuration is untouched, traffic stays blocked, and
 /// the warning gives that firewall's own fix. Returns to the state before.
-fn assert_off_changes_nothing(config: &dyn Fn() -> String, fix: &str) {
+fn assert_off_changes_nothing(config: &dyn Fn() -> String, fix: &str, rule: &str) {
     let before = config();
     let (code, _, err) =
         netnat_out(&["network", "create", "offnet", "--subnet", "10.77.0.0/24", "--host-firewall", "off"]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains(fix), "the advice names the firewall's own fix `{fix}`:\n{err}");
-    assert!(err.contains("drops container egress"), "the warning names the rule that drops:\n{err}");
+    assert!(err.contains("drops container egress"), "the warning names the traffic dropped:\n{err}");
+    assert!(err.contains(rule), "the warning names the rule that really drops, `{rule}`:\n{err}");
+    assert!(!err.contains("ct state invalid"), "`ct state invalid drop` never drops a valid connection:\n{err}");
     assert_same(&config(), &before, "--host-firewall off changed the firewall's configuration");
     assert!(ok(&["network", "ls"]).contains("host-firewall=off"));
     let saved = ok(&["save"]);
@@ -100,7 +102,12 @@ isolated!(firewalld_coexistence, inner_firewalld_coexistence, timeout = TIMEOUT,
     let mut fw = Firewalld::start();
     let before = Firewalld::config();
     make_external_host();
-    assert_off_changes_nothing(&Firewalld::config, "firewall-cmd --permanent --zone=trusted --add-interface=offnet");
+    assert_off_changes_nothing(
+        &Firewalld::config,
+        "firewall-cmd --permanent --zone=trusted --add-interface=offnet && firewall-cmd --zone=trusted --add-interface=offnet",
+        // firewalld 1.3 rejects in the default zone's forward chain, before its last rule.
+        ": reject",
+    );
     let _servers = seed_with_published_ports();
     assert!(ok(&["network", "ls"]).contains("open-in:firewalld"));
     assert!(sh("firewall-cmd --permanent --info-zone=netnat").contains("interfaces: MyDocker0"));
@@ -148,7 +155,11 @@ isolated!(ufw_coexistence, inner_ufw_coexistence, timeout = TIMEOUT, {
     // `ufw status` says "disabled (routed)" while IP forwarding is off, which a network turns on:
     // its rules and rule files are what must not change.
     let rules = || sh("ufw show added; cat /etc/ufw/user.rules /etc/ufw/user6.rules") + &iptables_config();
-    assert_off_changes_nothing(&rules, "ufw route allow in on offnet");
+    assert_off_changes_nothing(
+        &rules,
+        "ufw route allow in on offnet && ufw route allow out on offnet",
+        "ip filter FORWARD: policy drop",
+    );
     let _servers = seed_with_published_ports();
     assert!(sh("ufw show added").contains("ufw route allow in on MyDocker0 comment 'netnat network MyDocker0'"));
     assert_all_traffic("ufw");
@@ -173,7 +184,11 @@ isolated!(ufw_coexistence, inner_ufw_coexistence, timeout = TIMEOUT, {
 isolated!(docker_coexistence, inner_docker_coexistence, timeout = TIMEOUT, {
     let mut docker = Dockerd::start();
     make_external_host();
-    assert_off_changes_nothing(&iptables_config, "iptables -I DOCKER-USER -i offnet -j ACCEPT");
+    assert_off_changes_nothing(
+        &iptables_config,
+        "iptables -I DOCKER-USER -i offnet -j ACCEPT && iptables -I DOCKER-USER -o offnet -j ACCEPT",
+        "ip filter FORWARD: policy drop",
+    );
     let _servers = seed_with_published_ports();
     // Ordinary iptables rules, marked as netnat's.
     let rules = sh("iptables -S DOCKER-USER");

@@ -318,7 +318,8 @@ pub fn blockers(state: &State, chains: &[LiveChain], rules: &[LiveRule]) -> Vec<
 }
 
 fn rule_text(r: &LiveRule, chain: &str) -> String {
-    let text = crate::nft::expr::render(&r.exprs, &|_| None);
+    // The renderer prints expressions it does not model as `# NAME`; a reject is a verdict here.
+    let text = crate::nft::expr::render(&r.exprs, &|_| None).replace("# reject", "reject");
     format!("{} {} {chain}: rule handle {}: {text}", family_name(r.family), r.table, r.handle)
 }
 
