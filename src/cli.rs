@@ -148,8 +148,8 @@ through the same operations as netnat's commands (lock, record, one nftables bat
 `netnat ls`, `audit`, `metrics`, `save` and `reset` see Docker's networks (named docker-ID) and ports \
 (owned by the Docker endpoint). The process keeps nothing between requests: it can be restarted, or \
 started by systemd's netnat-docker.socket on Docker's first request. Options of `docker network create -o`: \
-netnat.allow=CIDR[,CIDR...], netnat.internal=true, netnat.masquerade=false, netnat.bridge=NAME. See \
-docs/docker.md.";
+netnat.allow=CIDR[,CIDR...], netnat.internal=true, netnat.masquerade=false, netnat.bridge=NAME, \
+netnat.host_firewall=off. See docs/docker.md.";
 
 #[derive(Args, Debug)]
 pub struct DockerPluginArgs {
