@@ -126,6 +126,18 @@ isolated!(firewalld_coexistence, inner_firewalld_coexistence, timeout = TIMEOUT,
     assert_all_traffic("after netnat reload");
     ok(&["reset"]);
     assert_same(&Firewalld::config(), &before, "reset left firewalld's configuration changed");
+    // firewalld started after the network was made: `netnat reload` (the boot unit) opens it.
+    fw.daemon.stop();
+    seed_topology();
+    fw.restart();
+    assert!(!sh("firewall-cmd --get-zones").contains("netnat"));
+    ok(&["reload"]);
+    assert!(sh("firewall-cmd --info-zone=netnat").contains("interfaces: MyDocker0"), "reload did not open firewalld");
+    let _ext = tcp_server(Some(&ns("ext")), "198.51.100.2:8003", "ext");
+    let got = tcp_get_settled(Some(&ns("Container_ns1")), "198.51.100.2:8003");
+    assert_eq!(got.unwrap(), "ext saw 198.51.100.1", "egress after firewalld started later");
+    ok(&["reset"]);
+    assert_same(&Firewalld::config(), &before, "the second reset left firewalld's configuration changed");
     drop(fw);
 });
 
