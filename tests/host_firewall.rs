@@ -40,6 +40,13 @@ fn assert_allow_list_and_second_network(opened: &dyn Fn(&str) -> bool) {
     ok(&["publish", "9091:172.16.1.1:8080", "--allow", "10.0.0.0/8"]);
     assert!(tcp_get(Some(&ns("ext")), "198.51.100.1:9091").is_err(), "the allow list let the external host in");
     ok(&["unpublish", "9091"]);
+    // The loopback guard still drops 127.0.0.0/8 from outside (a crafted SYN to the host's MAC).
+    ok(&["publish", "127.0.0.1:6060:172.16.1.1:8080"]);
+    let host_mac = raw::mac_of("ip -o link show veth-ext");
+    let syn = |dst: &str, port: u16| raw::syn_gets_synack(&ns("ext"), &host_mac, EXT_IP, dst, port);
+    assert!(syn("198.51.100.1", 9090), "control: a SYN to the host's address must be answered");
+    assert!(!syn("127.0.0.1", 6060), "a SYN for 127.0.0.1 from outside was answered");
+    ok(&["unpublish", "127.0.0.1:6060"]);
     assert!(!opened("extra"));
     ok(&["network", "create", "extra", "--subnet", "10.78.0.0/24"]);
     assert!(opened("extra"), "network create did not open the firewall for its bridge");
