@@ -40,6 +40,13 @@ fn assert_allow_list_and_second_network(opened: &dyn Fn(&str) -> bool) {
     ok(&["publish", "9091:172.16.1.1:8080", "--allow", "10.0.0.0/8"]);
     assert!(tcp_get(Some(&ns("ext")), "198.51.100.1:9091").is_err(), "the allow list let the external host in");
     ok(&["unpublish", "9091"]);
+    // The loopback guard still drops 127.0.0.0/8 from outside (a crafted SYN to the host's MAC).
+    ok(&["publish", "127.0.0.1:6060:172.16.1.1:8080"]);
+    let host_mac = raw::mac_of("ip -o link show veth-ext");
+    let syn = |dst: &str, port: u16| raw::syn_gets_synack(&ns("ext"), &host_mac, EXT_IP, dst, port);
+    assert!(syn("198.51.100.1", 9090), "control: a SYN to the host's address must be answered");
+    assert!(!syn("127.0.0.1", 6060), "a SYN for 127.0.0.1 from outside was answered");
+    ok(&["unpublish", "127.0.0.1:6060"]);
     assert!(!opened("extra"));
     ok(&["network", "create", "extra", "--subnet", "10.78.0.0/24"]);
     assert!(opened("extra"), "network create did not open the firewall for its bridge");
@@ -63,13 +70,15 @@ fn assert_later_sandbox() {
 
 /// `--host-firewall off`: the firewall's configuration is untouched, traffic stays blocked, and
 /// the warning gives that firewall's own fix. Returns to the state before.
-fn assert_off_changes_nothing(config: &dyn Fn() -> String, fix: &str) {
+fn assert_off_changes_nothing(config: &dyn Fn() -> String, fix: &str, rule: &str) {
     let before = config();
     let (code, _, err) =
         netnat_out(&["network", "create", "offnet", "--subnet", "10.77.0.0/24", "--host-firewall", "off"]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains(fix), "the advice names the firewall's own fix `{fix}`:\n{err}");
-    assert!(err.contains("drops container egress"), "the warning names the rule that drops:\n{err}");
+    assert!(err.contains("drops container egress"), "the warning names the traffic dropped:\n{err}");
+    assert!(err.contains(rule), "the warning names the rule that really drops, `{rule}`:\n{err}");
+    assert!(!err.contains("ct state invalid"), "`ct state invalid drop` never drops a valid connection:\n{err}");
     assert_same(&config(), &before, "--host-firewall off changed the firewall's configuration");
     assert!(ok(&["network", "ls"]).contains("host-firewall=off"));
     let saved = ok(&["save"]);
@@ -100,7 +109,12 @@ isolated!(firewalld_coexistence, inner_firewalld_coexistence, timeout = TIMEOUT,
     let mut fw = Firewalld::start();
     let before = Firewalld::config();
     make_external_host();
-    assert_off_changes_nothing(&Firewalld::config, "firewall-cmd --permanent --zone=trusted --add-interface=offnet");
+    assert_off_changes_nothing(
+        &Firewalld::config,
+        "firewall-cmd --permanent --zone=trusted --add-interface=offnet && firewall-cmd --zone=trusted --add-interface=offnet",
+        // firewalld 1.3 rejects in the default zone's forward chain, before its last rule.
+        ": reject",
+    );
     let _servers = seed_with_published_ports();
     assert!(ok(&["network", "ls"]).contains("open-in:firewalld"));
     assert!(sh("firewall-cmd --permanent --info-zone=netnat").contains("interfaces: MyDocker0"));
@@ -126,6 +140,18 @@ isolated!(firewalld_coexistence, inner_firewalld_coexistence, timeout = TIMEOUT,
     assert_all_traffic("after netnat reload");
     ok(&["reset"]);
     assert_same(&Firewalld::config(), &before, "reset left firewalld's configuration changed");
+    // firewalld started after the network was made: `netnat reload` (the boot unit) opens it.
+    fw.daemon.stop();
+    seed_topology();
+    fw.restart();
+    assert!(!sh("firewall-cmd --get-zones").contains("netnat"));
+    ok(&["reload"]);
+    assert!(sh("firewall-cmd --info-zone=netnat").contains("interfaces: MyDocker0"), "reload did not open firewalld");
+    let _ext = tcp_server(Some(&ns("ext")), "198.51.100.2:8003", "ext");
+    let got = tcp_get_settled(Some(&ns("Container_ns1")), "198.51.100.2:8003");
+    assert_eq!(got.unwrap(), "ext saw 198.51.100.1", "egress after firewalld started later");
+    ok(&["reset"]);
+    assert_same(&Firewalld::config(), &before, "the second reset left firewalld's configuration changed");
     drop(fw);
 });
 
@@ -136,7 +162,11 @@ isolated!(ufw_coexistence, inner_ufw_coexistence, timeout = TIMEOUT, {
     // `ufw status` says "disabled (routed)" while IP forwarding is off, which a network turns on:
     // its rules and rule files are what must not change.
     let rules = || sh("ufw show added; cat /etc/ufw/user.rules /etc/ufw/user6.rules") + &iptables_config();
-    assert_off_changes_nothing(&rules, "ufw route allow in on offnet");
+    assert_off_changes_nothing(
+        &rules,
+        "ufw route allow in on offnet && ufw route allow out on offnet",
+        "ip filter FORWARD: policy drop",
+    );
     let _servers = seed_with_published_ports();
     assert!(sh("ufw show added").contains("ufw route allow in on MyDocker0 comment 'netnat network MyDocker0'"));
     assert_all_traffic("ufw");
@@ -161,7 +191,11 @@ isolated!(ufw_coexistence, inner_ufw_coexistence, timeout = TIMEOUT, {
 isolated!(docker_coexistence, inner_docker_coexistence, timeout = TIMEOUT, {
     let mut docker = Dockerd::start();
     make_external_host();
-    assert_off_changes_nothing(&iptables_config, "iptables -I DOCKER-USER -i offnet -j ACCEPT");
+    assert_off_changes_nothing(
+        &iptables_config,
+        "iptables -I DOCKER-USER -i offnet -j ACCEPT && iptables -I DOCKER-USER -o offnet -j ACCEPT",
+        "ip filter FORWARD: policy drop",
+    );
     let _servers = seed_with_published_ports();
     // Ordinary iptables rules, marked as netnat's.
     let rules = sh("iptables -S DOCKER-USER");

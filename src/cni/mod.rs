@@ -11,7 +11,7 @@
 //! prevResult and hands prevResult on; DEL removes what the attachment owns (idempotent, needs
 //! neither the namespace nor prevResult); CHECK compares record and kernel with the request;
 //! GC (1.1.0) deletes the network's attachments the runtime no longer lists; STATUS (1.1.0)
-//! says whether netnat can program nftables; VERSION lists 0.4.0, 1.0.0 and 1.1.0.
+//! says whether netnat can program nftables; VERSION lists 0.3.0, 0.3.1, 0.4.0, 1.0.0 and 1.1.0.
 
 pub mod adapter;
 pub mod plan;

@@ -318,7 +318,8 @@ pub fn blockers(state: &State, chains: &[LiveChain], rules: &[LiveRule]) -> Vec<
 }
 
 fn rule_text(r: &LiveRule, chain: &str) -> String {
-    let text = crate::nft::expr::render(&r.exprs, &|_| None);
+    // The renderer prints expressions it does not model as `# NAME`; a reject is a verdict here.
+    let text = crate::nft::expr::render(&r.exprs, &|_| None).replace("# reject", "reject");
     format!("{} {} {chain}: rule handle {}: {text}", family_name(r.family), r.table, r.handle)
 }
 
@@ -432,4 +433,74 @@ pub fn observe(k: &Kernel) -> Observed {
         }
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// A firewall in memory: bridge -> (network, complete), and what was done to it.
+    #[derive(Default)]
+    struct Fake {
+        held: BTreeMap<String, Held>,
+        log: RefCell<Vec<String>>,
+    }
+
+    impl Driver for Fake {
+        fn kind(&self) -> HostFirewallKind {
+            HostFirewallKind::Ufw
+        }
+        fn opened(&mut self) -> Result<BTreeMap<String, Held>> {
+            Ok(self.held.clone())
+        }
+        fn open(&mut self, net: &Network) -> Result<()> {
+            self.log.borrow_mut().push(format!("open {}", net.bridge));
+            self.held.insert(net.bridge.clone(), Held { network: net.name.clone(), complete: true });
+            Ok(())
+        }
+        fn close(&mut self, bridge: &str) -> Result<()> {
+            self.log.borrow_mut().push(format!("close {bridge}"));
+            self.held.remove(bridge);
+            Ok(())
+        }
+        fn tidy(&mut self) -> Result<()> {
+            self.log.borrow_mut().push("tidy".into());
+            Ok(())
+        }
+        fn describe(&self, bridge: &str) -> String {
+            format!("rules for {bridge}")
+        }
+    }
+
+    fn net(name: &str) -> Network {
+        crate::model::fixtures::net(name, &["10.9.0.0/24"], &["10.9.0.1"])
+    }
+
+    #[test]
+    fn sync_opens_what_is_missing_closes_what_is_not_wanted_and_records_it() {
+        let (a, b) = (net("a"), net("b"));
+        let mut d = Fake::default();
+        d.held.insert("a".into(), Held { network: "a".into(), complete: true });
+        d.held.insert("old".into(), Held { network: "old".into(), complete: true });
+        d.held.insert("b".into(), Held { network: "b".into(), complete: false });
+        let want: BTreeMap<&str, &Network> = [("a", &a), ("b", &b)].into();
+        let mut steps = vec![];
+        let rec = sync_one(&mut d, &want, &mut steps).unwrap();
+        assert_eq!(*d.log.borrow(), ["open b", "close old"], "a complete opening is left alone");
+        assert_eq!(rec.iter().map(|o| o.bridge.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(steps.len(), 2);
+        // Nothing wanted: everything closed, then what held it (firewalld's zone).
+        let rec = sync_one(&mut d, &BTreeMap::new(), &mut steps).unwrap();
+        assert!(rec.is_empty());
+        assert_eq!(d.log.borrow()[2..], ["close a", "close b", "tidy"]);
+    }
+
+    #[test]
+    fn marks_name_netnat_and_the_network() {
+        assert_eq!(mark("web"), "netnat network web");
+        assert_eq!(marked_network("netnat network web"), Some("web"));
+        assert_eq!(marked_network("netnat network "), None);
+        assert_eq!(marked_network("mine"), None);
+    }
 }

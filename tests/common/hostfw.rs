@@ -145,7 +145,7 @@ pub struct Dockerd {
 impl Dockerd {
     pub fn start() -> Dockerd {
         sh("for d in /var/lib/docker /var/lib/containerd /etc/docker; do mount -t tmpfs tmpfs $d; done; ip link set lo up");
-        let containerd = Daemon::start("containerd", "containerd", &[]);
+        let containerd = Daemon::start("containerd", "/usr/bin/containerd", &[]);
         wait_until(20, "containerd's socket", || std::path::Path::new("/run/containerd/containerd.sock").exists());
         let mut d = Dockerd { containerd, daemon: None };
         d.run();
@@ -156,7 +156,8 @@ impl Dockerd {
         let _ = std::fs::remove_file("/run/docker.sock");
         self.daemon = Some(Daemon::start(
             "dockerd",
-            "dockerd",
+            // Debian's docker.io (another docker may be earlier on PATH on a developer's machine).
+            "/usr/sbin/dockerd",
             &["--containerd=/run/containerd/containerd.sock", "--exec-opt", "native.cgroupdriver=cgroupfs"],
         ));
         wait_until(60, "dockerd ready", || succeeds("[ -S /run/docker.sock ] && iptables -S DOCKER-USER"));
