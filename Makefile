@@ -28,7 +28,7 @@ BIN := $(abspath $(TARGET_DIR))/release/netnat
 TEST_SERVICES := prometheus prometheus-node-exporter firewalld ufw docker containerd
 DEB_PACKAGES := libnftnl-dev libmnl-dev pkg-config nftables iproute2 iptables conntrack socat curl python3 \
 	e2fsprogs dpkg-dev lintian containernetworking-plugins podman crun busybox-static prometheus-node-exporter \
-	prometheus firewalld ufw docker.io containerd dbus protobuf-compiler python3-grpcio python3-grpc-tools \
+	prometheus firewalld ufw docker.io containerd dbus libdbus-1-dev protobuf-compiler python3-grpcio python3-grpc-tools \
 	systemd
 
 # `make deb` builds with this cargo-deb, installed from crates.io when missing.

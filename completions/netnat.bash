@@ -779,7 +779,7 @@ _netnat() {
             return 0
             ;;
         netnat__subcmd__network__subcmd__create)
-            opts="-h --subnet --gateway --ipv6-mode --bridge --no-masquerade --internal --state-dir --help"
+            opts="-h --subnet --gateway --ipv6-mode --bridge --no-masquerade --internal --host-firewall --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -798,6 +798,10 @@ _netnat() {
                     return 0
                     ;;
                 --bridge)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host-firewall)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -11,6 +11,7 @@
 //! masquerade = true          # optional
 //! internal = false           # optional
 //! ipv6_mode = "nat"          # optional: "nat" or "routed"
+//! host_firewall = "auto"     # optional: "off" leaves firewalld, ufw and Docker alone
 //!
 //! [[sandbox]]
 //! name = "Container_ns1"
@@ -29,7 +30,7 @@
 
 use crate::model::{
     allow_for, check_ifname, check_name, host_ifname, ip_text, parse_ip, pools_of, spec_parts, Cidr, Endpoint, Family,
-    InputError, Ipv6Mode, Mapping, Network, PublishSpec, Sandbox, State, Subnet, Target,
+    HostFirewallMode, InputError, Ipv6Mode, Mapping, Network, PublishSpec, Sandbox, State, Subnet, Target,
 };
 use crate::validate::{self, Subject};
 use serde::Deserialize;
@@ -63,6 +64,7 @@ pub struct NetworkConf {
     pub masquerade: Option<bool>,
     pub internal: Option<bool>,
     pub ipv6_mode: Option<Spanned<String>>,
+    pub host_firewall: Option<HostFirewallMode>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -238,6 +240,7 @@ fn network_of(n: &NetworkConf) -> Result<Network, (Option<usize>, InputError)> {
         masquerade: n.masquerade.unwrap_or(true),
         internal: n.internal.unwrap_or(false),
         ipv6_mode,
+        host_firewall: n.host_firewall.unwrap_or_default(),
         owner: None,
     })
 }
@@ -712,6 +715,9 @@ pub fn to_toml(state: &State, notes: &[String]) -> String {
         );
         if n.ipv6_mode != Ipv6Mode::Nat {
             out += &format!("ipv6_mode = {}\n", q(&n.ipv6_mode.to_string()));
+        }
+        if n.host_firewall != HostFirewallMode::Auto {
+            out += &format!("host_firewall = {}\n", q(&n.host_firewall.to_string()));
         }
     }
     for s in state.sandboxes.values() {

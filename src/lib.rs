@@ -23,6 +23,7 @@ pub mod docker;
 pub mod engine;
 pub mod graph;
 pub mod host;
+pub mod hostfw;
 pub mod link;
 pub mod linkplan;
 pub mod metrics;

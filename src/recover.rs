@@ -137,6 +137,7 @@ pub fn rebuild(k: &KernelView) -> Recovered {
             masquerade: true,
             internal: false,
             ipv6_mode: Ipv6Mode::Nat,
+            host_firewall: crate::model::HostFirewallMode::Auto,
             owner: None,
         };
         let net = match k.table.as_ref().map(|t| with_options(&net, t)) {

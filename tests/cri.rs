@@ -382,6 +382,10 @@ isolated!(cri_pods_with_host_ports, inner_cri_pods_with_host_ports, timeout = 24
         udp_get(Some(&ns("ext")), "0.0.0.0:0", &format!("{HOST_EXT_IP}:5353")).unwrap(),
         "api-udp saw 198.51.100.2"
     );
+    // From a pod: another pod's hostPort and its own (hairpin) through the node's address.
+    let api_ns = api.netns.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(http(Some(&api_ns), &format!("{HOST_EXT_IP}:9090")).unwrap(), "web");
+    assert_eq!(http(Some(&api_ns), &format!("{HOST_EXT_IP}:9191")).unwrap(), "api");
 
     // hostIP 127.0.0.1: the node reaches it, the external host does not.
     let local =

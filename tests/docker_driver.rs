@@ -7,7 +7,7 @@ mod common;
 use common::docker::{docker_fails, docker_ok, run_in_userns, sandbox_of, Dockerd, IMAGE};
 use common::*;
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -120,6 +120,16 @@ fn http_get_settled(netns: Option<&Path>, url: &str) -> Option<String> {
     }
 }
 
+/// Exactly one endpoint (handoff) and one veth per running container on dnet: nothing left of
+/// stopped, removed or restarted ones, nothing doubled.
+fn assert_one_endpoint_per_container() {
+    let running = docker_ok(&["ps", "-q", "--filter", "network=dnet"]).lines().count();
+    let rec: Value = serde_json::from_str(&std::fs::read_to_string("/run/netnat/state.json").unwrap()).unwrap();
+    let handoffs = rec.get("handoffs").and_then(Value::as_object).map_or(0, |h| h.len());
+    let veths = sh("ip -o link show type veth").lines().filter(|l| l.contains(": nn")).count();
+    assert_eq!((handoffs, veths), (running, running), "endpoints and veths for {running} containers:\n{rec}");
+}
+
 /// What a failed request needs looked at.
 fn diagnostics() -> String {
     sh("nft list ruleset 2>&1; iptables-save 2>&1; ip -br addr; ip route; ip -n ext route; \
@@ -165,13 +175,26 @@ fn docker_driver_inner() {
     if !inner() {
         return;
     }
-    // A host that routes already: dockerd then leaves iptables' FORWARD policy at ACCEPT (it
-    // sets DROP only when it turns forwarding on itself; docs/docker.md says what to do then).
-    sh("echo 1 > /proc/sys/net/ipv4/ip_forward");
+    // dockerd turns forwarding on and iptables' FORWARD policy to DROP; netnat's networks get
+    // through by Docker's own hook (issue 22: two rules at the top of DOCKER-USER).
     let mut dockerd = Dockerd::start();
-    let mut plugin = Plugin::start();
+    let plugin = Plugin::start();
     make_external_host_v6();
+    refuses_bad_options();
+    let id = creates_networks();
+    refuses_taken_ports();
+    let (ep1, ip1, sb1) = publishes_ports();
+    beside_others_and_in_the_records(&id, &ep1, &ip1, &sb1);
+    // `docker rm` closes web1's ports, exactly those.
+    closes_ports_on_rm(&ep1);
+    survives_a_dockerd_restart(&mut dockerd);
+    let plugin = survives_a_plugin_restart(plugin);
+    parallel_runs_get_their_own_ports();
+    leaves_nothing_behind();
+    drop(plugin);
+}
 
+fn refuses_bad_options() {
     // A bad option or value is refused, naming it, and nothing is left behind.
     for (opt, named) in
         [("netnat.masquerade=maybe", "netnat.masquerade=maybe"), ("netnat.colour=blue", "netnat.colour")]
@@ -187,13 +210,15 @@ fn docker_driver_inner() {
         "--subnet",
         "10.78.0.0/24",
         "-o",
-        "netnat.host_firewall=off",
+        "netnat.host_firewall=no",
         "bad",
     ]);
-    assert!(err.contains("host-firewall"), "{err}");
+    assert!(err.contains("netnat.host_firewall=no") && err.contains("auto, off"), "{err}");
     assert!(!docker_ok(&["network", "ls"]).contains("bad"));
     assert_eq!(ok(&["network", "ls", "--json"]).trim(), "[]");
+}
 
+fn creates_networks() -> String {
     // The network: Docker's IPAM hands out the subnets, netnat makes bridge, gateways and rules.
     docker_ok(&[
         "network",
@@ -214,19 +239,52 @@ fn docker_driver_inner() {
     assert_eq!(nets[0]["owner"]["id"], id.as_str(), "{nets}");
     assert_eq!(nets[0]["bridge"], BRIDGE);
     assert!(sh(&format!("ip -br addr show {BRIDGE}")).contains("10.77.0.1/24"));
+    assert!(sh("iptables -S DOCKER-USER").contains(&format!("-i {BRIDGE}")), "DOCKER-USER is not opened");
+    // `-o netnat.host_firewall=off`: the operator opens the host firewall, netnat does not.
+    docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        "netnat",
+        "--subnet",
+        "10.80.0.0/24",
+        "-o",
+        "netnat.host_firewall=off",
+        "-o",
+        "netnat.bridge=nnd9",
+        "dnet9",
+    ]);
+    let nets = ok(&["network", "ls", "--json"]);
+    assert!(nets.contains("\"host_firewall\": \"off\""), "{nets}");
+    assert!(!sh("iptables -S DOCKER-USER").contains("nnd9"));
+    docker_ok(&["network", "rm", "dnet9"]);
+    id
+}
 
+fn refuses_taken_ports() {
     // A port held by a listening socket fails `docker run`, naming the holder.
     let held = std::net::TcpListener::bind("0.0.0.0:9400").unwrap();
     let err =
         docker_fails(&["run", "-d", "--name", "clash", "--network", "dnet", "-p", "9400:80", IMAGE, "sleep", "60"]);
     assert!(err.contains("9400") && err.contains("listens on 0.0.0.0:9400"), "{err}");
     docker_ok(&["rm", "-f", "clash"]);
+    // So does a port netnat publishes for someone else.
+    ok(&["publish", "9401:192.0.2.7:80"]);
+    let err =
+        docker_fails(&["run", "-d", "--name", "clash", "--network", "dnet", "-p", "9401:80", IMAGE, "sleep", "60"]);
+    assert!(err.contains("netnat mapping 9401:192.0.2.7:80/tcp of `netnat publish`"), "{err}");
+    docker_ok(&["rm", "-f", "clash"]);
+    ok(&["unpublish", "9401"]);
+    drop(held);
+}
+
+/// web1 with every kind of `-p`: Docker's endpoint ID, address and namespace.
+fn publishes_ports() -> (String, String, PathBuf) {
     // The first port of a range is held too: the range takes the next one.
     let held_range = std::net::TcpListener::bind("0.0.0.0:9200").unwrap();
 
     run_web("web1", &["9090:80", "127.0.0.1:9095:81/udp", "9200-9210:82", "8081", "9300:83/sctp"]);
     drop(held_range);
-    drop(held);
     let ep1 = endpoint_of("web1");
     let ip1 = ip_of("web1");
     let sb1 = sandbox_of("web1");
@@ -277,15 +335,18 @@ fn docker_driver_inner() {
     for p in ["9090", "9095", "9201", "8081"] {
         assert!(!docker_nat.contains(&format!("--dport {p}")), "Docker DNATs port {p}:\n{docker_nat}");
     }
+    (ep1, ip1, sb1)
+}
 
+fn beside_others_and_in_the_records(id: &str, ep1: &str, ip1: &str, sb1: &Path) {
     // A second container; container to container on the bridge (no NAT), egress masqueraded.
     run_web("web2", &["9091:80"]);
     let sb2 = sandbox_of("web2");
     let ip2 = ip_of("web2");
     assert_eq!(http_get_settled(ext().as_deref(), &format!("{HOST_EXT_IP}:9091")).as_deref(), Some("web2"));
-    let seen = tcp_probe(&sb1, Some(&sb2), ip2.parse().unwrap()).unwrap();
+    let seen = tcp_probe(sb1, Some(&sb2), ip2.parse().unwrap()).unwrap();
     assert_eq!(seen.ip().to_string(), ip1, "container to container");
-    let seen = tcp_probe(&sb1, ext().as_deref(), EXT_IP.parse().unwrap()).unwrap();
+    let seen = tcp_probe(sb1, ext().as_deref(), EXT_IP.parse().unwrap()).unwrap();
     assert_eq!(seen.ip().to_string(), HOST_EXT_IP, "egress is masqueraded");
 
     // Docker's own bridge publishes its way beside netnat's network.
@@ -307,20 +368,23 @@ fn docker_driver_inner() {
     let (code, out, err) = netnat_out(&["audit"]);
     assert_eq!(code, 0, "netnat audit:\n{out}{err}");
     let metrics = ok(&["metrics"]);
-    assert!(metrics.contains(&ep1), "metrics do not name Docker's endpoint:\n{metrics}");
+    assert!(metrics.contains(ep1), "metrics do not name Docker's endpoint:\n{metrics}");
     // `save` leaves Docker's network and ports to Docker; `apply --prune` keeps them.
     let saved = ok(&["save"]);
     assert!(saved.contains(&format!("is docker's network {id}")) && !saved.contains("[[network]]"), "{saved}");
     std::fs::write("/tmp/empty.toml", "").unwrap();
     ok(&["apply", "--prune", "-f", "/tmp/empty.toml"]);
     assert_eq!(http_get(ext().as_deref(), &format!("{HOST_EXT_IP}:9091")).as_deref(), Some("web2"));
+}
 
-    // `docker rm` closes web1's ports, exactly those.
+fn closes_ports_on_rm(ep1: &str) {
     docker_ok(&["rm", "-f", "web1"]);
     assert!(http_get(ext().as_deref(), &format!("{HOST_EXT_IP}:9090")).is_none());
-    assert!(ls().iter().all(|v| v["container_id"] != ep1.as_str()), "{:?}", ls());
+    assert!(ls().iter().all(|v| v["container_id"] != ep1), "{:?}", ls());
     assert_eq!(listed(9091).len(), 2);
+}
 
+fn survives_a_dockerd_restart(dockerd: &mut Dockerd) {
     // dockerd restarts (its containers stop and start again): one mapping per port, no leftover.
     dockerd.restart();
     assert!(listed(9091).is_empty(), "a stopped container keeps its ports: {:?}", listed(9091));
@@ -329,11 +393,14 @@ fn docker_driver_inner() {
     assert_eq!(http_get_settled(ext().as_deref(), &format!("{HOST_EXT_IP}:9091")).as_deref(), Some("web2"));
     run_web("web3", &["9092:80"]);
     assert_eq!(http_get_settled(ext().as_deref(), &format!("{HOST_EXT_IP}:9092")).as_deref(), Some("web3"));
+    assert_one_endpoint_per_container();
+}
 
+fn survives_a_plugin_restart(plugin: Plugin) -> Plugin {
     // The plugin restarts, now started by socket activation: its state is the record; requests
     // go on as before.
     drop(plugin);
-    plugin = Plugin::activated();
+    let plugin = Plugin::activated();
     docker_ok(&["stop", "-t", "1", "web2"]);
     assert!(listed(9091).is_empty());
     docker_ok(&["start", "web2"]);
@@ -342,11 +409,46 @@ fn docker_driver_inner() {
     run_web("web4", &["9093:80"]);
     assert_eq!(http_get_settled(ext().as_deref(), &format!("{HOST_EXT_IP}:9093")).as_deref(), Some("web4"));
     assert_eq!(listed(9092).len(), 2);
+    plugin
+}
+
+fn parallel_runs_get_their_own_ports() {
+    // Four `docker run -p 80` at once: the requests queue on netnat's lock, and each container
+    // gets its own ephemeral port.
+    let runs: Vec<_> = (0..4)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let (name, script) =
+                    (format!("par{i}"), format!("echo par{i} > /index.html && exec httpd -f -p 80 -h /"));
+                docker_ok(&["run", "-d", "--name", &name, "--network", "dnet", "-p", "80", IMAGE, "sh", "-c", &script]);
+            })
+        })
+        .collect();
+    runs.into_iter().for_each(|t| t.join().unwrap());
+    let mut ports = vec![];
+    for i in 0..4 {
+        let ep = endpoint_of(&format!("par{i}"));
+        let mine: Vec<u64> = ls()
+            .iter()
+            .filter(|v| v["container_id"] == ep.as_str())
+            .map(|v| v["host_port"].as_u64().unwrap())
+            .collect();
+        assert!(mine.len() == 2 && mine[0] == mine[1], "par{i}: {mine:?}");
+        let got = http_get_settled(ext().as_deref(), &format!("{HOST_EXT_IP}:{}", mine[0]));
+        assert_eq!(got, Some(format!("par{i}")));
+        ports.push(mine[0]);
+    }
+    ports.sort();
+    ports.dedup();
+    assert_eq!(ports.len(), 4, "{ports:?}");
+    assert_one_endpoint_per_container();
     let (code, out, err) = netnat_out(&["audit"]);
     assert_eq!(code, 0, "netnat audit:\n{out}{err}");
+}
 
+fn leaves_nothing_behind() {
     // `docker network rm` leaves nothing of netnat's.
-    docker_ok(&["rm", "-f", "web2", "web3", "web4", "plain"]);
+    docker_ok(&["rm", "-f", "web2", "web3", "web4", "plain", "par0", "par1", "par2", "par3"]);
     docker_ok(&["network", "rm", "dnet"]);
     assert_nothing_left();
     assert!(!sh("ip -o link show").contains(BRIDGE));
@@ -359,5 +461,4 @@ fn docker_driver_inner() {
     assert!(err.contains("netnat has no network for Docker network"), "{err}");
     docker_ok(&["network", "rm", "dnet2"]);
     assert_nothing_left();
-    drop(plugin);
 }

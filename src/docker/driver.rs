@@ -104,10 +104,8 @@ pub fn network_from(r: &CreateNetwork) -> Result<Network, InputError> {
     net.masquerade = flag(&opts, "netnat.masquerade", true)?;
     allow_list(&opts)?;
     if let Some(v) = opts.get("netnat.host_firewall") {
-        return Err(InputError(format!(
-            "-o netnat.host_firewall={v}: this netnat has no host-firewall integration yet, so there is nothing to \
-             turn off; leave the option out"
-        )));
+        net.host_firewall =
+            v.parse().map_err(|e: InputError| InputError(format!("-o netnat.host_firewall={v}: {}", e.0)))?;
     }
     net.owner = Some(Owner { options: opts, ..Owner::new(DOCKER, &r.network_id) });
     Ok(net)
@@ -281,13 +279,16 @@ mod tests {
         );
         assert!(!n.masquerade && !n.internal);
         assert_eq!(allow_list(&n.owner.unwrap().options).unwrap().len(), 2);
-        let n = network_from(&create(json!({ "netnat.internal": "true", "netnat.bridge": "dock1" }))).unwrap();
-        assert!(n.internal && n.bridge == "dock1");
+        let n = network_from(&create(
+            json!({ "netnat.internal": "true", "netnat.bridge": "dock1", "netnat.host_firewall": "off" }),
+        ))
+        .unwrap();
+        assert!(n.internal && n.bridge == "dock1" && n.host_firewall == crate::model::HostFirewallMode::Off);
         for (k, v, named) in [
             ("netnat.internal", "yes", "netnat.internal=yes"),
             ("netnat.allow", "10.0.0.0/33", "netnat.allow=10.0.0.0/33"),
             ("netnat.bridge", "much-too-long-name", "much-too-long-name"),
-            ("netnat.host_firewall", "off", "netnat.host_firewall=off"),
+            ("netnat.host_firewall", "no", "netnat.host_firewall=no"),
             ("netnat.colour", "blue", "netnat.colour"),
         ] {
             let e = network_from(&create(json!({ k: v }))).unwrap_err();

@@ -35,6 +35,8 @@ pub struct Applied {
     pub steps: Vec<String>,
     /// Steps that failed; the others were still done. Non-empty: the apply did not finish.
     pub failures: Vec<String>,
+    /// Rules of other firewalls that still drop container traffic, with their fix.
+    pub warnings: Vec<String>,
     pub dry_run: bool,
 }
 
@@ -74,6 +76,9 @@ pub fn apply(e: &mut Engine, parsed: &config::Parsed, o: ApplyOptions) -> Result
         Ok(ops) => out.steps.extend(ops.iter().map(NftOp::to_string)),
         Err(err) => out.failures.push(format!("could not update table inet {}: {err:#}", ruleset::TABLE)),
     }
+    let fw = crate::hostfw::sync(&mut e.state);
+    out.steps.extend(fw.steps);
+    out.warnings = fw.warnings;
     e.save()?;
     // Step 4 of the engine's order: connections tracked before a port changed would keep their
     // old translation; the drop-in keeps systemd-sysctl from reverting the sysctls.

@@ -168,3 +168,31 @@ fn parse_mac(s: &str) -> Result<[u8; 6]> {
 fn ips_text(ips: &[std::net::IpAddr]) -> String {
     ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Family, State};
+
+    #[test]
+    fn handoffs_and_owned_networks_round_trip_and_hold_their_addresses() {
+        let mut st = State::default();
+        let subnet = "10.77.0.0/24".parse().unwrap();
+        let mut n = Network::new("docker-4eccb740e675", &[subnet], &[], Some("nd-4eccb740e675")).unwrap();
+        let options = [("netnat.allow".to_string(), "10.0.0.0/8".to_string())].into();
+        n.owner = Some(Owner { options, ..Owner::new("docker", "4eccb740e675e336") });
+        st.networks.insert(n.name.clone(), n.clone());
+        let h = new_handoff(Owner::new("docker", "ep1"), &n.name, vec!["10.77.0.2".parse().unwrap()], None);
+        assert!(h.host_ifname.starts_with("nn") && h.host_ifname.len() == 10 && h.peer_ifname.len() == 11);
+        st.handoffs.insert(h.owner.key(), h);
+        // Format 2: older netnats refuse it as newer, instead of failing on unknown keys.
+        let text = crate::state::render(&st);
+        assert!(text.contains("\"format\": 2") && text.contains("\"handoffs\""), "{text}");
+        assert_eq!(crate::state::parse(&text).unwrap(), st);
+        // Docker's addresses are not handed out again, nor taken by a sandbox.
+        assert_eq!(st.allocate_ip(&n, Family::V4).unwrap().to_string(), "10.77.0.3");
+        let e = st.check_endpoint_ip(&n, "10.77.0.2".parse().unwrap(), "ns1").unwrap_err();
+        assert!(e.0.contains("held by docker endpoint ep1"), "{e}");
+        assert_eq!(st.network_owned_by("docker", "4eccb740e675e336").map(|x| x.name.as_str()), Some(n.name.as_str()));
+    }
+}

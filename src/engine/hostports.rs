@@ -34,9 +34,12 @@ pub fn ephemeral_range() -> Result<(u16, u16)> {
 /// SCTP ports need the kernel's SCTP connection tracking (nf_conntrack's SCTP support), which
 /// a kernel may be built without: then they are refused, saying so.
 pub fn check_protocol(p: Proto) -> Result<()> {
-    if p == Proto::Sctp
-        && !std::path::Path::new("/proc/sys/net/netfilter/nf_conntrack_sctp_timeout_established").exists()
-    {
+    check_protocol_in(p, std::path::Path::new("/proc/sys/net/netfilter"))
+}
+
+/// `check_protocol` with the netfilter sysctl directory given (tests).
+fn check_protocol_in(p: Proto, sysctls: &std::path::Path) -> Result<()> {
+    if p == Proto::Sctp && !sysctls.join("nf_conntrack_sctp_timeout_established").exists() {
         return Err(InputError(
             "SCTP: this kernel's connection tracking has no SCTP support (no net.netfilter.nf_conntrack_sctp_* \
              settings), so it cannot translate SCTP ports; publish TCP or UDP ports instead"
@@ -161,6 +164,14 @@ mod tests {
             container_port: port,
             targets: vec!["172.18.0.2".parse().unwrap(), "fd00:18::2".parse().unwrap()],
         }
+    }
+
+    #[test]
+    fn sctp_is_refused_without_sctp_connection_tracking() {
+        let none = std::env::temp_dir().join(format!("netnat-no-sctp-{}", std::process::id()));
+        let e = check_protocol_in(Proto::Sctp, &none).unwrap_err();
+        assert!(e.downcast_ref::<InputError>().is_some_and(|i| i.0.starts_with("SCTP: this kernel")), "{e}");
+        assert!(check_protocol_in(Proto::Tcp, &none).is_ok() && check_protocol_in(Proto::Udp, &none).is_ok());
     }
 
     #[test]

@@ -361,6 +361,9 @@ fn observe(state: State, sockets: Sockets) -> Result<Observed> {
     let mut nft = Nft::open()?;
     let table = nft.read_table(TABLE).with_context(|| format!("reading table inet {TABLE}"))?;
     let (chains, rules) = nft.read_all()?;
+    // Asking firewalld and ufw takes a D-Bus round trip and a ufw run: the audit only.
+    let host_firewall = (sockets == Sockets::Read)
+        .then(|| crate::hostfw::observe(&crate::hostfw::Kernel { chains: chains.clone(), rules: rules.clone() }));
     let rtnl = Links::open()?;
     let live_links = rtnl.links()?;
     let ra_links = rtnl.ra_route_links().context("listing IPv6 routes learned from router advertisements")?;
@@ -422,5 +425,6 @@ fn observe(state: State, sockets: Sockets) -> Result<Observed> {
         config: None,
         record_unreadable: None,
         trace_leftover: vec![],
+        host_firewall,
     })
 }

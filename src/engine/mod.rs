@@ -86,8 +86,10 @@ impl Engine {
         Ok(Engine { store, before: state.clone(), state, sweep_trace: true })
     }
 
-    /// For `apply --dry-run`: the record, refused when damaged, but nothing reserved: it
-    /// writes nothing (and works in a read-only state directory).
+    /// For `apply --dry-run`, and CNI DEL and GC, which often find nothing to do: the record,
+    /// refused when damaged, but nothing reserved yet: a change reserves room before it touches
+    /// the kernel (`mapping::change` does), a dry run writes nothing (and works in a read-only
+    /// state directory).
     pub fn open_unreserved(dir: &Path) -> Result<Engine> {
         require_net_admin()?;
         let store = Store::lock(dir)?;
@@ -223,38 +225,11 @@ impl Engine {
     }
 }
 
-/// Warnings about forward chains of other tables that will drop container traffic (Docker's
-/// iptables FORWARD policy DROP, a firewalld or ufw zone, a hand-written rule). netnat never edits
-/// another table, so they name the chain and the rule that would let the traffic through. A
-/// failure to read the other tables gives none: `netnat audit` reports it.
+/// Warnings about forward chains of other tables that drop container traffic (Docker's
+/// iptables FORWARD policy DROP, firewalld's final reject, ufw's policy, a hand-written rule),
+/// each naming the rule that drops and that firewall's own fix (see `crate::hostfw`).
 pub fn forward_warnings(state: &State) -> Vec<String> {
-    if state.networks.is_empty() {
-        return vec![];
-    }
-    let Ok((chains, rules)) = Nft::open().and_then(|mut n| n.read_all()) else {
-        return vec![];
-    };
-    let docker = chains.iter().any(|c| c.name == "DOCKER-USER" && c.table == "filter");
-    let found = crate::audit::forward_blockers(state, chains, rules);
-    if found.is_empty() {
-        return vec![];
-    }
-    let mut out: Vec<String> = found.iter().map(|f| f.message.clone()).collect();
-    let mut advice = String::from("netnat does not edit other tables; let container traffic through there, e.g.:");
-    for n in state.networks.values() {
-        let b = &n.bridge;
-        if docker {
-            advice +=
-                &format!("\n  iptables -I DOCKER-USER -o {b} -j ACCEPT && iptables -I DOCKER-USER -i {b} -j ACCEPT");
-        } else {
-            let chain = found[0].objects.first().map(String::as_str).unwrap_or("FAMILY TABLE CHAIN");
-            advice += &format!(
-                "\n  nft insert rule {chain} oifname \"{b}\" accept; nft insert rule {chain} iifname \"{b}\" accept"
-            );
-        }
-    }
-    out.push(advice);
-    out
+    crate::hostfw::warnings(state)
 }
 
 fn is_errno(e: &anyhow::Error, codes: &[i32]) -> bool {

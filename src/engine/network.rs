@@ -1,7 +1,7 @@
 //! Networks, sandboxes and their endpoints (the CNM side): create, remove, connect, disconnect.
 
 use super::kernel::{add_endpoint, bring_up_bridge, create_netns, delete_netns, endpoint_spec};
-use super::{forward_warnings, refuse, Engine};
+use super::{refuse, Engine};
 use crate::host;
 use crate::link::{self, netns, Links};
 use crate::model::{check_ifname, check_name, host_ifname, Endpoint, Network, Sandbox, State};
@@ -36,8 +36,10 @@ pub fn create_network(e: &mut Engine, net: Network) -> Result<NetworkCreated> {
             bring_up_bridge(&links, &net)?;
             notes.extend(host::enable_forwarding(&mut e.state)?);
             e.sync_firewall()?;
+            let fw = crate::hostfw::sync(&mut e.state);
+            notes.extend(fw.steps);
             e.save()?;
-            return Ok(NetworkCreated { network: net, existed: true, notes, warnings: vec![] });
+            return Ok(NetworkCreated { network: net, existed: true, notes, warnings: fw.warnings });
         }
         Some(old) => {
             return refuse(format!(
@@ -68,9 +70,11 @@ pub fn create_network(e: &mut Engine, net: Network) -> Result<NetworkCreated> {
         let _ = links.delete_link(&net.bridge);
         return Err(err);
     }
+    let fw = crate::hostfw::sync(&mut e.state);
+    notes.extend(fw.steps);
     e.save()?;
     let mut warnings: Vec<String> = drop_in_warning(&e.state).into_iter().collect();
-    warnings.extend(forward_warnings(&e.state));
+    warnings.extend(fw.warnings);
     Ok(NetworkCreated { network: net, existed: false, notes, warnings })
 }
 
@@ -97,6 +101,9 @@ fn differences(old: &Network, new: &Network) -> String {
     }
     if old.internal != new.internal {
         d.push(format!("internal {} (asked {})", old.internal, new.internal));
+    }
+    if old.host_firewall != new.host_firewall {
+        d.push(format!("host-firewall {} (asked {})", old.host_firewall, new.host_firewall));
     }
     d.join(", ")
 }
@@ -138,12 +145,16 @@ pub(super) fn remove_network_in(e: &mut Engine, name: &str) -> Result<NetworkRem
     }
     e.state.networks.remove(name);
     e.sync_firewall()?;
+    // Closed in the host firewalls while the bridge still exists (firewalld unbinds it).
+    let fw = crate::hostfw::sync(&mut e.state);
     Links::open()?.delete_link(&net.bridge)?;
     if e.state.networks.is_empty() {
         host::restore(&mut e.state)?;
     }
     e.save()?;
-    Ok(NetworkRemoved { network: Some(net), warnings: drop_in_warning(&e.state).into_iter().collect() })
+    let mut warnings: Vec<String> = drop_in_warning(&e.state).into_iter().collect();
+    warnings.extend(fw.steps.into_iter().chain(fw.warnings));
+    Ok(NetworkRemoved { network: Some(net), warnings })
 }
 
 /// How `create_sandbox` found the sandbox.

@@ -1,7 +1,7 @@
 //! The record's content: everything netnat made (`State`) and the attachments of sandboxes to
 //! networks.
 
-use super::{AllowList, Cidr, Endpoint, Family, Handoff, InputError, Mapping, Network, Sandbox, Valid};
+use super::{AllowList, Cidr, Endpoint, Family, Handoff, HostOpening, InputError, Mapping, Network, Sandbox, Valid};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,6 +33,9 @@ pub struct State {
     /// Endpoints whose sandbox another program owns (see `Handoff`), by `Owner::key`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub handoffs: BTreeMap<String, Handoff>,
+    /// What netnat opened in host firewalls (left out when empty: older records load as before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_firewall: Vec<HostOpening>,
 }
 
 /// What names a CNI attachment: the network's name, CNI_CONTAINERID and CNI_IFNAME (the key
