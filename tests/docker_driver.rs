@@ -452,6 +452,8 @@ fn leaves_nothing_behind() {
     docker_ok(&["network", "rm", "dnet"]);
     assert_nothing_left();
     assert!(!sh("ip -o link show").contains(BRIDGE));
+    let user = sh("iptables -S DOCKER-USER");
+    assert!(!user.contains(BRIDGE) && !user.contains("netnat"), "DOCKER-USER keeps netnat's rules:\n{user}");
 
     // A network netnat does not know (its record was reset meanwhile) gets a clear error; Docker
     // can still remove it.

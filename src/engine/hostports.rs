@@ -196,6 +196,19 @@ mod tests {
         assert!(e.0.contains("process nginx, which listens on 0.0.0.0:9201/tcp"), "{e}");
         let e = choose(&st, &[], &[req(Some((9200, 9200)), 82)], (40000, 40010)).unwrap_err();
         assert!(e.0.contains("netnat mapping") && e.0.contains("`netnat publish`"), "{e}");
+        // A CNI container's port names the container.
+        let cni: Mapping = "9500:10.88.0.5:80".parse().unwrap();
+        st.mappings.push(cni);
+        let a = crate::model::Attachment {
+            network: "podman".into(),
+            container_id: "0123456789abcdef".into(),
+            ifname: "eth0".into(),
+            mappings: vec![cni],
+            standby: vec![],
+        };
+        st.attachments.insert(a.id().key(), a);
+        let e = choose(&st, &[], &[req(Some((9500, 9500)), 82)], (40000, 40010)).unwrap_err();
+        assert!(e.0.contains("of CNI container 0123456789ab"), "{e}");
         // Two requests of one call do not take the same port.
         let got = choose(&State::default(), &[], &[req(None, 1), req(None, 2)], (40000, 40010)).unwrap();
         assert_eq!((got[0].host_port, got[2].host_port), (40000, 40001));
