@@ -28,7 +28,8 @@ BIN := $(abspath $(TARGET_DIR))/release/netnat
 TEST_SERVICES := prometheus prometheus-node-exporter firewalld ufw docker containerd
 DEB_PACKAGES := libnftnl-dev libmnl-dev pkg-config nftables iproute2 iptables conntrack socat curl python3 \
 	e2fsprogs dpkg-dev lintian containernetworking-plugins podman crun busybox-static prometheus-node-exporter \
-	prometheus firewalld ufw docker.io containerd dbus protobuf-compiler python3-grpcio python3-grpc-tools
+	prometheus firewalld ufw docker.io containerd dbus libdbus-1-dev protobuf-compiler python3-grpcio python3-grpc-tools \
+	systemd
 
 # `make deb` builds with this cargo-deb, installed from crates.io when missing.
 CARGO_DEB_VERSION := 3.8.0
@@ -134,7 +135,7 @@ install: build
 	install -D -m 644 completions/netnat.bash $(DESTDIR)$(BASHCOMPDIR)/netnat
 	install -D -m 644 completions/_netnat $(DESTDIR)$(ZSHCOMPDIR)/_netnat
 	install -d -m 755 $(DESTDIR)$(UNITDIR)
-	for unit in systemd/*.service systemd/*.timer; do \
+	for unit in systemd/*.service systemd/*.timer systemd/*.socket; do \
 	    sed -e 's|/usr/sbin/netnat|$(SBINDIR)/netnat|g' -e 's|/etc/netnat/|$(SYSCONFDIR)/netnat/|g' \
 	        "$$unit" > "$(DESTDIR)$(UNITDIR)/$${unit#systemd/}"; \
 	    chmod 644 "$(DESTDIR)$(UNITDIR)/$${unit#systemd/}"; \
@@ -145,11 +146,12 @@ install: build
 	install -D -m 644 packaging/copyright $(DESTDIR)$(DOCDIR)/copyright
 	@echo "installed; enable at boot with: systemctl daemon-reload && systemctl enable --now netnat.service netnat-reload.service"
 	@echo "metrics for node_exporter's textfile collector every 15 s: systemctl enable --now netnat-metrics.timer"
+	@echo "Docker network driver (docker network create -d netnat): systemctl enable --now netnat-docker.socket"
 
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/netnat $(DESTDIR)$(BASHCOMPDIR)/netnat $(DESTDIR)$(ZSHCOMPDIR)/_netnat
 	for page in man/*.1; do rm -f "$(DESTDIR)$(MANDIR)/man1/$${page#man/}.gz"; done
-	for unit in systemd/*.service systemd/*.timer; do rm -f "$(DESTDIR)$(UNITDIR)/$${unit#systemd/}"; done
+	for unit in systemd/*.service systemd/*.timer systemd/*.socket; do rm -f "$(DESTDIR)$(UNITDIR)/$${unit#systemd/}"; done
 	rm -rf $(DESTDIR)$(DOCDIR)
 
 fmt:

@@ -7,6 +7,8 @@
 #   allow_many  ALLOW_N - 1 other mappings each with its own list of ALLOW_EACH CIDRs (one
 #               `netnat apply -f` of TOML publish tables), then the measured mapping with the
 #               same 100-CIDR list, published last
+#   allow_unlisted  the same ALLOW_N - 1 listed mappings, then the measured mapping without a
+#               list: what a port without a list pays for the other ports' lists
 # Allow lists are checked in the NAT chains, which see the first packet of a connection only:
 # the new-connection rate is where they can cost anything. Rows: allow_*.
 
@@ -26,7 +28,7 @@ setup_allow() { # C: the seed's topology and nginx in s-C, then what configurati
   case $c in
     allow_open) nn "$c" publish 9090:$SRV:8080 ;;
     allow_100) nn "$c" publish 9090:$SRV:8080 $(allow_args) ;;
-    allow_many)
+    allow_many | allow_unlisted)
       # Mapping m's list: ALLOW_EACH /32s of 10.0.0.0/8, none of them the client.
       python3 - "$ALLOW_N" "$ALLOW_EACH" $SRV >"$STATE/allow_many.toml" <<'EOF'
 import sys
@@ -41,8 +43,8 @@ EOF
       t0=$(date +%s%N)
       nn "$c" apply -f "$STATE/allow_many.toml"
       t1=$(date +%s%N)
-      record allow_apply_many_ms netnat 1 $(((t1 - t0) / 1000000))
-      nn "$c" publish 9090:$SRV:8080 $(allow_args) ;;
+      [[ $c == allow_many ]] && record allow_apply_many_ms netnat 1 $(((t1 - t0) / 1000000))
+      if [[ $c == allow_many ]]; then nn "$c" publish 9090:$SRV:8080 $(allow_args); else nn "$c" publish 9090:$SRV:8080; fi ;;
   esac
   endpoints "$c" $HOST:9090
 }
@@ -51,7 +53,7 @@ log "allow lists: setting up (${ALLOW_N} mappings with a list of ${ALLOW_EACH} e
 record allow_param_n all 1 "$ALLOW_N"
 record allow_param_each all 1 "$ALLOW_EACH"
 ok=()
-for c in allow_open allow_100 allow_many; do
+for c in allow_open allow_100 allow_many allow_unlisted; do
   if setup_allow "$c" && ready "$c"; then ok+=("$c"); else log "configuration $c failed; left out"; fi
 done
 log "allow lists: $ALLOW_ROUNDS rounds"
@@ -64,7 +66,7 @@ done
 attribute_perf
 # The lists are enforced: a second address of the external host (198.51.100.3, in no list)
 # connects to the open mapping but not to a listed one, whose denied-packet count grows.
-for c in allow_open allow_100 allow_many; do
+for c in allow_open allow_100 allow_many allow_unlisted; do
   [[ " ${ok[*]} " == *" $c "* ]] || continue
   ip -n e-"$c" addr add 198.51.100.3/24 dev eth0
   refused=0

@@ -28,6 +28,9 @@ _netnat() {
             netnat,disconnect)
                 cmd="netnat__subcmd__disconnect"
                 ;;
+            netnat,docker-plugin)
+                cmd="netnat__subcmd__docker__subcmd__plugin"
+                ;;
             netnat,graph)
                 cmd="netnat__subcmd__graph"
                 ;;
@@ -81,6 +84,9 @@ _netnat() {
                 ;;
             netnat__subcmd__help,disconnect)
                 cmd="netnat__subcmd__help__subcmd__disconnect"
+                ;;
+            netnat__subcmd__help,docker-plugin)
+                cmd="netnat__subcmd__help__subcmd__docker__subcmd__plugin"
                 ;;
             netnat__subcmd__help,graph)
                 cmd="netnat__subcmd__help__subcmd__graph"
@@ -197,7 +203,7 @@ _netnat() {
 
     case "${cmd}" in
         netnat)
-            opts="-h -V --state-dir --help --version network sandbox connect disconnect publish unpublish ls show apply save reload reset recover audit graph trace metrics help"
+            opts="-h -V --state-dir --help --version network sandbox connect disconnect publish unpublish ls show apply save reload reset recover audit graph trace metrics docker-plugin help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -310,6 +316,28 @@ _netnat() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        netnat__subcmd__docker__subcmd__plugin)
+            opts="-h --socket --state-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         netnat__subcmd__graph)
             opts="-h --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -329,7 +357,7 @@ _netnat() {
             return 0
             ;;
         netnat__subcmd__help)
-            opts="network sandbox connect disconnect publish unpublish ls show apply save reload reset recover audit graph trace metrics help"
+            opts="network sandbox connect disconnect publish unpublish ls show apply save reload reset recover audit graph trace metrics docker-plugin help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -385,6 +413,20 @@ _netnat() {
             return 0
             ;;
         netnat__subcmd__help__subcmd__disconnect)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netnat__subcmd__help__subcmd__docker__subcmd__plugin)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -737,7 +779,7 @@ _netnat() {
             return 0
             ;;
         netnat__subcmd__network__subcmd__create)
-            opts="-h --subnet --gateway --ipv6-mode --bridge --no-masquerade --internal --state-dir --help"
+            opts="-h --subnet --gateway --ipv6-mode --bridge --no-masquerade --internal --host-firewall --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -756,6 +798,10 @@ _netnat() {
                     return 0
                     ;;
                 --bridge)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host-firewall)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -135,6 +135,27 @@ It changes nothing in the kernel. With a readable record it does nothing."
     /// Print per-mapping traffic counters and netnat's gauges in the Prometheus text format
     #[command(long_about = METRICS_ABOUT)]
     Metrics(MetricsArgs),
+    /// Serve Docker's remote network driver API: `docker network create -d netnat`, `docker run -p`
+    #[command(long_about = DOCKER_ABOUT)]
+    DockerPlugin(DockerPluginArgs),
+}
+
+const DOCKER_ABOUT: &str = "\
+Serve Docker's remote network driver API in the foreground, so that `docker network create -d netnat` \
+makes netnat networks (Docker's IPAM still hands out subnets and addresses) and `docker run -p` publishes \
+their ports through netnat's nftables maps: no docker-proxy, no Docker DNAT rule. Every request goes \
+through the same operations as netnat's commands (lock, record, one nftables batch per change), so \
+`netnat ls`, `audit`, `metrics`, `save` and `reset` see Docker's networks (named docker-ID) and ports \
+(owned by the Docker endpoint). The process keeps nothing between requests: it can be restarted, or \
+started by systemd's netnat-docker.socket on Docker's first request. Options of `docker network create -o`: \
+netnat.allow=CIDR[,CIDR...], netnat.internal=true, netnat.masquerade=false, netnat.bridge=NAME, \
+netnat.host_firewall=off. See docs/docker.md.";
+
+#[derive(Args, Debug)]
+pub struct DockerPluginArgs {
+    /// The unix socket Docker finds the driver on (its name is the driver's name)
+    #[arg(long, value_name = "PATH", default_value = crate::docker::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
 }
 
 const TRACE_ABOUT: &str = "\
@@ -261,6 +282,10 @@ pub struct NetworkCreateArgs {
     /// No traffic to or from outside the bridge at all
     #[arg(long)]
     pub internal: bool,
+    /// Open the host's firewall (firewalld, ufw, Docker's DOCKER-USER) for this network's bridge
+    /// through that firewall's own hook: auto, or off to manage the host firewall yourself
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    pub host_firewall: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -344,7 +369,9 @@ Findings (id, severity: what):
   drift.element-changed          error    a map element points elsewhere than the record says
   drift.link-missing             error    a bridge or endpoint veth in the record is gone
   drift.config                   warning  with --config: a network, sandbox or port differs from the file
-  conflict.forward-drop          warning  another table's forward chain drops container traffic
+  conflict.forward-drop          warning  another table's forward chain drops container traffic: the rule that
+                                          really decides it (never `ct state invalid drop`), with that
+                                          firewall's own fix
   conflict.dnat                  warning  another table DNATs a host port netnat publishes (and which wins)
   conflict.legacy-iptables       warning  legacy iptables tables are in use; netlink cannot see their rules
   conflict.local-listener        warning  a local process listens on a published host port
@@ -354,6 +381,12 @@ Findings (id, severity: what):
   host.route-localnet-unguarded  error    route_localnet is on without netnat's 127.0.0.0/8 guard
   host.br-netfilter              info     bridged traffic traverses the IP hooks (br_netfilter)
   host.conntrack-full            warning  the conntrack table is over 80% full
+  host.firewall-open             info     a host firewall lets a network through by netnat's entries (firewalld
+                                          zone netnat, ufw route rules, DOCKER-USER rules)
+  host.firewall-missing          warning  a host firewall runs without netnat's opening for a network (fix:
+                                          `netnat reload`, or that firewall's own command)
+  host.firewall-damaged          warning  netnat's opening in a host firewall is incomplete
+  host.firewall-unreachable      warning  a host firewall runs but cannot be asked (firewalld not on D-Bus)
   state.unreadable               error    netnat's record cannot be read (the kernel is audited as it is;
                                           `netnat recover` rebuilds the record)
   leftover.veth                  warning  a netnat-named veth that is not recorded, or whose peer is gone

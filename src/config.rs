@@ -11,6 +11,7 @@
 //! masquerade = true          # optional
 //! internal = false           # optional
 //! ipv6_mode = "nat"          # optional: "nat" or "routed"
+//! host_firewall = "auto"     # optional: "off" leaves firewalld, ufw and Docker alone
 //!
 //! [[sandbox]]
 //! name = "Container_ns1"
@@ -29,7 +30,7 @@
 
 use crate::model::{
     allow_for, check_ifname, check_name, host_ifname, ip_text, parse_ip, pools_of, spec_parts, Cidr, Endpoint, Family,
-    InputError, Ipv6Mode, Mapping, Network, PublishSpec, Sandbox, State, Subnet, Target,
+    HostFirewallMode, InputError, Ipv6Mode, Mapping, Network, PublishSpec, Sandbox, State, Subnet, Target,
 };
 use crate::validate::{self, Subject};
 use serde::Deserialize;
@@ -63,6 +64,7 @@ pub struct NetworkConf {
     pub masquerade: Option<bool>,
     pub internal: Option<bool>,
     pub ipv6_mode: Option<Spanned<String>>,
+    pub host_firewall: Option<HostFirewallMode>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -238,6 +240,8 @@ fn network_of(n: &NetworkConf) -> Result<Network, (Option<usize>, InputError)> {
         masquerade: n.masquerade.unwrap_or(true),
         internal: n.internal.unwrap_or(false),
         ipv6_mode,
+        host_firewall: n.host_firewall.unwrap_or_default(),
+        owner: None,
     })
 }
 
@@ -671,19 +675,33 @@ pub fn to_toml(state: &State, notes: &[String]) -> String {
             format!("{{ spec = {}, allow = {} }}", q(&m.to_string()), self::list(&cidrs))
         }
     };
-    // Ports CNI containers published belong to the container runtime, which publishes them again.
-    let cni = state.mappings.iter().filter(|m| state.owner_of(m).is_some()).count();
-    if cni > 0 {
+    // Ports CNI containers (or Docker's driver) published belong to the container runtime, which
+    // publishes them again.
+    let mut by: std::collections::BTreeMap<&str, usize> = Default::default();
+    for a in state.mappings.iter().filter_map(|m| state.owner_of(m)) {
+        let owner = state.networks.get(&a.network).and_then(|n| n.owner.as_ref());
+        *by.entry(owner.map_or("CNI", |o| o.by.as_str())).or_default() += 1;
+    }
+    for (who, n) in by {
         out += &format!(
-            "# {cni} port(s) published through CNI are left out: the container runtime owns them (`netnat ls` lists them).\n"
+            "# {n} port(s) published through {who} are left out: the container runtime owns them (`netnat ls` lists them).\n"
         );
+    }
+    // So do the networks made through Docker's driver (with their endpoints).
+    for n in state.networks.values() {
+        if let Some(o) = &n.owner {
+            out += &format!(
+                "# network {} is left out: it is {}'s network {} (`netnat network ls` lists it).\n",
+                n.name, o.by, o.id
+            );
+        }
     }
     let top: Vec<String> =
         state.mappings.iter().filter(|m| owner(m).is_none() && state.owner_of(m).is_none()).map(entry).collect();
     if !top.is_empty() {
         out += &format!("\npublish = [{}]\n", top.join(", "));
     }
-    for n in state.networks.values() {
+    for n in state.networks.values().filter(|n| n.owner.is_none()) {
         let subnets: Vec<String> = n.pools.iter().map(|p| p.subnet.to_string()).collect();
         let gateways: Vec<String> = n.pools.iter().map(|p| p.gateway.to_string()).collect();
         out += &format!(
@@ -697,6 +715,9 @@ pub fn to_toml(state: &State, notes: &[String]) -> String {
         );
         if n.ipv6_mode != Ipv6Mode::Nat {
             out += &format!("ipv6_mode = {}\n", q(&n.ipv6_mode.to_string()));
+        }
+        if n.host_firewall != HostFirewallMode::Auto {
+            out += &format!("host_firewall = {}\n", q(&n.host_firewall.to_string()));
         }
     }
     for s in state.sandboxes.values() {

@@ -30,7 +30,14 @@ const IPCTNL_MSG_CT_DELETE: u16 = 2;
 // enum ctattr_type
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
+const CTA_PROTOINFO: u16 = 4;
 const CTA_ZONE: u16 = 18;
+
+// enum ctattr_protoinfo, ctattr_protoinfo_tcp
+const CTA_PROTOINFO_TCP: u16 = 1;
+const CTA_PROTOINFO_TCP_STATE: u16 = 1;
+/// enum tcp_conntrack: TIME_WAIT and CLOSE mean the connection has ended.
+const TCP_CONNTRACK_TIME_WAIT: u8 = 7;
 
 // enum ctattr_tuple
 const CTA_TUPLE_IP: u16 = 1;
@@ -88,6 +95,15 @@ pub struct Entry {
     pub dport: u16,
     pub reply_src: IpAddr,
     pub reply_sport: u16,
+    /// TCP only: the conntrack state (`enum tcp_conntrack`).
+    pub tcp_state: Option<u8>,
+}
+
+impl Entry {
+    /// Still carrying traffic: not a TCP connection that has ended (TIME_WAIT, CLOSE).
+    pub fn is_open(&self) -> bool {
+        self.tcp_state.is_none_or(|s| s < TCP_CONNTRACK_TIME_WAIT)
+    }
 }
 
 impl fmt::Display for Entry {
@@ -119,6 +135,11 @@ struct Dumped {
 /// Returns an empty list if conntrack is not available in the kernel.
 pub fn list(filter: &Filter) -> Result<Vec<Entry>> {
     Ok(dump()?.into_iter().map(|d| d.entry).filter(|e| filter.matches(e)).collect())
+}
+
+/// Every entry, in one dump.
+pub fn entries() -> Result<Vec<Entry>> {
+    Ok(dump()?.into_iter().map(|d| d.entry).collect())
 }
 
 /// Reads several filters in one dump: counts per filter, same order.
@@ -396,7 +417,11 @@ fn parse_ct(payload: &[u8]) -> Option<Dumped> {
     let (proto, src, dst, sport, dport) = parse_tuple(find(body, CTA_TUPLE_ORIG)?)?;
     let (_, reply_src, _, reply_sport, _) = parse_tuple(find(body, CTA_TUPLE_REPLY)?)?;
     let zone = find(body, CTA_ZONE).and_then(be16);
-    Some(Dumped { entry: Entry { proto, src, dst, sport, dport, reply_src, reply_sport }, zone })
+    let tcp_state = find(body, CTA_PROTOINFO)
+        .and_then(|p| find(p, CTA_PROTOINFO_TCP))
+        .and_then(|t| find(t, CTA_PROTOINFO_TCP_STATE))
+        .and_then(|s| s.first().copied());
+    Some(Dumped { entry: Entry { proto, src, dst, sport, dport, reply_src, reply_sport, tcp_state }, zone })
 }
 
 /// AF_UNSPEC: the entries of every family.
@@ -488,6 +513,7 @@ mod tests {
             dport: 8080,
             reply_src: Ipv4Addr::new(172, 17, 0, 2).into(),
             reply_sport: 80,
+            tcp_state: None,
         }
     }
 
@@ -584,6 +610,7 @@ mod tests {
             dport: 8080,
             reply_src: "fd00:16::2".parse().unwrap(),
             reply_sport: 80,
+            tcp_state: None,
         };
         let buf = delete_request(3, &e, None);
         let m = &messages(&buf).unwrap()[0];

@@ -7,7 +7,8 @@
 //! `host` (the sysctls netnat sets and gives back). `validate` checks a whole desired state.
 //! `engine` is netnat's operations on typed values, below every front door; `commands` is the
 //! CLI's thin side of each subcommand, `cli` its clap definition; `cni` is the same binary as a chained CNI
-//! plugin (a front door onto the same engine, record and table).
+//! plugin (a front door onto the same engine, record and table); `docker` is Docker's remote network
+//! driver (another front door, over HTTP on a unix socket).
 
 // Every unsafe block says what it relies on (`// SAFETY:`), crate-wide.
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -18,9 +19,11 @@ pub mod cni;
 pub mod commands;
 pub mod config;
 pub mod conntrack;
+pub mod docker;
 pub mod engine;
 pub mod graph;
 pub mod host;
+pub mod hostfw;
 pub mod link;
 pub mod linkplan;
 pub mod metrics;

@@ -187,6 +187,33 @@ impl Links {
         Ok(())
     }
 
+    /// A veth pair for a sandbox another program owns (a Docker container): the host end on
+    /// `bridge` and up (hairpin on, as for every endpoint), the peer left down in this namespace
+    /// for the owner to move, rename and address. On failure the pair is deleted.
+    pub fn add_handoff_veth(&self, bridge: &str, host_ifname: &str, peer: &str, mac: Option<[u8; 6]>) -> Result<()> {
+        let what = || format!("creating veth {host_ifname} (peer {peer}) on bridge {bridge}");
+        let bridge_index = self.require_bridge(bridge).with_context(what)?;
+        let mut p = LinkUnspec::new_with_name(peer);
+        if let Some(m) = mac {
+            p = p.address(m.to_vec());
+        }
+        let msg = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
+            .name(host_ifname)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(p.build())))
+            .build();
+        self.rt.block_on(self.handle.link().add(msg).execute()).with_context(what)?;
+        let wired = self.index_of(host_ifname).and_then(|host| {
+            self.change(LinkUnspec::new_with_index(host).controller(bridge_index).up().build())?;
+            let hairpin = LinkBridgePort::new(host).hairpin(true).build();
+            Ok(self.rt.block_on(self.handle.link().set_port(hairpin).execute())?)
+        });
+        if let Err(e) = wired {
+            let _ = self.delete_link(host_ifname);
+            return Err(e).with_context(what);
+        }
+        Ok(())
+    }
+
     /// Sets the interface alias (IFLA_IFALIAS, `ip link set NAME alias TEXT`): netnat's mark on
     /// what it made, kept by the kernel itself so it survives a lost record (see `recover`).
     /// The kernel ignores an alias in the message that creates a link, hence a change after it.

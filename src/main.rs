@@ -45,6 +45,7 @@ fn main() {
         Command::Graph => audit::graph(&dir),
         Command::Trace(a) => observe::trace(&dir, a),
         Command::Metrics(a) => observe::metrics(&dir, a),
+        Command::DockerPlugin(a) => netnat::docker::serve(&a.socket, &dir),
         Command::Audit(_) => unreachable!("handled above"),
     };
     if let Err(e) = result {

@@ -173,6 +173,8 @@ fn network_of(b: &BridgeSeen, table: Option<&LiveTable>, lost: &mut Vec<String>)
         masquerade: true,
         internal: false,
         ipv6_mode: Ipv6Mode::Nat,
+        host_firewall: crate::model::HostFirewallMode::Auto,
+        owner: None,
     };
     Some(match table.map(|t| with_options(&net, t)) {
         Some(Some(n)) => {

@@ -51,16 +51,30 @@ pub fn render(state: &State) -> String {
         attachments: &'a std::collections::BTreeMap<String, crate::model::Attachment>,
         #[serde(skip_serializing_if = "<[_]>::is_empty")]
         allow: &'a [crate::model::AllowList],
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        host_firewall: &'a [crate::model::HostOpening],
+        #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        handoffs: &'a std::collections::BTreeMap<String, crate::model::Handoff>,
     }
     let owned: HashSet<&Mapping> = state.attachments.values().flat_map(|a| &a.mappings).collect();
     let v = Versioned {
-        format: if state.attachments.is_empty() { 1 } else { FORMAT },
+        // Handoffs and owners (Docker's driver) are unknown to format 1 readers too.
+        format: if state.attachments.is_empty()
+            && state.handoffs.is_empty()
+            && state.networks.values().all(|n| n.owner.is_none())
+        {
+            1
+        } else {
+            FORMAT
+        },
         networks: &state.networks,
         sandboxes: &state.sandboxes,
         mappings: state.mappings.iter().filter(|m| !owned.contains(m)).collect(),
         sysctls: &state.sysctls,
         attachments: &state.attachments,
         allow: &state.allow,
+        host_firewall: &state.host_firewall,
+        handoffs: &state.handoffs,
     };
     let mut text = serde_json::to_string_pretty(&v).expect("state always serialises");
     text.push('\n');
@@ -338,6 +352,23 @@ mod tests {
         // Records written before formats were numbered are format 1.
         let old = serde_json::to_string(&st).unwrap();
         assert_eq!(parse(&old), Ok(st));
+    }
+
+    #[test]
+    fn host_firewall_openings_and_modes_round_trip() {
+        use crate::model::{HostFirewallKind, HostFirewallMode, HostOpening};
+        let mut st = seed_state("nn12345678");
+        let plain = render(&st);
+        assert!(!plain.contains("host_firewall"), "left out while empty and auto: {plain}");
+        st.host_firewall.push(HostOpening {
+            firewall: HostFirewallKind::Firewalld,
+            network: "MyDocker0".into(),
+            bridge: "MyDocker0".into(),
+        });
+        st.networks.get_mut("MyDocker0").unwrap().host_firewall = HostFirewallMode::Off;
+        let text = render(&st);
+        assert!(text.contains("\"firewall\": \"firewalld\"") && text.contains("\"host_firewall\": \"off\""), "{text}");
+        assert_eq!(parse(&text), Ok(st));
     }
 
     #[test]

@@ -72,13 +72,13 @@ fn conflist() -> Value {
 }
 
 /// The CNI plugin directory: the reference plugins, and netnat behind a wrapper that keeps a
-/// copy of each request containerd sends and netnat's exit status (stdin.VERB.PID, .rc).
+/// copy of each request containerd sends and netnat's exit status (VERB.CONTAINERID.PID, .rc).
 fn plugin_dir() {
     sh(&format!(
         "mkdir -p {T}/cni/bin {T}/cni/conf {T}/requests && for p in bridge host-local loopback; do ln -s /usr/lib/cni/$p {T}/cni/bin/; done"
     ));
     let wrapper = format!(
-        "#!/bin/sh\nf={T}/requests/$CNI_COMMAND.$$\ncat > $f\n{NETNAT} < $f\nrc=$?\necho $rc > $f.rc\nexit $rc\n"
+        "#!/bin/sh\nf={T}/requests/$CNI_COMMAND.$CNI_CONTAINERID.$$\ncat > $f\n{NETNAT} < $f\nrc=$?\necho $rc > $f.rc\nexit $rc\n"
     );
     std::fs::write(format!("{T}/cni/bin/netnat"), wrapper).unwrap();
     std::fs::write(format!("{T}/cni/conf/10-{NET}.conflist"), conflist().to_string()).unwrap();
@@ -319,14 +319,23 @@ fn leftovers() -> Leftovers {
     Leftovers { elements, attachments, leases, veths, netns: list("/run/netns") }
 }
 
-/// The requests containerd sent netnat for `verb`, with netnat's exit status.
+/// The requests containerd sent netnat for `verb`, with netnat's exit status, oldest first.
 fn requests(verb: &str) -> Vec<(Value, i32)> {
+    requests_named(&format!("{verb}."))
+}
+
+/// The requests for `verb` and the sandbox (CNI_CONTAINERID) `id`.
+fn requests_of(verb: &str, id: &str) -> Vec<(Value, i32)> {
+    requests_named(&format!("{verb}.{id}."))
+}
+
+fn requests_named(prefix: &str) -> Vec<(Value, i32)> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(format!("{T}/requests"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| {
             let n = p.file_name().unwrap().to_string_lossy().into_owned();
-            n.starts_with(&format!("{verb}.")) && !n.ends_with(".rc")
+            n.starts_with(prefix) && !n.ends_with(".rc")
         })
         .collect();
     files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).unwrap());
@@ -373,6 +382,10 @@ isolated!(cri_pods_with_host_ports, inner_cri_pods_with_host_ports, timeout = 24
         udp_get(Some(&ns("ext")), "0.0.0.0:0", &format!("{HOST_EXT_IP}:5353")).unwrap(),
         "api-udp saw 198.51.100.2"
     );
+    // From a pod: another pod's hostPort and its own (hairpin) through the node's address.
+    let api_ns = api.netns.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(http(Some(&api_ns), &format!("{HOST_EXT_IP}:9090")).unwrap(), "web");
+    assert_eq!(http(Some(&api_ns), &format!("{HOST_EXT_IP}:9191")).unwrap(), "api");
 
     // hostIP 127.0.0.1: the node reaches it, the external host does not.
     let local =
@@ -395,17 +408,30 @@ isolated!(cri_pods_with_host_ports, inner_cri_pods_with_host_ports, timeout = 24
     // host-local, so nothing of the refused pod stays; the holder still answers.
     let before = leftovers();
     let dels = requests("DEL").len();
-    let e = node.run_pod("dup", json!([port("TCP", 8080, 9090, "")])).err().expect("a second pod got host port 9090");
-    assert!(e.contains("already published") && e.contains(&web.id), "{e}");
+    // A kubelet retries: each try is refused the same way.
+    for _ in 0..2 {
+        let e =
+            node.run_pod("dup", json!([port("TCP", 8080, 9090, "")])).err().expect("a second pod got host port 9090");
+        assert!(e.contains("already published") && e.contains(&web.id), "{e}");
+    }
     let new_dels = requests("DEL").split_off(dels);
     assert!(!new_dels.is_empty() && new_dels.iter().all(|(_, rc)| *rc == 0), "DEL after the failed ADD: {new_dels:?}");
-    assert_eq!(leftovers(), before, "the refused pod left something");
+    assert_eq!(leftovers(), before, "the refused pod's tries left something");
     assert_eq!(ext(9090).unwrap(), "web");
 
     // The kubelet deletes the pods: each port stops answering, and at the end nothing is left
     // (no element, attachment, lease, veth or network namespace). Every DEL exited 0.
     node.remove_pod(&web);
     assert!(ext(9090).is_err(), "9090 answers after RemovePodSandbox");
+    // containerd's DELs for it: at StopPodSandbox with prevResult, at RemovePodSandbox without;
+    // both with the mappings in Go's field names, both exit 0.
+    let dels = requests_of("DEL", &web.id);
+    let shape: Vec<(bool, Value, i32)> = dels
+        .iter()
+        .map(|(r, rc)| (r.get("prevResult").is_some(), r["runtimeConfig"]["portMappings"][0].clone(), *rc))
+        .collect();
+    let m = json!({"HostPort": 9090, "ContainerPort": 8080, "Protocol": "tcp", "HostIP": ""});
+    assert_eq!(shape, vec![(true, m.clone(), 0), (false, m, 0)], "{dels:?}");
     assert_eq!(ext(9191).unwrap(), "api");
     node.remove_pod(&api);
     node.remove_pod(&local);

@@ -104,7 +104,8 @@ fn expected_files() -> BTreeMap<String, u32> {
     for page in names_in("man", ".1") {
         want.insert(format!("usr/share/man/man1/{page}.gz"), 0o644);
     }
-    for unit in names_in("systemd", ".service").into_iter().chain(names_in("systemd", ".timer")) {
+    let units = [".service", ".timer", ".socket"].into_iter().flat_map(|s| names_in("systemd", s));
+    for unit in units {
         want.insert(format!("lib/systemd/system/{unit}"), 0o644);
     }
     for path in [

@@ -195,21 +195,23 @@ isolated!(bad_input_is_refused_with_the_value_named, inner_bad_input, {
 });
 
 // Docker's iptables layout (FORWARD policy DROP, DOCKER and DOCKER-USER chains) drops forwarded
-// traffic that it does not accept itself. netnat does not edit Docker's table: it says at publish
-// time what blocks the port and how to let it through, and that fix works.
+// traffic that it does not accept itself. With the host firewall integration off (the operator
+// manages DOCKER-USER: tests/host_firewall.rs has it on, with dockerd), netnat does not touch
+// Docker's chain: it says at publish time what blocks the port and how to let it through, and
+// that fix works.
 isolated!(docker_style_forward_drop_is_reported_with_its_fix, inner_docker_forward_drop, {
     make_external_host();
     sh("iptables-nft -P FORWARD DROP && iptables-nft -N DOCKER && iptables-nft -N DOCKER-USER \
         && iptables-nft -A DOCKER-USER -j RETURN && iptables-nft -A FORWARD -j DOCKER-USER \
         && iptables-nft -A FORWARD -o docker0 -j DOCKER");
-    seed_topology();
+    seed_topology_with(&["--host-firewall", "off"]);
     let _s = tcp_server(Some(&ns("Container_ns1")), "172.16.1.1:8080", "ns1");
     let _e = tcp_server(Some(&ns("ext")), "198.51.100.2:8000", "ext");
     let out = netnat(&["publish", "9090:172.16.1.1:8080"]);
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ip filter FORWARD") && err.contains("policy drop"), "no warning naming the chain: {err}");
-    let fix = "iptables -I DOCKER-USER -o MyDocker0 -j ACCEPT && iptables -I DOCKER-USER -i MyDocker0 -j ACCEPT";
+    let fix = "iptables -I DOCKER-USER -i MyDocker0 -j ACCEPT && iptables -I DOCKER-USER -o MyDocker0 -j ACCEPT";
     assert!(err.contains(fix), "no fix given: {err}");
     // As warned: the published port and egress are blocked by Docker's chain.
     assert!(tcp_get(Some(&ns("ext")), "198.51.100.1:9090").is_err());

@@ -110,6 +110,14 @@ fn drift_links(st: &State, o: &Observed, out: &mut Vec<Finding>) {
             ));
         }
     }
+    for h in st.handoffs.values().filter(|h| h.sandbox.is_some() && !links.contains(h.host_ifname.as_str())) {
+        out.push(finding(
+            "drift.link-missing",
+            Severity::Error,
+            format!("veth {} of {} on network {} does not exist", h.host_ifname, h.owner, h.network),
+            vec![h.host_ifname.clone(), h.owner.key()],
+        ));
+    }
     for s in st.sandboxes.values() {
         for e in &s.endpoints {
             if !links.contains(e.host_ifname.as_str()) {

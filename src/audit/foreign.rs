@@ -2,9 +2,10 @@
 //! netnat's mappings, and the legacy iptables tables.
 
 use super::{chain_label, finding, own_table, Finding, Listener, Observed, Severity};
-use crate::model::{Family, State, Subnet};
+use crate::hostfw;
+use crate::model::{Family, Subnet};
 use crate::nft::expr::{CmpOp, Expr, Verdict};
-use crate::nft::family::{families_of, family_name, hook_name, HOOK_FORWARD, HOOK_OUTPUT, HOOK_PREROUTING};
+use crate::nft::family::{families_of, family_name, hook_name, HOOK_OUTPUT, HOOK_PREROUTING};
 use crate::nft::foreign::{is_xt_nat, read_matches, render_foreign, RuleMatches};
 use crate::nft::{LiveChain, LiveRule};
 use crate::ruleset::PRIO_DSTNAT;
@@ -90,70 +91,20 @@ pub(super) fn conflicts(o: &Observed, out: &mut Vec<Finding>) {
     }
 }
 
-/// Forward chains of other tables that would drop netnat's container traffic: the audit's
-/// `conflict.forward-drop`, also checked by `publish` and `network create` so the operator hears
-/// of it when it matters.
-pub fn forward_blockers(state: &State, chains: Vec<LiveChain>, rules: Vec<LiveRule>) -> Vec<Finding> {
-    let o = Observed { state: state.clone(), chains, rules, ..Default::default() };
-    let mut out = vec![];
-    forward_drop(&o, &mut out);
-    out
-}
-
-fn forward_drop(o: &Observed, out: &mut Vec<Finding>) {
-    let nets: Vec<&crate::model::Network> = o.state.networks.values().collect();
-    if nets.is_empty() {
-        return;
-    }
-    let bridges: Vec<&str> = nets.iter().map(|n| n.bridge.as_str()).collect();
-    // The families netnat's networks route: an ip6 chain matters once a network has IPv6.
-    let fams: Vec<Family> = Family::ALL.into_iter().filter(|f| nets.iter().any(|n| n.pool(*f).is_some())).collect();
-    for c in o.chains.iter().filter(|c| fams.iter().any(|f| foreign_sees(&c.table, c.family, *f))) {
-        let Some(b) = &c.base else { continue };
-        if b.hook != HOOK_FORWARD {
-            continue;
+/// Forward chains of other tables that drop netnat's container traffic: the rule that really
+/// decides each kind of it (see `hostfw::verdict`), with that firewall's own fix.
+pub(super) fn forward_drop(o: &Observed, out: &mut Vec<Finding>) {
+    for b in hostfw::blockers(&o.state, &o.chains, &o.rules) {
+        let mut objects = vec![b.base.clone()];
+        if let Some(h) = b.rule.split("rule handle ").nth(1).and_then(|t| t.split(':').next()) {
+            objects.push(format!("handle {h}"));
         }
-        let label = chain_label(c.family, &c.table, &c.name);
-        if b.policy == 0 {
-            out.push(finding(
-                "conflict.forward-drop",
-                Severity::Warning,
-                format!(
-                    "chain {label} (forward hook, priority {}) has policy drop: container traffic it does not \
-                     accept itself is dropped, whatever netnat's forward chain accepts",
-                    b.priority
-                ),
-                vec![label.clone()],
-            ));
-        }
-        for r in o.rules.iter().filter(|r| r.family == c.family && r.table == c.table && r.chain == c.name) {
-            let m = read_matches(&r.exprs);
-            if !m.drop || !fams.iter().any(|f| rule_sees(r, &m, *f)) {
-                continue;
-            }
-            // Positive matches on something that is not netnat's exclude its traffic.
-            let other_if = m.ifnames.iter().any(|(_, op, name, prefix)| {
-                *op == CmpOp::Eq
-                    && !bridges.iter().any(|b| if *prefix { b.starts_with(name.as_str()) } else { b == name })
-            });
-            let other_net = m.prefixes.iter().any(|(_, op, s)| {
-                *op == CmpOp::Eq && !nets.iter().any(|n| n.pools.iter().any(|p| p.subnet.overlaps(s)))
-            });
-            if other_if || other_net {
-                continue;
-            }
-            out.push(finding(
-                "conflict.forward-drop",
-                Severity::Warning,
-                format!(
-                    "chain {label} (forward hook, priority {}) drops traffic that can be netnat's (handle {}): {}",
-                    b.priority,
-                    r.handle,
-                    render_foreign(r)
-                ),
-                vec![label.clone(), format!("handle {}", r.handle)],
-            ));
-        }
+        out.push(finding(
+            "conflict.forward-drop",
+            Severity::Warning,
+            hostfw::blocker_message(&b, &hostfw::owner(&b, &o.chains)),
+            objects,
+        ));
     }
 }
 

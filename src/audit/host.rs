@@ -3,6 +3,7 @@
 
 use super::{finding, Finding, Listener, Observed, Severity};
 use crate::host::{BR_NF_CALL_IPTABLES, CT_COUNT, CT_MAX, IP_FORWARD};
+use crate::hostfw;
 use crate::model::State;
 use crate::ruleset::TABLE;
 use crate::{host, ruleset};
@@ -100,16 +101,18 @@ pub fn is_netnat_veth_name(name: &str) -> bool {
 
 pub(super) fn leftovers(o: &Observed, out: &mut Vec<Finding>) {
     let st = &o.state;
-    let recorded: BTreeMap<&str, &str> = st
+    let mut recorded: BTreeMap<&str, &str> = st
         .sandboxes
         .values()
         .flat_map(|s| s.endpoints.iter().map(move |e| (e.host_ifname.as_str(), s.name.as_str())))
         .collect();
+    // A handoff's veth exists while its owner has it joined (its peer then in the owner's sandbox).
+    recorded.extend(st.handoffs.values().filter(|h| h.sandbox.is_some()).map(|h| (h.host_ifname.as_str(), "")));
     for l in o.links.iter().filter(|l| l.kind.as_deref() == Some("veth") && is_netnat_veth_name(&l.name)) {
         let why = match recorded.get(l.name.as_str()) {
             None => Some("is named like netnat's veths but is not in its record".to_string()),
             Some(_) if !l.has_peer => Some("is in netnat's record but its peer is gone".to_string()),
-            Some(sb) if !o.netns.iter().any(|n| n == sb) && st.sandboxes[*sb].created => {
+            Some(sb) if !o.netns.iter().any(|n| n == sb) && st.sandboxes.get(*sb).is_some_and(|s| s.created) => {
                 Some(format!("belongs to sandbox {sb}, whose namespace /run/netns/{sb} is gone"))
             }
             Some(_) => None,
@@ -213,4 +216,53 @@ pub fn parse_proc_net(text: &str, protocol: crate::model::Proto) -> Vec<Listener
 /// Parses /proc/net/ip_tables_names: one table name per line.
 pub fn parse_table_names(text: &str) -> Vec<String> {
     text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
+}
+
+/// netnat's openings in host firewalls: each one (info), the record's that are missing or
+/// incomplete (warning, with the fix), and a firewall that runs but cannot be asked.
+pub(super) fn host_firewalls(o: &Observed, out: &mut Vec<Finding>) {
+    let Some(h) = &o.host_firewall else { return };
+    for (kind, bridge, network, what, complete) in &h.held {
+        let (id, sev, msg) = if *complete {
+            (
+                "host.firewall-open",
+                Severity::Info,
+                format!("{kind} lets network {network} (bridge {bridge}) through: {what}"),
+            )
+        } else {
+            (
+                "host.firewall-damaged",
+                Severity::Warning,
+                format!("{kind}: netnat's opening for network {network} (bridge {bridge}) is incomplete ({what} expected); `netnat reload` adds it again"),
+            )
+        };
+        out.push(finding(id, sev, msg, vec![kind.to_string(), bridge.clone()]));
+    }
+    for n in o.state.networks.values().filter(|n| n.host_firewall == crate::model::HostFirewallMode::Auto) {
+        for kind in &h.running {
+            if h.held.iter().any(|(k, b, ..)| k == kind && *b == n.bridge) {
+                continue;
+            }
+            out.push(finding(
+                "host.firewall-missing",
+                Severity::Warning,
+                format!(
+                    "{kind} runs, and netnat's opening for network {} (bridge {}) is not there (removed, or {kind} \
+                     started after the network was made): `netnat reload` adds it, or by hand: {}",
+                    n.name,
+                    n.bridge,
+                    hostfw::fix(*kind, &n.bridge)
+                ),
+                vec![kind.to_string(), n.bridge.clone()],
+            ));
+        }
+    }
+    for (kind, why) in &h.unreachable {
+        out.push(finding(
+            "host.firewall-unreachable",
+            Severity::Warning,
+            format!("{kind}: {why}"),
+            vec![kind.to_string()],
+        ));
+    }
 }

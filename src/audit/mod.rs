@@ -18,9 +18,8 @@ use crate::ruleset::TABLE;
 use drift::{drift, drift_config};
 use exposure::{bypassed_input_firewalls, inventory, mapping_reports};
 pub use exposure::{mapping_views, MappingView};
-pub use foreign::forward_blockers;
 use foreign::{conflicts, foreign_nat};
-use host::{host, leftovers};
+use host::{host, host_firewalls, leftovers};
 pub use host::{is_netnat_veth_name, parse_proc_net, parse_table_names};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -108,6 +107,8 @@ pub struct Observed {
     pub record_unreadable: Option<String>,
     /// Chains of a `netnat trace` that is not running any more (killed), in table inet netnat.
     pub trace_leftover: Vec<String>,
+    /// What the host firewalls running hold for netnat (None: not looked at).
+    pub host_firewall: Option<crate::hostfw::Observed>,
 }
 
 /// How far a published port reaches.
@@ -207,6 +208,7 @@ pub fn audit(o: &Observed) -> Report {
     drift_config(o, &mut f);
     conflicts(o, &mut f);
     host(o, &mut f);
+    host_firewalls(o, &mut f);
     leftovers(o, &mut f);
     foreign_nat(o, &mut f);
     f.sort_by(|a, b| (b.severity, a.id, &a.message).cmp(&(a.severity, b.id, &b.message)));

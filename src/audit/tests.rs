@@ -602,3 +602,32 @@ fn netnat_veth_names() {
     assert!(!is_netnat_veth_name("nn1234567g"));
     assert!(!is_netnat_veth_name("veth-ext"));
 }
+
+#[test]
+fn host_firewall_openings_missing_and_damaged() {
+    use crate::model::{HostFirewallKind, HostFirewallMode};
+    let mut o = clean();
+    assert!(has(&o, "host.firewall-open").is_empty(), "not looked at: nothing said");
+    let opened = |complete| crate::hostfw::Observed {
+        held: vec![(HostFirewallKind::Docker, "MyDocker0".into(), "MyDocker0".into(), "rules".into(), complete)],
+        running: vec![HostFirewallKind::Docker],
+        unreachable: vec![],
+    };
+    o.host_firewall = Some(opened(true));
+    assert_eq!(has(&o, "host.firewall-open")[0].severity, Severity::Info);
+    assert!(has(&o, "host.firewall-missing").is_empty() && has(&o, "host.firewall-damaged").is_empty());
+    o.host_firewall = Some(opened(false));
+    assert_eq!(has(&o, "host.firewall-damaged")[0].severity, Severity::Warning);
+    // Running without netnat's opening: the warning gives `netnat reload` and Docker's own fix.
+    o.host_firewall = Some(crate::hostfw::Observed { held: vec![], ..opened(true) });
+    let f = has(&o, "host.firewall-missing");
+    assert!(f[0].message.contains("netnat reload") && f[0].message.contains("iptables -I DOCKER-USER -i MyDocker0"));
+    // A network with the integration off is the operator's business.
+    o.state.networks.get_mut("MyDocker0").unwrap().host_firewall = HostFirewallMode::Off;
+    assert!(has(&o, "host.firewall-missing").is_empty());
+    o.host_firewall = Some(crate::hostfw::Observed {
+        unreachable: vec![(HostFirewallKind::Firewalld, "does not answer".into())],
+        ..Default::default()
+    });
+    assert_eq!(has(&o, "host.firewall-unreachable")[0].severity, Severity::Warning);
+}

@@ -50,6 +50,30 @@ pub fn change(dir: &Path, doing: &str, change: &Change) -> Result<Outcome, CniEr
     Ok(out)
 }
 
+/// For DEL and GC: the record is read once, under the lock, and `make` says from it what to
+/// change. Nothing to change (a repeated DEL, an ADD that published nothing, a GC that finds
+/// nothing stale): success, nothing written or reserved, no state directory created. Otherwise
+/// the change runs as in `change` (the engine reserves room in the record before it touches the
+/// kernel).
+pub fn change_if(
+    dir: &Path,
+    doing: &str,
+    make: impl FnOnce(&State) -> Option<Change>,
+) -> Result<Option<Outcome>, CniError> {
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let mut e = Engine::open_unreserved(dir).map_err(|e| cni_error(e, doing))?;
+    let Some(change) = make(&e.state) else {
+        return Ok(None);
+    };
+    let out = mapping::change(&mut e, &change).map_err(|e| cni_error(e, doing))?;
+    for n in out.notes.iter().chain(&out.warnings) {
+        eprintln!("netnat: warning: {n}");
+    }
+    Ok(Some(out))
+}
+
 /// The record as it is now (None: netnat has no record and nothing in the kernel), read under
 /// the lock; a damaged record is an error that says so.
 pub fn read(dir: &Path) -> Result<Option<State>, CniError> {

@@ -11,7 +11,7 @@
 //! prevResult and hands prevResult on; DEL removes what the attachment owns (idempotent, needs
 //! neither the namespace nor prevResult); CHECK compares record and kernel with the request;
 //! GC (1.1.0) deletes the network's attachments the runtime no longer lists; STATUS (1.1.0)
-//! says whether netnat can program nftables; VERSION lists 0.4.0, 1.0.0 and 1.1.0.
+//! says whether netnat can program nftables; VERSION lists 0.3.0, 0.3.1, 0.4.0, 1.0.0 and 1.1.0.
 
 pub mod adapter;
 pub mod plan;
@@ -132,14 +132,10 @@ fn add(env: &Env, req: &Request, dir: &Path) -> Result<String, CniError> {
 fn del(env: &Env, req: &Request, dir: &Path) -> Result<(), CniError> {
     let (container_id, ifname, _) = env.attachment(Command::Del)?;
     let id = attachment_id(req, container_id, ifname);
-    // Nothing recorded for it (a repeated DEL, or an ADD without ports): success without taking
-    // the record for writing. The runtime never runs two verbs for one container at once, so
-    // the attachment cannot appear meanwhile.
-    match adapter::read(dir)? {
-        Some(st) if st.attachments.contains_key(&id.key()) => {}
-        _ => return Ok(()),
-    }
-    adapter::change(dir, "unpublish the container's ports", &Change::Detach(vec![id])).map(|_| ())
+    // Nothing recorded for it (a repeated DEL, or an ADD without ports): success, nothing written.
+    let doing = "unpublish the container's ports";
+    adapter::change_if(dir, doing, |st| st.attachments.contains_key(&id.key()).then(|| Change::Detach(vec![id])))?;
+    Ok(())
 }
 
 fn check(env: &Env, req: &Request, dir: &Path) -> Result<(), CniError> {
@@ -178,14 +174,10 @@ fn gc(req: &Request, dir: &Path) -> Result<(), CniError> {
     };
     let valid: Vec<(String, String)> = valid.iter().map(|a| (a.container_id.clone(), a.ifname.clone())).collect();
     // Nothing stale: nothing to write (the usual case, once a runtime GCs regularly).
-    let Some(st) = adapter::read(dir)? else {
+    let stale = |st: &crate::model::State| Some(plan::stale(st, &network, &valid)).filter(|s| !s.is_empty());
+    let Some(out) = adapter::change_if(dir, "remove stale attachments", |st| stale(st).map(Change::Detach))? else {
         return Ok(());
     };
-    let stale = plan::stale(&st, &network, &valid);
-    if stale.is_empty() {
-        return Ok(());
-    }
-    let out = adapter::change(dir, "remove stale attachments", &Change::Detach(stale))?;
     for id in out.detached {
         eprintln!("netnat: CNI GC removed the port mappings of {id}");
     }

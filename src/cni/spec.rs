@@ -16,13 +16,17 @@ use std::net::IpAddr;
 /// Spec versions netnat speaks, oldest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Version {
+    /// 0.3.0 and 0.3.1: the result format of 0.4.0, without CHECK (Flannel's stock conflist
+    /// still says 0.3.1, so a node moving from portmap needs no other edit).
+    V0_3_0,
+    V0_3_1,
     V0_4_0,
     V1_0_0,
     V1_1_0,
 }
 
 impl Version {
-    pub const ALL: [Version; 3] = [Version::V0_4_0, Version::V1_0_0, Version::V1_1_0];
+    pub const ALL: [Version; 5] = [Version::V0_3_0, Version::V0_3_1, Version::V0_4_0, Version::V1_0_0, Version::V1_1_0];
     pub const LATEST: Version = Version::V1_1_0;
 
     pub fn parse(s: &str) -> Option<Version> {
@@ -30,6 +34,8 @@ impl Version {
     }
     pub fn as_str(self) -> &'static str {
         match self {
+            Version::V0_3_0 => "0.3.0",
+            Version::V0_3_1 => "0.3.1",
             Version::V0_4_0 => "0.4.0",
             Version::V1_0_0 => "1.0.0",
             Version::V1_1_0 => "1.1.0",
@@ -384,6 +390,14 @@ pub fn decode(stdin: &[u8], cmd: Command) -> Result<Request, CniError> {
             format!("cniVersion '{version_text}' is not supported; netnat supports {}", supported_text()),
         )
     })?;
+    if cmd == Command::Check && version < Version::V0_4_0 {
+        // As the reference library: CHECK came with 0.4.0.
+        return Err(CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            "config version does not allow CHECK",
+            format!("CHECK is a CNI 0.4.0 verb and the configuration has cniVersion {version}"),
+        ));
+    }
     if cmd.needs_1_1() && version < Version::V1_1_0 {
         return Err(CniError::new(
             code::INCOMPATIBLE_VERSION,
@@ -546,10 +560,16 @@ mod tests {
         assert_eq!(d("[1]", Command::Add).unwrap_err().0, code::DECODE);
         let e = d(r#"{"cniVersion":"9.9.9","name":"n"}"#, Command::Add).unwrap_err();
         assert_eq!(e.0, code::INCOMPATIBLE_VERSION);
-        assert!(e.1.contains("'9.9.9'") && e.1.contains("0.4.0, 1.0.0, 1.1.0"), "{}", e.1);
+        assert!(e.1.contains("'9.9.9'") && e.1.contains("0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0"), "{}", e.1);
         assert_eq!(d(r#"{"name":"n"}"#, Command::Add).unwrap_err().0, code::INVALID_CONFIG);
         assert_eq!(d(r#"{"cniVersion":"1.0.0","name":"n"}"#, Command::Gc).unwrap_err().0, code::INCOMPATIBLE_VERSION);
         assert_eq!(d(r#"{"cniVersion":"1.1.0","name":"n"}"#, Command::Gc), Ok(()));
+        // 0.3.x (Flannel's conflist) for ADD and DEL; CHECK came with 0.4.0.
+        assert_eq!(d(r#"{"cniVersion":"0.3.1","name":"n"}"#, Command::Add), Ok(()));
+        assert_eq!(d(r#"{"cniVersion":"0.3.0","name":"n"}"#, Command::Del), Ok(()));
+        let e = d(r#"{"cniVersion":"0.3.1","name":"n"}"#, Command::Check).unwrap_err();
+        assert_eq!(e.0, code::INCOMPATIBLE_VERSION);
+        assert!(e.1.contains("CHECK") && e.1.contains("0.3.1"), "{}", e.1);
         assert_eq!(d(r#"{"cniVersion":"0.4.0"}"#, Command::Add).unwrap_err().0, code::INVALID_CONFIG);
         assert_eq!(d(r#"{"cniVersion":"1.0.0","name":"a/b"}"#, Command::Add).unwrap_err().0, code::INVALID_CONFIG);
         // A port of the wrong type is a config error that names it.
@@ -643,7 +663,10 @@ mod tests {
     #[test]
     fn version_answers_in_the_asked_version() {
         let v: Value = serde_json::from_str(&version_reply(br#"{"cniVersion":"0.4.0"}"#)).unwrap();
-        assert_eq!(v, json!({"cniVersion": "0.4.0", "supportedVersions": ["0.4.0", "1.0.0", "1.1.0"]}));
+        assert_eq!(
+            v,
+            json!({"cniVersion": "0.4.0", "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]})
+        );
         let v: Value = serde_json::from_str(&version_reply(b"")).unwrap();
         assert_eq!(v["cniVersion"], "1.1.0");
     }
@@ -714,6 +737,9 @@ mod tests {
         assert_eq!(new["routes"], old["routes"]);
         let back = result_of(&new, Version::V0_4_0);
         assert_eq!(back, old);
+        // 0.3.x results have 0.4.0's shape.
+        let flannel = result_of(&new, Version::V0_3_1);
+        assert_eq!((flannel["cniVersion"].clone(), flannel["ips"][0]["version"].clone()), (json!("0.3.1"), json!("4")));
         // Unknown keys are handed on.
         let mut x = bridge_result("1.1.0");
         x["somethingNew"] = json!({"k": 1});

@@ -24,6 +24,9 @@ pub fn apply(dir: &Path, file: &Path, check: bool, o: ApplyOptions) -> Result<()
     for f in &done.failures {
         eprintln!("netnat: apply: {f}");
     }
+    for w in &done.warnings {
+        eprintln!("netnat: warning: {w}");
+    }
     if done.steps.is_empty() && done.failures.is_empty() {
         println!("no changes");
     }

@@ -5,7 +5,7 @@ use crate::cli::{ConnectArgs, NetworkCreateArgs, SandboxCreateArgs};
 use crate::engine::network::{self as op, Attachment, Made};
 use crate::engine::{refuse, Engine};
 use crate::linkplan::bridge_addrs;
-use crate::model::{parse_ip, InputError, Ipv6Mode, Network, Sandbox, Subnet};
+use crate::model::{parse_ip, HostFirewallMode, InputError, Ipv6Mode, Network, Sandbox, Subnet};
 use anyhow::Result;
 use std::net::IpAddr;
 use std::path::Path;
@@ -17,6 +17,7 @@ pub fn network_create(dir: &Path, a: &NetworkCreateArgs) -> Result<()> {
     net.masquerade = !a.no_masquerade;
     net.internal = a.internal;
     net.ipv6_mode = a.ipv6_mode.parse()?;
+    net.host_firewall = a.host_firewall.parse()?;
     if net.ipv6_mode == Ipv6Mode::Routed && !net.has_v6() {
         return refuse(format!("--ipv6-mode routed: network {} has no IPv6 subnet", net.name));
     }
@@ -68,6 +69,18 @@ pub fn network_ls(dir: &Path, json: bool) -> Result<()> {
         if n.routed_v6() {
             flags.push("ipv6-routed");
         }
+        if n.host_firewall == HostFirewallMode::Off {
+            flags.push("host-firewall=off");
+        }
+        let opened: Vec<String> = state
+            .host_firewall
+            .iter()
+            .filter(|o| o.network == n.name)
+            .map(|o| format!("open-in:{}", o.firewall))
+            .collect();
+        flags.extend(opened.iter().map(String::as_str));
+        let owner = n.owner.as_ref().map(|o| format!("{}:{}", o.by, o.short()));
+        flags.extend(owner.as_deref());
         // One line per family; the name and flags on the first.
         for (i, p) in n.pools.iter().enumerate() {
             let (name, bridge, flags) =

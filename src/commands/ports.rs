@@ -2,12 +2,14 @@
 
 use super::read_state;
 use crate::audit::{mapping_views, MappingView};
+use crate::conntrack;
 use crate::engine::mapping::{self, Change};
 use crate::engine::ports::Selector;
 use crate::engine::{read_live_table, require_net_admin, Engine};
 use crate::model::{ip_text, Cidr, Family, InputError, PublishSpec, State};
 use crate::ruleset::render_table;
-use anyhow::Result;
+use anyhow::{Context, Result};
+use serde::Serialize;
 use std::path::Path;
 
 pub fn publish(dir: &Path, specs: &[String], allow: &[String], replace: bool) -> Result<()> {
@@ -77,15 +79,29 @@ pub fn ls(dir: &Path, json: bool) -> Result<()> {
         let m = &v.mapping;
         (m.protocol, m.host_port, m.family(), m.host_ip.unwrap_or(m.family().unspecified()), v.standby)
     });
+    let entries = match views.is_empty() {
+        true => vec![],
+        false => conntrack::entries().context("reading the conntrack table for draining connections")?,
+    };
+    let rows: Vec<Row> = views
+        .iter()
+        .map(|v| Row {
+            draining: match v.standby || state.is_routed(&v.mapping) {
+                true => vec![],
+                false => mapping::draining(&v.mapping, &entries),
+            },
+            view: v,
+        })
+        .collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&views)?);
+        println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
     println!(
         "{:<5} {:<22} {:<26} {:<12} {:>10} {:>12}  ALLOW (DENIED)",
         "PROTO", "HOST", "CONTAINER", "NETWORK", "PACKETS", "BYTES"
     );
-    for v in views {
+    for Row { view: v, draining } in rows {
         let m = v.mapping;
         let any = if m.family() == Family::V6 { "[*]" } else { "*" };
         let host_part = match (m.host_if, m.host_ip) {
@@ -96,8 +112,11 @@ pub fn ls(dir: &Path, json: bool) -> Result<()> {
         let host = format!("{host_part}:{}", range(m.host_port, m.host_port_end));
         let ctr = format!("{}:{}", ip_text(m.container_ip), range(m.container_port, m.container_port_end));
         let net = match (&v.network, &v.container_id) {
-            (Some(n), Some(c)) if v.standby => format!("{n} (CNI {}, standby)", &c[..c.len().min(12)]),
-            (Some(n), Some(c)) => format!("{n} (CNI {})", &c[..c.len().min(12)]),
+            (Some(n), Some(c)) => {
+                let by = state.networks.get(n).and_then(|x| x.owner.as_ref()).map_or("CNI", |o| o.by.as_str());
+                let standby = if v.standby { ", standby" } else { "" };
+                format!("{n} ({by} {}{standby})", &c[..c.len().min(12)])
+            }
             (Some(n), None) => n.clone(),
             (None, _) => "-".into(),
         };
@@ -111,8 +130,25 @@ pub fn ls(dir: &Path, json: bool) -> Result<()> {
             v.packets,
             v.bytes
         );
+        for d in draining {
+            println!(
+                "      draining: {} connection(s) still on {}:{} (established before the target changed)",
+                d.connections,
+                ip_text(d.container_ip),
+                d.container_port
+            );
+        }
     }
     Ok(())
+}
+
+/// A row of `ls`: the mapping, and the connections still on an earlier target.
+#[derive(Serialize)]
+struct Row<'a> {
+    #[serde(flatten)]
+    view: &'a MappingView,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    draining: Vec<mapping::Draining>,
 }
 
 /// The standby mappings of CNI attachments (not in the kernel: no counters).

@@ -8,6 +8,7 @@ use std::path::Path;
 pub fn reload(dir: &Path) -> Result<()> {
     let done = rel::reload(&mut Engine::open(dir)?)?;
     super::note(&done.notes);
+    super::warn(&done.warnings);
     if done.operations == 0 {
         println!("reload: table inet {TABLE} was already in place; sysctls set");
     } else {

@@ -32,6 +32,8 @@ pub struct Applied {
     pub steps: Vec<String>,
     /// Steps that failed; the others were still done. Non-empty: the apply did not finish.
     pub failures: Vec<String>,
+    /// Rules of other firewalls that still drop container traffic, with their fix.
+    pub warnings: Vec<String>,
     pub dry_run: bool,
 }
 
@@ -66,10 +68,13 @@ pub fn apply(e: &mut Engine, parsed: &config::Parsed, o: ApplyOptions) -> Result
     rec.mappings = target.mappings.clone();
     rec.allow = target.allow.clone();
     e.state = rec;
-    match e.sync_firewall() {
-        Ok(plan) => out.steps.extend(plan.ops().iter().map(NftOp::to_string)),
+    match e.sync_firewall_ops() {
+        Ok(ops) => out.steps.extend(ops.iter().map(NftOp::to_string)),
         Err(err) => out.failures.push(format!("could not update table inet {}: {err:#}", ruleset::TABLE)),
     }
+    let fw = crate::hostfw::sync(&mut e.state);
+    out.steps.extend(fw.steps);
+    out.warnings = fw.warnings;
     e.save()?;
     // Step 4 of the engine's order: connections tracked before a port changed would keep their
     // old translation; the drop-in keeps systemd-sysctl from reverting the sysctls.
@@ -122,6 +127,11 @@ fn with_extras(mut t: State, rec: &State, prune: bool) -> Result<(State, Vec<Str
     // Ports of CNI containers belong to the container runtime: kept whatever the file says
     // (--prune included), with their owners.
     t.attachments = rec.attachments.clone();
+    // Networks and endpoints another program owns (Docker's) are its own in the same way.
+    t.handoffs = rec.handoffs.clone();
+    for (name, n) in rec.networks.iter().filter(|(_, n)| n.owner.is_some()) {
+        t.networks.entry(name.clone()).or_insert_with(|| n.clone());
+    }
     for m in rec.mappings.iter().filter(|m| rec.owner_of(m).is_some()) {
         if !t.mappings.contains(m) {
             t.mappings.push(*m);

@@ -89,6 +89,25 @@ fn name_listeners(listeners: &mut [Listener]) {
     }
 }
 
+/// The listening TCP sockets and bound UDP sockets of this namespace, with the process that
+/// holds each when it can be found.
+pub fn listeners() -> Result<Vec<Listener>> {
+    let mut listeners: Vec<Listener> = vec![];
+    let files = [("tcp", Proto::Tcp), ("tcp6", Proto::Tcp), ("udp", Proto::Udp), ("udp6", Proto::Udp)];
+    for (file, proto) in files {
+        let path = format!("/proc/net/{file}");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => listeners.extend(audit::parse_proc_net(&text, proto)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {path}")),
+        }
+    }
+    name_listeners(&mut listeners);
+    listeners.sort();
+    listeners.dedup();
+    Ok(listeners)
+}
+
 /// What the record names that the kernel lacks (for `save`, which still writes it: `apply`
 /// recreates it).
 pub fn missing_links(state: &State) -> Result<Vec<String>> {
@@ -342,6 +361,9 @@ fn observe(state: State, sockets: Sockets) -> Result<Observed> {
     let mut nft = Nft::open()?;
     let table = nft.read_table(TABLE).with_context(|| format!("reading table inet {TABLE}"))?;
     let (chains, rules) = nft.read_all()?;
+    // Asking firewalld and ufw takes a D-Bus round trip and a ufw run: the audit only.
+    let host_firewall = (sockets == Sockets::Read)
+        .then(|| crate::hostfw::observe(&crate::hostfw::Kernel { chains: chains.clone(), rules: rules.clone() }));
     let rtnl = Links::open()?;
     let live_links = rtnl.links()?;
     let ra_links = rtnl.ra_route_links().context("listing IPv6 routes learned from router advertisements")?;
@@ -367,19 +389,10 @@ fn observe(state: State, sockets: Sockets) -> Result<Observed> {
             sysctls.insert(k, v);
         }
     }
-    let mut listeners: Vec<Listener> = vec![];
-    let files = [("tcp", Proto::Tcp), ("tcp6", Proto::Tcp), ("udp", Proto::Udp), ("udp6", Proto::Udp)];
-    for (file, proto) in files.into_iter().filter(|_| sockets == Sockets::Read) {
-        let path = format!("/proc/net/{file}");
-        match std::fs::read_to_string(&path) {
-            Ok(text) => listeners.extend(audit::parse_proc_net(&text, proto)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("reading {path}")),
-        }
-    }
-    name_listeners(&mut listeners);
-    listeners.sort();
-    listeners.dedup();
+    let listeners = match sockets {
+        Sockets::Read => listeners()?,
+        Sockets::Skip => vec![],
+    };
     let legacy_tables = match std::fs::read_to_string("/proc/net/ip_tables_names") {
         Ok(text) => audit::parse_table_names(&text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
@@ -412,5 +425,6 @@ fn observe(state: State, sockets: Sockets) -> Result<Observed> {
         config: None,
         record_unreadable: None,
         trace_leftover: vec![],
+        host_firewall,
     })
 }

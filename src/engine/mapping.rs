@@ -180,7 +180,7 @@ pub fn change(e: &mut Engine, change: &Change) -> Result<Outcome> {
         ));
     }
     if !out.added.is_empty() || !out.switched.is_empty() {
-        out.warnings.extend(forward_warnings(e.kernel.firewall.as_mut(), &e.state));
+        out.warnings.extend(forward_warnings(&e.state));
     }
     Ok(out)
 }
@@ -436,6 +436,40 @@ fn promote(state: &State, want: &mut State, out: &mut Outcome, gone: &[Mapping])
         want.set_allow(&s, state.allow_of(r).to_vec());
         out.promoted.push(s);
     }
+}
+
+/// Connections on a host port that still go to an earlier target: TCP connections established
+/// before the port was switched (`publish --replace`, a changed target in `apply`) keep their
+/// translation in conntrack until they end. Counted per old target; connections that have
+/// ended (TIME_WAIT) and untranslated ones (a host service on the port) are not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Draining {
+    pub container_ip: std::net::IpAddr,
+    pub container_port: u16,
+    pub connections: usize,
+}
+
+/// The draining connections of `m` among the conntrack `entries`.
+pub fn draining(m: &Mapping, entries: &[crate::conntrack::Entry]) -> Vec<Draining> {
+    let filter = crate::conntrack::Filter {
+        proto: m.protocol.number(),
+        dport_min: m.host_port,
+        dport_max: m.host_port_end,
+        daddr: m.host_ip,
+        ipv6: m.family() == Family::V6,
+    };
+    let mut out: Vec<Draining> = vec![];
+    for e in entries.iter().filter(|e| filter.matches(e) && e.is_open() && e.reply_src != e.dst) {
+        let port = m.container_port + (e.dport - m.host_port);
+        if e.reply_src == m.container_ip && e.reply_sport == port {
+            continue;
+        }
+        match out.iter_mut().find(|d| d.container_ip == e.reply_src && d.container_port == e.reply_sport) {
+            Some(d) => d.connections += 1,
+            None => out.push(Draining { container_ip: e.reply_src, container_port: e.reply_sport, connections: 1 }),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

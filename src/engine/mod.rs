@@ -17,6 +17,8 @@
 pub mod apply;
 #[cfg(test)]
 pub(crate) mod fake;
+pub mod handoff;
+pub mod hostports;
 mod kernel;
 pub mod mapping;
 pub mod metrics;
@@ -30,7 +32,7 @@ pub mod seam;
 mod tests;
 pub mod trace;
 
-pub use kernel::{missing_links, observe_audit, observe_kernel, observe_metrics};
+pub use kernel::{listeners, missing_links, observe_audit, observe_kernel, observe_metrics};
 pub use seam::{Firewall, Kernel, LinkKernel};
 
 use crate::model::{InputError, Mapping, State};
@@ -100,8 +102,10 @@ impl Engine {
         Ok(Engine { store, before: state.clone(), state, sweep_trace: false, kernel })
     }
 
-    /// For `apply --dry-run`: the record, refused when damaged, but nothing reserved: it
-    /// writes nothing (and works in a read-only state directory).
+    /// For `apply --dry-run`, and CNI DEL and GC, which often find nothing to do: the record,
+    /// refused when damaged, but nothing reserved yet: a change reserves room before it touches
+    /// the kernel (`mapping::change` does), a dry run writes nothing (and works in a read-only
+    /// state directory).
     pub fn open_unreserved(dir: &Path) -> Result<Engine> {
         require_net_admin()?;
         let store = Store::lock(dir)?;
@@ -230,40 +234,23 @@ impl Engine {
         nft.apply(&plan.ops())?;
         Ok(plan)
     }
+
+    /// `sync_firewall` for a caller that wants the operations sent, not the plan (`apply`): the
+    /// plan's elements move into the operations instead of being copied.
+    pub fn sync_firewall_ops(&self) -> Result<Vec<ruleset::NftOp>> {
+        let mut nft = Nft::open()?;
+        let live = nft.read_table(TABLE)?;
+        let ops = ruleset::plan(&ruleset::desired(&self.state), live.as_ref()).into_ops();
+        nft.apply(&ops)?;
+        Ok(ops)
+    }
 }
 
-/// Warnings about forward chains of other tables that will drop container traffic (Docker's
-/// iptables FORWARD policy DROP, a firewalld or ufw zone, a hand-written rule). netnat never edits
-/// another table, so they name the chain and the rule that would let the traffic through. A
-/// failure to read the other tables gives none: `netnat audit` reports it.
-pub fn forward_warnings(fw: &mut dyn Firewall, state: &State) -> Vec<String> {
-    if state.networks.is_empty() {
-        return vec![];
-    }
-    let Ok((chains, rules)) = fw.read_others() else {
-        return vec![];
-    };
-    let docker = chains.iter().any(|c| c.name == "DOCKER-USER" && c.table == "filter");
-    let found = crate::audit::forward_blockers(state, chains, rules);
-    if found.is_empty() {
-        return vec![];
-    }
-    let mut out: Vec<String> = found.iter().map(|f| f.message.clone()).collect();
-    let mut advice = String::from("netnat does not edit other tables; let container traffic through there, e.g.:");
-    for n in state.networks.values() {
-        let b = &n.bridge;
-        if docker {
-            advice +=
-                &format!("\n  iptables -I DOCKER-USER -o {b} -j ACCEPT && iptables -I DOCKER-USER -i {b} -j ACCEPT");
-        } else {
-            let chain = found[0].objects.first().map(String::as_str).unwrap_or("FAMILY TABLE CHAIN");
-            advice += &format!(
-                "\n  nft insert rule {chain} oifname \"{b}\" accept; nft insert rule {chain} iifname \"{b}\" accept"
-            );
-        }
-    }
-    out.push(advice);
-    out
+/// Warnings about forward chains of other tables that drop container traffic (Docker's
+/// iptables FORWARD policy DROP, firewalld's final reject, ufw's policy, a hand-written rule),
+/// each naming the rule that drops and that firewall's own fix (see `crate::hostfw`).
+pub fn forward_warnings(state: &State) -> Vec<String> {
+    crate::hostfw::warnings(state)
 }
 
 fn is_errno(e: &anyhow::Error, codes: &[i32]) -> bool {

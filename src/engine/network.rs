@@ -1,7 +1,7 @@
 //! Networks, sandboxes and their endpoints (the CNM side): create, remove, connect, disconnect.
 
 use super::kernel::{add_endpoint, bring_up_bridge, create_netns, delete_netns, endpoint_spec};
-use super::{forward_warnings, refuse, Engine};
+use super::{refuse, Engine};
 use crate::host;
 use crate::link::{self, netns, Links};
 use crate::model::{check_ifname, check_name, host_ifname, Endpoint, Network, Sandbox, State};
@@ -36,8 +36,10 @@ pub fn create_network(e: &mut Engine, net: Network) -> Result<NetworkCreated> {
             bring_up_bridge(&links, &net)?;
             notes.extend(host::enable_forwarding(&mut e.state)?);
             e.sync_firewall()?;
+            let fw = crate::hostfw::sync(&mut e.state);
+            notes.extend(fw.steps);
             e.save()?;
-            return Ok(NetworkCreated { network: net, existed: true, notes, warnings: vec![] });
+            return Ok(NetworkCreated { network: net, existed: true, notes, warnings: fw.warnings });
         }
         Some(old) => {
             return refuse(format!(
@@ -68,9 +70,11 @@ pub fn create_network(e: &mut Engine, net: Network) -> Result<NetworkCreated> {
         let _ = links.delete_link(&net.bridge);
         return Err(err);
     }
+    let fw = crate::hostfw::sync(&mut e.state);
+    notes.extend(fw.steps);
     e.save()?;
     let mut warnings: Vec<String> = drop_in_warning(&e.state).into_iter().collect();
-    warnings.extend(forward_warnings(e.kernel.firewall.as_mut(), &e.state));
+    warnings.extend(fw.warnings);
     Ok(NetworkCreated { network: net, existed: false, notes, warnings })
 }
 
@@ -98,6 +102,9 @@ fn differences(old: &Network, new: &Network) -> String {
     if old.internal != new.internal {
         d.push(format!("internal {} (asked {})", old.internal, new.internal));
     }
+    if old.host_firewall != new.host_firewall {
+        d.push(format!("host-firewall {} (asked {})", old.host_firewall, new.host_firewall));
+    }
     d.join(", ")
 }
 
@@ -111,21 +118,43 @@ pub struct NetworkRemoved {
 /// Removes a network with no endpoints left: its rules, its bridge, and (with the last network)
 /// the sysctls netnat set.
 pub fn remove_network(e: &mut Engine, name: &str) -> Result<NetworkRemoved> {
+    if let Some(o) = e.state.networks.get(name).and_then(|n| n.owner.as_ref()) {
+        return refuse(format!(
+            "network {name} is {by}'s network {id}; remove it through {by} (e.g. `{by} network rm {short}`)",
+            by = o.by,
+            id = o.id,
+            short = o.short()
+        ));
+    }
+    remove_network_in(e, name)
+}
+
+/// `remove_network` for the owner of the network too (see `handoff::remove_owned_network`).
+pub(super) fn remove_network_in(e: &mut Engine, name: &str) -> Result<NetworkRemoved> {
     let Some(net) = e.state.networks.get(name).cloned() else {
         return Ok(NetworkRemoved { network: None, warnings: vec![] });
     };
-    let users: Vec<&str> = e.state.endpoints_on(name).map(|(s, _)| s.name.as_str()).collect();
+    let users: Vec<String> = e
+        .state
+        .endpoints_on(name)
+        .map(|(s, _)| s.name.clone())
+        .chain(e.state.handoffs_on(name).map(|h| h.owner.to_string()))
+        .collect();
     if !users.is_empty() {
         return refuse(format!("network {name} still has endpoints in {}; disconnect them first", users.join(", ")));
     }
     e.state.networks.remove(name);
     e.sync_firewall()?;
+    // Closed in the host firewalls while the bridge still exists (firewalld unbinds it).
+    let fw = crate::hostfw::sync(&mut e.state);
     Links::open()?.delete_link(&net.bridge)?;
     if e.state.networks.is_empty() {
         host::restore(&mut e.state)?;
     }
     e.save()?;
-    Ok(NetworkRemoved { network: Some(net), warnings: drop_in_warning(&e.state).into_iter().collect() })
+    let mut warnings: Vec<String> = drop_in_warning(&e.state).into_iter().collect();
+    warnings.extend(fw.steps.into_iter().chain(fw.warnings));
+    Ok(NetworkRemoved { network: Some(net), warnings })
 }
 
 /// How `create_sandbox` found the sandbox.

@@ -14,6 +14,8 @@ pub struct Reloaded {
     pub missing: Vec<String>,
     /// Host settings changed on the side (accept_ra of interfaces that learn routes from RAs).
     pub notes: Vec<String>,
+    /// Rules of other firewalls that still drop container traffic, with their fix.
+    pub warnings: Vec<String>,
 }
 
 pub fn reload(e: &mut Engine) -> Result<Reloaded> {
@@ -31,6 +33,9 @@ pub fn reload(e: &mut Engine) -> Result<Reloaded> {
         }
     }
     e.kernel.links.write_conf(&e.state)?;
+    // A host firewall that started (or reloaded) since: opened again through its hook.
+    let fw = crate::hostfw::sync(&mut e.state);
+    notes.extend(fw.steps);
     e.save()?;
-    Ok(Reloaded { operations: plan.ops().len(), missing, notes })
+    Ok(Reloaded { operations: plan.ops().len(), missing, notes, warnings: fw.warnings })
 }

@@ -26,12 +26,16 @@ macro_rules! invalid {
 pub type Valid<T> = Result<T, InputError>;
 
 mod addresses;
+mod handoff;
+mod hostfw;
 mod names;
 mod ports;
 mod state;
 mod topology;
 
 pub use addresses::{ip_bits, ip_from_bits, ip_text, parse_ip, Cidr, Family, Subnet};
+pub use handoff::{Handoff, Owner};
+pub use hostfw::{HostFirewallKind, HostFirewallMode, HostOpening};
 pub use names::{check_ifname, check_name, host_ifname, IfName};
 pub use ports::{allow_for, range_text, spec_parts, AllowList, HostPorts, Mapping, Proto, PublishSpec, Target};
 pub use state::{held_by_both, Attachment, AttachmentId, State};

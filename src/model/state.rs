@@ -1,7 +1,7 @@
 //! The record's content: everything netnat made (`State`) and the attachments of sandboxes to
 //! networks.
 
-use super::{AllowList, Cidr, Endpoint, Family, InputError, Mapping, Network, Sandbox, Valid};
+use super::{AllowList, Cidr, Endpoint, Family, Handoff, HostOpening, InputError, Mapping, Network, Sandbox, Valid};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -30,6 +30,12 @@ pub struct State {
     /// Allow lists of published mappings (each names one of `mappings`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<AllowList>,
+    /// Endpoints whose sandbox another program owns (see `Handoff`), by `Owner::key`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub handoffs: BTreeMap<String, Handoff>,
+    /// What netnat opened in host firewalls (left out when empty: older records load as before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_firewall: Vec<HostOpening>,
 }
 
 /// What names a CNI attachment: the network's name, CNI_CONTAINERID and CNI_IFNAME (the key
@@ -148,8 +154,11 @@ impl State {
         let Some(pool) = network.pool(family) else {
             invalid!("network {} has no {family} subnet", network.name);
         };
-        let used: std::collections::HashSet<IpAddr> =
-            self.endpoints_on(&network.name).flat_map(|(_, e)| e.ips.iter().copied()).collect();
+        let used: std::collections::HashSet<IpAddr> = self
+            .endpoints_on(&network.name)
+            .flat_map(|(_, e)| e.ips.iter().copied())
+            .chain(self.handoffs_on(&network.name).flat_map(|h| h.ips.iter().copied()))
+            .collect();
         pool.subnet
             .hosts()
             .find(|ip| *ip != pool.gateway && !used.contains(ip))
@@ -198,6 +207,9 @@ impl State {
         }
         if let Some((owner, _)) = self.endpoints_on(&network.name).find(|(s, e)| s.name != sandbox && e.has(ip)) {
             invalid!("{}", held_by_both(ip, &network.name, &owner.name, sandbox));
+        }
+        if let Some(h) = self.handoffs_on(&network.name).find(|h| h.ips.contains(&ip)) {
+            invalid!("address {ip} on network {} is held by {}", network.name, h.owner);
         }
         Ok(())
     }

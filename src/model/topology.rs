@@ -1,6 +1,6 @@
 //! Networks, their address pools, sandboxes and endpoints.
 
-use super::{check_ifname, check_name, Family, InputError, Subnet, Valid};
+use super::{check_ifname, check_name, Family, HostFirewallMode, InputError, Owner, Subnet, Valid};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::IpAddr;
@@ -94,6 +94,10 @@ pub struct Network {
     /// No traffic to or from outside the bridge at all.
     pub internal: bool,
     pub ipv6_mode: Ipv6Mode,
+    /// Whether netnat opens the host's firewall (firewalld, ufw, Docker) for this bridge.
+    pub host_firewall: HostFirewallMode,
+    /// Made through a driver API (a Docker network): who asked and its ID there.
+    pub owner: Option<Owner>,
 }
 
 /// How a network is written in the record and in `--json`: `subnet` and `gateway` hold one
@@ -111,6 +115,10 @@ struct NetworkRecord {
     internal: bool,
     #[serde(default, skip_serializing_if = "is_default")]
     ipv6_mode: Ipv6Mode,
+    #[serde(default, skip_serializing_if = "is_default")]
+    host_firewall: HostFirewallMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<Owner>,
 }
 
 impl TryFrom<NetworkRecord> for Network {
@@ -127,6 +135,8 @@ impl TryFrom<NetworkRecord> for Network {
             masquerade: r.masquerade,
             internal: r.internal,
             ipv6_mode: r.ipv6_mode,
+            host_firewall: r.host_firewall,
+            owner: r.owner,
         })
     }
 }
@@ -141,6 +151,8 @@ impl From<Network> for NetworkRecord {
             masquerade: n.masquerade,
             internal: n.internal,
             ipv6_mode: n.ipv6_mode,
+            host_firewall: n.host_firewall,
+            owner: n.owner,
         }
     }
 }
@@ -160,6 +172,8 @@ impl Network {
             masquerade: true,
             internal: false,
             ipv6_mode: Ipv6Mode::Nat,
+            host_firewall: HostFirewallMode::Auto,
+            owner: None,
         })
     }
 

@@ -7,6 +7,7 @@
 pub mod expr;
 pub mod family;
 pub mod foreign;
+pub mod hook;
 pub mod monitor;
 pub mod netlink;
 mod raw;

@@ -63,6 +63,11 @@ impl Plan {
     /// The plan as one transaction's operations: the table and its layout first, then the
     /// chains' rules, then element deletes before adds (a changed element is delete + add).
     pub fn ops(&self) -> Vec<NftOp> {
+        self.clone().into_ops()
+    }
+
+    /// `ops`, moving the elements' bytes instead of copying them (20,000 elements for 10,000 ports).
+    pub fn into_ops(self) -> Vec<NftOp> {
         let mut ops = vec![];
         if self.table == TableAction::Rebuild {
             // Add first so the delete cannot fail on a table removed meanwhile.
@@ -73,21 +78,24 @@ impl Plan {
             ops.extend(CHAINS.iter().cloned().map(NftOp::AddChain));
             ops.extend(SETS.iter().cloned().map(NftOp::AddSet));
         }
-        for c in &self.chains {
+        for c in self.chains {
             if self.table == TableAction::Keep {
                 ops.push(NftOp::FlushChain(c.chain.into()));
             }
-            ops.extend(c.want.iter().cloned().map(NftOp::AddRule));
+            ops.extend(c.want.into_iter().map(NftOp::AddRule));
         }
         // Per set, in name order: its deletes, then its adds.
         let mut per_set: BTreeMap<&'static str, (ElemList, ElemList)> = BTreeMap::new();
-        for e in &self.elems {
+        for e in self.elems {
             let (dels, adds) = per_set.entry(e.set).or_default();
-            if let Some(d) = &e.have {
-                dels.push((e.key.clone(), d.clone()));
-            }
-            if let Some(d) = &e.want {
-                adds.push((e.key.clone(), d.clone()));
+            match (e.have, e.want) {
+                (Some(h), Some(w)) => {
+                    dels.push((e.key.clone(), h));
+                    adds.push((e.key, w));
+                }
+                (Some(h), None) => dels.push((e.key, h)),
+                (None, Some(w)) => adds.push((e.key, w)),
+                (None, None) => {}
             }
         }
         for (set, (dels, adds)) in per_set {

@@ -3,7 +3,7 @@
 use super::{set_spec, CHAINS};
 use crate::model::{Cidr, Family};
 use crate::nft::expr::{self, Expr};
-use crate::nft::spec::{fields_of, render_concat, ChainSpec, Hook, NftOp, SetSpec, FAMILY_NAME, TABLE};
+use crate::nft::spec::{fields_of, render_concat, write_concat, ChainSpec, Hook, NftOp, SetSpec, FAMILY_NAME, TABLE};
 use crate::nft::{LiveElem, LiveTable};
 use std::fmt;
 use std::net::IpAddr;
@@ -57,14 +57,29 @@ fn prefix_text(lo: IpAddr, hi: IpAddr) -> Option<String> {
     (net.bounds().1 == hi).then(|| net.to_string())
 }
 
-fn elem_text(set: &str, key: &[u8], data: Option<&[u8]>) -> String {
-    match set_spec(set) {
-        Some(s) => match data.filter(|d| !d.is_empty()) {
-            Some(d) => format!("{} : {}", render_concat(s.key, key), render_concat(s.data, d)),
-            None => render_concat(s.key, key),
-        },
-        None => expr::hex(key),
+/// The elements of one operation, `a, b, ...`, written as they go (no string per element).
+fn write_elems<'a>(
+    f: &mut fmt::Formatter,
+    set: &str,
+    elems: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+) -> fmt::Result {
+    let spec = set_spec(set);
+    for (i, (key, data)) in elems.enumerate() {
+        if i > 0 {
+            f.write_str(", ")?;
+        }
+        match spec {
+            Some(s) => {
+                write_concat(f, s.key, key)?;
+                if let Some(d) = data.filter(|d| !d.is_empty()) {
+                    f.write_str(" : ")?;
+                    write_concat(f, s.data, d)?;
+                }
+            }
+            None => f.write_str(&expr::hex(key))?,
+        }
     }
+    Ok(())
 }
 
 impl fmt::Display for NftOp {
@@ -93,12 +108,14 @@ impl fmt::Display for NftOp {
             NftOp::DelSet(s) => write!(f, "delete map {t} {s}"),
             NftOp::FlushSet(s) => write!(f, "flush map {t} {s}"),
             NftOp::AddElems { set, elems } => {
-                let items: Vec<String> = elems.iter().map(|(k, d)| elem_text(set, k, Some(d))).collect();
-                write!(f, "add element {t} {set} {{ {} }}", items.join(", "))
+                write!(f, "add element {t} {set} {{ ")?;
+                write_elems(f, set, elems.iter().map(|(k, d)| (k.as_slice(), Some(d.as_slice()))))?;
+                f.write_str(" }")
             }
             NftOp::DelElems { set, keys } => {
-                let items: Vec<String> = keys.iter().map(|k| elem_text(set, k, None)).collect();
-                write!(f, "delete element {t} {set} {{ {} }}", items.join(", "))
+                write!(f, "delete element {t} {set} {{ ")?;
+                write_elems(f, set, keys.iter().map(|k| (k.as_slice(), None)))?;
+                f.write_str(" }")
             }
             NftOp::AddRanges { set, ranges } | NftOp::DelRanges { set, ranges } => {
                 let verb = if matches!(self, NftOp::AddRanges { .. }) { "add" } else { "delete" };

@@ -1,6 +1,8 @@
 //! Helpers for tests that need root and a real kernel, run in a throwaway network namespace.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod docker;
+pub mod hostfw;
 pub mod raw;
 
 use std::process::{Command, Output};
@@ -326,7 +328,14 @@ pub fn udp_get(netns: Option<&Path>, src: &str, dst: &str) -> Result<String, Str
 /// The seed's topology: MyDocker0 172.16.0.0/16 gw 172.16.1.254, Container_ns1 172.16.1.1,
 /// Container_ns2 172.16.1.2.
 pub fn seed_topology() {
-    ok(&["network", "create", "MyDocker0", "--subnet", "172.16.0.0/16", "--gateway", "172.16.1.254"]);
+    seed_topology_with(&[]);
+}
+
+/// `seed_topology` with more options for `network create` (e.g. `--host-firewall off`).
+pub fn seed_topology_with(options: &[&str]) {
+    let mut create = vec!["network", "create", "MyDocker0", "--subnet", "172.16.0.0/16", "--gateway", "172.16.1.254"];
+    create.extend_from_slice(options);
+    ok(&create);
     ok(&["sandbox", "create", "Container_ns1", "--network", "MyDocker0", "--ip", "172.16.1.1"]);
     ok(&["sandbox", "create", "Container_ns2", "--network", "MyDocker0", "--ip", "172.16.1.2"]);
 }

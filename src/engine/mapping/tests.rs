@@ -180,3 +180,32 @@ fn one_container_on_two_networks_gets_a_standby_that_takes_over() {
     assert!(s5.mappings.is_empty() && s5.attachments.is_empty() && out.promoted.is_empty(), "{out:?}");
     incremental_equals_full(&s2, &s5, &out);
 }
+
+#[test]
+fn draining_counts_open_connections_on_an_earlier_target() {
+    let e = |dport: u16, reply: &str, rport: u16, state: Option<u8>| crate::conntrack::Entry {
+        proto: 6,
+        src: "198.51.100.2".parse().unwrap(),
+        dst: "198.51.100.1".parse().unwrap(),
+        sport: 40000,
+        dport,
+        reply_src: reply.parse().unwrap(),
+        reply_sport: rport,
+        tcp_state: state,
+    };
+    let now = m("9090:172.16.1.2:80");
+    let entries = [
+        e(9090, "172.16.1.1", 8080, Some(3)),   // established on the old target
+        e(9090, "172.16.1.1", 8080, Some(4)),   // closing, still on it
+        e(9090, "172.16.1.1", 8080, Some(7)),   // ended (TIME_WAIT)
+        e(9090, "172.16.1.2", 80, Some(3)),     // on the current target
+        e(9090, "198.51.100.1", 9090, Some(3)), // not translated
+        e(9191, "172.16.1.1", 8080, Some(3)),   // another port
+    ];
+    let d = draining(&now, &entries);
+    assert_eq!(d, [Draining { container_ip: "172.16.1.1".parse().unwrap(), container_port: 8080, connections: 2 }]);
+    // A range: the container port follows the host port.
+    let range = m("7000-7001:172.16.1.2:8000-8001");
+    assert!(draining(&range, &[e(7001, "172.16.1.2", 8001, Some(3))]).is_empty());
+    assert_eq!(draining(&range, &[e(7001, "172.16.1.2", 8000, Some(3))]).len(), 1);
+}

@@ -162,6 +162,8 @@ pub(super) fn encode(e: &Expr) -> Result<OwnedExpr> {
             OwnedExpr::new(c"immediate")?.u32(sys::NFTNL_EXPR_IMM_DREG, *dreg).data(sys::NFTNL_EXPR_IMM_DATA, data)?
         }
         // These only come from reading other tables; netnat never writes them.
+        // An xt match, for a rule in another program's chain in iptables-nft's own form (`hook`).
+        Expr::Xt { target: false, name, info } => xt_match(name, info)?,
         Expr::Xt { name, .. } | Expr::Other { name } => bail!("netnat does not encode foreign expressions ({name})"),
     };
     Ok(b)
@@ -313,3 +315,24 @@ pub(super) unsafe extern "C" fn collect_expr(e: *mut sys::nftnl_expr, data: *mut
 }
 
 // ---- sets (maps) and their elements: own messages, since nftnl's Set fixes the key type ----
+
+/// An xt match (iptables-nft's `-m NAME`), revision 0, with its info blob.
+fn xt_match(name: &str, info: &[u8]) -> Result<OwnedExpr> {
+    ensure!(!info.is_empty() && info.len() <= 4096, "xt match {name}: {} bytes of info", info.len());
+    let x = OwnedExpr::new(c"match")?.str(sys::NFTNL_EXPR_MT_NAME, name)?.u32(sys::NFTNL_EXPR_MT_REV, 0);
+    // libnftnl keeps (and later frees) the info pointer it is given instead of copying it, so it
+    // gets a malloc'd copy of its own.
+    // SAFETY: malloc of a non-zero size returns null or `info.len()` writable bytes.
+    let p = unsafe { libc::malloc(info.len()) };
+    ensure!(!p.is_null(), "out of memory for xt match {name}");
+    // SAFETY: `p` has `info.len()` writable bytes and does not overlap `info`.
+    unsafe { std::ptr::copy_nonoverlapping(info.as_ptr(), p.cast::<u8>(), info.len()) };
+    // SAFETY: the expression is live; libnftnl takes over `p` (freed with the expression).
+    let rc = unsafe { sys::nftnl_expr_set(x.0.as_ptr(), sys::NFTNL_EXPR_MT_INFO as u16, p, info.len() as u32) };
+    if rc < 0 {
+        // SAFETY: libnftnl did not take `p` over when it failed.
+        unsafe { libc::free(p) };
+    }
+    set_status(rc, "an xt match", sys::NFTNL_EXPR_MT_INFO)?;
+    Ok(x)
+}

@@ -85,10 +85,12 @@ owned!(
 
 mod dump;
 mod expr;
+mod hook;
 mod set;
 
 pub use dump::{dump_request, parse_chain, parse_elems, parse_rule, parse_set, DumpKind};
 pub use expr::add_expr;
+pub use hook::{ForeignRuleMsg, XT_COMMENT_LEN};
 pub use set::{ElemData, ElemsMsg, SetDesc, SetMsg};
 
 /// A libnftnl setter's status as a result: they fail when they cannot copy the value (out of
