@@ -107,16 +107,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Waits (at most ~5 s) until something listens on TCP port $2 inside namespace $1.
+# Waits (at most ~10 s) until something listens on TCP port $2 inside namespace $1, on address
+# $3 when given: two servers share port 8080 (one per family), and the first one listening says
+# nothing about the other.
 wait_listening() {
-    local ns=$1 port=$2 i
-    for i in $(seq 50); do
-        if [[ -n $(ip netns exec "$ns" ss -Hltn "sport = :$port") ]]; then
+    local ns=$1 port=$2 addr=${3:-} filter i
+    filter="sport = :$port"
+    [[ -z $addr ]] || filter="src $addr and $filter"
+    for i in $(seq 100); do
+        if [[ -n $(ip netns exec "$ns" ss -Hltn "$filter") ]]; then
             return 0
         fi
         sleep 0.1
     done
-    fail "nothing listens on port $port in $ns after 5 s"
+    fail "nothing listens on port $port${addr:+ at $addr} in $ns after 10 s"
 }
 
 ip link set lo up
@@ -148,7 +152,8 @@ PIDS+=($!)
 (cd "$WORK/files" && exec timeout 240 ip netns exec Container_ns1 python3 -m http.server 8080 --bind fd00:16::2) \
     >"$WORK/fileserver6.log" 2>&1 &
 PIDS+=($!)
-wait_listening Container_ns1 8080
+wait_listening Container_ns1 8080 172.16.1.1
+wait_listening Container_ns1 8080 "[fd00:16::2]"
 
 heading "Container to container, across the bridge: Container_ns2 -> 172.16.1.1:8080"
 say_into out ip netns exec Container_ns2 curl -sS --max-time 3 http://172.16.1.1:8080/ || fail "Container_ns2 cannot reach the file server"
@@ -239,7 +244,7 @@ say_into out netnat apply -f "$REPO/rules/demo.toml"
 (cd "$WORK/files" && exec timeout 120 ip netns exec Container_ns1 python3 -m http.server 8080 --bind 172.16.1.1) \
     >"$WORK/fileserver2.log" 2>&1 &
 PIDS+=($!)
-wait_listening Container_ns1 8080
+wait_listening Container_ns1 8080 172.16.1.1
 say_into out ip netns exec ext curl -sS --max-time 3 http://198.51.100.1:9090/ || fail "ext cannot reach the port published by the file"
 [[ $out == *"hello from Container_ns1"* ]] || fail "unexpected answer through the port published by the file: $out"
 
