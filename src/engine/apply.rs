@@ -60,7 +60,7 @@ pub fn apply(e: &mut Engine, parsed: &config::Parsed, o: ApplyOptions) -> Result
     let mut rec = e.state.clone();
     for op in &ops {
         match e.kernel.links.execute(op, &e.store, &mut rec) {
-            Ok(()) => out.steps.push(op.to_string()),
+            Ok(_) => out.steps.push(op.to_string()),
             Err(err) => out.failures.push(format!("could not {op}: {err:#}")),
         }
     }

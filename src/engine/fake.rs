@@ -125,13 +125,33 @@ impl LinkKernel for FakeLinks {
         }
         Ok(obs)
     }
-    fn execute(&mut self, op: &LinkOp, _store: &crate::state::Store, _rec: &mut State) -> Result<()> {
+    fn execute(&mut self, op: &LinkOp, _store: &crate::state::Store, rec: &mut State) -> Result<Vec<String>> {
         let mut s = self.0.borrow_mut();
         if s.fail_execute {
             bail!("the fake kernel refused: {op}");
         }
         s.executed.push(op.to_string());
-        Ok(())
+        // The record's side of the step, as the real executor does it.
+        match op {
+            LinkOp::Disconnect { sandbox, endpoint } => {
+                if let Some(sb) = rec.sandboxes.get_mut(sandbox) {
+                    sb.endpoints.retain(|e| e.host_ifname != endpoint.host_ifname);
+                }
+            }
+            LinkOp::Connect { sandbox, endpoint, .. } => {
+                if let Some(sb) = rec.sandboxes.get_mut(sandbox) {
+                    sb.endpoints.push(endpoint.clone());
+                }
+            }
+            LinkOp::RemoveNetwork { network } => {
+                rec.networks.remove(&network.name);
+            }
+            LinkOp::CreateBridge { network } | LinkOp::RepairBridge { network } => {
+                rec.networks.insert(network.name.clone(), network.clone());
+            }
+            _ => {}
+        }
+        Ok(vec![])
     }
     fn write_conf(&mut self, _state: &State) -> Result<()> {
         self.0.borrow_mut().conf_writes += 1;

@@ -230,8 +230,9 @@ pub(super) fn observe_links(links: &Links, a: &State, b: &State) -> Result<linkp
     Ok(obs)
 }
 
-/// Does one step and records its effect in `rec`.
-pub(super) fn execute(op: &LinkOp, links: &Links, store: &Store, rec: &mut State) -> Result<()> {
+/// Does one step and records its effect in `rec`. Returns notes on host settings changed on the
+/// side (accept_ra of interfaces that learn routes from RAs, when forwarding goes on).
+pub(super) fn execute(op: &LinkOp, links: &Links, store: &Store, rec: &mut State) -> Result<Vec<String>> {
     match op {
         LinkOp::Disconnect { sandbox, endpoint } => {
             links.delete_link(&endpoint.host_ifname)?;
@@ -284,12 +285,10 @@ pub(super) fn execute(op: &LinkOp, links: &Links, store: &Store, rec: &mut State
             add_endpoint(links, &endpoint_spec(network, sandbox, endpoint, default_route), &network.name, sandbox)?;
             rec.sandboxes.get_mut(sandbox).expect("checked above").endpoints.push(endpoint.clone());
         }
-        LinkOp::EnableForwarding { .. } => {
-            host::enable_forwarding(rec)?;
-        }
+        LinkOp::EnableForwarding { .. } => return host::enable_forwarding(rec),
         LinkOp::RestoreSysctls => host::restore(rec)?,
     }
-    Ok(())
+    Ok(vec![])
 }
 
 /// What the kernel holds of netnat's (see `recover`): marked bridges and veths, the veths'

@@ -1,9 +1,9 @@
 //! Networks, sandboxes and their endpoints (the CNM side): create, remove, connect, disconnect.
 
-use super::kernel::{add_endpoint, bring_up_bridge, create_netns, delete_netns, endpoint_spec};
+use super::kernel::{create_netns, delete_netns};
 use super::{refuse, Engine};
-use crate::host;
 use crate::link::{self, netns, Links};
+use crate::linkplan::{self, LinkOp};
 use crate::model::{check_ifname, check_name, host_ifname, Endpoint, Network, Sandbox, State};
 use crate::validate;
 use anyhow::{bail, Result};
@@ -28,19 +28,8 @@ pub fn create_network(e: &mut Engine, net: Network) -> Result<NetworkCreated> {
     if net.has_v6() {
         link::ipv6_available("this host's network namespace")?;
     }
-    let links = Links::open()?;
-    let mut notes = vec![];
-    match e.state.networks.get(&net.name) {
-        Some(old) if *old == net => {
-            // Same settings: make sure the kernel still has it all (repairs a deleted bridge).
-            bring_up_bridge(&links, &net)?;
-            notes.extend(host::enable_forwarding(&mut e.state)?);
-            e.sync_firewall()?;
-            let fw = crate::hostfw::sync(&mut e.state);
-            notes.extend(fw.steps);
-            e.save()?;
-            return Ok(NetworkCreated { network: net, existed: true, notes, warnings: fw.warnings });
-        }
+    let existed = match e.state.networks.get(&net.name) {
+        Some(old) if *old == net => true,
         Some(old) => {
             return refuse(format!(
                 "network {} already exists with different settings: {}",
@@ -48,39 +37,83 @@ pub fn create_network(e: &mut Engine, net: Network) -> Result<NetworkCreated> {
                 differences(old, &net)
             ))
         }
-        None => {}
-    }
+        None => false,
+    };
     let mut want = e.state.clone();
-    want.networks.insert(net.name.clone(), net.clone());
-    validate::ensure(&want, "")?;
-    if links.link(&net.bridge)?.is_some() {
-        return refuse(format!(
-            "interface {} already exists on this host and is not netnat's; choose another name with --bridge",
-            net.bridge
-        ));
+    if !existed {
+        want.networks.insert(net.name.clone(), net.clone());
+        validate::ensure(&want, "")?;
+        if e.kernel.links.links()?.iter().any(|l| l.name == net.bridge) {
+            return refuse(format!(
+                "interface {} already exists on this host and is not netnat's; choose another name with --bridge",
+                net.bridge
+            ));
+        }
     }
-    bring_up_bridge(&links, &net)?;
-    e.state.networks.insert(net.name.clone(), net.clone());
-    let result = host::enable_forwarding(&mut e.state).and_then(|n| {
-        notes.extend(n);
-        e.sync_firewall()
-    });
-    if let Err(err) = result {
-        // Leave nothing half-made: the bridge goes, the record is not saved.
-        let _ = links.delete_link(&net.bridge);
+    // Same settings: the planner repairs what the kernel lost (a deleted bridge, say).
+    let from = e.state.clone();
+    let keep = |op: &LinkOp| match op {
+        LinkOp::CreateBridge { network } | LinkOp::RepairBridge { network } | LinkOp::RemoveNetwork { network } => {
+            network.name == net.name
+        }
+        LinkOp::EnableForwarding { .. } | LinkOp::RestoreSysctls => true,
+        _ => false,
+    };
+    let mut notes = change_links(e, &from, &want, &keep)?;
+    if let Err(err) = e.sync_firewall() {
+        if !existed {
+            // Leave nothing half-made: the bridge goes, the record is not saved.
+            let done = e.state.clone();
+            undo_links(e, &done, &from, &keep);
+            e.state = from;
+        }
         return Err(err);
     }
     let fw = crate::hostfw::sync(&mut e.state);
     notes.extend(fw.steps);
     e.save()?;
-    let mut warnings: Vec<String> = drop_in_warning(&e.state).into_iter().collect();
+    let mut warnings: Vec<String> = if existed { None } else { drop_in_warning(e) }.into_iter().collect();
     warnings.extend(fw.warnings);
-    Ok(NetworkCreated { network: net, existed: false, notes, warnings })
+    Ok(NetworkCreated { network: net, existed, notes, warnings })
+}
+
+/// Does the link steps from `from` to `target` that `keep` selects, as `apply` does (planner, then
+/// the executor through the link seam), and makes the result the engine's state. On a failure the
+/// steps done are undone and the state is left as it was.
+fn change_links(e: &mut Engine, from: &State, target: &State, keep: &dyn Fn(&LinkOp) -> bool) -> Result<Vec<String>> {
+    let obs = e.kernel.links.observe(target, from)?;
+    let mut rec = from.clone();
+    let mut notes = vec![];
+    for op in linkplan::plan_links(target, from, &obs).iter().filter(|op| keep(op)) {
+        match e.kernel.links.execute(op, &e.store, &mut rec) {
+            Ok(n) => notes.extend(n),
+            Err(err) => {
+                undo_links(e, &rec, from, keep);
+                return Err(err);
+            }
+        }
+    }
+    e.state = rec;
+    Ok(notes)
+}
+
+/// Best effort: the link steps (those `keep` selects) from `done` back to `from`. A namespace is
+/// only forgotten, never deleted: these operations adopt namespaces, they do not make them.
+fn undo_links(e: &mut Engine, done: &State, from: &State, keep: &dyn Fn(&LinkOp) -> bool) {
+    let Ok(obs) = e.kernel.links.observe(from, done) else { return };
+    let mut rec = done.clone();
+    for op in linkplan::plan_links(from, done, &obs).into_iter().filter(|op| keep(op)) {
+        let op = match op {
+            LinkOp::RemoveSandbox { name, .. } => LinkOp::RemoveSandbox { name, created: false },
+            op => op,
+        };
+        let _ = e.kernel.links.execute(&op, &e.store, &mut rec);
+    }
 }
 
 /// The drop-in is a convenience for the imperative operations: a failure is a warning.
-fn drop_in_warning(state: &State) -> Option<String> {
-    host::write_conf(state).err().map(|e| format!("{e:#}"))
+fn drop_in_warning(e: &mut Engine) -> Option<String> {
+    e.kernel.links.write_conf(&e.state).err().map(|e| format!("{e:#}"))
 }
 
 fn differences(old: &Network, new: &Network) -> String {
@@ -147,12 +180,17 @@ pub(super) fn remove_network_in(e: &mut Engine, name: &str) -> Result<NetworkRem
     e.sync_firewall()?;
     // Closed in the host firewalls while the bridge still exists (firewalld unbinds it).
     let fw = crate::hostfw::sync(&mut e.state);
-    Links::open()?.delete_link(&net.bridge)?;
-    if e.state.networks.is_empty() {
-        host::restore(&mut e.state)?;
-    }
+    let mut from = e.state.clone();
+    from.networks.insert(name.into(), net.clone());
+    let target = e.state.clone();
+    let keep = |op: &LinkOp| match op {
+        LinkOp::RemoveNetwork { network } => network.name == name,
+        LinkOp::RestoreSysctls => true,
+        _ => false,
+    };
+    change_links(e, &from, &target, &keep)?;
     e.save()?;
-    let mut warnings: Vec<String> = drop_in_warning(&e.state).into_iter().collect();
+    let mut warnings: Vec<String> = drop_in_warning(e).into_iter().collect();
     warnings.extend(fw.steps.into_iter().chain(fw.warnings));
     Ok(NetworkRemoved { network: Some(net), warnings })
 }
@@ -214,7 +252,7 @@ pub fn create_sandbox(e: &mut Engine, name: &str, attach: Option<&Attachment>) -
         }
     };
     if let Some(a) = attach {
-        if let Err(err) = connect_in(&mut e.state, a, name) {
+        if let Err(err) = connect_in(e, a, name, false) {
             if made != Made::Existed {
                 let sb = e.state.sandboxes.remove(name).expect("just inserted");
                 if sb.created {
@@ -260,28 +298,49 @@ pub struct Connected {
 /// first, as `create_sandbox` does: netnat leaves it in place when the sandbox is removed.
 pub fn connect(e: &mut Engine, sandbox: &str, a: &Attachment) -> Result<Connected> {
     let adopt = !e.state.sandboxes.contains_key(sandbox) && e.state.networks.contains_key(&a.network);
-    if adopt && netns::exists(sandbox) {
+    let adopt = adopt && netns::exists(sandbox);
+    if adopt {
         check_name(sandbox, "sandbox")?;
-        let created = create_netns(e.store(), sandbox)?;
-        e.state.sandboxes.insert(sandbox.into(), Sandbox { name: sandbox.into(), created, endpoints: vec![] });
     }
-    let c = match connect_in(&mut e.state, a, sandbox) {
-        Ok(c) => c,
-        Err(err) => {
-            if adopt {
-                e.state.sandboxes.remove(sandbox);
-            }
-            return Err(err);
-        }
-    };
-    let c = Connected { adopted: adopt && e.state.sandboxes.contains_key(sandbox), ..c };
+    let c = connect_in(e, a, sandbox, adopt)?;
+    let c = Connected { adopted: adopt, ..c };
     if !c.existed {
         e.save()?;
     }
     Ok(c)
 }
 
-fn connect_in(state: &mut State, a: &Attachment, sandbox: &str) -> Result<Connected> {
+/// Connects `sandbox` (adopting its namespace first when `adopt`) through the link planner; a
+/// failure leaves the state and the kernel as they were.
+fn connect_in(e: &mut Engine, a: &Attachment, sandbox: &str, adopt: bool) -> Result<Connected> {
+    let mut base = e.state.clone();
+    if adopt {
+        base.sandboxes.insert(sandbox.into(), Sandbox { name: sandbox.into(), created: false, endpoints: vec![] });
+    }
+    let (want, ep) = match wanted_endpoint(&base, a, sandbox)? {
+        Ok(wanted) => wanted,
+        Err(ep) => return Ok(Connected { sandbox: sandbox.into(), endpoint: ep, existed: true, adopted: false }),
+    };
+    validate::ensure(&want, "")?;
+    if !netns::exists(sandbox) {
+        bail!("the namespace of sandbox {sandbox} ({}) is gone", netns::path(sandbox).display());
+    }
+    let from = e.state.clone();
+    let network = a.network.as_str();
+    let keep = |op: &LinkOp| match op {
+        LinkOp::Connect { sandbox: s, network: n, .. } => s == sandbox && n.name == network,
+        // A link with the endpoint's host name is not netnat's to delete here: the connect fails
+        // naming it (`apply` takes such a leftover over; these commands leave it).
+        LinkOp::AdoptNamespace { sandbox: s } | LinkOp::RemoveSandbox { name: s, .. } => s == sandbox,
+        _ => false,
+    };
+    change_links(e, &from, &want, &keep)?;
+    Ok(Connected { sandbox: sandbox.into(), endpoint: ep, existed: false, adopted: false })
+}
+
+/// The state with `sandbox`'s new endpoint on `a.network` and that endpoint, allocating what was
+/// not given; Err(endpoint): it is already connected as asked.
+fn wanted_endpoint(state: &State, a: &Attachment, sandbox: &str) -> Result<Result<(State, Endpoint), Endpoint>> {
     let network = a.network.as_str();
     let Some(net) = state.networks.get(network).cloned() else {
         return refuse(format!("no network named {network}"));
@@ -306,7 +365,7 @@ fn connect_in(state: &mut State, a: &Attachment, sandbox: &str) -> Result<Connec
                 differ.join(" ")
             ));
         }
-        return Ok(Connected { sandbox: sandbox.into(), endpoint: ep.clone(), existed: true, adopted: false });
+        return Ok(Err(ep.clone()));
     }
     let ips = state.endpoint_ips(&net, &a.ips, sandbox)?;
     let ifname = match &a.ifname {
@@ -318,26 +377,23 @@ fn connect_in(state: &mut State, a: &Attachment, sandbox: &str) -> Result<Connec
     let ep = Endpoint { network: network.into(), ips, ifname, host_ifname: host_ifname(sandbox, network) };
     let mut want = state.clone();
     want.sandboxes.get_mut(sandbox).expect("checked above").endpoints.push(ep.clone());
-    validate::ensure(&want, "")?;
-    if !netns::exists(sandbox) {
-        bail!("the namespace of sandbox {sandbox} ({}) is gone", netns::path(sandbox).display());
-    }
-    add_endpoint(&Links::open()?, &endpoint_spec(&net, sandbox, &ep, sb.endpoints.is_empty()), network, sandbox)?;
-    *state = want;
-    Ok(Connected { sandbox: sandbox.into(), endpoint: ep, existed: false, adopted: false })
+    Ok(Ok((want, ep)))
 }
 
 /// Removes a sandbox's endpoint on a network. Ok(false): it was not connected.
 pub fn disconnect(e: &mut Engine, network: &str, sandbox: &str) -> Result<bool> {
-    let Some(sb) = e.state.sandboxes.get_mut(sandbox) else {
+    let Some(sb) = e.state.sandboxes.get(sandbox) else {
         return refuse(format!("no sandbox named {sandbox}"));
     };
-    let Some(pos) = sb.endpoints.iter().position(|x| x.network == network) else {
+    if !sb.endpoints.iter().any(|x| x.network == network) {
         return Ok(false);
-    };
+    }
+    let from = e.state.clone();
+    let mut target = from.clone();
+    target.sandboxes.get_mut(sandbox).expect("checked above").endpoints.retain(|x| x.network != network);
     // Deleting the host end removes the pair, the peer inside the sandbox with it.
-    Links::open()?.delete_link(&sb.endpoints[pos].host_ifname)?;
-    sb.endpoints.remove(pos);
+    let keep = |op: &LinkOp| matches!(op, LinkOp::Disconnect { sandbox: s, endpoint: x } if s == sandbox && x.network == network);
+    change_links(e, &from, &target, &keep)?;
     e.save()?;
     Ok(true)
 }

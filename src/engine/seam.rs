@@ -37,8 +37,9 @@ pub trait LinkKernel {
     fn addrs(&mut self) -> Result<Vec<Addr>>;
     /// What the kernel has of the networks and sandboxes of `a` and `b`, for `linkplan`.
     fn observe(&mut self, a: &State, b: &State) -> Result<Observed>;
-    /// Does one link step (`linkplan::plan_links`) and records its effect in `rec`.
-    fn execute(&mut self, op: &LinkOp, store: &Store, rec: &mut State) -> Result<()>;
+    /// Does one link step (`linkplan::plan_links`) and records its effect in `rec`; returns notes
+    /// on host settings changed on the side.
+    fn execute(&mut self, op: &LinkOp, store: &Store, rec: &mut State) -> Result<Vec<String>>;
     /// Writes (or removes) the sysctl drop-in that puts netnat's sysctls back at boot.
     fn write_conf(&mut self, state: &State) -> Result<()>;
 }
@@ -84,7 +85,7 @@ impl LinkKernel for NetlinkLinks {
     fn observe(&mut self, a: &State, b: &State) -> Result<Observed> {
         kernel::observe_links(&self.0, a, b)
     }
-    fn execute(&mut self, op: &LinkOp, store: &Store, rec: &mut State) -> Result<()> {
+    fn execute(&mut self, op: &LinkOp, store: &Store, rec: &mut State) -> Result<Vec<String>> {
         kernel::execute(op, &self.0, store, rec)
     }
     fn write_conf(&mut self, state: &State) -> Result<()> {

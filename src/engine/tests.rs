@@ -137,3 +137,32 @@ fn a_refused_change_touches_neither_kernel_nor_record() {
     assert_eq!(record(&dir), published);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn disconnect_goes_through_the_link_planner() {
+    let before = seed_state("nnveth0");
+    let dir = state_dir("disconnect", &before);
+    let (kernel, _fw, links) = fake::kernel(&before);
+    let mut e = Engine::open_with(&dir, kernel).unwrap();
+    assert!(super::network::disconnect(&mut e, "MyDocker0", "ns1").unwrap());
+    assert!(!super::network::disconnect(&mut e, "MyDocker0", "ns1").unwrap(), "a second disconnect has nothing to do");
+    drop(e);
+    let executed = links.0.borrow().executed.clone();
+    assert_eq!(executed.len(), 1, "{executed:?}");
+    assert!(executed[0].starts_with("disconnect ns1 from MyDocker0"), "{executed:?}");
+    assert!(record(&dir).sandboxes["ns1"].endpoints.is_empty());
+}
+
+#[test]
+fn a_failed_link_step_changes_nothing_in_the_record() {
+    let before = seed_state("nnveth0");
+    let dir = state_dir("disconnect-fails", &before);
+    let (kernel, _fw, links) = fake::kernel(&before);
+    links.0.borrow_mut().fail_execute = true;
+    let mut e = Engine::open_with(&dir, kernel).unwrap();
+    let err = super::network::disconnect(&mut e, "MyDocker0", "ns1").unwrap_err();
+    assert!(format!("{err:#}").contains("disconnect ns1 from MyDocker0"), "{err:#}");
+    assert_eq!(e.state, before, "the engine's state changed");
+    drop(e);
+    assert_eq!(record(&dir), before);
+}
