@@ -25,7 +25,10 @@ BIN := $(abspath $(TARGET_DIR))/release/netnat
 # Prometheus server on :9090): `make deps` installs them with a policy-rc.d that keeps any service
 # from starting (unless the host has its own) and disables the units it installed. The tests start
 # their own node_exporter in a throwaway namespace.
-TEST_SERVICES := prometheus prometheus-node-exporter firewalld ufw docker containerd
+# PACKAGE:UNIT pairs: the units `make deps` disables after installing their package (docker.io
+# brings docker.service and docker.socket, which would start dockerd on first connection).
+TEST_SERVICES := prometheus:prometheus prometheus-node-exporter:prometheus-node-exporter firewalld:firewalld \
+	ufw:ufw docker.io:docker.service docker.io:docker.socket containerd:containerd
 DEB_PACKAGES := libnftnl-dev libmnl-dev pkg-config nftables iproute2 iptables conntrack socat curl python3 \
 	e2fsprogs dpkg-dev lintian containernetworking-plugins podman crun busybox-static prometheus-node-exporter \
 	prometheus firewalld ufw docker.io containerd dbus libdbus-1-dev protobuf-compiler python3-grpcio python3-grpc-tools \
@@ -77,9 +80,9 @@ deps:
 	    rc=0; apt-get install -y -q --no-install-recommends $$missing || rc=$$?; \
 	    if [ -n "$$policy" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
 	    [ $$rc -eq 0 ] || exit $$rc; \
-	    for u in $(TEST_SERVICES); do \
-	        case " $$missing " in *" $$u "*) \
-	            if command -v systemctl >/dev/null; then systemctl disable "$$u" >/dev/null 2>&1 || true; fi;; \
+	    for pu in $(TEST_SERVICES); do \
+	        case " $$missing " in *" $${pu%%:*} "*) \
+	            if command -v systemctl >/dev/null; then systemctl disable "$${pu#*:}" >/dev/null 2>&1 || true; fi;; \
 	        esac; \
 	    done; \
 	else \

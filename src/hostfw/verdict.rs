@@ -281,7 +281,11 @@ fn compare(reg: Option<&Reg>, op: CmpOp, data: &[u8]) -> Match {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nft::expr::*;
+    use crate::nft::expr::{
+        cmp, load_ip_daddr, load_meta, load_th_dport, match_ct_bits, match_ifname, CmpOp, Expr, Verdict, CT_STATE,
+        CT_STATE_ESTABLISHED, CT_STATE_RELATED, CT_STATUS, CT_STATUS_DNAT, META_IIFNAME, META_NFPROTO, META_OIFNAME,
+        REG_1,
+    };
     use crate::nft::BaseChain;
 
     fn chain(family: u32, table: &str, name: &str, policy: Option<u32>) -> LiveChain {
