@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 /// netnat's table as a fake kernel holds it. Element changes are applied as the kernel would;
-/// a batch that changes the layout (chains, rules, sets) is refused, so a test that expects
+/// so is deleting the whole table; a batch that changes the layout (chains, rules, sets) is refused, so a test that expects
 /// only element changes notices when it gets others.
 #[derive(Debug, Default)]
 pub struct FirewallState {
@@ -47,6 +47,13 @@ impl Firewall for FakeFirewall {
             return Err(anyhow!(std::io::Error::from_raw_os_error(errno)).context("the fake kernel refused the batch"));
         }
         if ops.is_empty() {
+            return Ok(());
+        }
+        if let [NftOp::DelTable] = ops {
+            if s.table.take().is_none() {
+                bail!("no table inet netnat (ENOENT)");
+            }
+            s.batches.push(ops.to_vec());
             return Ok(());
         }
         let elements_only = ops.iter().all(|op| {
@@ -85,7 +92,12 @@ impl Firewall for FakeFirewall {
 /// is in place, so the link planner has nothing to do unless a test says otherwise.
 #[derive(Debug, Default)]
 pub struct LinkState {
+    pub links: Vec<LinkInfo>,
+    /// Links with an alias (netnat's marks), and the alias.
+    pub aliased: Vec<(LinkInfo, String)>,
     pub addrs: Vec<Addr>,
+    /// Every link deleted, by name.
+    pub deleted: Vec<String>,
     /// Every link step executed, as text.
     pub executed: Vec<String>,
     /// `execute` fails.
@@ -98,7 +110,7 @@ pub struct FakeLinks(pub Rc<RefCell<LinkState>>);
 
 impl LinkKernel for FakeLinks {
     fn links(&mut self) -> Result<Vec<LinkInfo>> {
-        Ok(vec![])
+        Ok(self.0.borrow().links.clone())
     }
     fn addrs(&mut self) -> Result<Vec<Addr>> {
         Ok(self.0.borrow().addrs.clone())
@@ -143,6 +155,10 @@ impl LinkKernel for FakeLinks {
                     sb.endpoints.push(endpoint.clone());
                 }
             }
+            LinkOp::RemoveSandbox { name, .. } => {
+                rec.sandboxes.remove(name);
+            }
+            LinkOp::RestoreSysctls => rec.sysctls.clear(),
             LinkOp::RemoveNetwork { network } => {
                 rec.networks.remove(&network.name);
             }
@@ -156,6 +172,35 @@ impl LinkKernel for FakeLinks {
     fn write_conf(&mut self, _state: &State) -> Result<()> {
         self.0.borrow_mut().conf_writes += 1;
         Ok(())
+    }
+    fn delete_link(&mut self, name: &str) -> Result<bool> {
+        let mut s = self.0.borrow_mut();
+        if s.fail_execute {
+            bail!("the fake kernel refused to delete {name}");
+        }
+        s.deleted.push(name.into());
+        let had = s.links.iter().any(|l| l.name == name);
+        s.links.retain(|l| l.name != name);
+        s.aliased.retain(|(l, _)| l.name != name);
+        Ok(had)
+    }
+    fn aliased_links(&mut self) -> Result<Vec<(LinkInfo, String)>> {
+        Ok(self.0.borrow().aliased.clone())
+    }
+    fn ra_route_links(&mut self) -> Result<Vec<String>> {
+        Ok(vec![])
+    }
+    fn add_handoff_veth(&mut self, bridge: &str, host: &str, peer: &str, _: Option<[u8; 6]>, _: &str) -> Result<()> {
+        let mut s = self.0.borrow_mut();
+        if s.fail_execute {
+            bail!("the fake kernel refused the veth pair {host}");
+        }
+        s.executed.push(format!("add veth {host} (peer {peer}) on {bridge}"));
+        Ok(())
+    }
+    fn in_sandbox(&mut self, _name: &str) -> Result<Box<dyn LinkKernel>> {
+        // A sandbox's namespace, as the fake holds it: empty (no netnat mark on its lo).
+        Ok(Box::new(FakeLinks::default()))
     }
 }
 

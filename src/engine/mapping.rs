@@ -161,7 +161,7 @@ pub fn change(e: &mut Engine, change: &Change) -> Result<Outcome> {
     // route_localnet on that bridge, as portmap does it.
     let owned: Vec<Mapping> =
         out.added.iter().chain(&out.promoted).filter(|m| e.state.owner_of(m).is_some()).copied().collect();
-    crate::host::localhost_to_foreign_bridges(&mut e.state, &owned)?;
+    crate::host::localhost_to_foreign_bridges(&mut e.state, &owned, || e.kernel.links.addrs())?;
     let touched = out.touched();
     // A publish syncs even with nothing to add: it repairs rules that drifted (as every command
     // does); other changes that change nothing write nothing.

@@ -2,7 +2,7 @@
 
 use super::kernel::{create_netns, delete_netns};
 use super::{refuse, Engine};
-use crate::link::{self, netns, Links};
+use crate::link::{self, netns};
 use crate::linkplan::{self, LinkOp};
 use crate::model::{check_ifname, check_name, host_ifname, Endpoint, Network, Sandbox, State};
 use crate::validate;
@@ -271,9 +271,8 @@ pub fn remove_sandbox(e: &mut Engine, name: &str) -> Result<Option<Sandbox>> {
     let Some(sb) = e.state.sandboxes.get(name).cloned() else {
         return Ok(None);
     };
-    let links = Links::open()?;
     for ep in &sb.endpoints {
-        links.delete_link(&ep.host_ifname)?;
+        e.kernel.links.delete_link(&ep.host_ifname)?;
     }
     if sb.created {
         delete_netns(e.store(), name)?;

@@ -166,3 +166,52 @@ fn a_failed_link_step_changes_nothing_in_the_record() {
     drop(e);
     assert_eq!(record(&dir), before);
 }
+
+#[test]
+fn reset_removes_what_the_record_names_through_the_fakes() {
+    let before = seed_state("nnveth0");
+    let dir = state_dir("reset", &before);
+    let (kernel, fw, links) = fake::kernel(&before);
+    let (e, damage) = Engine::open_any_with(&dir, kernel).unwrap();
+    assert!(damage.is_none());
+    let done = super::reset::reset(e, damage).unwrap();
+    assert_eq!((done.networks, done.sandboxes, done.had_table), (1, 1, true));
+    // The table in one batch, the veth and the bridge, the namespace netnat made, its sysctls and
+    // the drop-in: all through the seam.
+    assert!(fw.0.borrow().table.is_none(), "table inet netnat is gone");
+    let l = links.0.borrow();
+    assert_eq!(l.deleted, ["nnveth0", "MyDocker0"].map(String::from).to_vec());
+    assert!(l.executed.iter().any(|s| s.contains("ns1")), "{:?}", l.executed);
+    assert_eq!(l.conf_writes, 1);
+    assert_eq!(record(&dir), State::default());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_reset_that_leaves_things_behind_says_what_and_keeps_the_record() {
+    let before = seed_state("nnveth0");
+    let dir = state_dir("reset-fails", &before);
+    let (kernel, _fw, links) = fake::kernel(&before);
+    links.0.borrow_mut().fail_execute = true;
+    let (e, damage) = Engine::open_any_with(&dir, kernel).unwrap();
+    let err = super::reset::reset(e, damage).unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("reset left things behind") && text.contains("deleting veth nnveth0"), "{text}");
+    assert_eq!(record(&dir), before, "the record still names what is left");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn metrics_are_read_through_the_seam() {
+    let before = seed_state("nnveth0");
+    let dir = state_dir("metrics", &before);
+    let (mut kernel, fw, _links) = fake::kernel(&before);
+    let text = super::metrics::collect_from(&dir, &mut kernel).unwrap();
+    assert!(text.contains("netnat_networks 1"), "{text}");
+    assert!(text.contains("netnat_sandboxes 1"), "{text}");
+    // The table gone from the (fake) kernel is what the audit's error count says.
+    fw.0.borrow_mut().table = None;
+    let text = super::metrics::collect_from(&dir, &mut kernel).unwrap();
+    assert!(!text.contains("netnat_audit_errors 0"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
