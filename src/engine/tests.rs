@@ -215,3 +215,52 @@ fn metrics_are_read_through_the_seam() {
     assert!(!text.contains("netnat_audit_errors 0"), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The file `netnat save` would write for `st`, as `apply` reads it.
+fn file_of(st: &State) -> crate::config::Parsed {
+    crate::config::load(&crate::config::to_toml(st, &[])).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+#[test]
+fn apply_goes_through_the_one_mapping_operation() {
+    // The veth named as netnat names it, so the file's endpoint is the record's.
+    let before = seed_state(&crate::model::host_ifname("ns1", "MyDocker0"));
+    let dir = state_dir("apply", &before);
+    let (kernel, fw, links) = fake::kernel(&before);
+    let mut e = Engine::open_with(&dir, kernel).unwrap();
+    let mut wanted = before.clone();
+    wanted.mappings.push("9090:172.16.1.1:8080".parse().unwrap());
+    let done = super::apply::apply(&mut e, &file_of(&wanted), Default::default()).unwrap();
+    assert!(done.failures.is_empty(), "{:?}", done.failures);
+    // No link step (all in place), the mapping's elements in one batch, then the record.
+    assert!(links.0.borrow().executed.is_empty(), "{:?}", links.0.borrow().executed);
+    assert_eq!(fw.0.borrow().batches.len(), 1);
+    drop(e);
+    assert_eq!(record(&dir).mappings, wanted.mappings);
+    let want = crate::ruleset::fake::live_after(&crate::ruleset::desired(&wanted), 0, 0);
+    assert_eq!(elems(&fw), want.elems);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn apply_is_refused_as_publish_is_with_the_same_message() {
+    let before = seed_state("nnveth0");
+    let dir = state_dir("apply-refused", &before);
+    // A host address this host does not have: the one mapping operation's check, word for word.
+    let spec = "10.1.2.3:80:172.16.1.1:80";
+    let (kernel, fw, links) = fake::kernel(&before);
+    let mut e = Engine::open_with(&dir, kernel).unwrap();
+    let mut wanted = before.clone();
+    wanted.mappings.push(spec.parse().unwrap());
+    let by_apply = super::apply::apply(&mut e, &file_of(&wanted), Default::default()).unwrap_err();
+    let by_publish = mapping::change(&mut e, &publish(spec)).unwrap_err();
+    assert!(
+        format!("{by_apply:#}").contains("10.1.2.3 in 10.1.2.3:80:172.16.1.1:80/tcp is not an address"),
+        "{by_apply:#}"
+    );
+    assert_eq!(format!("{by_apply:#}"), format!("{by_publish:#}"));
+    assert!(fw.0.borrow().batches.is_empty() && links.0.borrow().executed.is_empty());
+    drop(e);
+    assert_eq!(record(&dir), before);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
