@@ -72,7 +72,7 @@ pub fn apply(e: &mut Engine, parsed: &config::Parsed, o: ApplyOptions) -> Result
         Ok(ops) => out.steps.extend(ops.iter().map(NftOp::to_string)),
         Err(err) => out.failures.push(format!("could not update table inet {}: {err:#}", ruleset::TABLE)),
     }
-    let fw = crate::hostfw::sync(&mut e.state);
+    let fw = crate::hostfw::sync(&mut e.state, e.kernel.firewall.foreign());
     out.steps.extend(fw.steps);
     out.warnings = fw.warnings;
     e.save()?;

@@ -3,9 +3,11 @@
 //! an operation and make the next step fail.
 
 use super::seam::{Firewall, Kernel, LinkKernel};
+use crate::hostfw::Tables;
 use crate::link::{Addr, LinkInfo};
 use crate::linkplan::{bridge_addrs, LinkOp, Observed, ObservedLink};
 use crate::model::State;
+use crate::nft::hook::ForeignOp;
 use crate::nft::spec::NftOp;
 use crate::nft::{LiveChain, LiveRule, LiveTable};
 use crate::ruleset::{self, fake::apply_elems};
@@ -27,6 +29,10 @@ pub struct FirewallState {
     pub fail_apply: VecDeque<Option<i32>>,
     /// `read_table` fails (for the put-back failure).
     pub fail_read: bool,
+    /// Other programs' chains and rules (`read_others`, the host-firewall drivers' view).
+    pub others: (Vec<LiveChain>, Vec<LiveRule>),
+    /// Every change to other tables (a driver's), in order.
+    pub foreign: Vec<Vec<ForeignOp>>,
 }
 
 #[derive(Clone, Default)]
@@ -84,7 +90,35 @@ impl Firewall for FakeFirewall {
         }))
     }
     fn read_others(&mut self) -> Result<(Vec<LiveChain>, Vec<LiveRule>)> {
-        Ok((vec![], vec![]))
+        Ok(self.0.borrow().others.clone())
+    }
+    fn foreign(&mut self) -> &mut dyn Tables {
+        self
+    }
+}
+
+impl Tables for FakeFirewall {
+    fn read_all(&mut self) -> Result<(Vec<LiveChain>, Vec<LiveRule>)> {
+        self.read_others()
+    }
+    fn change_foreign(&mut self, ops: &[ForeignOp]) -> Result<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut s = self.0.borrow_mut();
+        for op in ops {
+            match op {
+                ForeignOp::Insert { family, table, chain, exprs } => {
+                    let handle = s.others.1.iter().map(|r| r.handle).max().unwrap_or(0) + 1;
+                    let (table, chain, exprs) = (table.clone(), chain.clone(), exprs.clone());
+                    let rule = LiveRule { table, family: *family, chain, handle, exprs, comment: None };
+                    s.others.1.insert(0, rule);
+                }
+                ForeignOp::Delete { handle, .. } => s.others.1.retain(|r| r.handle != *handle),
+            }
+        }
+        s.foreign.push(ops.to_vec());
+        Ok(())
     }
 }
 

@@ -176,7 +176,7 @@ pub fn change(e: &mut Engine, change: &Change) -> Result<Outcome> {
         ));
     }
     if !out.added.is_empty() || !out.switched.is_empty() {
-        out.warnings.extend(forward_warnings(&e.state));
+        out.warnings.extend(forward_warnings(&e.state, e.kernel.firewall.as_mut()));
     }
     Ok(out)
 }

@@ -260,8 +260,8 @@ impl Engine {
 /// Warnings about forward chains of other tables that drop container traffic (Docker's
 /// iptables FORWARD policy DROP, firewalld's final reject, ufw's policy, a hand-written rule),
 /// each naming the rule that drops and that firewall's own fix (see `crate::hostfw`).
-pub fn forward_warnings(state: &State) -> Vec<String> {
-    crate::hostfw::warnings(state)
+pub fn forward_warnings(state: &State, fw: &mut dyn Firewall) -> Vec<String> {
+    crate::hostfw::warnings(state, fw.foreign())
 }
 
 fn is_errno(e: &anyhow::Error, codes: &[i32]) -> bool {

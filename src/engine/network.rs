@@ -69,7 +69,7 @@ pub fn create_network(e: &mut Engine, net: Network) -> Result<NetworkCreated> {
         }
         return Err(err);
     }
-    let fw = crate::hostfw::sync(&mut e.state);
+    let fw = crate::hostfw::sync(&mut e.state, e.kernel.firewall.foreign());
     notes.extend(fw.steps);
     e.save()?;
     let mut warnings: Vec<String> = if existed { None } else { drop_in_warning(e) }.into_iter().collect();
@@ -179,7 +179,7 @@ pub(super) fn remove_network_in(e: &mut Engine, name: &str) -> Result<NetworkRem
     e.state.networks.remove(name);
     e.sync_firewall()?;
     // Closed in the host firewalls while the bridge still exists (firewalld unbinds it).
-    let fw = crate::hostfw::sync(&mut e.state);
+    let fw = crate::hostfw::sync(&mut e.state, e.kernel.firewall.foreign());
     let mut from = e.state.clone();
     from.networks.insert(name.into(), net.clone());
     let target = e.state.clone();

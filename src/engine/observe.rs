@@ -195,8 +195,9 @@ fn observe(state: State, kernel: &mut Kernel, sockets: Sockets) -> Result<Observ
     let table = fw.read_table().with_context(|| format!("reading table inet {TABLE}"))?;
     let (chains, rules) = fw.read_others()?;
     // Asking firewalld and ufw takes a D-Bus round trip and a ufw run: the audit only.
-    let host_firewall = (sockets == Sockets::Read)
-        .then(|| crate::hostfw::observe(&crate::hostfw::Kernel { chains: chains.clone(), rules: rules.clone() }));
+    let host_firewall = (sockets == Sockets::Read).then(|| {
+        crate::hostfw::observe(&crate::hostfw::Kernel { chains: chains.clone(), rules: rules.clone() }, fw.foreign())
+    });
     let rtnl = kernel.links.as_mut();
     let live_links = rtnl.links()?;
     let ra_links = rtnl.ra_route_links().context("listing IPv6 routes learned from router advertisements")?;

@@ -34,7 +34,7 @@ pub fn reload(e: &mut Engine) -> Result<Reloaded> {
     }
     e.kernel.links.write_conf(&e.state)?;
     // A host firewall that started (or reloaded) since: opened again through its hook.
-    let fw = crate::hostfw::sync(&mut e.state);
+    let fw = crate::hostfw::sync(&mut e.state, e.kernel.firewall.foreign());
     notes.extend(fw.steps);
     e.save()?;
     Ok(Reloaded { operations: plan.ops().len(), missing, notes, warnings: fw.warnings })

@@ -50,7 +50,7 @@ pub fn reset(mut ctx: Engine, damage: Option<Damage>) -> Result<Reset> {
     // one that says exactly what it could not remove.
     let mut failures: Vec<String> = vec![];
     // Host firewalls first (firewalld unbinds bridges that still exist), then netnat's table.
-    failures.extend(crate::hostfw::remove_all(&mut ctx.state));
+    failures.extend(crate::hostfw::remove_all(&mut ctx.state, ctx.kernel.firewall.foreign()));
     let mut note = |r: Result<bool>, what: String| {
         if let Err(e) = r {
             failures.push(format!("{what}: {e:#}"));

@@ -5,9 +5,11 @@
 //! root or a namespace.
 //!
 //! This is netnat's own table and links only. A host firewall's hooks (firewalld, ufw, Docker's
-//! DOCKER-USER) are another trait, the host-firewall driver's.
+//! DOCKER-USER) are another trait, the host-firewall driver's; the rules a driver keeps in other
+//! nftables tables go through `hostfw::Tables`, which `Firewall::foreign` hands out.
 
 use super::kernel;
+use crate::hostfw::Tables;
 use crate::link::{Addr, LinkInfo, Links};
 use crate::linkplan::{LinkOp, Observed};
 use crate::model::State;
@@ -27,6 +29,9 @@ pub trait Firewall {
     fn read_layout(&mut self) -> Result<Option<LiveTable>>;
     /// The chains and rules of every table, other programs' included.
     fn read_others(&mut self) -> Result<(Vec<LiveChain>, Vec<LiveRule>)>;
+    /// Other programs' tables as the host-firewall drivers read and change them (Docker's
+    /// DOCKER-USER): the same kernel, through the drivers' own trait.
+    fn foreign(&mut self) -> &mut dyn Tables;
 }
 
 /// The host's links, namespaces and the sysctls netnat sets.
@@ -89,6 +94,9 @@ impl Firewall for Nft {
     }
     fn read_others(&mut self) -> Result<(Vec<LiveChain>, Vec<LiveRule>)> {
         Nft::read_all(self)
+    }
+    fn foreign(&mut self) -> &mut dyn Tables {
+        self
     }
 }
 

@@ -264,3 +264,26 @@ fn apply_is_refused_as_publish_is_with_the_same_message() {
     assert_eq!(record(&dir), before);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_docker_driver_keeps_docker_user_through_the_seam() {
+    use super::seam::Firewall;
+    let mut st = seed_state("nnveth0");
+    st.networks.get_mut("MyDocker0").unwrap().host_firewall = crate::model::HostFirewallMode::Auto;
+    let (_kernel, mut fw, _links) = fake::kernel(&st);
+    // Docker runs: its table filter has DOCKER-USER (IPv4 only here).
+    let chain = crate::nft::LiveChain { table: "filter".into(), family: 2, name: "DOCKER-USER".into(), base: None };
+    fw.0.borrow_mut().others.0.push(chain);
+    let synced = crate::hostfw::sync(&mut st, fw.foreign());
+    assert_eq!(synced.steps.len(), 1, "{synced:?}");
+    assert_eq!(st.host_firewall.len(), 1);
+    assert_eq!(st.host_firewall[0].firewall, crate::model::HostFirewallKind::Docker);
+    // -i and -o MyDocker0's bridge, marked as netnat's, in one transaction.
+    assert_eq!(fw.0.borrow().foreign.len(), 1);
+    assert_eq!(fw.0.borrow().others.1.len(), 2);
+    // In place: a second sync changes nothing; reset's removal takes exactly those two away.
+    assert!(crate::hostfw::sync(&mut st, fw.foreign()).steps.is_empty());
+    assert_eq!(fw.0.borrow().foreign.len(), 1);
+    assert!(crate::hostfw::remove_all(&mut st, fw.foreign()).is_empty());
+    assert!(fw.0.borrow().others.1.is_empty() && st.host_firewall.is_empty());
+}
