@@ -23,6 +23,7 @@ mod kernel;
 pub mod mapping;
 pub mod metrics;
 pub mod network;
+mod observe;
 pub mod ports;
 pub mod recover;
 pub mod reload;
@@ -32,11 +33,11 @@ pub mod seam;
 mod tests;
 pub mod trace;
 
-pub use kernel::{listeners, missing_links, observe_audit, observe_kernel, observe_metrics};
+pub use observe::{listeners, missing_links, observe_audit, observe_kernel, observe_metrics};
 pub use seam::{Firewall, Kernel, LinkKernel};
 
 use crate::model::{InputError, Mapping, State};
-use crate::nft::{LiveTable, Nft};
+use crate::nft::LiveTable;
 use crate::recover as rebuild;
 use crate::ruleset::{self, Plan, TABLE};
 use crate::state::{Record, Store};
@@ -111,9 +112,9 @@ impl Engine {
 
     /// As `open`, on the kernel given (the unit tests' fakes): the lock, the record (refused
     /// when damaged) and its room reserved.
-    pub fn open_with(dir: &Path, kernel: Kernel) -> Result<Engine> {
+    pub fn open_with(dir: &Path, mut kernel: Kernel) -> Result<Engine> {
         let mut store = Store::lock(dir)?;
-        let state = match load(&store)? {
+        let state = match load(&store, &mut kernel)? {
             Ok(s) => s,
             Err(why) => bail!("{}", refusal(&store, &why)),
         };
@@ -132,15 +133,16 @@ impl Engine {
     /// before anything is touched.
     pub fn open_for(dir: &Path, key: &str, maps: &[Mapping], reserve: bool) -> Result<Engine> {
         require_net_admin()?;
+        let mut kernel = Kernel::netlink()?;
         let mut store = Store::lock(dir)?;
-        let state = match load_with(&store, store.read_for(key, maps))? {
+        let state = match load_with(&store, store.read_for(key, maps), &mut kernel)? {
             Ok(s) => s,
             Err(why) => bail!("{}", refusal(&store, &why)),
         };
         if reserve {
             store.reserve(store.record_len() + ROOM)?;
         }
-        let mut e = Engine::new(store, state, Kernel::netlink()?);
+        let mut e = Engine::new(store, state, kernel);
         e.partial = true;
         Ok(e)
     }
@@ -151,12 +153,17 @@ impl Engine {
     /// state directory).
     pub fn open_unreserved(dir: &Path) -> Result<Engine> {
         require_net_admin()?;
+        Engine::open_unreserved_with(dir, Kernel::netlink()?)
+    }
+
+    /// As `open_unreserved`, on the kernel given.
+    pub fn open_unreserved_with(dir: &Path, mut kernel: Kernel) -> Result<Engine> {
         let store = Store::lock(dir)?;
-        let state = match load(&store)? {
+        let state = match load(&store, &mut kernel)? {
             Ok(s) => s,
             Err(why) => bail!("{}", refusal(&store, &why)),
         };
-        Ok(Engine::new(store, state, Kernel::netlink()?))
+        Ok(Engine::new(store, state, kernel))
     }
 
     /// For `reset` and `recover`, which must work on a damaged record: as `open`, but a record
@@ -164,18 +171,23 @@ impl Engine {
     /// with what the kernel could not tell.
     pub fn open_any(dir: &Path) -> Result<(Engine, Option<Damage>)> {
         require_net_admin()?;
+        Engine::open_any_with(dir, Kernel::netlink()?)
+    }
+
+    /// As `open_any`, on the kernel given.
+    pub fn open_any_with(dir: &Path, mut kernel: Kernel) -> Result<(Engine, Option<Damage>)> {
         let mut store = Store::lock(dir)?;
-        let (state, damage) = match load(&store)? {
+        let (state, damage) = match load(&store, &mut kernel)? {
             Ok(s) => (s, None),
             Err(why) => {
-                let r = rebuild::rebuild(&observe_kernel(Some(&store), true)?);
+                let r = rebuild::rebuild(&observe_kernel(&mut kernel, Some(&store), true)?);
                 (r.state, Some(Damage { why, lost: r.lost }))
             }
         };
         // A rebuilt record can be larger than the damaged file (an empty one, say).
         let len = store.record_len().max(crate::state::render(&state).len());
         store.reserve(len + ROOM)?;
-        Ok((Engine::new(store, state, Kernel::netlink()?), damage))
+        Ok((Engine::new(store, state, kernel), damage))
     }
 
     /// Makes sure the record can grow to `predicted` (plus the usual room) before the kernel is
@@ -199,7 +211,7 @@ impl Engine {
             if self.sweep_trace {
                 // Best effort: the command's own work is done and recorded. What cannot be removed
                 // now is left for the next command, and `netnat audit` reports it meanwhile.
-                let _ = trace::remove_leftover(&self.store);
+                let _ = trace::remove_leftover(&self.store, self.kernel.firewall.as_mut());
             }
             return Ok(());
         };
@@ -313,9 +325,9 @@ impl Engine {
 
     /// `sync_firewall` for a caller that wants the operations sent, not the plan (`apply`): the
     /// plan's elements move into the operations instead of being copied.
-    pub fn sync_firewall_ops(&self) -> Result<Vec<ruleset::NftOp>> {
-        let mut nft = Nft::open()?;
-        let live = nft.read_table(TABLE)?;
+    pub fn sync_firewall_ops(&mut self) -> Result<Vec<ruleset::NftOp>> {
+        let nft = &mut self.kernel.firewall;
+        let live = nft.read_table()?;
         let ops = ruleset::plan(&ruleset::desired(&self.state), live.as_ref()).into_ops();
         nft.apply(&ops)?;
         Ok(ops)
@@ -325,8 +337,8 @@ impl Engine {
 /// Warnings about forward chains of other tables that drop container traffic (Docker's
 /// iptables FORWARD policy DROP, firewalld's final reject, ufw's policy, a hand-written rule),
 /// each naming the rule that drops and that firewall's own fix (see `crate::hostfw`).
-pub fn forward_warnings(state: &State) -> Vec<String> {
-    crate::hostfw::warnings(state)
+pub fn forward_warnings(state: &State, fw: &mut dyn Firewall) -> Vec<String> {
+    crate::hostfw::warnings(state, fw.foreign())
 }
 
 fn is_errno(e: &anyhow::Error, codes: &[i32]) -> bool {
@@ -335,9 +347,9 @@ fn is_errno(e: &anyhow::Error, codes: &[i32]) -> bool {
     })
 }
 
-/// Reads netnat's table as it is in the kernel.
+/// Reads netnat's table as it is in the kernel (for the commands that only read).
 pub fn read_live_table() -> Result<Option<LiveTable>> {
-    Nft::open()?.read_table(TABLE)
+    Kernel::netlink()?.firewall.read_table()
 }
 
 /// Fails with one clear line, before anything is touched, when the process cannot change the
@@ -369,16 +381,16 @@ pub struct Damage {
 
 /// The record, or why it cannot be used: unreadable, or missing while the kernel holds
 /// netnat's table, links or namespaces (then it was lost, not never written).
-pub fn load(store: &Store) -> Result<Result<State, String>> {
-    load_with(store, store.read())
+pub fn load(store: &Store, kernel: &mut Kernel) -> Result<Result<State, String>> {
+    load_with(store, store.read(), kernel)
 }
 
 /// `load` of what `store` gave (all of the record or part of it).
-fn load_with(store: &Store, record: Record) -> Result<Result<State, String>> {
+fn load_with(store: &Store, record: Record, kernel: &mut Kernel) -> Result<Result<State, String>> {
     Ok(match record {
         Record::Read(s) => Ok(s),
         Record::Unreadable(why) => Err(why),
-        Record::Missing if observe_kernel(Some(store), false)?.is_empty() => Ok(State::default()),
+        Record::Missing if observe_kernel(kernel, Some(store), false)?.is_empty() => Ok(State::default()),
         Record::Missing => Err("the file is missing, while netnat's table, links or namespaces exist".into()),
     })
 }
@@ -398,15 +410,16 @@ fn refusal(store: &Store, why: &str) -> String {
 /// prints (the engine prints nothing).
 pub fn read_state(dir: &Path) -> Result<(State, Option<String>)> {
     let store = Store::open_existing(dir)?;
+    let kernel = &mut Kernel::netlink()?;
     let why = match &store {
-        Some(s) => match load(s)? {
+        Some(s) => match load(s, kernel)? {
             Ok(st) => return Ok((st, None)),
             Err(why) => why,
         },
-        None if observe_kernel(None, false)?.is_empty() => return Ok((State::default(), None)),
+        None if observe_kernel(kernel, None, false)?.is_empty() => return Ok((State::default(), None)),
         None => format!("its directory {} is missing, while netnat's table, links or namespaces exist", dir.display()),
     };
-    let state = rebuild::rebuild(&observe_kernel(store.as_ref(), true)?).state;
+    let state = rebuild::rebuild(&observe_kernel(kernel, store.as_ref(), true)?).state;
     Ok((state, Some(damaged_warning(dir, &why))))
 }
 
