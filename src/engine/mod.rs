@@ -1,8 +1,10 @@
 //! The engine: netnat's operations on typed values, below every front door (the CLI in
 //! `commands`, the CNI plugin). Each operation takes the lock, reads the record, checks the whole
-//! desired state (`validate`), changes the kernel (links through `link`, the firewall through
-//! `nft` as one transaction planned by `ruleset`), saves the record, and returns what it did as
-//! a typed outcome; it prints nothing. Nothing here builds a netlink message.
+//! desired state (`validate`), changes the kernel through the seam the `Engine` holds
+//! (`seam::Kernel`: links through `LinkKernel`, the firewall through `Firewall` as one
+//! transaction planned by `ruleset`), saves the record, and returns what it did as a typed
+//! outcome; it prints nothing. Nothing here builds a netlink message, and only
+//! `Kernel::netlink` opens the real handles (a sandbox's own namespace aside, in `kernel`).
 //!
 //! One order for every operation (see `Engine` for the record's side of it):
 //! 1. Check the input and the state it leads to; a problem is an `InputError` (exit 2) and
