@@ -61,14 +61,15 @@ pub fn change_if(
     Ok(Some(out))
 }
 
-/// For ADD (`create`) and DEL of one attachment: as `change` and `change_if`, but the engine
-/// reads of the record only the attachment `key` and those the request can meet (`maps` are the
-/// mappings ADD asks for), so a request costs the same beside 10 or 10,000 mappings
-/// (`Engine::open_for`). A change that needs the whole record runs again on all of it.
+/// For ADD (`create`) and DEL of one attachment: as `change_if`, but the engine reads of the
+/// record only the attachment `key` and those the request can meet (`maps` are the mappings ADD
+/// asks for, `tokens` the host ports a DEL names), so a request costs the same beside 10 or
+/// 10,000 mappings (`Engine::open_for`). A change that needs the whole record runs again on all
+/// of it.
 pub fn change_for(
     dir: &Path,
     doing: &str,
-    (key, maps): (&str, &[Mapping]),
+    (key, maps, tokens): (&str, &[Mapping], &[String]),
     create: bool,
     make: impl Fn(&State) -> Option<Change>,
 ) -> Result<Option<Outcome>, CniError> {
@@ -79,7 +80,7 @@ pub fn change_for(
         let Some(change) = make(&e.state) else { return Ok(None) };
         mapping::change(&mut e, &change).map(Some)
     };
-    let out = match Engine::open_for(dir, key, maps, create).and_then(run) {
+    let out = match Engine::open_for(dir, key, (maps, tokens), create).and_then(run) {
         // The partial engine is gone (and its lock with it): nothing was changed.
         Err(e) if e.downcast_ref::<NeedsWhole>().is_some() => {
             if create { Engine::open(dir) } else { Engine::open_unreserved(dir) }.and_then(run)

@@ -76,7 +76,7 @@ fn serve(env: &Env, stdin: &[u8], dir: &Path) -> Result<String, CniError> {
     let req = spec::decode(stdin, cmd)?;
     match cmd {
         Command::Add => add(env, &req, dir),
-        Command::Del => del(env, &req, dir).map(|_| String::new()),
+        Command::Del => del(env, &req, stdin, dir).map(|_| String::new()),
         Command::Check => check(env, &req, dir).map(|_| String::new()),
         Command::Gc => gc(&req, dir).map(|_| String::new()),
         Command::Status => adapter::status(dir).map(|_| String::new()),
@@ -127,17 +127,18 @@ fn add(env: &Env, req: &Request, dir: &Path) -> Result<String, CniError> {
     let id = attachment_id(req, container_id, ifname);
     let key = id.key();
     let change = Change::Attach { id, maps: wanted.clone(), allow };
-    adapter::change_for(dir, "publish the container's ports", (&key, &wanted), true, |_| Some(change.clone()))?;
+    adapter::change_for(dir, "publish the container's ports", (&key, &wanted, &[]), true, |_| Some(change.clone()))?;
     Ok(result)
 }
 
-fn del(env: &Env, req: &Request, dir: &Path) -> Result<(), CniError> {
+fn del(env: &Env, req: &Request, stdin: &[u8], dir: &Path) -> Result<(), CniError> {
     let (container_id, ifname, _) = env.attachment(Command::Del)?;
     let id = attachment_id(req, container_id, ifname);
     // Nothing recorded for it (a repeated DEL, or an ADD without ports): success, nothing written.
     let (doing, key) = ("unpublish the container's ports", id.key());
     let detach = |st: &crate::model::State| st.attachments.contains_key(&key).then(|| Change::Detach(vec![id.clone()]));
-    adapter::change_for(dir, doing, (&key, &[]), false, detach)?;
+    let tokens = plan::port_tokens(stdin);
+    adapter::change_for(dir, doing, (&key, &[], &tokens), false, detach)?;
     Ok(())
 }
 

@@ -18,6 +18,26 @@ fn invalid(msg: &str, details: String) -> CniError {
 /// each entry goes to every family the container has, or, with a `hostIP`, to that address's
 /// family only. Each becomes a netnat `Mapping` through the publish spec's own checks (ports,
 /// addresses), as `netnat publish` makes them; conflicts are the engine's to find.
+/// The claim tokens of the host ports a DEL's configuration names (`tcp-8080`), read best effort
+/// from the raw request (DEL's decoding leaves runtimeConfig out: it must succeed whatever that
+/// holds). With them a DEL finds a claim whose attachment file was lost, and refuses.
+pub fn port_tokens(stdin: &[u8]) -> Vec<String> {
+    fn field<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+        v.as_object()?.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v)
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(stdin) else { return vec![] };
+    let entries = field(&v, "runtimeConfig").and_then(|r| field(r, "portMappings")).and_then(|p| p.as_array());
+    entries
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let port = field(e, "hostPort")?.as_u64().and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0)?;
+            let proto = field(e, "protocol").and_then(|p| p.as_str()).filter(|p| !p.is_empty()).unwrap_or("tcp");
+            Some(crate::state::port_token(proto.to_ascii_lowercase().parse().ok()?, port))
+        })
+        .collect()
+}
+
 pub fn wanted_mappings(entries: &[PortMapping], ips: &[IpAddr]) -> Result<Vec<Mapping>, CniError> {
     let mut out: Vec<Mapping> = vec![];
     for e in entries {
@@ -233,5 +253,13 @@ mod tests {
         assert!(check_kernel(&st, &id("a"), &want, Some(&gone)).unwrap_err().details.contains("missing"));
         st.mappings.clear();
         assert!(check_record(&st, &id("a"), &want).unwrap_err().details.contains("unpublished"));
+    }
+
+    #[test]
+    fn a_del_names_its_host_ports_best_effort() {
+        let text = br#"{"name":"n","RuntimeConfig":{"PortMappings":[{"HostPort":8080,"ContainerPort":80},
+            {"hostPort":53,"protocol":"UDP"},{"hostPort":"x"},{"hostPort":0},{"hostPort":1,"protocol":"icmp"}]}}"#;
+        assert_eq!(port_tokens(text), ["tcp-8080", "udp-53"]);
+        assert!(port_tokens(b"garbage").is_empty() && port_tokens(br#"{"runtimeConfig":5}"#).is_empty());
     }
 }

@@ -128,16 +128,17 @@ impl Engine {
         Engine { store, before: state.clone(), state, sweep_trace: false, kernel, partial: false, touched: vec![] }
     }
 
-    /// For a CNI request of attachment `key` asking for `maps` (ADD; none for DEL): as `open`
+    /// For a CNI request of attachment `key` asking for `maps` (ADD; for DEL none, and the
+    /// `tokens` of the host ports its request names, see `Store::read_for`): as `open`
     /// (or, with `reserve` false, `open_unreserved`), but of the record only the main file and
     /// the attachments the request can meet are read (`Store::read_for`), so the request costs
     /// the same beside 10 or 10,000 mappings. A change it cannot make so fails with `NeedsWhole`
     /// before anything is touched.
-    pub fn open_for(dir: &Path, key: &str, maps: &[Mapping], reserve: bool) -> Result<Engine> {
+    pub fn open_for(dir: &Path, key: &str, (maps, tokens): (&[Mapping], &[String]), reserve: bool) -> Result<Engine> {
         require_net_admin()?;
         let mut kernel = Kernel::netlink()?;
         let mut store = Store::lock(dir)?;
-        let state = match load_with(&store, store.read_for(key, maps), &mut kernel)? {
+        let state = match load_with(&store, store.read_for(key, maps, tokens), &mut kernel)? {
             Ok(s) => s,
             Err(why) => bail!("{}", refusal(&store, &why)),
         };
@@ -182,7 +183,11 @@ impl Engine {
         let (state, damage) = match load(&store, &mut kernel)? {
             Ok(s) => (s, None),
             Err(why) => {
-                let r = rebuild::rebuild(&observe_kernel(&mut kernel, Some(&store), true)?);
+                let mut r = rebuild::rebuild(&observe_kernel(&mut kernel, Some(&store), true)?);
+                // The claims of the CNI attachments outlive a damaged file: their owners come back.
+                if store.adopt_attachments(&mut r.state) > 0 {
+                    r.lost.push("the standby mappings of CNI attachments (not in the kernel)".into());
+                }
                 (r.state, Some(Damage { why, lost: r.lost }))
             }
         };

@@ -16,6 +16,8 @@
 
 mod split;
 
+pub use split::port_token;
+
 use crate::model::{Mapping, State};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -248,12 +250,13 @@ impl Store {
     }
 
     /// For a CNI request: state.json and only the attachments it can meet: the one named `key`
-    /// and those claimed under a token of its mappings or of `maps` (see `split`).
-    pub fn read_for(&self, key: &str, maps: &[Mapping]) -> Record {
-        self.read_with(Some((key, maps)))
+    /// and those claimed under a token of its mappings, of `maps` (what ADD asks for) or in
+    /// `tokens` (the host ports a DEL names: a claim without its file is then found).
+    pub fn read_for(&self, key: &str, maps: &[Mapping], tokens: &[String]) -> Record {
+        self.read_with(Some((key, maps, tokens)))
     }
 
-    fn read_with(&self, only: Option<(&str, &[Mapping])>) -> Record {
+    fn read_with(&self, only: Option<(&str, &[Mapping], &[String])>) -> Record {
         *self.disk.borrow_mut() = Disk::default();
         if self.dir.join(split::JOURNAL).exists() {
             return Record::Unreadable(format!(
@@ -278,7 +281,7 @@ impl Store {
         if disk.split {
             let read = match only {
                 None => self.read_all(&mut disk),
-                Some((key, maps)) => self.read_some(&mut disk, key, maps),
+                Some((key, maps, tokens)) => self.read_some(&mut disk, key, maps, tokens),
             };
             if let Err(why) = read {
                 return Record::Unreadable(why);
@@ -322,9 +325,10 @@ impl Store {
         Ok(())
     }
 
-    fn read_some(&self, disk: &mut Disk, key: &str, maps: &[Mapping]) -> Result<(), String> {
+    fn read_some(&self, disk: &mut Disk, key: &str, maps: &[Mapping], more: &[String]) -> Result<(), String> {
         disk.partial = true;
         let mut tokens: BTreeSet<String> = maps.iter().flat_map(split::mapping_tokens).collect();
+        tokens.extend(more.iter().cloned());
         if let Some(s) = self.read_attachment(key, disk)? {
             tokens.extend(split::tokens(&s.attachment));
             disk.atts.insert(key.to_string(), s);
@@ -342,6 +346,12 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// For a record rebuilt from the kernel: the attachments the claims name take back the
+    /// mappings they held (`split::adopt`). Returns how many.
+    pub fn adopt_attachments(&self, state: &mut State) -> usize {
+        split::all_claims(&self.dir).map(|c| split::adopt(state, &c)).unwrap_or(0)
     }
 
     /// After a partial read (`read_for`): whether attachment files exist that were not read. One

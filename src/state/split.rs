@@ -67,8 +67,13 @@ pub fn unescape(name: &str) -> Option<String> {
 /// promote) and its container address (the hairpin element its container shares).
 pub fn mapping_tokens(m: &Mapping) -> impl Iterator<Item = String> + '_ {
     (m.host_port..=m.host_port_end)
-        .map(move |p| format!("{}-{p}", m.protocol))
+        .map(move |p| port_token(m.protocol, p))
         .chain(std::iter::once(format!("ip-{}", m.container_ip)))
+}
+
+/// The token of a host port (`tcp-8080`).
+pub fn port_token(proto: crate::model::Proto, port: u16) -> String {
+    format!("{proto}-{port}")
 }
 
 /// Every token an attachment is claimed under: its active and standby mappings'.
@@ -168,6 +173,47 @@ pub fn merge(main: &mut State, atts: impl IntoIterator<Item = (String, Stored)>)
         main.allow.extend(s.allow);
         main.attachments.insert(k, s.attachment);
     }
+}
+
+/// For a record rebuilt from the kernel (`netnat recover`, whose mappings have no owner): each
+/// mapping whose host ports and container address are all claimed by one attachment becomes
+/// that attachment's again (the first by key, when several claim it). Standby mappings are not
+/// in the kernel and stay lost. Returns how many attachments were taken back.
+pub fn adopt(state: &mut State, claims: &BTreeSet<(String, String)>) -> usize {
+    let mut by_key: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (token, key) in claims {
+        by_key.entry(key).or_default().insert(token);
+    }
+    let mut taken: HashSet<Mapping> = state.attachments.values().flat_map(|a| a.mappings.iter().copied()).collect();
+    let mut n = 0;
+    for (key, tokens) in by_key {
+        let Some((network, container_id, ifname)) = key.split_once('/').and_then(|(n, r)| {
+            let (c, i) = r.split_once('/')?;
+            Some((n, c, i)).filter(|_| !i.contains('/'))
+        }) else {
+            continue;
+        };
+        let mappings: Vec<Mapping> = state
+            .mappings
+            .iter()
+            .filter(|m| !taken.contains(m) && mapping_tokens(m).all(|t| tokens.contains(t.as_str())))
+            .copied()
+            .collect();
+        if mappings.is_empty() || state.attachments.contains_key(key) {
+            continue;
+        }
+        taken.extend(mappings.iter().copied());
+        let a = Attachment {
+            network: network.into(),
+            container_id: container_id.into(),
+            ifname: ifname.into(),
+            mappings,
+            standby: vec![],
+        };
+        state.attachments.insert(key.to_string(), a);
+        n += 1;
+    }
+    n
 }
 
 /// One step of a save, repeatable (a replayed journal does it again). Paths are relative to the
@@ -420,6 +466,28 @@ mod tests {
         let mut back = main;
         merge(&mut back, atts);
         assert_eq!(back, st);
+    }
+
+    #[test]
+    fn a_rebuilt_record_takes_its_attachments_back_from_the_claims() {
+        let mut st = seed_state("nn12345678");
+        let cli = st.mappings.clone();
+        let a = attachment("c1", &["8080:10.88.0.2:80/tcp", "8081:10.88.0.2:81/tcp"], &[]);
+        let b = attachment("c2", &["9090:10.88.0.3:80/tcp"], &[]);
+        let claims: BTreeSet<(String, String)> = [("podman/c1/eth0", &a), ("podman/c2/eth0", &b)]
+            .iter()
+            .flat_map(|(k, a)| tokens(a).into_iter().map(move |t| (t, k.to_string())))
+            .chain([("tcp-7070".to_string(), "bad-key".to_string())])
+            .collect();
+        st.mappings.extend(a.mappings.iter().chain(&b.mappings));
+        // A mapping on a claimed port but to another address stays the command line's.
+        let other: Mapping = "8082:10.88.0.9:80/tcp".parse().unwrap();
+        st.mappings.push(other);
+        assert_eq!(adopt(&mut st, &claims), 2);
+        assert_eq!(st.attachments["podman/c1/eth0"], a);
+        assert_eq!(st.attachments["podman/c2/eth0"], b);
+        assert!(cli.iter().chain([&other]).all(|m| st.owner_of(m).is_none()));
+        assert_eq!(adopt(&mut st, &claims), 0, "a second time takes nothing");
     }
 
     #[test]
