@@ -55,6 +55,11 @@ pub fn render(state: &State) -> String {
         host_firewall: &'a [crate::model::HostOpening],
         #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
         handoffs: &'a std::collections::BTreeMap<String, crate::model::Handoff>,
+        #[serde(skip_serializing_if = "is_default_counting")]
+        counting: crate::model::Counting,
+    }
+    fn is_default_counting(c: &crate::model::Counting) -> bool {
+        *c == crate::model::Counting::default()
     }
     let owned: HashSet<&Mapping> = state.attachments.values().flat_map(|a| &a.mappings).collect();
     let v = Versioned {
@@ -62,6 +67,7 @@ pub fn render(state: &State) -> String {
         format: if state.attachments.is_empty()
             && state.handoffs.is_empty()
             && state.networks.values().all(|n| n.owner.is_none())
+            && is_default_counting(&state.counting)
         {
             1
         } else {
@@ -75,6 +81,7 @@ pub fn render(state: &State) -> String {
         allow: &state.allow,
         host_firewall: &state.host_firewall,
         handoffs: &state.handoffs,
+        counting: state.counting,
     };
     let mut text = serde_json::to_string_pretty(&v).expect("state always serialises");
     text.push('\n');

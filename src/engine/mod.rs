@@ -213,7 +213,7 @@ impl Engine {
     pub fn sync_mappings(&mut self, before: &State, touched: &[Mapping]) -> Result<Plan> {
         let nft = &mut self.kernel.firewall;
         if let Some(layout) = nft.read_layout()? {
-            let rules_only = ruleset::Desired { rules: ruleset::desired_rules(&self.state), elems: Default::default() };
+            let rules_only = ruleset::Desired::rules_only(&self.state);
             if !ruleset::plan(&rules_only, Some(&layout)).changes_rules() {
                 let plan = ruleset::plan_mapping_changes(before, &self.state, touched);
                 match nft.apply(&plan.ops()) {
