@@ -96,7 +96,7 @@ fn netnat_conf(version: &str, mappings: Value, prev: Option<&Value>) -> String {
 }
 
 fn table() -> String {
-    sh("nft list table inet netnat 2>/dev/null || true")
+    nft_list("table inet netnat")
 }
 
 isolated!(cni_spec_level_behind_the_bridge_plugin, inner_cni_spec_level_behind_the_bridge_plugin, {
@@ -379,10 +379,7 @@ fn http_get_started(port: u16) -> Result<String, String> {
 }
 
 fn elements() -> String {
-    match sh("nft list tables").contains("inet netnat") {
-        true => nft_list("map inet netnat pub_any4"),
-        false => String::new(),
-    }
+    nft_list("map inet netnat pub_any4")
 }
 
 isolated!(cni_behind_real_podman, inner_cni_behind_real_podman, {
