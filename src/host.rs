@@ -4,7 +4,7 @@
 //! /run/sysctl.d drop-in that keeps systemd-sysctl from reverting them. Every key is spelled
 //! here and nowhere else.
 
-use crate::link::{sysctl, Links};
+use crate::link::{sysctl, Addr};
 use crate::model::State;
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -40,8 +40,13 @@ pub fn route_localnet_key(ifname: &str) -> String {
 }
 
 /// Forwarding on while netnat has networks (IPv6's while one has an IPv6 subnet); the old
-/// values are kept in `state.sysctls` to restore them. Returns notes for the user.
-pub fn enable_forwarding(state: &mut State) -> Result<Vec<String>> {
+/// values are kept in `state.sysctls` to restore them. `ra_route_links` lists the interfaces
+/// that learn IPv6 routes from router advertisements (asked only when IPv6 forwarding goes on).
+/// Returns notes for the user.
+pub fn enable_forwarding(
+    state: &mut State,
+    ra_route_links: &mut dyn FnMut() -> Result<Vec<String>>,
+) -> Result<Vec<String>> {
     let mut notes = vec![];
     for key in forwarding_keys(state) {
         let old = sysctl::read(key)?;
@@ -49,7 +54,7 @@ pub fn enable_forwarding(state: &mut State) -> Result<Vec<String>> {
             continue;
         }
         if key == IP6_FORWARD {
-            notes.extend(keep_router_advertisements(state)?);
+            notes.extend(keep_router_advertisements(state, ra_route_links()?)?);
         }
         state.sysctls.entry(key.into()).or_insert(old);
         sysctl::write(key, "1")?;
@@ -61,9 +66,9 @@ pub fn enable_forwarding(state: &mut State) -> Result<Vec<String>> {
 /// accept_ra=1, so a host that learns its IPv6 routes from RAs would lose them when they
 /// expire. Such interfaces get accept_ra=2 (take RAs even when forwarding), recorded and
 /// restored by `reset`.
-fn keep_router_advertisements(state: &mut State) -> Result<Vec<String>> {
+fn keep_router_advertisements(state: &mut State, ra_route_links: Vec<String>) -> Result<Vec<String>> {
     let mut notes = vec![];
-    for ifname in Links::open()?.ra_route_links()? {
+    for ifname in ra_route_links {
         let key = accept_ra_key(&ifname);
         let Ok(old) = sysctl::read(&key) else { continue };
         if old == "1" {
@@ -113,8 +118,13 @@ pub fn enable_route_localnet_recorded(state: &mut State, ifname: &str) -> Result
 
 /// The host's own 127.0.0.1 connections to a container on a bridge netnat did not make reach it
 /// only with route_localnet on that bridge (portmap sets it too): the bridge is the host link
-/// with an address whose subnet holds the container's address.
-pub fn localhost_to_foreign_bridges(state: &mut State, added: &[crate::model::Mapping]) -> Result<()> {
+/// with an address whose subnet holds the container's address (`addrs`: the host's addresses,
+/// asked only when a container is on such a bridge).
+pub fn localhost_to_foreign_bridges(
+    state: &mut State,
+    added: &[crate::model::Mapping],
+    addrs: impl FnOnce() -> Result<Vec<Addr>>,
+) -> Result<()> {
     let targets: Vec<std::net::IpAddr> = added
         .iter()
         .filter(|m| m.family() == crate::model::Family::V4 && state.network_of(m.container_ip).is_none())
@@ -128,7 +138,7 @@ pub fn localhost_to_foreign_bridges(state: &mut State, added: &[crate::model::Ma
         let shift = 32 - u32::from(prefix.clamp(1, 32));
         crate::model::ip_bits(a) >> shift == crate::model::ip_bits(b) >> shift
     };
-    for a in crate::link::Links::open()?.addrs()? {
+    for a in addrs()? {
         if a.addr.is_ipv4() && a.prefix < 32 && targets.iter().any(|t| same_net(*t, a.addr, a.prefix)) {
             crate::host::enable_route_localnet_recorded(state, &a.ifname)?;
         }

@@ -5,10 +5,9 @@
 
 use super::spec::{code, CniError};
 use crate::engine::mapping::{self, Change, Outcome, PortTaken};
-use crate::engine::{self, Engine};
+use crate::engine::{self, Engine, Kernel};
 use crate::model::{InputError, State};
-use crate::nft::{LiveTable, Nft};
-use crate::ruleset::TABLE;
+use crate::nft::LiveTable;
 use crate::state::Store;
 use std::path::Path;
 
@@ -80,7 +79,8 @@ pub fn read(dir: &Path) -> Result<Option<State>, CniError> {
     let Some(store) = Store::open_existing(dir).map_err(|e| cni_error(e, "read its record"))? else {
         return Ok(None);
     };
-    match engine::load(&store).map_err(|e| cni_error(e, "read its record"))? {
+    let mut kernel = Kernel::netlink().map_err(|e| cni_error(e, "read its record"))?;
+    match engine::load(&store, &mut kernel).map_err(|e| cni_error(e, "read its record"))? {
         Ok(st) => Ok(Some(st)),
         Err(why) => Err(damaged(&store, &why, code::FAILED)),
     }
@@ -102,14 +102,50 @@ pub fn live_table() -> Result<Option<LiveTable>, CniError> {
 /// STATUS: netnat can serve an ADD when it may change the network, nf_tables answers over
 /// netlink, and its record is usable. Otherwise the spec's "plugin not available" with why.
 pub fn status(dir: &Path) -> Result<(), CniError> {
-    let unavailable =
-        |e: anyhow::Error| CniError::new(code::NOT_AVAILABLE, "netnat cannot program nftables", format!("{e:#}"));
     engine::require_net_admin().map_err(unavailable)?;
-    Nft::open().and_then(|mut n| n.read_layout(TABLE)).map_err(unavailable)?;
+    status_of(dir, &mut Kernel::netlink().map_err(unavailable)?)
+}
+
+fn unavailable(e: anyhow::Error) -> CniError {
+    CniError::new(code::NOT_AVAILABLE, "netnat cannot program nftables", format!("{e:#}"))
+}
+
+/// STATUS on the kernel given (the unit tests' fakes): its table answers, the record is usable.
+fn status_of(dir: &Path, kernel: &mut Kernel) -> Result<(), CniError> {
+    kernel.firewall.read_layout().map_err(unavailable)?;
     if let Some(store) = Store::open_existing(dir).map_err(unavailable)? {
-        if let Err(why) = engine::load(&store).map_err(unavailable)? {
+        if let Err(why) = engine::load(&store, kernel).map_err(unavailable)? {
             return Err(damaged(&store, &why, code::NOT_AVAILABLE));
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::fake;
+    use crate::model::fixtures::seed_state;
+
+    #[test]
+    fn status_asks_the_kernel_seam_and_the_record() {
+        let st = seed_state("nnveth0");
+        let dir = std::env::temp_dir().join(format!("netnat-cni-status-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Store::lock(&dir).unwrap().save(&st).unwrap();
+        let (mut kernel, fw, _links) = fake::kernel(&st);
+        assert!(status_of(&dir, &mut kernel).is_ok());
+        // nf_tables does not answer: not available, saying why.
+        fw.0.borrow_mut().fail_read = true;
+        let err = status_of(&dir, &mut kernel).unwrap_err();
+        assert_eq!(err.code, code::NOT_AVAILABLE);
+        assert!(format!("{err:?}").contains("could not be read"), "{err:?}");
+        // A damaged record: not available, pointing at `netnat recover`.
+        fw.0.borrow_mut().fail_read = false;
+        std::fs::write(dir.join(crate::state::FILE), "{ not json").unwrap();
+        let err = status_of(&dir, &mut kernel).unwrap_err();
+        assert_eq!(err.code, code::NOT_AVAILABLE);
+        assert!(format!("{err:?}").contains("netnat recover"), "{err:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

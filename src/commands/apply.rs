@@ -3,7 +3,7 @@
 use super::read_state;
 use crate::config;
 use crate::engine::apply::{self as op, ApplyOptions};
-use crate::engine::{missing_links, Engine};
+use crate::engine::{missing_links, Engine, Kernel};
 use anyhow::{bail, Result};
 use std::path::Path;
 
@@ -46,7 +46,7 @@ pub fn apply(dir: &Path, file: &Path, check: bool, o: ApplyOptions) -> Result<()
 /// `save`: the record as a file `apply` accepts; what the kernel lacks is warned about.
 pub fn save(dir: &Path) -> Result<()> {
     let state = read_state(dir)?;
-    let notes = missing_links(&state)?;
+    let notes = missing_links(Kernel::netlink()?.links.as_mut(), &state)?;
     for n in &notes {
         eprintln!("netnat: save: warning: {n} (apply recreates it)");
     }

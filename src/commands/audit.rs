@@ -4,7 +4,7 @@
 use super::read_state;
 use crate::audit::{self, Report, Severity};
 use crate::cli::{AuditArgs, FailOn};
-use crate::engine::{observe_audit, require_net_admin};
+use crate::engine::{observe_audit, require_net_admin, Kernel};
 use crate::model::State;
 use crate::{config, graph};
 use anyhow::{Context, Result};
@@ -13,7 +13,7 @@ use std::path::Path;
 /// Runs the audit and prints it. Ok(true) when a finding is at or above `--fail-on`.
 pub fn audit(dir: &Path, a: &AuditArgs) -> Result<bool> {
     require_net_admin().context("the audit reads nftables and conntrack over netlink")?;
-    let mut o = observe_audit(dir)?;
+    let mut o = observe_audit(dir, &mut Kernel::netlink()?)?;
     if let Some(file) = &a.config {
         o.config = Some(config_state(file, &o.state)?);
     }

@@ -1,11 +1,12 @@
 //! `apply`: the declarative side. It reconciles the kernel to a desired state (a file's): the
 //! link steps come from `linkplan::plan_links` (record + what the kernel has), the mappings from
-//! the one mapping operation's planner (`mapping::plan`), the firewall from `ruleset::plan` as
-//! one transaction. A failed step is reported and the rest still done.
+//! the one mapping operation (`mapping::stage`, its planning half, with `Change::Declare`; after
+//! the save `mapping::flush_changed`, its follow-up), the firewall from `ruleset::plan` as one
+//! transaction that carries the links' table changes and the mappings' together. A failed step
+//! is reported and the rest still done.
 
 use super::mapping::{self, Change, Outcome};
-use super::ports::{check_host_addresses, flush_conntrack};
-use super::Engine;
+use super::{Engine, LinkKernel};
 use crate::config;
 use crate::linkplan;
 use crate::model::{Cidr, Mapping, State};
@@ -42,8 +43,7 @@ pub struct Applied {
 pub fn apply(e: &mut Engine, parsed: &config::Parsed, o: ApplyOptions) -> Result<Applied> {
     let wanted = config::to_state(parsed, &e.state)?;
     let (target, kept) = with_extras(wanted, &e.state, o.prune)?;
-    let (target, mapped) = plan_mappings(&e.state, target)?;
-    check_host_addresses(e.kernel.links.as_mut(), &target.mappings)?;
+    let (target, mapped) = stage_mappings(&e.state, target, e.kernel.links.as_mut())?;
     if !o.dry_run {
         e.reserve_for(&target)?;
     }
@@ -72,7 +72,7 @@ pub fn apply(e: &mut Engine, parsed: &config::Parsed, o: ApplyOptions) -> Result
         Ok(ops) => out.steps.extend(ops.iter().map(NftOp::to_string)),
         Err(err) => out.failures.push(format!("could not update table inet {}: {err:#}", ruleset::TABLE)),
     }
-    let fw = crate::hostfw::sync(&mut e.state);
+    let fw = crate::hostfw::sync(&mut e.state, e.kernel.firewall.foreign());
     out.steps.extend(fw.steps);
     out.warnings = fw.warnings;
     e.save()?;
@@ -80,7 +80,7 @@ pub fn apply(e: &mut Engine, parsed: &config::Parsed, o: ApplyOptions) -> Result
     // old translation; the drop-in keeps systemd-sysctl from reverting the sysctls.
     // TCP is not flushed: a port the file gives a new target keeps its established connections
     // on the old one until they end (as `publish --replace`).
-    if let Err(err) = flush_conntrack(&mapped.touched()) {
+    if let Err(err) = mapping::flush_changed(&mapped) {
         out.failures.push(format!("could not flush conntrack entries of changed ports: {err:#}"));
     }
     if let Err(err) = e.kernel.links.write_conf(&e.state) {
@@ -89,10 +89,10 @@ pub fn apply(e: &mut Engine, parsed: &config::Parsed, o: ApplyOptions) -> Result
     Ok(out)
 }
 
-/// The file's mappings through the one mapping operation's planner (`mapping::plan`): the
-/// command line's mappings become the file's (a host port with a new target is switched), the
-/// attachments' stay; the same conflict check and validation as `publish`.
-fn plan_mappings(rec: &State, target: State) -> Result<(State, Outcome)> {
+/// The file's mappings through the one mapping operation's planning half (`mapping::stage`):
+/// the command line's mappings become the file's (a host port with a new target is switched),
+/// the attachments' stay; the same conflict check, validation and host checks as `publish`.
+fn stage_mappings(rec: &State, target: State, links: &mut dyn LinkKernel) -> Result<(State, Outcome)> {
     let owned: HashSet<&Mapping> = target.attachments.values().flat_map(|a| &a.mappings).collect();
     let lists: HashMap<&Mapping, &[Cidr]> = target.allow.iter().map(|a| (&a.mapping, a.from.as_slice())).collect();
     let maps: Vec<(Mapping, Vec<Cidr>)> = target
@@ -102,7 +102,9 @@ fn plan_mappings(rec: &State, target: State) -> Result<(State, Outcome)> {
         .map(|m| (*m, lists.get(m).map(|l| l.to_vec()).unwrap_or_default()))
         .collect();
     let base = State { mappings: rec.mappings.clone(), allow: rec.allow.clone(), ..target };
-    mapping::plan(&base, &Change::Declare { maps })
+    // Notes on interfaces that do not exist yet are `publish`'s; `apply` reports its steps.
+    let (want, out) = mapping::stage(&base, links, &Change::Declare { maps })?;
+    Ok((want, Outcome { notes: vec![], ..out }))
 }
 
 /// Firewall-only settings of networks whose links are in place; the endpoints in file order.

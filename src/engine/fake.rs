@@ -3,9 +3,11 @@
 //! an operation and make the next step fail.
 
 use super::seam::{Firewall, Kernel, LinkKernel};
+use crate::hostfw::Tables;
 use crate::link::{Addr, LinkInfo};
 use crate::linkplan::{bridge_addrs, LinkOp, Observed, ObservedLink};
 use crate::model::State;
+use crate::nft::hook::ForeignOp;
 use crate::nft::spec::NftOp;
 use crate::nft::{LiveChain, LiveRule, LiveTable};
 use crate::ruleset::{self, fake::apply_elems};
@@ -15,7 +17,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 /// netnat's table as a fake kernel holds it. Element changes are applied as the kernel would;
-/// a batch that changes the layout (chains, rules, sets) is refused, so a test that expects
+/// so is deleting the whole table; a batch that changes the layout (chains, rules, sets) is refused, so a test that expects
 /// only element changes notices when it gets others.
 #[derive(Debug, Default)]
 pub struct FirewallState {
@@ -27,6 +29,10 @@ pub struct FirewallState {
     pub fail_apply: VecDeque<Option<i32>>,
     /// `read_table` fails (for the put-back failure).
     pub fail_read: bool,
+    /// Other programs' chains and rules (`read_others`, the host-firewall drivers' view).
+    pub others: (Vec<LiveChain>, Vec<LiveRule>),
+    /// Every change to other tables (a driver's), in order.
+    pub foreign: Vec<Vec<ForeignOp>>,
 }
 
 #[derive(Clone, Default)]
@@ -47,6 +53,13 @@ impl Firewall for FakeFirewall {
             return Err(anyhow!(std::io::Error::from_raw_os_error(errno)).context("the fake kernel refused the batch"));
         }
         if ops.is_empty() {
+            return Ok(());
+        }
+        if let [NftOp::DelTable] = ops {
+            if s.table.take().is_none() {
+                bail!("no table inet netnat (ENOENT)");
+            }
+            s.batches.push(ops.to_vec());
             return Ok(());
         }
         let elements_only = ops.iter().all(|op| {
@@ -77,7 +90,35 @@ impl Firewall for FakeFirewall {
         }))
     }
     fn read_others(&mut self) -> Result<(Vec<LiveChain>, Vec<LiveRule>)> {
-        Ok((vec![], vec![]))
+        Ok(self.0.borrow().others.clone())
+    }
+    fn foreign(&mut self) -> &mut dyn Tables {
+        self
+    }
+}
+
+impl Tables for FakeFirewall {
+    fn read_all(&mut self) -> Result<(Vec<LiveChain>, Vec<LiveRule>)> {
+        self.read_others()
+    }
+    fn change_foreign(&mut self, ops: &[ForeignOp]) -> Result<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut s = self.0.borrow_mut();
+        for op in ops {
+            match op {
+                ForeignOp::Insert { family, table, chain, exprs } => {
+                    let handle = s.others.1.iter().map(|r| r.handle).max().unwrap_or(0) + 1;
+                    let (table, chain, exprs) = (table.clone(), chain.clone(), exprs.clone());
+                    let rule = LiveRule { table, family: *family, chain, handle, exprs, comment: None };
+                    s.others.1.insert(0, rule);
+                }
+                ForeignOp::Delete { handle, .. } => s.others.1.retain(|r| r.handle != *handle),
+            }
+        }
+        s.foreign.push(ops.to_vec());
+        Ok(())
     }
 }
 
@@ -85,7 +126,12 @@ impl Firewall for FakeFirewall {
 /// is in place, so the link planner has nothing to do unless a test says otherwise.
 #[derive(Debug, Default)]
 pub struct LinkState {
+    pub links: Vec<LinkInfo>,
+    /// Links with an alias (netnat's marks), and the alias.
+    pub aliased: Vec<(LinkInfo, String)>,
     pub addrs: Vec<Addr>,
+    /// Every link deleted, by name.
+    pub deleted: Vec<String>,
     /// Every link step executed, as text.
     pub executed: Vec<String>,
     /// `execute` fails.
@@ -98,7 +144,7 @@ pub struct FakeLinks(pub Rc<RefCell<LinkState>>);
 
 impl LinkKernel for FakeLinks {
     fn links(&mut self) -> Result<Vec<LinkInfo>> {
-        Ok(vec![])
+        Ok(self.0.borrow().links.clone())
     }
     fn addrs(&mut self) -> Result<Vec<Addr>> {
         Ok(self.0.borrow().addrs.clone())
@@ -143,6 +189,10 @@ impl LinkKernel for FakeLinks {
                     sb.endpoints.push(endpoint.clone());
                 }
             }
+            LinkOp::RemoveSandbox { name, .. } => {
+                rec.sandboxes.remove(name);
+            }
+            LinkOp::RestoreSysctls => rec.sysctls.clear(),
             LinkOp::RemoveNetwork { network } => {
                 rec.networks.remove(&network.name);
             }
@@ -156,6 +206,35 @@ impl LinkKernel for FakeLinks {
     fn write_conf(&mut self, _state: &State) -> Result<()> {
         self.0.borrow_mut().conf_writes += 1;
         Ok(())
+    }
+    fn delete_link(&mut self, name: &str) -> Result<bool> {
+        let mut s = self.0.borrow_mut();
+        if s.fail_execute {
+            bail!("the fake kernel refused to delete {name}");
+        }
+        s.deleted.push(name.into());
+        let had = s.links.iter().any(|l| l.name == name);
+        s.links.retain(|l| l.name != name);
+        s.aliased.retain(|(l, _)| l.name != name);
+        Ok(had)
+    }
+    fn aliased_links(&mut self) -> Result<Vec<(LinkInfo, String)>> {
+        Ok(self.0.borrow().aliased.clone())
+    }
+    fn ra_route_links(&mut self) -> Result<Vec<String>> {
+        Ok(vec![])
+    }
+    fn add_handoff_veth(&mut self, bridge: &str, host: &str, peer: &str, _: Option<[u8; 6]>, _: &str) -> Result<()> {
+        let mut s = self.0.borrow_mut();
+        if s.fail_execute {
+            bail!("the fake kernel refused the veth pair {host}");
+        }
+        s.executed.push(format!("add veth {host} (peer {peer}) on {bridge}"));
+        Ok(())
+    }
+    fn in_sandbox(&mut self, _name: &str) -> Result<Box<dyn LinkKernel>> {
+        // A sandbox's namespace, as the fake holds it: empty (no netnat mark on its lo).
+        Ok(Box::new(FakeLinks::default()))
     }
 }
 

@@ -7,7 +7,6 @@ use super::hostports::{self, PortRequest};
 use super::mapping::{self, Change};
 use super::network::{create_network, remove_network_in, NetworkCreated, NetworkRemoved};
 use super::{refuse, Engine};
-use crate::link::Links;
 use crate::model::{host_ifname, AttachmentId, Cidr, Handoff, Mapping, Network, Owner};
 use crate::recover::endpoint_alias;
 use anyhow::{bail, Context, Result};
@@ -76,20 +75,15 @@ pub fn join_handoff(e: &mut Engine, key: &str, sandbox: &str) -> Result<(Handoff
         return refuse(format!("netnat has no endpoint {key}"));
     };
     let net = e.state.networks.get(&h.network).cloned().context("a handoff's network is recorded")?;
-    let links = Links::open()?;
-    if links.link(&h.host_ifname)?.is_some() {
-        links.delete_link(&h.host_ifname)?; // a pair left from an earlier join: its peer is not where the owner expects
-    }
+    let links = e.kernel.links.as_mut();
+    links.delete_link(&h.host_ifname)?; // a pair left from an earlier join: its peer is not where the owner expects
     let mac = h.mac.as_deref().map(parse_mac).transpose()?;
-    links.add_handoff_veth(&net.bridge, &h.host_ifname, &h.peer_ifname, mac)?;
-    if let Err(err) = links.set_alias(&h.host_ifname, &endpoint_alias(&h.network, &alias_name(&h.owner))) {
-        let _ = links.delete_link(&h.host_ifname);
-        return Err(err);
-    }
+    let alias = endpoint_alias(&h.network, &alias_name(&h.owner));
+    links.add_handoff_veth(&net.bridge, &h.host_ifname, &h.peer_ifname, mac, &alias)?;
     let joined = Handoff { sandbox: Some(sandbox.into()), ..h };
     e.state.handoffs.insert(key.into(), joined.clone());
     if let Err(err) = e.save() {
-        let _ = links.delete_link(&joined.host_ifname);
+        let _ = e.kernel.links.delete_link(&joined.host_ifname);
         return Err(err);
     }
     Ok((joined, net))
@@ -106,7 +100,7 @@ pub fn leave_handoff(e: &mut Engine, key: &str) -> Result<bool> {
     let Some(h) = e.state.handoffs.get(key).cloned() else {
         return refuse(format!("netnat has no endpoint {key}"));
     };
-    Links::open()?.delete_link(&h.host_ifname)?;
+    e.kernel.links.delete_link(&h.host_ifname)?;
     if h.sandbox.is_none() {
         return Ok(false);
     }
@@ -120,7 +114,7 @@ pub fn leave_handoff(e: &mut Engine, key: &str) -> Result<bool> {
 pub fn remove_handoff(e: &mut Engine, key: &str) -> Result<Option<Handoff>> {
     let Some(h) = e.state.handoffs.get(key).cloned() else { return Ok(None) };
     unpublish_owned(e, &ports_owner(&h))?;
-    Links::open()?.delete_link(&h.host_ifname)?;
+    e.kernel.links.delete_link(&h.host_ifname)?;
     e.state.handoffs.remove(key);
     e.save()?;
     Ok(Some(h))

@@ -147,7 +147,7 @@ pub fn choose_now(state: &State, reqs: &[PortRequest]) -> Result<Vec<Mapping>> {
     for r in reqs {
         check_protocol(r.protocol)?;
     }
-    let listeners = super::kernel::listeners().context("reading the host's listening sockets")?;
+    let listeners = super::observe::listeners().context("reading the host's listening sockets")?;
     Ok(choose(state, &listeners, reqs, ephemeral_range()?)?)
 }
 

@@ -1,13 +1,18 @@
 //! The one mapping-change operation: every front door that publishes or removes ports (`netnat
 //! publish` and `unpublish`, CNI ADD, DEL and GC, and the Docker driver) translates its input
-//! into a `Change` and calls `change`; `apply` plans its mappings with the same `plan`.
+//! into a `Change` and calls `change`; `apply` translates its file's ports into
+//! `Change::Declare` and runs the same operation's halves within its own run.
 //!
 //! `plan` is pure: the record before + the change -> the record after and what it does (one
 //! validation, one conflict check, with the same rules and messages for every front door).
-//! `change` then runs it in the engine's order: check host addresses, reserve room in the record,
-//! send exactly the element changes as one netlink batch, save the record, then drop the
-//! conntrack entries of changed datagram ports. It prints nothing: notes and warnings come back
-//! in the `Outcome`.
+//! `stage` is the planning half: `plan`, then the checks that need the host (host addresses,
+//! IPv6, interfaces not there yet as notes). `change` runs the rest in the engine's order:
+//! reserve room in the record, send exactly the element changes as one netlink batch, save the
+//! record, then `flush_changed` drops the conntrack entries of changed datagram ports. `apply`
+//! calls `stage` and `flush_changed` too; between them its one batch is the whole table's
+//! difference (the links' table changes and the mappings' together), and it records what its
+//! steps did even when one failed. Nothing here prints: notes and warnings come back in the
+//! `Outcome`.
 //!
 //! Who holds a host port: the command line (a mapping no attachment owns) or one CNI attachment.
 //! The same container asking for a held port from another attachment (Podman gives every network
@@ -15,7 +20,7 @@
 //! promoted in the same transaction when the active one's attachment goes.
 
 use super::ports::{check_host_addresses, flush_conntrack, missing_interfaces, Selector};
-use super::{forward_warnings, Engine};
+use super::{forward_warnings, Engine, LinkKernel};
 use crate::model::{allow_for, Attachment, AttachmentId, Cidr, Family, InputError, Mapping, PublishSpec, State};
 use crate::validate;
 use anyhow::Result;
@@ -147,13 +152,7 @@ impl std::error::Error for PortTaken {}
 
 /// Runs a change in the engine's order (see the module's doc). A refused change touches nothing.
 pub fn change(e: &mut Engine, change: &Change) -> Result<Outcome> {
-    let (want, mut out) = plan(&e.state, change)?;
-    let asked = out.active_asked();
-    check_host_addresses(e.kernel.links.as_mut(), &asked)?;
-    if asked.iter().any(|m| m.family() == Family::V6) {
-        crate::link::ipv6_available("this host's network namespace")?;
-    }
-    out.notes.extend(missing_interfaces(e.kernel.links.as_mut(), &asked)?);
+    let (want, mut out) = stage(&e.state, e.kernel.links.as_mut(), change)?;
     let new: Vec<Mapping> = out.added.iter().chain(&out.standby).chain(&out.promoted).copied().collect();
     e.reserve_for_mappings(&new)?;
     let before = std::mem::replace(&mut e.state, want);
@@ -161,7 +160,7 @@ pub fn change(e: &mut Engine, change: &Change) -> Result<Outcome> {
     // route_localnet on that bridge, as portmap does it.
     let owned: Vec<Mapping> =
         out.added.iter().chain(&out.promoted).filter(|m| e.state.owner_of(m).is_some()).copied().collect();
-    crate::host::localhost_to_foreign_bridges(&mut e.state, &owned)?;
+    crate::host::localhost_to_foreign_bridges(&mut e.state, &owned, || e.kernel.links.addrs())?;
     let touched = out.touched();
     // A publish syncs even with nothing to add: it repairs rules that drifted (as every command
     // does); other changes that change nothing write nothing.
@@ -171,18 +170,39 @@ pub fn change(e: &mut Engine, change: &Change) -> Result<Outcome> {
         return Ok(out);
     }
     e.save()?;
-    // Entries made before (a UDP client already sending to the host port) would keep their old
-    // translation: dropped, keyed by the HOST port. TCP is left alone: established connections
-    // drain on the target they have, new ones see the new rules.
-    if let Err(err) = flush_conntrack(&touched) {
+    if let Err(err) = flush_changed(&out) {
         out.warnings.push(format!(
             "could not flush the conntrack entries of the changed UDP/SCTP ports (they expire on their own): {err:#}"
         ));
     }
     if !out.added.is_empty() || !out.switched.is_empty() {
-        out.warnings.extend(forward_warnings(&e.state));
+        out.warnings.extend(forward_warnings(&e.state, e.kernel.firewall.as_mut()));
     }
     Ok(out)
+}
+
+/// The planning half of `change`, which `apply` runs for its mappings too: `plan` on `base`,
+/// then the checks that need the host (each host address asked for is one of its addresses,
+/// IPv6 is there when asked for; interfaces that do not exist yet come back as notes). Changes
+/// nothing.
+pub fn stage(base: &State, links: &mut dyn LinkKernel, change: &Change) -> Result<(State, Outcome)> {
+    let (want, mut out) = plan(base, change)?;
+    let asked = out.active_asked();
+    check_host_addresses(links, &asked)?;
+    if asked.iter().any(|m| m.family() == Family::V6) {
+        crate::link::ipv6_available("this host's network namespace")?;
+    }
+    out.notes.extend(missing_interfaces(links, &asked)?);
+    Ok((want, out))
+}
+
+/// The commit half's follow-up once the record is saved (for `change` and `apply`): conntrack
+/// entries made before (a UDP client already sending to the host port) would keep their old
+/// translation, so those of the changed datagram ports are dropped, keyed by the HOST port. TCP
+/// is left alone: established connections drain on the target they have, new ones see the new
+/// rules. The error is the front door's to word (a warning: the kernel and record agree).
+pub fn flush_changed(out: &Outcome) -> Result<()> {
+    flush_conntrack(&out.touched())
 }
 
 /// The record a change leads to from `state`, and what it does; nothing here needs the kernel.

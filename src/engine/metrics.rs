@@ -1,7 +1,7 @@
 //! `netnat metrics`: the audit's observation (counters, conntrack, findings) as the Prometheus
 //! text format (`crate::metrics`), printed or written for node_exporter's textfile collector.
 
-use super::observe_metrics;
+use super::{observe_metrics, Kernel};
 use crate::model::InputError;
 use crate::{audit, metrics};
 use anyhow::{Context, Result};
@@ -15,7 +15,12 @@ pub const TEXTFILE: &str = "netnat.prom";
 /// The metrics, read from the record `dir` and the kernel. The audit runs for its error count,
 /// which needs everything but the listening sockets (they only make warnings).
 pub fn collect(dir: &Path) -> Result<String> {
-    let o = observe_metrics(dir)?;
+    collect_from(dir, &mut Kernel::netlink()?)
+}
+
+/// As `collect`, from the kernel given (the unit tests' fakes).
+pub fn collect_from(dir: &Path, kernel: &mut Kernel) -> Result<String> {
+    let o = observe_metrics(dir, kernel)?;
     let report = audit::audit(&o);
     Ok(metrics::render(&metrics::families(&o, &report)))
 }

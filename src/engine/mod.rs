@@ -23,6 +23,7 @@ mod kernel;
 pub mod mapping;
 pub mod metrics;
 pub mod network;
+mod observe;
 pub mod ports;
 pub mod recover;
 pub mod reload;
@@ -32,11 +33,11 @@ pub mod seam;
 mod tests;
 pub mod trace;
 
-pub use kernel::{listeners, missing_links, observe_audit, observe_kernel, observe_metrics};
+pub use observe::{listeners, missing_links, observe_audit, observe_kernel, observe_metrics};
 pub use seam::{Firewall, Kernel, LinkKernel};
 
 use crate::model::{InputError, Mapping, State};
-use crate::nft::{LiveTable, Nft};
+use crate::nft::LiveTable;
 use crate::recover as rebuild;
 use crate::ruleset::{self, Plan, TABLE};
 use crate::state::{Record, Store};
@@ -92,9 +93,9 @@ impl Engine {
 
     /// As `open`, on the kernel given (the unit tests' fakes): the lock, the record (refused
     /// when damaged) and its room reserved.
-    pub fn open_with(dir: &Path, kernel: Kernel) -> Result<Engine> {
+    pub fn open_with(dir: &Path, mut kernel: Kernel) -> Result<Engine> {
         let mut store = Store::lock(dir)?;
-        let state = match load(&store)? {
+        let state = match load(&store, &mut kernel)? {
             Ok(s) => s,
             Err(why) => bail!("{}", refusal(&store, &why)),
         };
@@ -108,12 +109,17 @@ impl Engine {
     /// state directory).
     pub fn open_unreserved(dir: &Path) -> Result<Engine> {
         require_net_admin()?;
+        Engine::open_unreserved_with(dir, Kernel::netlink()?)
+    }
+
+    /// As `open_unreserved`, on the kernel given.
+    pub fn open_unreserved_with(dir: &Path, mut kernel: Kernel) -> Result<Engine> {
         let store = Store::lock(dir)?;
-        let state = match load(&store)? {
+        let state = match load(&store, &mut kernel)? {
             Ok(s) => s,
             Err(why) => bail!("{}", refusal(&store, &why)),
         };
-        Ok(Engine { store, before: state.clone(), state, sweep_trace: false, kernel: Kernel::netlink()? })
+        Ok(Engine { store, before: state.clone(), state, sweep_trace: false, kernel })
     }
 
     /// For `reset` and `recover`, which must work on a damaged record: as `open`, but a record
@@ -121,18 +127,23 @@ impl Engine {
     /// with what the kernel could not tell.
     pub fn open_any(dir: &Path) -> Result<(Engine, Option<Damage>)> {
         require_net_admin()?;
+        Engine::open_any_with(dir, Kernel::netlink()?)
+    }
+
+    /// As `open_any`, on the kernel given.
+    pub fn open_any_with(dir: &Path, mut kernel: Kernel) -> Result<(Engine, Option<Damage>)> {
         let mut store = Store::lock(dir)?;
-        let (state, damage) = match load(&store)? {
+        let (state, damage) = match load(&store, &mut kernel)? {
             Ok(s) => (s, None),
             Err(why) => {
-                let r = rebuild::rebuild(&observe_kernel(Some(&store), true)?);
+                let r = rebuild::rebuild(&observe_kernel(&mut kernel, Some(&store), true)?);
                 (r.state, Some(Damage { why, lost: r.lost }))
             }
         };
         // A rebuilt record can be larger than the damaged file (an empty one, say).
         let len = store.record_len().max(crate::state::render(&state).len());
         store.reserve(len + ROOM)?;
-        Ok((Engine { store, before: state.clone(), state, sweep_trace: false, kernel: Kernel::netlink()? }, damage))
+        Ok((Engine { store, before: state.clone(), state, sweep_trace: false, kernel }, damage))
     }
 
     /// Makes sure the record can grow to `predicted` (plus the usual room) before the kernel is
@@ -156,7 +167,7 @@ impl Engine {
             if self.sweep_trace {
                 // Best effort: the command's own work is done and recorded. What cannot be removed
                 // now is left for the next command, and `netnat audit` reports it meanwhile.
-                let _ = trace::remove_leftover(&self.store);
+                let _ = trace::remove_leftover(&self.store, self.kernel.firewall.as_mut());
             }
             return Ok(());
         };
@@ -237,9 +248,9 @@ impl Engine {
 
     /// `sync_firewall` for a caller that wants the operations sent, not the plan (`apply`): the
     /// plan's elements move into the operations instead of being copied.
-    pub fn sync_firewall_ops(&self) -> Result<Vec<ruleset::NftOp>> {
-        let mut nft = Nft::open()?;
-        let live = nft.read_table(TABLE)?;
+    pub fn sync_firewall_ops(&mut self) -> Result<Vec<ruleset::NftOp>> {
+        let nft = &mut self.kernel.firewall;
+        let live = nft.read_table()?;
         let ops = ruleset::plan(&ruleset::desired(&self.state), live.as_ref()).into_ops();
         nft.apply(&ops)?;
         Ok(ops)
@@ -249,8 +260,8 @@ impl Engine {
 /// Warnings about forward chains of other tables that drop container traffic (Docker's
 /// iptables FORWARD policy DROP, firewalld's final reject, ufw's policy, a hand-written rule),
 /// each naming the rule that drops and that firewall's own fix (see `crate::hostfw`).
-pub fn forward_warnings(state: &State) -> Vec<String> {
-    crate::hostfw::warnings(state)
+pub fn forward_warnings(state: &State, fw: &mut dyn Firewall) -> Vec<String> {
+    crate::hostfw::warnings(state, fw.foreign())
 }
 
 fn is_errno(e: &anyhow::Error, codes: &[i32]) -> bool {
@@ -259,9 +270,9 @@ fn is_errno(e: &anyhow::Error, codes: &[i32]) -> bool {
     })
 }
 
-/// Reads netnat's table as it is in the kernel.
+/// Reads netnat's table as it is in the kernel (for the commands that only read).
 pub fn read_live_table() -> Result<Option<LiveTable>> {
-    Nft::open()?.read_table(TABLE)
+    Kernel::netlink()?.firewall.read_table()
 }
 
 /// Fails with one clear line, before anything is touched, when the process cannot change the
@@ -293,11 +304,11 @@ pub struct Damage {
 
 /// The record, or why it cannot be used: unreadable, or missing while the kernel holds
 /// netnat's table, links or namespaces (then it was lost, not never written).
-pub fn load(store: &Store) -> Result<Result<State, String>> {
+pub fn load(store: &Store, kernel: &mut Kernel) -> Result<Result<State, String>> {
     Ok(match store.read() {
         Record::Read(s) => Ok(s),
         Record::Unreadable(why) => Err(why),
-        Record::Missing if observe_kernel(Some(store), false)?.is_empty() => Ok(State::default()),
+        Record::Missing if observe_kernel(kernel, Some(store), false)?.is_empty() => Ok(State::default()),
         Record::Missing => Err("the file is missing, while netnat's table, links or namespaces exist".into()),
     })
 }
@@ -317,15 +328,16 @@ fn refusal(store: &Store, why: &str) -> String {
 /// prints (the engine prints nothing).
 pub fn read_state(dir: &Path) -> Result<(State, Option<String>)> {
     let store = Store::open_existing(dir)?;
+    let kernel = &mut Kernel::netlink()?;
     let why = match &store {
-        Some(s) => match load(s)? {
+        Some(s) => match load(s, kernel)? {
             Ok(st) => return Ok((st, None)),
             Err(why) => why,
         },
-        None if observe_kernel(None, false)?.is_empty() => return Ok((State::default(), None)),
+        None if observe_kernel(kernel, None, false)?.is_empty() => return Ok((State::default(), None)),
         None => format!("its directory {} is missing, while netnat's table, links or namespaces exist", dir.display()),
     };
-    let state = rebuild::rebuild(&observe_kernel(store.as_ref(), true)?).state;
+    let state = rebuild::rebuild(&observe_kernel(kernel, store.as_ref(), true)?).state;
     Ok((state, Some(damaged_warning(dir, &why))))
 }
 

@@ -2,7 +2,7 @@
 
 use super::kernel::{create_netns, delete_netns};
 use super::{refuse, Engine};
-use crate::link::{self, netns, Links};
+use crate::link::{self, netns};
 use crate::linkplan::{self, LinkOp};
 use crate::model::{check_ifname, check_name, host_ifname, Endpoint, Network, Sandbox, State};
 use crate::validate;
@@ -69,7 +69,7 @@ pub fn create_network(e: &mut Engine, net: Network) -> Result<NetworkCreated> {
         }
         return Err(err);
     }
-    let fw = crate::hostfw::sync(&mut e.state);
+    let fw = crate::hostfw::sync(&mut e.state, e.kernel.firewall.foreign());
     notes.extend(fw.steps);
     e.save()?;
     let mut warnings: Vec<String> = if existed { None } else { drop_in_warning(e) }.into_iter().collect();
@@ -179,7 +179,7 @@ pub(super) fn remove_network_in(e: &mut Engine, name: &str) -> Result<NetworkRem
     e.state.networks.remove(name);
     e.sync_firewall()?;
     // Closed in the host firewalls while the bridge still exists (firewalld unbinds it).
-    let fw = crate::hostfw::sync(&mut e.state);
+    let fw = crate::hostfw::sync(&mut e.state, e.kernel.firewall.foreign());
     let mut from = e.state.clone();
     from.networks.insert(name.into(), net.clone());
     let target = e.state.clone();
@@ -271,9 +271,8 @@ pub fn remove_sandbox(e: &mut Engine, name: &str) -> Result<Option<Sandbox>> {
     let Some(sb) = e.state.sandboxes.get(name).cloned() else {
         return Ok(None);
     };
-    let links = Links::open()?;
     for ep in &sb.endpoints {
-        links.delete_link(&ep.host_ifname)?;
+        e.kernel.links.delete_link(&ep.host_ifname)?;
     }
     if sb.created {
         delete_netns(e.store(), name)?;

@@ -24,7 +24,7 @@ pub fn reload(e: &mut Engine) -> Result<Reloaded> {
     let mut missing = vec![];
     let mut notes = vec![];
     if !e.state.networks.is_empty() {
-        notes.extend(host::enable_forwarding(&mut e.state)?);
+        notes.extend(host::enable_forwarding(&mut e.state, &mut || e.kernel.links.ra_route_links())?);
         let links = e.kernel.links.links()?;
         for n in e.state.networks.values() {
             match links.iter().find(|l| l.name == n.bridge) {
@@ -35,7 +35,7 @@ pub fn reload(e: &mut Engine) -> Result<Reloaded> {
     }
     e.kernel.links.write_conf(&e.state)?;
     // A host firewall that started (or reloaded) since: opened again through its hook.
-    let fw = crate::hostfw::sync(&mut e.state);
+    let fw = crate::hostfw::sync(&mut e.state, e.kernel.firewall.foreign());
     notes.extend(fw.steps);
     e.save()?;
     Ok(Reloaded { operations: plan.ops().len(), missing, notes, warnings: fw.warnings })

@@ -2,10 +2,9 @@
 //! record and of what carries netnat's marks in the kernel (see `recover`), so a reset also works
 //! when the record is damaged or lost, and finds what a killed command made but never recorded.
 
-use super::kernel::{delete_netns, observe_kernel};
+use super::observe::observe_kernel;
 use super::{Damage, Engine};
-use crate::host;
-use crate::link::Links;
+use crate::linkplan::LinkOp;
 use crate::model::State;
 use crate::ruleset::{NftOp, TABLE};
 use anyhow::Result;
@@ -27,8 +26,7 @@ pub struct Reset {
 
 /// Removes everything netnat made; the engine must come from `Engine::open_any` (with `damage`).
 pub fn reset(mut ctx: Engine, damage: Option<Damage>) -> Result<Reset> {
-    let links = Links::open()?;
-    let marked = observe_kernel(Some(ctx.store()), false)?;
+    let marked = observe_kernel(&mut ctx.kernel, Some(&ctx.store), false)?;
     let st = &ctx.state;
     let veths: BTreeSet<String> = st
         .sandboxes
@@ -52,14 +50,14 @@ pub fn reset(mut ctx: Engine, damage: Option<Damage>) -> Result<Reset> {
     // one that says exactly what it could not remove.
     let mut failures: Vec<String> = vec![];
     // Host firewalls first (firewalld unbinds bridges that still exist), then netnat's table.
-    failures.extend(crate::hostfw::remove_all(&mut ctx.state));
+    failures.extend(crate::hostfw::remove_all(&mut ctx.state, ctx.kernel.firewall.foreign()));
     let mut note = |r: Result<bool>, what: String| {
         if let Err(e) = r {
             failures.push(format!("{what}: {e:#}"));
         }
     };
     // Firewall first, while the links it names still exist.
-    let fw = ctx.kernel.firewall.as_mut();
+    let (fw, links) = (ctx.kernel.firewall.as_mut(), ctx.kernel.links.as_mut());
     let had_table = fw.read_table()?.is_some();
     if had_table {
         note(fw.apply(&[NftOp::DelTable]).map(|_| true), format!("deleting table inet {TABLE}"));
@@ -68,13 +66,14 @@ pub fn reset(mut ctx: Engine, damage: Option<Damage>) -> Result<Reset> {
         note(links.delete_link(v), format!("deleting veth {v}"));
     }
     for name in &namespaces {
-        note(delete_netns(ctx.store(), name), format!("deleting namespace {name}"));
+        let op = LinkOp::RemoveSandbox { name: name.clone(), created: true };
+        note(links.execute(&op, &ctx.store, &mut State::default()).map(|_| true), format!("deleting namespace {name}"));
     }
     for b in &bridges {
         note(links.delete_link(b), format!("deleting bridge {b}"));
     }
-    note(host::restore(&mut ctx.state).map(|_| true), "restoring sysctls".into());
-    note(host::remove_conf().map(|_| true), "removing the sysctl.d drop-in".into());
+    note(links.execute(&LinkOp::RestoreSysctls, &ctx.store, &mut ctx.state).map(|_| true), "restoring sysctls".into());
+    note(links.write_conf(&State::default()).map(|_| true), "removing the sysctl.d drop-in".into());
     let (n, s, m) = (ctx.state.networks.len(), ctx.state.sandboxes.len(), ctx.state.mappings.len());
     if !failures.is_empty() {
         anyhow::bail!("reset left things behind:\n  - {}", failures.join("\n  - "));

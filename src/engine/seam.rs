@@ -5,9 +5,11 @@
 //! root or a namespace.
 //!
 //! This is netnat's own table and links only. A host firewall's hooks (firewalld, ufw, Docker's
-//! DOCKER-USER) are another trait, the host-firewall driver's.
+//! DOCKER-USER) are another trait, the host-firewall driver's; the rules a driver keeps in other
+//! nftables tables go through `hostfw::Tables`, which `Firewall::foreign` hands out.
 
 use super::kernel;
+use crate::hostfw::Tables;
 use crate::link::{Addr, LinkInfo, Links};
 use crate::linkplan::{LinkOp, Observed};
 use crate::model::State;
@@ -27,6 +29,9 @@ pub trait Firewall {
     fn read_layout(&mut self) -> Result<Option<LiveTable>>;
     /// The chains and rules of every table, other programs' included.
     fn read_others(&mut self) -> Result<(Vec<LiveChain>, Vec<LiveRule>)>;
+    /// Other programs' tables as the host-firewall drivers read and change them (Docker's
+    /// DOCKER-USER): the same kernel, through the drivers' own trait.
+    fn foreign(&mut self) -> &mut dyn Tables;
 }
 
 /// The host's links, namespaces and the sysctls netnat sets.
@@ -42,6 +47,26 @@ pub trait LinkKernel {
     fn execute(&mut self, op: &LinkOp, store: &Store, rec: &mut State) -> Result<Vec<String>>;
     /// Writes (or removes) the sysctl drop-in that puts netnat's sysctls back at boot.
     fn write_conf(&mut self, state: &State) -> Result<()>;
+    /// Deletes a link (and a veth's peer with it); false when there was none.
+    fn delete_link(&mut self, name: &str) -> Result<bool>;
+    /// Every link with an alias, and the alias (netnat's marks, for `recover` and `reset`).
+    fn aliased_links(&mut self) -> Result<Vec<(LinkInfo, String)>>;
+    /// A veth pair for an endpoint another program owns (Docker's Join): `host_ifname` on
+    /// `bridge` marked with `alias`, `peer` left in this namespace for the owner to take. A
+    /// failure leaves no pair behind.
+    fn add_handoff_veth(
+        &mut self,
+        bridge: &str,
+        host_ifname: &str,
+        peer: &str,
+        mac: Option<[u8; 6]>,
+        alias: &str,
+    ) -> Result<()>;
+    /// The interfaces with IPv6 routes learned from router advertisements.
+    fn ra_route_links(&mut self) -> Result<Vec<String>>;
+    /// The links inside sandbox `name`'s namespace (the audit and `recover` look at the sandbox
+    /// ends of veths and at netnat's mark on its lo).
+    fn in_sandbox(&mut self, name: &str) -> Result<Box<dyn LinkKernel>>;
 }
 
 /// Both halves, as an operation holds them.
@@ -70,6 +95,9 @@ impl Firewall for Nft {
     fn read_others(&mut self) -> Result<(Vec<LiveChain>, Vec<LiveRule>)> {
         Nft::read_all(self)
     }
+    fn foreign(&mut self) -> &mut dyn Tables {
+        self
+    }
 }
 
 /// The host namespace's links over rtnetlink (and, for a sandbox's side, inside its namespace).
@@ -90,5 +118,34 @@ impl LinkKernel for NetlinkLinks {
     }
     fn write_conf(&mut self, state: &State) -> Result<()> {
         crate::host::write_conf(state)
+    }
+    fn delete_link(&mut self, name: &str) -> Result<bool> {
+        self.0.delete_link(name)
+    }
+    fn aliased_links(&mut self) -> Result<Vec<(LinkInfo, String)>> {
+        self.0.aliased_links()
+    }
+    fn ra_route_links(&mut self) -> Result<Vec<String>> {
+        self.0.ra_route_links()
+    }
+    fn add_handoff_veth(
+        &mut self,
+        bridge: &str,
+        host_ifname: &str,
+        peer: &str,
+        mac: Option<[u8; 6]>,
+        alias: &str,
+    ) -> Result<()> {
+        self.0.add_handoff_veth(bridge, host_ifname, peer, mac)?;
+        if let Err(err) = self.0.set_alias(host_ifname, alias) {
+            let _ = self.0.delete_link(host_ifname);
+            return Err(err);
+        }
+        Ok(())
+    }
+    fn in_sandbox(&mut self, name: &str) -> Result<Box<dyn LinkKernel>> {
+        // A handle inside another namespace is its own socket: opened here, as the host's is
+        // in `Kernel::netlink`.
+        Ok(Box::new(NetlinkLinks(Links::open_in(&crate::link::netns::path(name))?)))
     }
 }

@@ -166,3 +166,124 @@ fn a_failed_link_step_changes_nothing_in_the_record() {
     drop(e);
     assert_eq!(record(&dir), before);
 }
+
+#[test]
+fn reset_removes_what_the_record_names_through_the_fakes() {
+    let before = seed_state("nnveth0");
+    let dir = state_dir("reset", &before);
+    let (kernel, fw, links) = fake::kernel(&before);
+    let (e, damage) = Engine::open_any_with(&dir, kernel).unwrap();
+    assert!(damage.is_none());
+    let done = super::reset::reset(e, damage).unwrap();
+    assert_eq!((done.networks, done.sandboxes, done.had_table), (1, 1, true));
+    // The table in one batch, the veth and the bridge, the namespace netnat made, its sysctls and
+    // the drop-in: all through the seam.
+    assert!(fw.0.borrow().table.is_none(), "table inet netnat is gone");
+    let l = links.0.borrow();
+    assert_eq!(l.deleted, ["nnveth0", "MyDocker0"].map(String::from).to_vec());
+    assert!(l.executed.iter().any(|s| s.contains("ns1")), "{:?}", l.executed);
+    assert_eq!(l.conf_writes, 1);
+    assert_eq!(record(&dir), State::default());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_reset_that_leaves_things_behind_says_what_and_keeps_the_record() {
+    let before = seed_state("nnveth0");
+    let dir = state_dir("reset-fails", &before);
+    let (kernel, _fw, links) = fake::kernel(&before);
+    links.0.borrow_mut().fail_execute = true;
+    let (e, damage) = Engine::open_any_with(&dir, kernel).unwrap();
+    let err = super::reset::reset(e, damage).unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("reset left things behind") && text.contains("deleting veth nnveth0"), "{text}");
+    assert_eq!(record(&dir), before, "the record still names what is left");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn metrics_are_read_through_the_seam() {
+    let before = seed_state("nnveth0");
+    let dir = state_dir("metrics", &before);
+    let (mut kernel, fw, _links) = fake::kernel(&before);
+    let text = super::metrics::collect_from(&dir, &mut kernel).unwrap();
+    assert!(text.contains("netnat_networks 1"), "{text}");
+    assert!(text.contains("netnat_sandboxes 1"), "{text}");
+    // The table gone from the (fake) kernel is what the audit's error count says.
+    fw.0.borrow_mut().table = None;
+    let text = super::metrics::collect_from(&dir, &mut kernel).unwrap();
+    assert!(!text.contains("netnat_audit_errors 0"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The file `netnat save` would write for `st`, as `apply` reads it.
+fn file_of(st: &State) -> crate::config::Parsed {
+    crate::config::load(&crate::config::to_toml(st, &[])).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+#[test]
+fn apply_goes_through_the_one_mapping_operation() {
+    // The veth named as netnat names it, so the file's endpoint is the record's.
+    let before = seed_state(&crate::model::host_ifname("ns1", "MyDocker0"));
+    let dir = state_dir("apply", &before);
+    let (kernel, fw, links) = fake::kernel(&before);
+    let mut e = Engine::open_with(&dir, kernel).unwrap();
+    let mut wanted = before.clone();
+    wanted.mappings.push("9090:172.16.1.1:8080".parse().unwrap());
+    let done = super::apply::apply(&mut e, &file_of(&wanted), Default::default()).unwrap();
+    assert!(done.failures.is_empty(), "{:?}", done.failures);
+    // No link step (all in place), the mapping's elements in one batch, then the record.
+    assert!(links.0.borrow().executed.is_empty(), "{:?}", links.0.borrow().executed);
+    assert_eq!(fw.0.borrow().batches.len(), 1);
+    drop(e);
+    assert_eq!(record(&dir).mappings, wanted.mappings);
+    let want = crate::ruleset::fake::live_after(&crate::ruleset::desired(&wanted), 0, 0);
+    assert_eq!(elems(&fw), want.elems);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn apply_is_refused_as_publish_is_with_the_same_message() {
+    let before = seed_state("nnveth0");
+    let dir = state_dir("apply-refused", &before);
+    // A host address this host does not have: the one mapping operation's check, word for word.
+    let spec = "10.1.2.3:80:172.16.1.1:80";
+    let (kernel, fw, links) = fake::kernel(&before);
+    let mut e = Engine::open_with(&dir, kernel).unwrap();
+    let mut wanted = before.clone();
+    wanted.mappings.push(spec.parse().unwrap());
+    let by_apply = super::apply::apply(&mut e, &file_of(&wanted), Default::default()).unwrap_err();
+    let by_publish = mapping::change(&mut e, &publish(spec)).unwrap_err();
+    assert!(
+        format!("{by_apply:#}").contains("10.1.2.3 in 10.1.2.3:80:172.16.1.1:80/tcp is not an address"),
+        "{by_apply:#}"
+    );
+    assert_eq!(format!("{by_apply:#}"), format!("{by_publish:#}"));
+    assert!(fw.0.borrow().batches.is_empty() && links.0.borrow().executed.is_empty());
+    drop(e);
+    assert_eq!(record(&dir), before);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_docker_driver_keeps_docker_user_through_the_seam() {
+    use super::seam::Firewall;
+    let mut st = seed_state("nnveth0");
+    st.networks.get_mut("MyDocker0").unwrap().host_firewall = crate::model::HostFirewallMode::Auto;
+    let (_kernel, mut fw, _links) = fake::kernel(&st);
+    // Docker runs: its table filter has DOCKER-USER (IPv4 only here).
+    let chain = crate::nft::LiveChain { table: "filter".into(), family: 2, name: "DOCKER-USER".into(), base: None };
+    fw.0.borrow_mut().others.0.push(chain);
+    let synced = crate::hostfw::sync(&mut st, fw.foreign());
+    assert_eq!(synced.steps.len(), 1, "{synced:?}");
+    assert_eq!(st.host_firewall.len(), 1);
+    assert_eq!(st.host_firewall[0].firewall, crate::model::HostFirewallKind::Docker);
+    // -i and -o MyDocker0's bridge, marked as netnat's, in one transaction.
+    assert_eq!(fw.0.borrow().foreign.len(), 1);
+    assert_eq!(fw.0.borrow().others.1.len(), 2);
+    // In place: a second sync changes nothing; reset's removal takes exactly those two away.
+    assert!(crate::hostfw::sync(&mut st, fw.foreign()).steps.is_empty());
+    assert_eq!(fw.0.borrow().foreign.len(), 1);
+    assert!(crate::hostfw::remove_all(&mut st, fw.foreign()).is_empty());
+    assert!(fw.0.borrow().others.1.is_empty() && st.host_firewall.is_empty());
+}

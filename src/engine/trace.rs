@@ -11,10 +11,9 @@
 //! netnat's main lock, so a command never removes the chains of a trace that is starting.
 
 use super::require_net_admin;
-use crate::link::Links;
+use super::seam::{Firewall, Kernel};
 use crate::model::InputError;
 use crate::nft::monitor::{Received, TraceListener};
-use crate::nft::Nft;
 use crate::ruleset::{render_rule, NftOp, FAMILY_NAME, TABLE};
 use crate::state::{Record, Store};
 use crate::trace::{self, Catalog, Collector, ConnectionReport, PacketReport, TraceSpec, TRACE_CHAINS};
@@ -114,8 +113,8 @@ pub fn trace(dir: &Path, o: &TraceOptions, obs: &mut dyn Observer) -> Result<Tra
     // Subscribed before anything is marked: no event is missed.
     let mut listener = TraceListener::open()?;
     let signals = Signals::catch();
-    let (mut active, started) = Active::start(dir, &o.spec)?;
-    let result = watch(&mut listener, o, &started, obs);
+    let (mut active, started) = Active::start(dir, &o.spec, Kernel::netlink()?)?;
+    let result = watch(&mut listener, o, &started, obs, &mut active.kernel);
     drop(signals);
     let stopped = active.stop();
     let mut traced = result?;
@@ -124,8 +123,14 @@ pub fn trace(dir: &Path, o: &TraceOptions, obs: &mut dyn Observer) -> Result<Tra
     Ok(traced)
 }
 
-fn watch(listener: &mut TraceListener, o: &TraceOptions, started: &Started, obs: &mut dyn Observer) -> Result<Traced> {
-    let mut catalog = read_catalog()?;
+fn watch(
+    listener: &mut TraceListener,
+    o: &TraceOptions,
+    started: &Started,
+    obs: &mut dyn Observer,
+    kernel: &mut Kernel,
+) -> Result<Traced> {
+    let mut catalog = read_catalog(kernel)?;
     let mut refreshed = Instant::now();
     let mut out = Traced {
         started: started.clone(),
@@ -168,7 +173,7 @@ fn watch(listener: &mut TraceListener, o: &TraceOptions, started: &Started, obs:
         let at = ms(Instant::now());
         for ev in events {
             if catalog.is_stale_for(&ev) && refreshed.elapsed() >= REFRESH {
-                catalog = read_catalog()?;
+                catalog = read_catalog(kernel)?;
                 refreshed = Instant::now();
             }
             collector.push(ev, at, &catalog);
@@ -208,9 +213,9 @@ fn finish(mut out: Traced, collector: Collector) -> Traced {
 }
 
 /// Every chain and rule of every table, and the interface names.
-fn read_catalog() -> Result<Catalog> {
-    let (chains, rules) = Nft::open()?.read_all()?;
-    let ifnames = Links::open()?.links()?.into_iter().map(|l| (l.index, l.name)).collect();
+fn read_catalog(kernel: &mut Kernel) -> Result<Catalog> {
+    let (chains, rules) = kernel.firewall.read_others()?;
+    let ifnames = kernel.links.links()?.into_iter().map(|l| (l.index, l.name)).collect();
     Ok(Catalog { chains, rules, ifnames })
 }
 
@@ -220,17 +225,19 @@ fn read_catalog() -> Result<Catalog> {
 struct Active {
     dir: PathBuf,
     lock: Option<File>,
+    /// The kernel the chains were added to, and are removed from.
+    kernel: Kernel,
 }
 
 impl Active {
     /// Under netnat's main lock: takes the trace lock, then adds the chains and marking rules
     /// in one transaction (with table `inet netnat` itself when it does not exist yet).
-    fn start(dir: &Path, spec: &TraceSpec) -> Result<(Active, Started)> {
+    fn start(dir: &Path, spec: &TraceSpec, mut kernel: Kernel) -> Result<(Active, Started)> {
         let store = Store::lock(dir)?;
         let path = store.dir().join(LOCK_FILE);
         let lock = take_lock(&path)?;
-        match add_chains(&store, spec) {
-            Ok(started) => Ok((Active { dir: store.dir().to_path_buf(), lock: Some(lock) }, started)),
+        match add_chains(&store, spec, kernel.firewall.as_mut()) {
+            Ok(started) => Ok((Active { dir: store.dir().to_path_buf(), lock: Some(lock), kernel }, started)),
             Err(e) => {
                 // One transaction: nothing was added. The lock file goes while the main lock is held.
                 let _ = std::fs::remove_file(&path);
@@ -245,7 +252,7 @@ impl Active {
     fn stop(&mut self) -> Result<()> {
         let Some(lock) = self.lock.take() else { return Ok(()) };
         let store = Store::lock(&self.dir)?;
-        remove_chains(&mut Nft::open()?)?;
+        remove_chains(self.kernel.firewall.as_mut())?;
         let _ = std::fs::remove_file(store.dir().join(LOCK_FILE));
         drop(lock);
         Ok(())
@@ -260,7 +267,7 @@ impl Drop for Active {
 
 /// What the record publishes on the traced port, then the chains and marking rules in one
 /// transaction (with table `inet netnat` itself when it does not exist yet).
-fn add_chains(store: &Store, spec: &TraceSpec) -> Result<Started> {
+fn add_chains(store: &Store, spec: &TraceSpec, nft: &mut dyn Firewall) -> Result<Started> {
     let (published, record_unreadable) = match store.read() {
         Record::Read(st) => {
             let on_port = st.mappings.iter().filter(|m| spec.covers(m));
@@ -275,8 +282,7 @@ fn add_chains(store: &Store, spec: &TraceSpec) -> Result<Started> {
         Record::Missing => (vec![], None),
         Record::Unreadable(why) => (vec![], Some(format!("{}: {why}", store.file().display()))),
     };
-    let mut nft = Nft::open()?;
-    let live = nft.read_layout(TABLE)?;
+    let live = nft.read_layout()?;
     let mut ops = vec![];
     if live.is_none() {
         ops.push(NftOp::AddTable);
@@ -296,8 +302,8 @@ fn add_chains(store: &Store, spec: &TraceSpec) -> Result<Started> {
 
 /// Removes the trace chains of table `inet netnat` in one transaction: the whole table when it
 /// holds nothing else (a trace made it). Returns their names.
-fn remove_chains(nft: &mut Nft) -> Result<Vec<String>> {
-    let Some(live) = nft.read_layout(TABLE)? else { return Ok(vec![]) };
+fn remove_chains(nft: &mut dyn Firewall) -> Result<Vec<String>> {
+    let Some(live) = nft.read_layout()? else { return Ok(vec![]) };
     let names = trace::trace_chains_in(&live);
     if names.is_empty() {
         return Ok(names);
@@ -312,12 +318,12 @@ fn remove_chains(nft: &mut Nft) -> Result<Vec<String>> {
 
 /// For `Engine::save` (under the main lock): removes the chains of a trace that was killed,
 /// when there was one. Costs one file lookup when no trace ran since.
-pub fn remove_leftover(store: &Store) -> Result<Vec<String>> {
+pub fn remove_leftover(store: &Store, nft: &mut dyn Firewall) -> Result<Vec<String>> {
     let path = store.dir().join(LOCK_FILE);
     if !path.exists() || lock_held(&path) {
         return Ok(vec![]);
     }
-    let removed = remove_chains(&mut Nft::open()?)?;
+    let removed = remove_chains(nft)?;
     let _ = std::fs::remove_file(&path);
     Ok(removed)
 }

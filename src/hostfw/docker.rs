@@ -4,11 +4,10 @@
 //! NAME"`, sent over netlink in the exact expressions iptables-nft writes, so `iptables -S
 //! DOCKER-USER` lists them as ordinary rules. They survive a dockerd restart.
 
-use super::{mark, marked_network, Driver, Held};
+use super::{mark, marked_network, Driver, Held, Tables};
 use crate::model::{HostFirewallKind, Network};
 use crate::nft::expr::{CmpOp, Expr, META_IIFNAME, META_OIFNAME};
 use crate::nft::hook::{comment_of, iptables_accept, ForeignOp};
-use crate::nft::Nft;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 
@@ -34,8 +33,8 @@ impl Docker {
         Docker { families }
     }
 
-    fn entries(&self) -> Result<Vec<Entry>> {
-        let (_, rules) = Nft::open()?.read_all().context("reading DOCKER-USER")?;
+    fn entries(&self, t: &mut dyn Tables) -> Result<Vec<Entry>> {
+        let (_, rules) = t.read_all().context("reading DOCKER-USER")?;
         let mut out = vec![];
         for r in rules.iter().filter(|r| r.table == TABLE && r.chain == CHAIN && self.families.contains(&r.family)) {
             let Some(network) = r.exprs.iter().find_map(comment_of).and_then(|c| marked_network(&c).map(String::from))
@@ -69,8 +68,8 @@ impl Driver for Docker {
         HostFirewallKind::Docker
     }
 
-    fn opened(&mut self) -> Result<BTreeMap<String, Held>> {
-        let entries = self.entries()?;
+    fn opened(&mut self, t: &mut dyn Tables) -> Result<BTreeMap<String, Held>> {
+        let entries = self.entries(t)?;
         let mut out: BTreeMap<String, Held> = BTreeMap::new();
         for e in &entries {
             let has = |fam: u32, iif: bool| {
@@ -84,8 +83,8 @@ impl Driver for Docker {
         Ok(out)
     }
 
-    fn open(&mut self, net: &Network) -> Result<()> {
-        let entries = self.entries()?;
+    fn open(&mut self, t: &mut dyn Tables, net: &Network) -> Result<()> {
+        let entries = self.entries(t)?;
         let mut ops = vec![];
         for fam in &self.families {
             // `-o` first, then `-i` on top: `iptables -S` lists -i before -o, as a person would add them.
@@ -98,17 +97,17 @@ impl Driver for Docker {
                 ops.push(ForeignOp::Insert { family: *fam, table: TABLE.into(), chain: CHAIN.into(), exprs });
             }
         }
-        Nft::open()?.change_foreign(&ops).context("adding netnat's rules to Docker's DOCKER-USER chain")
+        t.change_foreign(&ops).context("adding netnat's rules to Docker's DOCKER-USER chain")
     }
 
-    fn close(&mut self, bridge: &str) -> Result<()> {
+    fn close(&mut self, t: &mut dyn Tables, bridge: &str) -> Result<()> {
         let ops: Vec<ForeignOp> = self
-            .entries()?
+            .entries(t)?
             .into_iter()
             .filter(|e| e.bridge == bridge)
             .map(|e| ForeignOp::Delete { family: e.family, table: TABLE.into(), chain: CHAIN.into(), handle: e.handle })
             .collect();
-        Nft::open()?.change_foreign(&ops).context("removing netnat's rules from Docker's DOCKER-USER chain")
+        t.change_foreign(&ops).context("removing netnat's rules from Docker's DOCKER-USER chain")
     }
 
     fn describe(&self, bridge: &str) -> String {

@@ -9,7 +9,7 @@
 //! reset`) each cost one firewalld reload, as Docker's zone does. Binding or unbinding a bridge
 //! changes the runtime directly.
 
-use super::{marked_network, Driver, Held};
+use super::{marked_network, Driver, Held, Tables};
 use crate::model::{HostFirewallKind, Network};
 use anyhow::{Context, Result};
 use dbus::arg::{PropMap, RefArg, Variant};
@@ -129,7 +129,7 @@ impl Driver for Firewalld {
         HostFirewallKind::Firewalld
     }
 
-    fn opened(&mut self) -> Result<BTreeMap<String, Held>> {
+    fn opened(&mut self, _: &mut dyn Tables) -> Result<BTreeMap<String, Held>> {
         let Some(zone) = self.permanent_zone()? else {
             // A runtime-only zone of this name cannot exist in firewalld (zones are permanent).
             return Ok(BTreeMap::new());
@@ -146,7 +146,7 @@ impl Driver for Firewalld {
         Ok(out)
     }
 
-    fn open(&mut self, net: &Network) -> Result<()> {
+    fn open(&mut self, _: &mut dyn Tables, net: &Network) -> Result<()> {
         let b = net.bridge.as_str();
         let zone = match self.permanent_zone()? {
             Some(z) => z,
@@ -182,7 +182,7 @@ impl Driver for Firewalld {
         Ok(())
     }
 
-    fn close(&mut self, bridge: &str) -> Result<()> {
+    fn close(&mut self, _: &mut dyn Tables, bridge: &str) -> Result<()> {
         if self.runtime_interfaces()?.iter().any(|i| i == bridge) {
             self.call::<(String,), _>(RUNTIME, ZONE_IFACE, "removeInterface", (ZONE, bridge))?;
         }

@@ -21,6 +21,7 @@ mod ufw;
 pub mod verdict;
 
 use crate::model::{Family, HostFirewallKind, HostFirewallMode, HostOpening, Network, State};
+use crate::nft::hook::ForeignOp;
 use crate::nft::{LiveChain, LiveRule, Nft};
 use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,15 +45,35 @@ pub struct Held {
     pub complete: bool,
 }
 
-/// One host firewall, opened for netnat's bridges through its own supported interface.
+/// The nftables tables of other programs as the drivers read and change them (Docker's
+/// DOCKER-USER, the chains detection looks for): nf_tables over netlink (`Nft`), or the
+/// engine's fake firewall in unit tests. The engine hands its own (`engine::seam::Firewall::foreign`).
+pub trait Tables {
+    /// The chains and rules of every table.
+    fn read_all(&mut self) -> Result<(Vec<LiveChain>, Vec<LiveRule>)>;
+    /// Changes rules of other tables, all in one transaction.
+    fn change_foreign(&mut self, ops: &[ForeignOp]) -> Result<()>;
+}
+
+impl Tables for Nft {
+    fn read_all(&mut self) -> Result<(Vec<LiveChain>, Vec<LiveRule>)> {
+        Nft::read_all(self)
+    }
+    fn change_foreign(&mut self, ops: &[ForeignOp]) -> Result<()> {
+        Nft::change_foreign(self, ops)
+    }
+}
+
+/// One host firewall, opened for netnat's bridges through its own supported interface. The
+/// drivers that keep their entries in nftables (Docker's) read and change them through `Tables`.
 pub trait Driver {
     fn kind(&self) -> HostFirewallKind;
     /// Bridges this firewall lets through by entries marked as netnat's.
-    fn opened(&mut self) -> Result<BTreeMap<String, Held>>;
+    fn opened(&mut self, t: &mut dyn Tables) -> Result<BTreeMap<String, Held>>;
     /// Adds what is missing for network `net`'s bridge (idempotent).
-    fn open(&mut self, net: &Network) -> Result<()>;
+    fn open(&mut self, t: &mut dyn Tables, net: &Network) -> Result<()>;
     /// Removes netnat's entries for `bridge`.
-    fn close(&mut self, bridge: &str) -> Result<()>;
+    fn close(&mut self, t: &mut dyn Tables, bridge: &str) -> Result<()>;
     /// Once nothing is open any more: removes what held the openings (firewalld's zone).
     fn tidy(&mut self) -> Result<()> {
         Ok(())
@@ -81,8 +102,8 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    pub fn read() -> Result<Kernel> {
-        let (chains, rules) = Nft::open()?.read_all()?;
+    pub fn read(t: &mut dyn Tables) -> Result<Kernel> {
+        let (chains, rules) = t.read_all()?;
         Ok(Kernel { chains, rules })
     }
     fn has_chain(&self, family: u32, table: &str, name: &str) -> bool {
@@ -118,8 +139,8 @@ pub fn detect(k: &Kernel) -> Vec<Result<Box<dyn Driver>, (HostFirewallKind, Stri
 /// is open in `state.host_firewall`. Returns warnings (a firewall that refused, and the rules
 /// that still block container traffic, with their fix). Never fails the operation: netnat's own
 /// table is in place whatever another firewall says.
-pub fn sync(state: &mut State) -> Synced {
-    let Ok(k) = Kernel::read() else { return Synced::default() };
+pub fn sync(state: &mut State, t: &mut dyn Tables) -> Synced {
+    let Ok(k) = Kernel::read(t) else { return Synced::default() };
     let want: BTreeMap<&str, &Network> = state
         .networks
         .values()
@@ -144,7 +165,7 @@ pub fn sync(state: &mut State) -> Synced {
             }
         };
         seen.insert(d.kind());
-        match sync_one(d.as_mut(), &want, &mut steps) {
+        match sync_one(d.as_mut(), t, &want, &mut steps) {
             Ok(o) => open.extend(o),
             Err(e) => warnings.push(format!("{}: {e:#}", d.kind())),
         }
@@ -156,7 +177,7 @@ pub fn sync(state: &mut State) -> Synced {
     open.dedup();
     state.host_firewall = open;
     // Read again when something was opened or closed: it no longer blocks.
-    let k = if steps.is_empty() { k } else { Kernel::read().unwrap_or(k) };
+    let k = if steps.is_empty() { k } else { Kernel::read(t).unwrap_or(k) };
     warnings.extend(blocking_warnings(state, &k));
     Synced { steps, warnings }
 }
@@ -168,16 +189,21 @@ pub struct Synced {
     pub warnings: Vec<String>,
 }
 
-fn sync_one(d: &mut dyn Driver, want: &BTreeMap<&str, &Network>, steps: &mut Vec<String>) -> Result<Vec<HostOpening>> {
-    let held = d.opened()?;
+fn sync_one(
+    d: &mut dyn Driver,
+    t: &mut dyn Tables,
+    want: &BTreeMap<&str, &Network>,
+    steps: &mut Vec<String>,
+) -> Result<Vec<HostOpening>> {
+    let held = d.opened(t)?;
     for (bridge, net) in want {
         if !held.get(*bridge).is_some_and(|h| h.complete && h.network == net.name) {
-            d.open(net)?;
+            d.open(t, net)?;
             steps.push(format!("{}: opened for network {} ({})", d.kind(), net.name, d.describe(bridge)));
         }
     }
     for bridge in held.keys().filter(|b| !want.contains_key(b.as_str())) {
-        d.close(bridge)?;
+        d.close(t, bridge)?;
         steps.push(format!("{}: closed bridge {bridge} (removed {})", d.kind(), d.describe(bridge)));
     }
     if want.is_empty() {
@@ -192,8 +218,8 @@ fn sync_one(d: &mut dyn Driver, want: &BTreeMap<&str, &Network>, steps: &mut Vec
 
 /// `netnat reset`: removes every entry netnat added to a host firewall (recorded, or found by
 /// its mark), and what held them. Returns what could not be removed.
-pub fn remove_all(state: &mut State) -> Vec<String> {
-    let Ok(k) = Kernel::read() else { return vec![] };
+pub fn remove_all(state: &mut State, t: &mut dyn Tables) -> Vec<String> {
+    let Ok(k) = Kernel::read(t) else { return vec![] };
     let mut failures = vec![];
     let mut seen = BTreeSet::new();
     for d in detect(&k) {
@@ -207,11 +233,11 @@ pub fn remove_all(state: &mut State) -> Vec<String> {
             }
         };
         seen.insert(d.kind());
-        let r = d.opened().and_then(|held| {
+        let r = d.opened(t).and_then(|held| {
             let recorded = state.host_firewall.iter().filter(|o| o.firewall == d.kind()).map(|o| o.bridge.clone());
             let all: BTreeSet<String> = held.into_keys().chain(recorded).collect();
             for b in &all {
-                d.close(b)?;
+                d.close(t, b)?;
             }
             d.tidy()
         });
@@ -380,11 +406,11 @@ pub fn blocker_message(b: &Blocker, owners: &[HostFirewallKind]) -> String {
 
 /// The rules of other tables that drop netnat's traffic now, with their fix (read from the
 /// kernel; nothing is changed). Empty when they cannot be read: `netnat audit` reports that.
-pub fn warnings(state: &State) -> Vec<String> {
+pub fn warnings(state: &State, t: &mut dyn Tables) -> Vec<String> {
     if state.networks.is_empty() {
         return vec![];
     }
-    Kernel::read().map(|k| blocking_warnings(state, &k)).unwrap_or_default()
+    Kernel::read(t).map(|k| blocking_warnings(state, &k)).unwrap_or_default()
 }
 
 fn blocking_warnings(state: &State, k: &Kernel) -> Vec<String> {
@@ -414,13 +440,13 @@ pub struct Observed {
 }
 
 /// What the running firewalls hold for netnat (for the audit).
-pub fn observe(k: &Kernel) -> Observed {
+pub fn observe(k: &Kernel, t: &mut dyn Tables) -> Observed {
     let mut o = Observed::default();
     for d in detect(k) {
         match d {
             Ok(mut d) => {
                 o.running.push(d.kind());
-                match d.opened() {
+                match d.opened(t) {
                     Ok(h) => {
                         for (b, held) in h {
                             o.held.push((d.kind(), b.clone(), held.network, d.describe(&b), held.complete));
@@ -451,15 +477,15 @@ mod tests {
         fn kind(&self) -> HostFirewallKind {
             HostFirewallKind::Ufw
         }
-        fn opened(&mut self) -> Result<BTreeMap<String, Held>> {
+        fn opened(&mut self, _: &mut dyn Tables) -> Result<BTreeMap<String, Held>> {
             Ok(self.held.clone())
         }
-        fn open(&mut self, net: &Network) -> Result<()> {
+        fn open(&mut self, _: &mut dyn Tables, net: &Network) -> Result<()> {
             self.log.borrow_mut().push(format!("open {}", net.bridge));
             self.held.insert(net.bridge.clone(), Held { network: net.name.clone(), complete: true });
             Ok(())
         }
-        fn close(&mut self, bridge: &str) -> Result<()> {
+        fn close(&mut self, _: &mut dyn Tables, bridge: &str) -> Result<()> {
             self.log.borrow_mut().push(format!("close {bridge}"));
             self.held.remove(bridge);
             Ok(())
@@ -477,6 +503,18 @@ mod tests {
         crate::model::fixtures::net(name, &["10.9.0.0/24"], &["10.9.0.1"])
     }
 
+    /// No other table: the fake driver keeps its entries itself.
+    struct NoTables;
+
+    impl Tables for NoTables {
+        fn read_all(&mut self) -> Result<(Vec<LiveChain>, Vec<LiveRule>)> {
+            Ok((vec![], vec![]))
+        }
+        fn change_foreign(&mut self, _: &[ForeignOp]) -> Result<()> {
+            anyhow::bail!("the fake driver changes no table")
+        }
+    }
+
     #[test]
     fn sync_opens_what_is_missing_closes_what_is_not_wanted_and_records_it() {
         let (a, b) = (net("a"), net("b"));
@@ -486,12 +524,12 @@ mod tests {
         d.held.insert("b".into(), Held { network: "b".into(), complete: false });
         let want: BTreeMap<&str, &Network> = [("a", &a), ("b", &b)].into();
         let mut steps = vec![];
-        let rec = sync_one(&mut d, &want, &mut steps).unwrap();
+        let rec = sync_one(&mut d, &mut NoTables, &want, &mut steps).unwrap();
         assert_eq!(*d.log.borrow(), ["open b", "close old"], "a complete opening is left alone");
         assert_eq!(rec.iter().map(|o| o.bridge.as_str()).collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(steps.len(), 2);
         // Nothing wanted: everything closed, then what held it (firewalld's zone).
-        let rec = sync_one(&mut d, &BTreeMap::new(), &mut steps).unwrap();
+        let rec = sync_one(&mut d, &mut NoTables, &BTreeMap::new(), &mut steps).unwrap();
         assert!(rec.is_empty());
         assert_eq!(d.log.borrow()[2..], ["close a", "close b", "tidy"]);
     }

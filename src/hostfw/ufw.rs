@@ -3,7 +3,7 @@
 //! and its rule files; its command is the supported one (it keeps /etc/ufw/user*.rules and the
 //! running rules in step), so the rules survive `ufw reload` and `ufw disable`/`enable`.
 
-use super::{mark, marked_network, Driver, Held};
+use super::{mark, marked_network, Driver, Held, Tables};
 use crate::model::{HostFirewallKind, Network};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -50,7 +50,7 @@ impl Driver for Ufw {
         HostFirewallKind::Ufw
     }
 
-    fn opened(&mut self) -> Result<BTreeMap<String, Held>> {
+    fn opened(&mut self, _: &mut dyn Tables) -> Result<BTreeMap<String, Held>> {
         let rules = parse_added(&ufw(&["show", "added"])?);
         let mut out = BTreeMap::new();
         for (b, n, _) in &rules {
@@ -60,7 +60,7 @@ impl Driver for Ufw {
         Ok(out)
     }
 
-    fn open(&mut self, net: &Network) -> Result<()> {
+    fn open(&mut self, _: &mut dyn Tables, net: &Network) -> Result<()> {
         // ufw skips a rule it already has ("Skipping adding existing rule").
         for dir in ["in", "out"] {
             ufw(&["route", "allow", dir, "on", &net.bridge, "comment", &mark(&net.name)])?;
@@ -68,7 +68,7 @@ impl Driver for Ufw {
         Ok(())
     }
 
-    fn close(&mut self, bridge: &str) -> Result<()> {
+    fn close(&mut self, _: &mut dyn Tables, bridge: &str) -> Result<()> {
         for (b, _, is_in) in parse_added(&ufw(&["show", "added"])?) {
             if b == bridge {
                 ufw(&["route", "delete", "allow", if is_in { "in" } else { "out" }, "on", bridge])?;
