@@ -167,7 +167,7 @@ isolated!(cni_spec_level_behind_the_bridge_plugin, inner_cni_spec_level_behind_t
     std::fs::write(&file, "").unwrap();
     ok(&["apply", "--prune", "-f", file.to_str().unwrap()]);
     assert_eq!(tcp_get(ext().as_deref(), "198.51.100.1:9090").unwrap(), "ctr1 saw 198.51.100.2");
-    assert!(sh("cat /run/netnat/state.json").contains(&format!("\"{NET}/ctr1/eth0\"")));
+    assert!(record_text().contains(&format!("\"{NET}/ctr1/eth0\"")));
 
     // DEL removes exactly ctr1's elements: its ports are refused, ctr2's still answers. A DEL
     // without namespace or prevResult, and a repeated one, succeed.
@@ -196,7 +196,7 @@ isolated!(cni_spec_level_behind_the_bridge_plugin, inner_cni_spec_level_behind_t
     plugin(NETNAT, &gc_env, &gc(json!([]), NET)).quiet_success("GC, empty list");
     assert!(tcp_get(ext().as_deref(), "198.51.100.1:9191").is_err(), "GC left the leftover's port");
     assert!(!table().contains(". 9191"), "{}", table());
-    let record = sh("cat /run/netnat/state.json");
+    let record = record_text();
     assert!(!record.contains("attachments"), "{record}");
 
     // STATUS: ready as root; "not available" (50) without CAP_NET_ADMIN.
@@ -392,7 +392,7 @@ isolated!(cni_behind_real_podman, inner_cni_behind_real_podman, {
     let web_id = String::from_utf8_lossy(&web.stdout).trim().to_string();
     assert_eq!(http_get_started(9090).unwrap(), "web");
     assert!(elements().contains("tcp . 9090 : 10.88."), "{}", elements());
-    let record = sh("cat /run/netnat/state.json");
+    let record = record_text();
     assert!(record.contains(&format!("\"podman/{web_id}/eth0\"")), "{record}");
 
     // A second container asking for the taken host port does not start; netnat's error names
@@ -427,7 +427,7 @@ isolated!(cni_behind_real_podman, inner_cni_behind_real_podman, {
     let rm = podman.cmd(&["rm", "-f", "-t", "0", "-a"]);
     assert!(rm.status.success(), "{}", String::from_utf8_lossy(&rm.stderr));
     assert!(!elements().contains("tcp . "), "elements left after podman rm -a: {}", elements());
-    assert!(!sh("cat /run/netnat/state.json").contains("attachments"));
+    assert!(!record_text().contains("attachments"));
 });
 
 isolated!(cni_podman_container_on_two_networks, inner_cni_podman_container_on_two_networks, {
@@ -498,7 +498,7 @@ isolated!(cni_podman_container_on_two_networks, inner_cni_podman_container_on_tw
     podman.ok(&["rm", "-f", "-t", "0", "-a"]);
     assert!(http_get(9090).is_err() && http_get(9191).is_err());
     assert!(!elements().contains("tcp . "), "elements left after podman rm: {}", elements());
-    assert!(!sh("cat /run/netnat/state.json").contains("attachments"));
+    assert!(!record_text().contains("attachments"));
     assert_eq!(sh("ip -o link show type veth | grep -v veth-ext || true"), "");
     assert_eq!(leases().trim(), "0", "host-local leases left after podman rm");
 });
@@ -621,7 +621,7 @@ isolated!(cni_churn_in_parallel, inner_cni_churn_in_parallel, timeout = 400, {
     assert_eq!(map_elements(), want);
     // Each element counts its connections.
     assert_eq!(sh("nft list map inet netnat pub_any4").matches("counter packets").count(), want.len());
-    let record: Value = serde_json::from_str(&sh("cat /run/netnat/state.json")).unwrap();
+    let record: Value = record();
     let mut keys: Vec<String> = record["attachments"].as_object().unwrap().keys().cloned().collect();
     keys.sort();
     let mut want_keys: Vec<String> = live.iter().map(|i| format!("{NET}/churn{i}/eth0")).collect();
@@ -648,10 +648,10 @@ isolated!(cni_churn_in_parallel, inner_cni_churn_in_parallel, timeout = 400, {
         .chain([json!({"containerID": "real1", "ifname": "eth0"})])
         .collect();
     let gc = json!({"cniVersion": "1.1.0", "name": NET, "type": "netnat", "cni.dev/valid-attachments": valid});
-    let (table_before, record_before) = (table(), sh("cat /run/netnat/state.json"));
+    let (table_before, record_before) = (table(), record_text());
     plugin(NETNAT, &[("CNI_COMMAND", "GC")], &gc.to_string()).quiet_success("GC");
     assert_eq!(table(), table_before);
-    assert_eq!(sh("cat /run/netnat/state.json"), record_before);
+    assert_eq!(record_text(), record_before);
 });
 
 isolated!(cni_allow_from_restricts_sources, inner_cni_allow_from, {
@@ -696,7 +696,7 @@ isolated!(cni_allow_from_restricts_sources, inner_cni_allow_from, {
     plugin(NETNAT, &env("DEL", "ctrb", "/run/netns/ctrb"), &cb).quiet_success("DEL ctrb");
     let t = table();
     assert!(!t.contains("203.0.113.0/24") && !t.contains("198.51.100.0/24"), "{t}");
-    assert!(!sh("cat /run/netnat/state.json").contains("\"allow\""));
+    assert!(!record_text().contains("\"allow\""));
 });
 
 /// A bridge ADD for container `ctr` (namespace of the same name, made if missing) on network
@@ -837,7 +837,7 @@ isolated!(cni_requests_as_containerd_and_crio_write_them, inner_cni_requests_as_
     plugin(NETNAT, &env1, &containerd_add(None)).quiet_success("containerd's DEL");
     assert!(tcp_get(ext().as_deref(), "198.51.100.1:9090").is_err(), "9090 answers after DEL");
     assert!(udp_get(ext().as_deref(), "0.0.0.0:0", "198.51.100.1:5353").is_err(), "5353 answers after DEL");
-    assert!(!sh("cat /run/netnat/state.json").contains("attachments"));
+    assert!(!record_text().contains("attachments"));
 
     // A DEL whose runtimeConfig and prevResult are garbage (a runtime's cache gone wrong, a
     // future format) exits 0 and still removes the attachment, so the plugins before netnat in
@@ -855,7 +855,7 @@ isolated!(cni_requests_as_containerd_and_crio_write_them, inner_cni_requests_as_
     plugin(NETNAT, &env("DEL", "pod1", "/run/netns/pod1"), &rc_string.to_string()).quiet_success("DEL, string");
     assert!(tcp_get(ext().as_deref(), "198.51.100.1:9090").is_err(), "9090 answers after the garbage DEL");
     assert!(!table().contains(". 9090"), "{}", table());
-    assert!(!sh("cat /run/netnat/state.json").contains("attachments"));
+    assert!(!record_text().contains("attachments"));
     // The bridge plugin's own DEL then runs (as the runtime sends it in reverse order).
     let del =
         plugin(&format!("{CNI_DIR}/bridge"), &env("DEL", "pod1", "/run/netns/pod1"), &bridge_conf("1.0.0").to_string());

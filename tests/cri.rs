@@ -303,8 +303,7 @@ fn leftovers() -> Leftovers {
         .map(|l| l.trim().trim_start_matches("elements = ").to_string())
         .filter(|l| (l.starts_with("tcp . ") || l.starts_with("udp . ")) && l.contains(" : "))
         .collect();
-    let record: Value = serde_json::from_str(&std::fs::read_to_string("/run/netnat/state.json").unwrap_or("{}".into()))
-        .unwrap_or_default();
+    let record: Value = record();
     let attachments = record["attachments"].as_object().map(|a| a.keys().cloned().collect()).unwrap_or_default();
     let list = |dir: &str| -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(dir)

@@ -5,8 +5,8 @@
 
 use super::spec::{code, CniError};
 use crate::engine::mapping::{self, Change, Outcome, PortTaken};
-use crate::engine::{self, Engine, Kernel};
-use crate::model::{InputError, State};
+use crate::engine::{self, Engine, Kernel, NeedsWhole};
+use crate::model::{InputError, Mapping, State};
 use crate::nft::LiveTable;
 use crate::state::Store;
 use std::path::Path;
@@ -37,18 +37,6 @@ fn cni_error(e: anyhow::Error, doing: &str) -> CniError {
     CniError::new(code, format!("netnat could not {doing}"), format!("{e:#}"))
 }
 
-/// Runs a change of the container's mappings through the engine's one mapping operation
-/// (`engine::mapping::change`: lock, record, one batch, save), as `netnat publish` does; a
-/// refused change changes nothing. Notes and warnings go to stderr (stdout is the runtime's).
-pub fn change(dir: &Path, doing: &str, change: &Change) -> Result<Outcome, CniError> {
-    let mut e = Engine::open(dir).map_err(|e| cni_error(e, doing))?;
-    let out = mapping::change(&mut e, change).map_err(|e| cni_error(e, doing))?;
-    for n in out.notes.iter().chain(&out.warnings) {
-        eprintln!("netnat: warning: {n}");
-    }
-    Ok(out)
-}
-
 /// For DEL and GC: the record is read once, under the lock, and `make` says from it what to
 /// change. Nothing to change (a repeated DEL, an ADD that published nothing, a GC that finds
 /// nothing stale): success, nothing written or reserved, no state directory created. Otherwise
@@ -71,6 +59,38 @@ pub fn change_if(
         eprintln!("netnat: warning: {n}");
     }
     Ok(Some(out))
+}
+
+/// For ADD (`create`) and DEL of one attachment: as `change` and `change_if`, but the engine
+/// reads of the record only the attachment `key` and those the request can meet (`maps` are the
+/// mappings ADD asks for), so a request costs the same beside 10 or 10,000 mappings
+/// (`Engine::open_for`). A change that needs the whole record runs again on all of it.
+pub fn change_for(
+    dir: &Path,
+    doing: &str,
+    (key, maps): (&str, &[Mapping]),
+    create: bool,
+    make: impl Fn(&State) -> Option<Change>,
+) -> Result<Option<Outcome>, CniError> {
+    if !create && !dir.is_dir() {
+        return Ok(None);
+    }
+    let run = |mut e: Engine| -> anyhow::Result<Option<Outcome>> {
+        let Some(change) = make(&e.state) else { return Ok(None) };
+        mapping::change(&mut e, &change).map(Some)
+    };
+    let out = match Engine::open_for(dir, key, maps, create).and_then(run) {
+        // The partial engine is gone (and its lock with it): nothing was changed.
+        Err(e) if e.downcast_ref::<NeedsWhole>().is_some() => {
+            if create { Engine::open(dir) } else { Engine::open_unreserved(dir) }.and_then(run)
+        }
+        r => r,
+    }
+    .map_err(|e| cni_error(e, doing))?;
+    for n in out.iter().flat_map(|o| o.notes.iter().chain(&o.warnings)) {
+        eprintln!("netnat: warning: {n}");
+    }
+    Ok(out)
 }
 
 /// The record as it is now (None: netnat has no record and nothing in the kernel), read under

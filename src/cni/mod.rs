@@ -125,7 +125,9 @@ fn add(env: &Env, req: &Request, dir: &Path) -> Result<String, CniError> {
     let wanted = plan::wanted_mappings(&entries, &ips)?;
     let allow = spec::allow_from(&req.conf)?;
     let id = attachment_id(req, container_id, ifname);
-    adapter::change(dir, "publish the container's ports", &Change::Attach { id, maps: wanted, allow })?;
+    let key = id.key();
+    let change = Change::Attach { id, maps: wanted.clone(), allow };
+    adapter::change_for(dir, "publish the container's ports", (&key, &wanted), true, |_| Some(change.clone()))?;
     Ok(result)
 }
 
@@ -133,8 +135,9 @@ fn del(env: &Env, req: &Request, dir: &Path) -> Result<(), CniError> {
     let (container_id, ifname, _) = env.attachment(Command::Del)?;
     let id = attachment_id(req, container_id, ifname);
     // Nothing recorded for it (a repeated DEL, or an ADD without ports): success, nothing written.
-    let doing = "unpublish the container's ports";
-    adapter::change_if(dir, doing, |st| st.attachments.contains_key(&id.key()).then(|| Change::Detach(vec![id])))?;
+    let (doing, key) = ("unpublish the container's ports", id.key());
+    let detach = |st: &crate::model::State| st.attachments.contains_key(&key).then(|| Change::Detach(vec![id.clone()]));
+    adapter::change_for(dir, doing, (&key, &[]), false, detach)?;
     Ok(())
 }
 

@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 /// netnat's table as a fake kernel holds it. Element changes are applied as the kernel would;
-/// so is deleting the whole table; a batch that changes the layout (chains, rules, sets) is refused, so a test that expects
+/// so are deleting chains and the whole table; a batch that adds to the layout (chains, rules, sets) is refused, so a test that expects
 /// only element changes notices when it gets others.
 #[derive(Debug, Default)]
 pub struct FirewallState {
@@ -53,6 +53,17 @@ impl Firewall for FakeFirewall {
             return Err(anyhow!(std::io::Error::from_raw_os_error(errno)).context("the fake kernel refused the batch"));
         }
         if ops.is_empty() {
+            return Ok(());
+        }
+        if ops.iter().all(|op| matches!(op, NftOp::DelChain(_))) {
+            // Chains of their own (netnat trace's) going: they and their rules.
+            let Some(table) = s.table.as_mut() else { bail!("no table inet netnat (ENOENT)") };
+            for op in ops {
+                let NftOp::DelChain(name) = op else { unreachable!("checked above") };
+                table.chains.retain(|c| &c.name != name);
+                table.rules.retain(|r| &r.chain != name);
+            }
+            s.batches.push(ops.to_vec());
             return Ok(());
         }
         if let [NftOp::DelTable] = ops {

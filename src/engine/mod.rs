@@ -1,8 +1,10 @@
 //! The engine: netnat's operations on typed values, below every front door (the CLI in
 //! `commands`, the CNI plugin). Each operation takes the lock, reads the record, checks the whole
-//! desired state (`validate`), changes the kernel (links through `link`, the firewall through
-//! `nft` as one transaction planned by `ruleset`), saves the record, and returns what it did as
-//! a typed outcome; it prints nothing. Nothing here builds a netlink message.
+//! desired state (`validate`), changes the kernel through the seam the `Engine` holds
+//! (`seam::Kernel`: links through `LinkKernel`, the firewall through `Firewall` as one
+//! transaction planned by `ruleset`), saves the record, and returns what it did as a typed
+//! outcome; it prints nothing. Nothing here builds a netlink message, and only
+//! `Kernel::netlink` opens the real handles (a sandbox's own namespace aside, in `kernel`).
 //!
 //! One order for every operation (see `Engine` for the record's side of it):
 //! 1. Check the input and the state it leads to; a problem is an `InputError` (exit 2) and
@@ -78,7 +80,26 @@ pub struct Engine {
     sweep_trace: bool,
     /// The firewall table and the links every step of the operation goes through.
     pub kernel: Kernel,
+    /// Only part of the record was read (`open_for`: a CNI request's attachment and those it
+    /// can meet): the firewall is changed element by element only, and put back the same way.
+    partial: bool,
+    /// The mappings whose elements `sync_mappings` sent (what a partial engine puts back).
+    touched: Vec<Mapping>,
 }
+
+/// A change a partial engine (`Engine::open_for`) cannot make from the part of the record it
+/// read (the table's rules would change, or the kernel's elements are not as recorded): nothing
+/// was changed; the caller runs it again on the whole record.
+#[derive(Debug)]
+pub struct NeedsWhole;
+
+impl std::fmt::Display for NeedsWhole {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "this change needs netnat's whole record")
+    }
+}
+
+impl std::error::Error for NeedsWhole {}
 
 impl Engine {
     /// For commands that change the kernel: needs CAP_NET_ADMIN, takes the lock, reads the
@@ -100,7 +121,32 @@ impl Engine {
             Err(why) => bail!("{}", refusal(&store, &why)),
         };
         store.reserve(store.record_len() + ROOM)?;
-        Ok(Engine { store, before: state.clone(), state, sweep_trace: false, kernel })
+        Ok(Engine::new(store, state, kernel))
+    }
+
+    fn new(store: Store, state: State, kernel: Kernel) -> Engine {
+        Engine { store, before: state.clone(), state, sweep_trace: false, kernel, partial: false, touched: vec![] }
+    }
+
+    /// For a CNI request of attachment `key` asking for `maps` (ADD; none for DEL): as `open`
+    /// (or, with `reserve` false, `open_unreserved`), but of the record only the main file and
+    /// the attachments the request can meet are read (`Store::read_for`), so the request costs
+    /// the same beside 10 or 10,000 mappings. A change it cannot make so fails with `NeedsWhole`
+    /// before anything is touched.
+    pub fn open_for(dir: &Path, key: &str, maps: &[Mapping], reserve: bool) -> Result<Engine> {
+        require_net_admin()?;
+        let mut kernel = Kernel::netlink()?;
+        let mut store = Store::lock(dir)?;
+        let state = match load_with(&store, store.read_for(key, maps), &mut kernel)? {
+            Ok(s) => s,
+            Err(why) => bail!("{}", refusal(&store, &why)),
+        };
+        if reserve {
+            store.reserve(store.record_len() + ROOM)?;
+        }
+        let mut e = Engine::new(store, state, kernel);
+        e.partial = true;
+        Ok(e)
     }
 
     /// For `apply --dry-run`, and CNI DEL and GC, which often find nothing to do: the record,
@@ -119,7 +165,7 @@ impl Engine {
             Ok(s) => s,
             Err(why) => bail!("{}", refusal(&store, &why)),
         };
-        Ok(Engine { store, before: state.clone(), state, sweep_trace: false, kernel })
+        Ok(Engine::new(store, state, kernel))
     }
 
     /// For `reset` and `recover`, which must work on a damaged record: as `open`, but a record
@@ -143,7 +189,7 @@ impl Engine {
         // A rebuilt record can be larger than the damaged file (an empty one, say).
         let len = store.record_len().max(crate::state::render(&state).len());
         store.reserve(len + ROOM)?;
-        Ok((Engine { store, before: state.clone(), state, sweep_trace: false, kernel }, damage))
+        Ok((Engine::new(store, state, kernel), damage))
     }
 
     /// Makes sure the record can grow to `predicted` (plus the usual room) before the kernel is
@@ -187,6 +233,11 @@ impl Engine {
     fn put_kernel_back(&mut self) -> Result<()> {
         let mut failures = vec![];
         let fw = &mut self.kernel.firewall;
+        if self.partial {
+            // Only the elements it sent: the others are not in what this engine read.
+            let plan = ruleset::plan_mapping_changes(&self.state, &self.before, &self.touched);
+            return fw.apply(&plan.ops()).map_err(|e| anyhow::anyhow!("table inet {TABLE}: {e:#}"));
+        }
         match fw.read_table() {
             Ok(live) => {
                 if let Err(e) = fw.apply(&ruleset::plan(&ruleset::desired(&self.before), live.as_ref()).ops()) {
@@ -221,20 +272,47 @@ impl Engine {
     /// published. Falls back to a full `sync_firewall` when the table's layout or rules are not
     /// what the new state needs (the first allow list adds rules, say), or when the kernel says an
     /// element is not as the record says (EEXIST on add, ENOENT on delete: drift).
+    /// A partial engine (`open_for`) fails with `NeedsWhole` instead of the full sync: it does not
+    /// know every mapping.
     pub fn sync_mappings(&mut self, before: &State, touched: &[Mapping]) -> Result<Plan> {
+        let rules_only = ruleset::Desired::rules_only(&self.rules_shape());
         let nft = &mut self.kernel.firewall;
         if let Some(layout) = nft.read_layout()? {
-            let rules_only = ruleset::Desired::rules_only(&self.state);
             if !ruleset::plan(&rules_only, Some(&layout)).changes_rules() {
                 let plan = ruleset::plan_mapping_changes(before, &self.state, touched);
                 match nft.apply(&plan.ops()) {
-                    Ok(()) => return Ok(plan),
+                    Ok(()) => {
+                        self.touched = touched.to_vec();
+                        return Ok(plan);
+                    }
                     Err(e) if is_errno(&e, &[libc::EEXIST, libc::ENOENT]) => {} // drift: full sync below
                     Err(e) => return Err(e),
                 }
             }
         }
+        if self.partial {
+            return Err(NeedsWhole.into());
+        }
         self.sync_firewall()
+    }
+
+    /// The state the table's rules are planned from: the state, and for a partial engine whose
+    /// attachments are all gone while others it did not read remain, one more (the CNI rules
+    /// stay while any attachment does).
+    fn rules_shape(&self) -> std::borrow::Cow<'_, State> {
+        if !self.partial || !self.state.attachments.is_empty() || !self.store.unread_attachments() {
+            return std::borrow::Cow::Borrowed(&self.state);
+        }
+        let mut s = self.state.clone();
+        let unread = crate::model::Attachment {
+            network: String::new(),
+            container_id: String::new(),
+            ifname: String::new(),
+            mappings: vec![],
+            standby: vec![],
+        };
+        s.attachments.insert(String::new(), unread);
+        std::borrow::Cow::Owned(s)
     }
 
     /// Brings table `inet netnat` in line with the record: one transaction with only the difference.
@@ -305,7 +383,12 @@ pub struct Damage {
 /// The record, or why it cannot be used: unreadable, or missing while the kernel holds
 /// netnat's table, links or namespaces (then it was lost, not never written).
 pub fn load(store: &Store, kernel: &mut Kernel) -> Result<Result<State, String>> {
-    Ok(match store.read() {
+    load_with(store, store.read(), kernel)
+}
+
+/// `load` of what `store` gave (all of the record or part of it).
+fn load_with(store: &Store, record: Record, kernel: &mut Kernel) -> Result<Result<State, String>> {
+    Ok(match record {
         Record::Read(s) => Ok(s),
         Record::Unreadable(why) => Err(why),
         Record::Missing if observe_kernel(kernel, Some(store), false)?.is_empty() => Ok(State::default()),

@@ -287,3 +287,35 @@ fn the_docker_driver_keeps_docker_user_through_the_seam() {
     assert!(crate::hostfw::remove_all(&mut st, fw.foreign()).is_empty());
     assert!(fw.0.borrow().others.1.is_empty() && st.host_firewall.is_empty());
 }
+
+#[test]
+fn a_handoffs_veth_pair_comes_and_goes_through_the_seam() {
+    use super::handoff::{add_handoff, join_handoff, leave_handoff, new_handoff};
+    let before = seed_state("nnveth0");
+    let dir = state_dir("handoff", &before);
+    let (kernel, _fw, links) = fake::kernel(&before);
+    let mut e = Engine::open_with(&dir, kernel).unwrap();
+    let owner = crate::model::Owner { by: "docker".into(), id: "0123456789abcdef".into(), options: Default::default() };
+    let h = new_handoff(owner, "MyDocker0", vec!["172.16.1.7".parse().unwrap()], None);
+    let key = h.owner.key();
+    add_handoff(&mut e, h.clone()).unwrap();
+    assert!(links.0.borrow().executed.is_empty(), "recorded only: nothing in the kernel yet");
+    let (joined, _) = join_handoff(&mut e, &key, "box").unwrap();
+    assert_eq!(joined.sandbox.as_deref(), Some("box"));
+    let l = links.0.borrow();
+    assert_eq!(l.deleted, std::slice::from_ref(&h.host_ifname), "a pair left from an earlier join goes first");
+    assert_eq!(l.executed, [format!("add veth {} (peer {}) on MyDocker0", h.host_ifname, h.peer_ifname)]);
+    drop(l);
+    assert!(leave_handoff(&mut e, &key).unwrap());
+    assert_eq!(links.0.borrow().deleted.len(), 2);
+    drop(e);
+    assert_eq!(record(&dir).handoffs[&key].sandbox, None);
+    // A pair the kernel refuses: nothing recorded as joined.
+    let (kernel, _fw, links) = fake::kernel(&before);
+    links.0.borrow_mut().fail_execute = true;
+    let mut e = Engine::open_with(&dir, kernel).unwrap();
+    assert!(join_handoff(&mut e, &key, "box").is_err());
+    drop(e);
+    assert_eq!(record(&dir).handoffs[&key].sandbox, None);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -452,4 +452,33 @@ mod tests {
         }
         assert!(!dir.exists());
     }
+
+    #[test]
+    fn a_killed_traces_chains_are_swept_through_the_seam() {
+        let st = crate::model::fixtures::seed_state("nnveth0");
+        let dir = std::env::temp_dir().join(format!("netnat-trace-sweep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut store = Store::lock(&dir).unwrap();
+        store.save(&st).unwrap();
+        let (_kernel, mut fw, _links) = crate::engine::fake::kernel(&st);
+        let netnat_chains = fw.0.borrow().table.as_ref().unwrap().chains.len();
+        for c in &TRACE_CHAINS {
+            let chain = crate::nft::LiveChain { table: TABLE.into(), family: 1, name: c.name.into(), base: None };
+            fw.0.borrow_mut().table.as_mut().unwrap().chains.push(chain);
+        }
+        // No lock file: no trace ran since, nothing is read.
+        assert!(remove_leftover(&store, &mut fw).unwrap().is_empty());
+        assert_eq!(trace::trace_chains_in(fw.0.borrow().table.as_ref().unwrap()).len(), 4);
+        // A killed trace: its lock file is there, its lock free. One batch takes its chains only.
+        std::fs::write(dir.join(LOCK_FILE), "").unwrap();
+        assert_eq!(remove_leftover(&store, &mut fw).unwrap().len(), 4);
+        let fw_state = fw.0.borrow();
+        let table = fw_state.table.as_ref().unwrap();
+        assert!(trace::trace_chains_in(table).is_empty());
+        assert_eq!((table.chains.len(), fw_state.batches.len()), (netnat_chains, 1));
+        assert!(!dir.join(LOCK_FILE).exists());
+        drop(fw_state);
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

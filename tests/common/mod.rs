@@ -457,3 +457,34 @@ pub fn netnat_out(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// netnat's record (under /run/netnat) as one JSON value: state.json, and from format 3 on each
+/// attachment file under `attachments/` joined in as `attachments` by key (as format 2 held
+/// them inside state.json). `{}` when there is no record.
+pub fn record() -> serde_json::Value {
+    let dir = Path::new("/run/netnat");
+    let mut v: serde_json::Value = std::fs::read_to_string(dir.join("state.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_else(|| serde_json::json!({}));
+    let mut atts = serde_json::Map::new();
+    for e in std::fs::read_dir(dir.join("attachments")).into_iter().flatten().flatten() {
+        let a: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(e.path()).unwrap()).unwrap();
+        let key = format!(
+            "{}/{}/{}",
+            a["network"].as_str().unwrap(),
+            a["container_id"].as_str().unwrap(),
+            a["ifname"].as_str().unwrap()
+        );
+        atts.insert(key, a);
+    }
+    if !atts.is_empty() {
+        v["attachments"] = serde_json::Value::Object(atts);
+    }
+    v
+}
+
+/// `record()` as pretty text (what `cat state.json` gave before the record was split in files).
+pub fn record_text() -> String {
+    serde_json::to_string_pretty(&record()).unwrap()
+}
