@@ -331,11 +331,11 @@ NAMES = {
     "netnat6": "netnat over IPv6",
     "nft6": "hand nft ip6, 1 rule",
     "netnat_noguard": "netnat without the guard (by hand)",
-    "netnat_nocount": "netnat without per-port counting (by hand)",
+    "netnat_pkt": "netnat counting packets",
 }
-CONFIGS4 = ["direct", "netnat", "nft1", "iptables", "netavark", "socat", "dockerproxy", "netnat_noguard", "netnat_nocount"]
+CONFIGS4 = ["direct", "netnat", "nft1", "iptables", "netavark", "socat", "dockerproxy", "netnat_noguard", "netnat_pkt"]
 CONFIGS6 = ["direct6", "netnat6", "nft6"]
-KERNEL_CFGS = ["direct", "nft1", "netnat", "netnat_noguard", "netnat_nocount", "iptables", "netavark", "direct6", "nft6", "netnat6"]
+KERNEL_CFGS = ["direct", "nft1", "netnat", "netnat_noguard", "netnat_pkt", "iptables", "netavark", "direct6", "nft6", "netnat6"]
 SCALE_N = [1, 100, 1000, 10000]
 MODES = [("ka", "keep-alive"), ("nc", "new-conn")]
 
@@ -763,7 +763,7 @@ def report(raw, out, quick):
         ("netnat / hand nft rule", "netnat", "nft1"),
         ("netnat / direct", "netnat", "direct"),
         ("netnat / netnat without the guard", "netnat", "netnat_noguard"),
-        ("netnat / netnat without per-port counting", "netnat", "netnat_nocount"),
+        ("netnat counting packets / netnat", "netnat_pkt", "netnat"),
         ("hand nft rule / direct", "nft1", "direct"),
         ("netnat / iptables-nft (Docker)", "netnat", "iptables"),
         ("netnat / netavark", "netnat", "netavark"),
@@ -843,7 +843,7 @@ def report(raw, out, quick):
         emit(f"| {NAMES[c]} | " + " | ".join(cells) + " |")
     for name, a, b in [("netnat / hand nft rule", "netnat", "nft1"),
                        ("netnat without the guard / hand nft rule", "netnat_noguard", "nft1"),
-                       ("netnat without counting / hand nft rule", "netnat_nocount", "nft1"),
+                       ("netnat counting packets / hand nft rule", "netnat_pkt", "nft1"),
                        ("netnat over IPv6 / hand ip6 rule", "netnat6", "nft6")]:
         if not s("ka_perf_nf", a) or not s("ka_perf_nf", b):
             continue
@@ -869,7 +869,7 @@ def report(raw, out, quick):
         hooks = [("prerouting", "rules at prerouting"), ("forward", "rules at forward"), ("nat", "NAT chains")]
         emit("| configuration | run | " + " | ".join(fams) + " | " + " | ".join(h for _, h in hooks) + " |")
         emit("|---|---|" + "---:|" * (len(fams) + len(hooks)))
-        for c in ["nft1", "netnat", "netnat_noguard", "netnat_nocount", "iptables", "nft6", "netnat6"]:
+        for c in ["nft1", "netnat", "netnat_noguard", "netnat_pkt", "iptables", "nft6", "netnat6"]:
             if not s("ka_perf_nf", c):
                 continue
             for mode, title in MODES:
@@ -877,36 +877,41 @@ def report(raw, out, quick):
                 cells += [fmt_est(d.est(d.per_kreq(mode, "chain_" + h, c)), 1, interval=False) if s(f"{mode}_perf_chain_{h}", c) else "0" for h, _ in hooks]
                 emit(f"| {NAMES[c]} | {title} | " + " | ".join(cells) + " |")
         emit("")
-        # Per packet: netnat's own counters count every packet of a published connection at the
-        # forward hook (both directions), which is also what the guard sees of that traffic.
-        for c, hand in [("netnat", "nft1"), ("netnat6", "nft6")]:
-            if not s("ka_pkts", c) or not period_ms:
+        # Per packet: with `counting packets` (netnat_pkt) netnat's own counters count every packet
+        # of a published connection at the forward hook (both directions); the same requests are
+        # the same packets in every configuration, so its packets per request stand for all.
+        def pkts_per_req(mode):
+            return d.derived(lambda p, q: p / q if q else None, s(f"{mode}_pkts", "netnat_pkt"), s(f"{mode}_req", "netnat_pkt"))
+        for c in ["netnat", "netnat_pkt", "netnat6"]:
+            if not s("ka_perf_nf", c) or not period_ms:
                 continue
             for mode, title in MODES:
-                pkts = d.derived(lambda p, q: p / q, s(f"{mode}_pkts", c), s(f"{mode}_req", c))
-                def ns_per_pkt(hook):
-                    return d.derived(lambda n, p: n * period_ms * 1e6 / p if p else None,
-                                     s(f"{mode}_perf_chain_{hook}", c), s(f"{mode}_pkts", c))
+                req = s(f"{mode}_req", c)
                 nat_per_req = d.derived(lambda n, q: n * period_ms * 1e6 / q if q else None,
-                                        s(f"{mode}_perf_chain_nat", c) or {k: 0 for k in s(f"{mode}_req", c)},
-                                        s(f"{mode}_req", c))
-                emit(f"- {NAMES[c]}, {title}: {fmt_est(d.est(pkts), 1, interval=False)} packets per request through the "
-                     f"forward hook; the forward chain (its counting rule) {fmt_est(d.est(ns_per_pkt('forward')), 0)} ns per "
-                     f"packet; filter chains at prerouting {fmt_est(d.est(ns_per_pkt('prerouting')), 0)} ns per packet; "
-                     f"NAT chains (guard, DNAT, masquerade: a connection's first packet) "
-                     f"{fmt_est(d.est(nat_per_req), 0)} ns per request.")
+                                        s(f"{mode}_perf_chain_nat", c) or {k: 0 for k in req}, req)
+                fwd_per_req = d.derived(lambda n, q: n * period_ms * 1e6 / q if q else None,
+                                        s(f"{mode}_perf_chain_forward", c) or {k: 0 for k in req}, req)
+                line = (f"- {NAMES[c]}, {title}: rules at forward {fmt_est(d.est(fwd_per_req), 0)} ns per request; "
+                        f"NAT chains (guard, DNAT, masquerade: a connection's first packet) "
+                        f"{fmt_est(d.est(nat_per_req), 0)} ns per request")
+                pkts = pkts_per_req(mode) if s(f"{mode}_pkts", "netnat_pkt") else None
+                if c == "netnat_pkt" and pkts:
+                    per_pkt = d.derived(lambda n, p: n * period_ms * 1e6 / p if p else None,
+                                        s(f"{mode}_perf_chain_forward", c), s(f"{mode}_pkts", c))
+                    line += (f"; {fmt_est(d.est(pkts), 1, interval=False)} packets per request, the forward chain's "
+                             f"counting rule {fmt_est(d.est(per_pkt), 0)} ns per packet")
+                emit(line + ".")
         emit("")
-        # The same, measured by taking each rule out: the paired difference of netfilter samples
-        # per request between netnat and the variant, per packet of netnat's in the same round.
-        for variant, what in [("netnat_noguard", "the guard (a NAT chain now)"),
-                              ("netnat_nocount", "per-port counting (the forward chain's lookup)")]:
+        # The same, measured by taking a rule out: the paired difference of netfilter samples per
+        # request between netnat and the variant.
+        for variant, what in [("netnat_noguard", "the guard (a NAT chain)")]:
             if not s("ka_perf_nf", variant) or not period_ms:
                 continue
             for mode, title in MODES:
-                diff = d.derived(lambda n, q, nv, qv, p: (n / q - nv / qv) * period_ms * 1e6 / (p / q) if p else None,
+                diff = d.derived(lambda n, q, nv, qv: (n / q - nv / qv) * period_ms * 1e6,
                                  s(f"{mode}_perf_nf", "netnat"), s(f"{mode}_req", "netnat"),
-                                 s(f"{mode}_perf_nf", variant), s(f"{mode}_req", variant), s(f"{mode}_pkts", "netnat"))
-                emit(f"- {what}, taken out by hand, {title}: netfilter time per packet falls by {fmt_est(d.est(diff), 0)} ns "
+                                 s(f"{mode}_perf_nf", variant), s(f"{mode}_req", variant))
+                emit(f"- {what}, taken out by hand, {title}: netfilter time per request falls by {fmt_est(d.est(diff), 0)} ns "
                      f"(paired difference); netfilter samples per request netnat / variant "
                      f"{fmt_est(r(d.per_kreq(mode, 'nf', 'netnat'), d.per_kreq(mode, 'nf', variant)))}")
         emit("")

@@ -25,6 +25,9 @@ _netnat() {
             netnat,connect)
                 cmd="netnat__subcmd__connect"
                 ;;
+            netnat,counting)
+                cmd="netnat__subcmd__counting"
+                ;;
             netnat,disconnect)
                 cmd="netnat__subcmd__disconnect"
                 ;;
@@ -81,6 +84,9 @@ _netnat() {
                 ;;
             netnat__subcmd__help,connect)
                 cmd="netnat__subcmd__help__subcmd__connect"
+                ;;
+            netnat__subcmd__help,counting)
+                cmd="netnat__subcmd__help__subcmd__counting"
                 ;;
             netnat__subcmd__help,disconnect)
                 cmd="netnat__subcmd__help__subcmd__disconnect"
@@ -203,7 +209,7 @@ _netnat() {
 
     case "${cmd}" in
         netnat)
-            opts="-h -V --state-dir --help --version network sandbox connect disconnect publish unpublish ls show apply save reload reset recover audit graph trace metrics docker-plugin help"
+            opts="-h -V --state-dir --help --version network sandbox connect disconnect publish unpublish ls show apply save reload reset counting recover audit graph trace metrics docker-plugin help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -298,6 +304,24 @@ _netnat() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        netnat__subcmd__counting)
+            opts="-h --json --state-dir --help connections packets"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         netnat__subcmd__disconnect)
             opts="-h --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -357,7 +381,7 @@ _netnat() {
             return 0
             ;;
         netnat__subcmd__help)
-            opts="network sandbox connect disconnect publish unpublish ls show apply save reload reset recover audit graph trace metrics docker-plugin help"
+            opts="network sandbox connect disconnect publish unpublish ls show apply save reload reset counting recover audit graph trace metrics docker-plugin help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -399,6 +423,20 @@ _netnat() {
             return 0
             ;;
         netnat__subcmd__help__subcmd__connect)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netnat__subcmd__help__subcmd__counting)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

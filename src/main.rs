@@ -41,6 +41,7 @@ fn main() {
         Command::Save => apply::save(&dir),
         Command::Reload => upkeep::reload(&dir),
         Command::Reset => upkeep::reset(&dir),
+        Command::Counting { mode, json } => upkeep::counting(&dir, mode.as_deref(), *json),
         Command::Recover => upkeep::recover(&dir),
         Command::Graph => audit::graph(&dir),
         Command::Trace(a) => observe::trace(&dir, a),

@@ -72,19 +72,28 @@ pub fn families(o: &Observed, report: &Report) -> Vec<MetricFamily> {
         samples: vec![Sample { labels: vec![], value: value as u64 }],
     };
     let errors = report.findings.iter().filter(|f| f.severity == Severity::Error).count();
-    vec![
-        MetricFamily {
+    let mut fams = vec![MetricFamily {
+        name: "netnat_mapping_connections_total",
+        help: "Connections a published mapping translated (counted once each, at DNAT).",
+        kind: Kind::Counter,
+        samples: per_mapping(&|r| r.connections_total),
+    }];
+    // Packets and bytes are counted only with `counting = packets`: no series otherwise.
+    if st.counting == crate::model::Counting::Packets {
+        fams.push(MetricFamily {
             name: "netnat_mapping_packets_total",
             help: "Packets forwarded through a published mapping, both directions of every connection.",
             kind: Kind::Counter,
-            samples: per_mapping(&|r| r.packets),
-        },
-        MetricFamily {
+            samples: per_mapping(&|r| r.packets.unwrap_or(0)),
+        });
+        fams.push(MetricFamily {
             name: "netnat_mapping_bytes_total",
             help: "Bytes forwarded through a published mapping, both directions of every connection.",
             kind: Kind::Counter,
-            samples: per_mapping(&|r| r.bytes),
-        },
+            samples: per_mapping(&|r| r.bytes.unwrap_or(0)),
+        });
+    }
+    fams.extend([
         MetricFamily {
             name: "netnat_mapping_denied_packets_total",
             help: "New connections to a published mapping with an allow list, from sources not on it: dropped.",
@@ -110,7 +119,8 @@ pub fn families(o: &Observed, report: &Report) -> Vec<MetricFamily> {
             "Error findings of netnat audit (drift, host settings, an unreadable record).",
             errors,
         ),
-    ]
+    ]);
+    fams
 }
 
 /// Label values: backslash, double quote and newline escaped.
@@ -173,7 +183,17 @@ mod tests {
             assert!(text.contains(&format!("# TYPE {} ", f.name)), "{}", f.name);
             assert_eq!(f.kind == Kind::Counter, f.name.ends_with("_total"), "{}", f.name);
         }
-        // A range is one mapping: its ports' counters are summed into one series.
+        // A range is one mapping: its ports' counters are summed into one series. Connections are
+        // always counted; packets and bytes only with packet counting.
+        assert!(text.contains(
+            "netnat_mapping_connections_total{protocol=\"udp\",host_ip=\"0.0.0.0\",host_if=\"\",host_port=\"20000-20999\",container_ip=\
+             \"172.16.1.2\",container_port=\"20000-20999\",network=\"MyDocker0\",container_id=\"\"} 3000\n"
+        ));
+        assert!(!text.contains("netnat_mapping_bytes_total"));
+        let mut o = o;
+        o.state.counting = crate::model::Counting::Packets;
+        o.table = Some(crate::ruleset::fake::live_after(&crate::ruleset::desired(&o.state), 3, 180));
+        let text = render(&families(&o, &audit::audit(&o)));
         assert!(text.contains(
             "netnat_mapping_bytes_total{protocol=\"udp\",host_ip=\"0.0.0.0\",host_if=\"\",host_port=\"20000-20999\",container_ip=\
              \"172.16.1.2\",container_port=\"20000-20999\",network=\"MyDocker0\",container_id=\"\"} 180000\n"
@@ -194,7 +214,8 @@ mod tests {
 
     #[test]
     fn series_stay_bounded() {
-        // 10,000 ports as one range and as 100 ranges: 3 series per mapping, plus 4 gauges.
+        // 10,000 ports as one range and as 100 ranges: 2 series per mapping (connections counted and
+        // live; no packets and bytes without packet counting), plus 4 gauges.
         for maps in [
             vec!["10000-19999:172.16.1.1:10000-19999".to_string()],
             (0..100)
@@ -213,7 +234,7 @@ mod tests {
             let o = observed(&refs);
             let text = render(&families(&o, &audit::audit(&o)));
             let series = text.lines().filter(|l| !l.starts_with('#')).count();
-            assert_eq!(series, 3 * maps.len() + 4);
+            assert_eq!(series, 2 * maps.len() + 4);
         }
     }
 

@@ -16,8 +16,8 @@
 //! began. `Recovered::lost` says which of these applied.
 
 use crate::model::{
-    check_name, ip_bits, ip_from_bits, Endpoint, Family, IfName, Ipv6Mode, Mapping, Network, Pool, Proto, Sandbox,
-    State, Subnet,
+    check_name, ip_bits, ip_from_bits, Counting, Endpoint, Family, IfName, Ipv6Mode, Mapping, Network, Pool, Proto,
+    Sandbox, State, Subnet,
 };
 use crate::nft::LiveTable;
 use crate::ruleset::{desired_rules, mapping_elems, FAMILIES, ROUTED6, TABLE};
@@ -139,6 +139,7 @@ pub fn rebuild(k: &KernelView) -> Recovered {
     }
     if let Some(t) = &k.table {
         mappings_from_table(t, &mut st, &mut lost);
+        st.counting = counting_of(t);
     }
     if !st.networks.is_empty() && k.ip_forward.as_deref() == Some("1") {
         lost.push(
@@ -148,6 +149,17 @@ pub fn rebuild(k: &KernelView) -> Recovered {
         );
     }
     Recovered { state: st, lost }
+}
+
+/// Packet counting is on when the forward chain has its counting rule.
+fn counting_of(t: &LiveTable) -> Counting {
+    let st = State { counting: Counting::Packets, ..State::default() };
+    let counts =
+        desired_rules(&st).into_iter().find(|r| r.chain == "forward").expect("packet counting has forward rules");
+    match t.rules.iter().any(|r| r.chain == "forward" && r.exprs == counts.exprs) {
+        true => Counting::Packets,
+        false => Counting::Connections,
+    }
 }
 
 /// A marked bridge as a network: its pools from its addresses, its options from its rules in
@@ -294,7 +306,9 @@ fn mappings(t: &LiveTable, st: &State) -> (Vec<Mapping>, usize) {
             for e in t.elems.get(map).into_iter().flatten() {
                 match single(&e.key, &e.data, host, f.family) {
                     Some(m)
-                        if mapping_elems(&m, false, &[]).iter().any(|x| *x == (map, e.key.clone(), e.data.clone())) =>
+                        if mapping_elems(&m, false, &[], Counting::Connections)
+                            .iter()
+                            .any(|x| *x == (map, e.key.clone(), e.data.clone())) =>
                     {
                         singles.push(m)
                     }
@@ -306,7 +320,11 @@ fn mappings(t: &LiveTable, st: &State) -> (Vec<Mapping>, usize) {
     // A routed mapping's host port is not used by the kernel: it comes back as the container port.
     for e in t.elems.get(ROUTED6).into_iter().flatten() {
         match routed_single(&e.key) {
-            Some(m) if st.is_routed(&m) && mapping_elems(&m, true, &[]) == vec![(ROUTED6, e.key.clone(), vec![])] => {
+            Some(m)
+                if st.is_routed(&m)
+                    && mapping_elems(&m, true, &[], Counting::Connections)
+                        == vec![(ROUTED6, e.key.clone(), vec![])] =>
+            {
                 singles.push(m)
             }
             _ => bad += 1,

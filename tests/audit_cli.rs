@@ -88,13 +88,13 @@ isolated!(clean_setup_audits_clean, inner_clean_setup_audits_clean, {
 
 isolated!(hand_added_rule_is_drift, inner_hand_added_rule_is_drift, {
     setup();
-    sh("nft add rule inet netnat forward counter");
+    sh("nft add rule inet netnat postrouting counter");
     let f = assert_finding("drift.rule", "error");
     let msg = f["message"].as_str().unwrap();
-    assert!(msg.contains("inet netnat forward") && msg.contains("counter"), "{msg}");
-    assert_eq!(f["objects"][0], "inet netnat forward");
-    let handle = sh("nft -a list chain inet netnat forward | awk '/^\\t\\tcounter packets [0-9]+ bytes [0-9]+ # handle/ {print $NF}'");
-    sh(&format!("nft delete rule inet netnat forward handle {}", handle.trim()));
+    assert!(msg.contains("inet netnat postrouting") && msg.contains("counter"), "{msg}");
+    assert_eq!(f["objects"][0], "inet netnat postrouting");
+    let handle = sh("nft -a list chain inet netnat postrouting | awk '/^\\t\\tcounter packets [0-9]+ bytes [0-9]+ # handle/ {print $NF}'");
+    sh(&format!("nft delete rule inet netnat postrouting handle {}", handle.trim()));
     assert_no_finding("drift.rule");
     assert_clean();
 });
@@ -300,17 +300,26 @@ isolated!(counters_rise_with_traffic, inner_counters_rise_with_traffic, {
     let mapping =
         |v: &Value| v["mappings"].as_array().unwrap().iter().find(|m| m["host_port"] == 9090).unwrap().clone();
     let before = mapping(&audit(&[]).1);
-    assert_eq!((before["packets"].as_u64(), before["bytes"].as_u64()), (Some(0), Some(0)));
+    // By default connections are counted, packets and bytes are not (null).
+    assert_eq!(before["connections_total"].as_u64(), Some(0));
+    assert!(before["packets"].is_null() && before["bytes"].is_null(), "{before}");
     for _ in 0..3 {
         assert_eq!(tcp_get(ext().as_deref(), "198.51.100.1:9090").unwrap(), "ns1 saw 198.51.100.2");
     }
     let after = mapping(&audit(&[]).1);
-    // Every packet of the three connections, both directions (not just the first packet the NAT
-    // chain sees): a TCP request/response is at least 6 packets.
-    assert!(after["packets"].as_u64().unwrap() >= 3 * 6, "{after}");
-    assert!(after["bytes"].as_u64().unwrap() >= 3 * 300, "{after}");
+    assert_eq!(after["connections_total"].as_u64(), Some(3), "{after}");
     assert!(after["connections"].as_u64().unwrap() >= 1, "conntrack keeps closed connections a while: {after}");
     assert_eq!(after["scope"], "any");
+    // With packet counting: every packet of the next three connections, both directions (not
+    // just the first packet the NAT chain sees): a TCP request/response is at least 6 packets.
+    ok(&["counting", "packets"]);
+    for _ in 0..3 {
+        assert_eq!(tcp_get(ext().as_deref(), "198.51.100.1:9090").unwrap(), "ns1 saw 198.51.100.2");
+    }
+    let counted = mapping(&audit(&[]).1);
+    assert!(counted["packets"].as_u64().unwrap() >= 3 * 6, "{counted}");
+    assert!(counted["bytes"].as_u64().unwrap() >= 3 * 300, "{counted}");
+    assert_eq!(counted["connections_total"].as_u64(), Some(6), "connection counters kept counting: {counted}");
 });
 
 isolated!(audit_that_cannot_run_exits_2, inner_audit_that_cannot_run_exits_2, {
@@ -416,7 +425,7 @@ isolated!(json_matches_documented_schema, inner_json_matches_documented_schema, 
     setup();
     ok(&["publish", "127.0.0.1:5353:172.16.1.2:53/udp", "198.51.100.1:7000-7001:172.16.1.2:7000-7001"]);
     // Plenty of different findings, so their shapes are checked too.
-    sh("nft add rule inet netnat forward counter; nft delete element inet netnat pub_any4 '{ tcp . 9090 }'; \
+    sh("nft add rule inet netnat postrouting counter; nft delete element inet netnat pub_any4 '{ tcp . 9090 }'; \
         nft add table ip other; nft add chain ip other pre '{ type nat hook prerouting priority -150; }'; \
         nft add rule ip other pre tcp dport 9090 dnat to 10.9.9.9; \
         ip link add nn12345678 type veth peer name x; sysctl -qw net.ipv4.ip_forward=0");

@@ -297,7 +297,7 @@ struct Leftovers {
 }
 
 fn leftovers() -> Leftovers {
-    let table = sh("nft list table inet netnat 2>/dev/null || true");
+    let table = nft_list("table inet netnat");
     let elements = table
         .split(['{', '}', ',', '\n'])
         .map(|l| l.trim().trim_start_matches("elements = ").to_string())

@@ -38,12 +38,12 @@ isolated!(one_command_publishes_both_families, inner_one_command_publishes_both_
     let ls: serde_json::Value = serde_json::from_str(&ok(&["ls", "--json"])).unwrap();
     let ips: Vec<&str> = ls.as_array().unwrap().iter().map(|m| m["container_ip"].as_str().unwrap()).collect();
     assert_eq!(ips, ["172.16.1.1", "fd00:16::2"]);
-    assert!(ls.as_array().unwrap().iter().all(|m| m["packets"].as_u64().unwrap() > 0), "{ls}");
+    assert!(ls.as_array().unwrap().iter().all(|m| m["connections_total"].as_u64().unwrap() > 0), "{ls}");
     let saved = ok(&["save"]);
     assert!(saved.contains(r#""8080:[fd00:16::2]:80/tcp""#), "{saved}");
     assert!(saved.contains(r#"subnet = ["172.16.0.0/16", "fd00:16::/64"]"#), "{saved}");
     // The map elements are there (second check).
-    assert!(sh("nft list map inet netnat pub_any6").contains("tcp . 8080 : fd00:16::2 . 80"));
+    assert!(nft_list("map inet netnat pub_any6").contains("tcp . 8080 : fd00:16::2 . 80"));
     // A bare host port removes the every-address mappings of both families.
     assert_eq!(ok(&["unpublish", "8080"]).matches("unpublished").count(), 2);
     assert!(tcp_get(ext().as_deref(), "[2001:db8:1::1]:8080").is_err());
@@ -143,7 +143,7 @@ isolated!(ipv6_routed_mode, inner_ipv6_routed_mode, {
     let _e4 = tcp_server(ext().as_deref(), "198.51.100.2:9998", "ext4");
     assert_eq!(tcp_get_settled(c.as_deref(), "198.51.100.2:9998").unwrap(), "ext4 saw 198.51.100.1");
     let ls: serde_json::Value = serde_json::from_str(&ok(&["ls", "--json"])).unwrap();
-    assert!(ls[0]["packets"].as_u64().unwrap() > 0, "routed traffic is counted: {ls}");
+    assert!(ls[0]["connections_total"].as_u64().unwrap() > 0, "routed traffic is counted: {ls}");
     assert!(sh("nft list set inet netnat routed6").contains("2001:db8:77::2 . tcp . 80"));
 });
 

@@ -218,11 +218,35 @@ isolated!(counters_rise_with_traffic, inner_counters_rise_with_traffic, {
     for _ in 0..3 {
         tcp_get(ext().as_deref(), "198.51.100.1:9090").unwrap();
     }
-    // Every packet of every connection, both ways: a TCP exchange is well over 3 packets, so
-    // counting only first packets (what a NAT chain sees) would fail this.
+    // Connections, once each (the NAT element counts); no packets or bytes by default.
+    let v: serde_json::Value = serde_json::from_str(&ok(&["ls", "--json"])).unwrap();
+    assert_eq!(v[0]["connections_total"].as_u64(), Some(3), "{v}");
+    assert!(v[0]["packets"].is_null(), "{v}");
+    assert!(ok(&["ls"]).lines().nth(1).unwrap().contains("        3          -            -  any"), "{}", ok(&["ls"]));
+    // `counting packets`: every packet of every connection, both ways: a TCP exchange is well
+    // over 3 packets, so counting only first packets (what a NAT chain sees) would fail this.
+    assert!(ok(&["counting", "packets"]).contains("counting: packets (was connections;"));
+    assert_eq!(ok(&["counting"]).trim(), "counting: packets");
+    for _ in 0..3 {
+        tcp_get(ext().as_deref(), "198.51.100.1:9090").unwrap();
+    }
     let v: serde_json::Value = serde_json::from_str(&ok(&["ls", "--json"])).unwrap();
     assert!(v[0]["packets"].as_u64().unwrap() >= 3 * 6, "{v}");
     assert!(v[0]["bytes"].as_u64().unwrap() >= 3 * 300, "{v}");
+    assert_eq!(v[0]["connections_total"].as_u64(), Some(6), "{v}");
+    assert!(ok(&["save"]).contains("counting = \"packets\""));
+    // And back, in place: the forward chain goes, the connection counters keep their counts.
+    assert!(sh("nft list table inet netnat").contains("chain forward"));
+    ok(&["counting", "connections"]);
+    assert!(!sh("nft list table inet netnat").contains("chain forward"));
+    let v: serde_json::Value = serde_json::from_str(&ok(&["ls", "--json"])).unwrap();
+    assert_eq!(v[0]["connections_total"].as_u64(), Some(6), "{v}");
+    // A mode that does not exist: exit 2, named, nothing changed.
+    let before = kernel_snapshot();
+    let (code, _, err) = netnat_out(&["counting", "bytes"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("bytes"), "{err}");
+    assert_eq!(kernel_snapshot(), before);
 });
 
 /// Starts `n` netnat commands at once and waits for all of them.
@@ -292,6 +316,6 @@ isolated!(publish_and_unpublish_survive_hand_edited_elements, inner_publish_surv
     sh("nft add element inet netnat pub_any4 '{ tcp . 9191 : 172.16.1.2 . 80 }'");
     ok(&["publish", "9191:172.16.1.1:8080"]);
     assert_eq!(tcp_get(ext().as_deref(), "198.51.100.1:9191").unwrap(), "ns1 saw 198.51.100.2");
-    let map = sh("nft list map inet netnat pub_any4");
+    let map = nft_list("map inet netnat pub_any4");
     assert!(map.contains("tcp . 9191 : 172.16.1.1 . 8080") && !map.contains("9090"), "{map}");
 });

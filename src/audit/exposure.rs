@@ -3,13 +3,13 @@
 
 use super::foreign::foreign_sees;
 use super::{chain_label, finding, own_table, Finding, MappingReport, Observed, Scope, Severity};
-use crate::model::{Cidr, Family, Mapping, State};
+use crate::model::{Cidr, Counting, Family, Mapping, State};
 use crate::nft::expr::{Expr, Verdict};
 use crate::nft::family::{HOOK_FORWARD, HOOK_INPUT};
 use crate::nft::foreign::read_matches;
 use crate::nft::{LiveRule, LiveTable};
 use crate::ruleset;
-use crate::ruleset::{counted_elems, denied_elems};
+use crate::ruleset::{connection_elems, denied_elems, packet_elems};
 use serde::Serialize;
 
 /// One published mapping with its traffic, as `ls --json` prints it.
@@ -18,8 +18,12 @@ pub struct MappingView {
     #[serde(flatten)]
     pub mapping: Mapping,
     pub network: Option<String>,
-    pub packets: u64,
-    pub bytes: u64,
+    /// Connections the mapping translated (counted by its NAT map element, once per connection).
+    pub connections_total: u64,
+    /// Packets and bytes of those connections, both directions: only with `counting = packets`
+    /// (null otherwise).
+    pub packets: Option<u64>,
+    pub bytes: Option<u64>,
     /// Sources allowed to connect; empty: every source.
     pub allow: Vec<Cidr>,
     /// New connections from other sources, dropped (with an allow list).
@@ -33,9 +37,10 @@ pub struct MappingView {
     pub standby: bool,
 }
 
-/// Mappings with the traffic counted for them in the forward chain (summed over a range):
-/// packets and bytes in both directions of every connection through the mapping, and the
-/// packets their allow list dropped.
+/// Mappings with the traffic counted for them (summed over a range): the connections their NAT
+/// map elements translated; with packet counting, the packets and bytes in both directions of
+/// every connection through the mapping (the forward sets); and the packets their allow list
+/// dropped.
 pub fn mapping_views(state: &State, live: Option<&LiveTable>) -> Vec<MappingView> {
     let counters: std::collections::HashMap<(&str, &[u8]), (u64, u64)> = live
         .map(|l| {
@@ -59,7 +64,10 @@ pub fn mapping_views(state: &State, live: Option<&LiveTable>) -> Vec<MappingView
         .iter()
         .map(|m| {
             let allow = state.allow_of(m);
-            let (packets, bytes) = sum(&mut counted_elems(m, state.is_routed(m)));
+            let (connections_total, _) = sum(&mut connection_elems(m, state.is_routed(m)));
+            // A routed mapping has no forward element: its routed6 element counts connections only.
+            let traffic =
+                (state.counting == Counting::Packets && !state.is_routed(m)).then(|| sum(&mut packet_elems(m)));
             let (denied_packets, _) = sum(&mut denied_elems(m, allow));
             let owner = state.owner_of(m);
             MappingView {
@@ -69,8 +77,9 @@ pub fn mapping_views(state: &State, live: Option<&LiveTable>) -> Vec<MappingView
                     None => state.network_of(m.container_ip).map(|n| n.name.clone()),
                 },
                 container_id: owner.map(|a| a.container_id.clone()),
-                packets,
-                bytes,
+                connections_total,
+                packets: traffic.map(|t| t.0),
+                bytes: traffic.map(|t| t.1),
                 allow: allow.to_vec(),
                 denied_packets,
                 standby: false,
@@ -106,6 +115,7 @@ pub(super) fn mapping_reports(o: &Observed) -> Vec<MappingReport> {
                 container_ip: m.container_ip,
                 container_port: m.container_port,
                 container_port_end: m.container_port_end,
+                connections_total: v.connections_total,
                 packets: v.packets,
                 bytes: v.bytes,
                 connections,
@@ -225,11 +235,14 @@ pub(super) fn inventory(o: &Observed, reports: &[MappingReport], out: &mut Vec<F
             "inventory.mapping",
             Severity::Info,
             format!(
-                "{m}{net}: published on {}, reachable by {}, {} packets, {} bytes, {} live connections",
+                "{m}{net}: published on {}, reachable by {}, {} connections{}, {} live connections",
                 r.scope.text(),
                 r.reach,
-                r.packets,
-                r.bytes,
+                r.connections_total,
+                match (r.packets, r.bytes) {
+                    (Some(p), Some(b)) => format!(" ({p} packets, {b} bytes)"),
+                    _ => String::new(),
+                },
                 r.connections
             ),
             vec![m.to_string()],

@@ -162,8 +162,12 @@ pub struct MappingReport {
     pub container_ip: IpAddr,
     pub container_port: u16,
     pub container_port_end: u16,
-    pub packets: u64,
-    pub bytes: u64,
+    /// Connections translated (counted once each, at DNAT).
+    pub connections_total: u64,
+    /// Packets and bytes, both directions (with `counting = packets`; null otherwise).
+    pub packets: Option<u64>,
+    pub bytes: Option<u64>,
+    /// Live connections (conntrack entries) now.
     pub connections: u64,
     pub scope: Scope,
     /// Sources allowed to connect; empty: every source.

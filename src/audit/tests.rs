@@ -85,7 +85,17 @@ fn clean_setup_has_only_info() {
         ]
     );
     let any = r.mappings.iter().find(|m| m.host_port == 9090).unwrap();
-    assert_eq!((any.scope, any.packets, any.bytes, any.connections), (Scope::Any, 3, 180, 2));
+    // Connections are counted by the NAT map's element; packets and bytes only with packet counting.
+    assert_eq!(
+        (any.scope, any.connections_total, any.packets, any.bytes, any.connections),
+        (Scope::Any, 3, None, None, 2)
+    );
+    let mut counted = clean();
+    counted.state.counting = crate::model::Counting::Packets;
+    counted.table = Some(table_for(&counted.state));
+    let r2 = audit(&counted);
+    let any = r2.mappings.iter().find(|m| m.host_port == 9090).unwrap();
+    assert_eq!((any.connections_total, any.packets, any.bytes), (3, Some(3), Some(180)));
     let lo = r.mappings.iter().find(|m| m.host_port == 5353).unwrap();
     assert_eq!((lo.scope, lo.protocol.as_str()), (Scope::Loopback, "udp"));
     assert!(render_text(&r).contains("0 error(s), 0 warning(s), 3 info"));
@@ -98,7 +108,7 @@ fn hand_added_rule_is_drift_naming_chain_and_rule() {
     t.rules.push(LiveRule {
         table: TABLE.into(),
         family: FAMILY_INET,
-        chain: "forward".into(),
+        chain: "postrouting".into(),
         handle: 99,
         exprs: vec![Expr::Counter],
         comment: None,
@@ -106,7 +116,7 @@ fn hand_added_rule_is_drift_naming_chain_and_rule() {
     let f = has(&o, "drift.rule");
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].severity, Severity::Error);
-    assert!(f[0].message.contains("chain inet netnat forward"), "{}", f[0].message);
+    assert!(f[0].message.contains("chain inet netnat postrouting"), "{}", f[0].message);
     assert!(f[0].message.contains("foreign rule (handle 99): counter"), "{}", f[0].message);
 }
 

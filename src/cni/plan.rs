@@ -144,13 +144,13 @@ pub fn check_kernel(
     let Some(live) = live else {
         return Err(fail(format!("{id}: table inet {} does not exist (run `netnat reload`)", ruleset::TABLE)));
     };
-    let rules_only = ruleset::Desired { rules: ruleset::desired_rules(state), elems: Default::default() };
+    let rules_only = ruleset::Desired::rules_only(state);
     if !ruleset::plan(&rules_only, Some(live)).is_empty() {
         return Err(fail(format!("table inet {}'s rules differ from netnat's (run `netnat reload`)", ruleset::TABLE)));
     }
     let active = state.attachments.get(&id.key()).map(|a| a.mappings.as_slice()).unwrap_or_default();
     for m in wanted.iter().filter(|m| active.contains(m)) {
-        for (set, key, data) in ruleset::mapping_elems(m, state.is_routed(m), state.allow_of(m)) {
+        for (set, key, data) in ruleset::mapping_elems(m, state.is_routed(m), state.allow_of(m), state.counting) {
             let present = live.elems.get(set).is_some_and(|es| es.iter().any(|e| e.key == key && e.data == data));
             if !present {
                 return Err(fail(format!("{id}: the element of {m} in {set} is missing (run `netnat reload`)")));

@@ -98,8 +98,8 @@ pub fn ls(dir: &Path, json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<5} {:<22} {:<26} {:<12} {:>10} {:>12}  ALLOW (DENIED)",
-        "PROTO", "HOST", "CONTAINER", "NETWORK", "PACKETS", "BYTES"
+        "{:<5} {:<22} {:<26} {:<12} {:>8} {:>10} {:>12}  ALLOW (DENIED)",
+        "PROTO", "HOST", "CONTAINER", "NETWORK", "CONNS", "PACKETS", "BYTES"
     );
     for Row { view: v, draining } in rows {
         let m = v.mapping;
@@ -124,11 +124,14 @@ pub fn ls(dir: &Path, json: bool) -> Result<()> {
             [] => "any".to_string(),
             list => format!("{} ({})", allow_text(list), v.denied_packets),
         };
+        // Packets and bytes are counted only with `counting = packets`.
+        let count = |c: Option<u64>| c.map_or("-".to_string(), |c| c.to_string());
         println!(
-            "{:<5} {host:<22} {ctr:<26} {net:<12} {:>10} {:>12}  {allow}",
+            "{:<5} {host:<22} {ctr:<26} {net:<12} {:>8} {:>10} {:>12}  {allow}",
             m.protocol.to_string(),
-            v.packets,
-            v.bytes
+            v.connections_total,
+            count(v.packets),
+            count(v.bytes)
         );
         for d in draining {
             println!(
@@ -158,8 +161,9 @@ fn standby_views(state: &State) -> Vec<MappingView> {
         .map(|(a, m)| MappingView {
             mapping: *m,
             network: Some(a.network.clone()),
-            packets: 0,
-            bytes: 0,
+            connections_total: 0,
+            packets: None,
+            bytes: None,
             allow: vec![],
             denied_packets: 0,
             container_id: Some(a.container_id.clone()),

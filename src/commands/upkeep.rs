@@ -72,3 +72,25 @@ pub fn recover(dir: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// `counting [MODE]`: prints the mode, or sets it.
+pub fn counting(dir: &Path, mode: Option<&str>, json: bool) -> Result<()> {
+    let Some(mode) = mode else {
+        let st = super::read_state(dir)?;
+        match json {
+            true => println!("{}", serde_json::json!({ "counting": st.counting })),
+            false => println!("counting: {}", st.counting),
+        }
+        return Ok(());
+    };
+    let mode: crate::model::Counting = mode.parse()?;
+    let done = rel::set_counting(&mut Engine::open(dir)?, mode)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&done)?);
+    } else if done.was == done.counting {
+        println!("counting: already {} (table checked: {} operation(s))", done.counting, done.operations);
+    } else {
+        println!("counting: {} (was {}; {} operation(s) in one transaction)", done.counting, done.was, done.operations);
+    }
+    Ok(())
+}

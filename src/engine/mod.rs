@@ -280,10 +280,9 @@ impl Engine {
     /// A partial engine (`open_for`) fails with `NeedsWhole` instead of the full sync: it does not
     /// know every mapping.
     pub fn sync_mappings(&mut self, before: &State, touched: &[Mapping]) -> Result<Plan> {
-        let rules = ruleset::desired_rules(&self.rules_shape());
+        let rules_only = ruleset::Desired::rules_only(&self.rules_shape());
         let nft = &mut self.kernel.firewall;
         if let Some(layout) = nft.read_layout()? {
-            let rules_only = ruleset::Desired { rules, elems: Default::default() };
             if !ruleset::plan(&rules_only, Some(&layout)).changes_rules() {
                 let plan = ruleset::plan_mapping_changes(before, &self.state, touched);
                 match nft.apply(&plan.ops()) {

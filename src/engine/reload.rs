@@ -3,6 +3,7 @@
 
 use super::Engine;
 use crate::host;
+use crate::model::Counting;
 use anyhow::Result;
 use serde::Serialize;
 
@@ -38,4 +39,24 @@ pub fn reload(e: &mut Engine) -> Result<Reloaded> {
     notes.extend(fw.steps);
     e.save()?;
     Ok(Reloaded { operations: plan.ops().len(), missing, notes, warnings: fw.warnings })
+}
+
+/// What `counting` changed.
+#[derive(Debug, Serialize)]
+pub struct CountingSet {
+    pub counting: Counting,
+    pub was: Counting,
+    /// Operations of the firewall transaction (0: nothing to change).
+    pub operations: usize,
+}
+
+/// `counting MODE`: what the per-mapping counters count. The table's rules and counting
+/// elements change in one transaction; the connection counters (the NAT maps' elements) keep
+/// counting across the change, packet and byte counters start at zero when turned on.
+pub fn set_counting(e: &mut Engine, mode: Counting) -> Result<CountingSet> {
+    let was = e.state.counting;
+    e.state.counting = mode;
+    let plan = e.sync_firewall()?;
+    e.save()?;
+    Ok(CountingSet { counting: mode, was, operations: plan.ops().len() })
 }

@@ -38,7 +38,7 @@ pub use handoff::{Handoff, Owner};
 pub use hostfw::{HostFirewallKind, HostFirewallMode, HostOpening};
 pub use names::{check_ifname, check_name, host_ifname, IfName};
 pub use ports::{allow_for, range_text, spec_parts, AllowList, HostPorts, Mapping, Proto, PublishSpec, Target};
-pub use state::{held_by_both, Attachment, AttachmentId, State};
+pub use state::{held_by_both, Attachment, AttachmentId, Counting, State};
 pub use topology::{one_or_many, pools_of, Endpoint, Ipv6Mode, Network, Pool, Sandbox};
 
 /// Test fixtures shared by the unit tests of several modules.

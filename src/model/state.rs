@@ -36,6 +36,46 @@ pub struct State {
     /// What netnat opened in host firewalls (left out when empty: older records load as before).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host_firewall: Vec<HostOpening>,
+    /// What the per-mapping counters count (left out when the default: older records load as before).
+    #[serde(default, skip_serializing_if = "Counting::is_default")]
+    pub counting: Counting,
+}
+
+/// What netnat counts per published mapping. Connections are always counted, where only a
+/// connection's first packet goes (the DNAT map's element, free); `Packets` also counts every
+/// packet and byte of each connection, at the cost of a forward-chain rule every packet meets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Counting {
+    #[default]
+    Connections,
+    Packets,
+}
+
+impl Counting {
+    fn is_default(&self) -> bool {
+        *self == Counting::Connections
+    }
+}
+
+impl std::str::FromStr for Counting {
+    type Err = InputError;
+    fn from_str(s: &str) -> Valid<Counting> {
+        match s {
+            "connections" => Ok(Counting::Connections),
+            "packets" => Ok(Counting::Packets),
+            _ => invalid!("counting '{s}' is not one of connections, packets"),
+        }
+    }
+}
+
+impl fmt::Display for Counting {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            Counting::Connections => "connections",
+            Counting::Packets => "packets",
+        })
+    }
 }
 
 /// What names a CNI attachment: the network's name, CNI_CONTAINERID and CNI_IFNAME (the key

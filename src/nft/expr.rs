@@ -292,6 +292,13 @@ pub fn match_ct_bits(key: u32, bits: u32) -> Vec<Expr> {
         cmp(REG_1, CmpOp::Neq, [0u8; 4]),
     ]
 }
+/// `ct KEY & BITS == 0`: none of `bits` set.
+pub fn match_ct_bits_clear(key: u32, bits: u32) -> Vec<Expr> {
+    let mut v = match_ct_bits(key, bits);
+    v[2] = cmp(REG_1, CmpOp::Eq, [0u8; 4]);
+    v
+}
+
 /// `ct original KEY`: a field of the connection as first seen (before DNAT).
 pub fn load_ct_original(key: u32, dreg: u32) -> Expr {
     Expr::Ct { key, dreg, dir: Some(CT_DIR_ORIGINAL) }
@@ -319,6 +326,13 @@ pub fn match_daddr_local() -> Vec<Expr> {
         Expr::Fib { flags: FIB_F_DADDR, result: FIB_RESULT_ADDRTYPE, dreg: REG_1 },
         cmp(REG_1, CmpOp::Eq, RTN_LOCAL.to_ne_bytes()),
     ]
+}
+
+/// `fib daddr type != local`.
+pub fn match_daddr_not_local() -> Vec<Expr> {
+    let mut v = match_daddr_local();
+    v[1] = cmp(REG_1, CmpOp::Neq, RTN_LOCAL.to_ne_bytes());
+    v
 }
 
 pub fn prefix_mask(prefix: u8) -> [u8; 4] {
@@ -670,6 +684,10 @@ fn render_cmp(src: &Sym, op: CmpOp, data: &[u8]) -> String {
         // `ct state & MASK != 0` is how nft encodes `ct state a,b`: print it the nft way.
         Some(Mask::Bits(bits)) if op == CmpOp::Neq && data.iter().all(|b| *b == 0) => {
             format!("{} {}", src.text, ct_bits(src.kind, bits))
+        }
+        // None of the bits set: nft prints `ct status & dnat == 0`.
+        Some(Mask::Bits(bits)) if op == CmpOp::Eq && data.iter().all(|b| *b == 0) => {
+            format!("{} & {} == 0", src.text, ct_bits(src.kind, bits))
         }
         Some(Mask::Prefix(p)) => format!("{} {}{value}/{p}", src.text, op.symbol()),
         _ => format!("{} {}{value}", src.text, op.symbol()),

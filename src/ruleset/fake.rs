@@ -1,6 +1,6 @@
 //! Test support shared by the planner's and the audit's unit tests.
 
-use super::{Desired, CHAINS, SETS};
+use super::{Desired, SETS};
 use crate::nft::spec::{NftOp, TABLE};
 use crate::nft::{BaseChain, LiveChain, LiveElem, LiveRule, LiveSet, LiveTable};
 
@@ -36,7 +36,8 @@ pub(crate) fn apply_elems(live: &mut LiveTable, ops: &[NftOp]) {
 /// What the kernel would report after applying `want` (the fake backend: knftables style),
 /// every element having seen `packets` and `bytes`.
 pub(crate) fn live_after(want: &Desired, packets: u64, bytes: u64) -> LiveTable {
-    let chains = CHAINS
+    let chains = want
+        .chains
         .iter()
         .map(|c| LiveChain {
             table: TABLE.into(),

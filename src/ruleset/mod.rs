@@ -3,16 +3,19 @@
 //! (`plan`), and how both print in nft syntax (`render`).
 //!
 //! Layout (see docs/nft-layout.md for the why). Each family (IPv4, IPv6) has the same rules and
-//! maps, built by the same functions from a `FamilySpec`:
-//! - `guard`       nat, prerouting, -110: drop loopback addresses arriving from outside (a
-//!   connection's first packet only, before DNAT).
-//! - `prerouting`  nat, prerouting, dstnat (-100): allow lists, then DNAT through the port maps;
-//!   a port published on every address also gets its connection marked (`any_mark`).
-//! - `output`      nat, output, dstnat (-100): the same for connections made by the host itself.
-//! - `forward`     filter, forward, filter (0): internal networks sealed first; packets of
-//!   connections marked at DNAT counted and accepted by one lookup (`fwd_any`); other DNAT'd
-//!   packets jump to `published`; then only established traffic, and published ports of
-//!   IPv6-routed networks (`routed6`), enter a bridge.
+//! maps, built by the same functions from a `FamilySpec`. Everything decided once per connection
+//! is decided in the NAT chains, which the kernel runs only for a connection's first packet; an
+//! established packet meets no rule of netnat's unless packet counting is on or an internal
+//! network exists (then the forward chain).
+//! - `guard`       nat, prerouting, -110: drop loopback addresses arriving from outside (before DNAT).
+//! - `prerouting`  nat, prerouting, dstnat (-100): allow lists, DNAT through the port maps (each
+//!   element counts the connections it translated), then what was not DNAT'd: published ports of
+//!   IPv6-routed networks accepted (`routed6`), anything else entering a bridge from outside it
+//!   dropped (direct routing, and traffic between networks).
+//! - `output`      nat, output, dstnat (-100): the same DNAT for connections made by the host itself.
+//! - `forward`     filter, forward, filter (0), only when needed: internal networks sealed; with
+//!   `Counting::Packets`, packets of connections marked at DNAT counted by one lookup
+//!   (`fwd_any`), other DNAT'd packets counted in `published`.
 //! - `published`   regular chain: counts DNAT'd packets of ports published on one address or
 //!   interface (`fwd_addr*`, `fwd_if*`), accepts.
 //! - `check_*`     regular chains: a listed port's allowed sources (`allow_*`), else counted drop.
@@ -29,11 +32,11 @@ mod rules;
 #[cfg(test)]
 mod tests;
 
-pub use plan::{plan, plan_mapping_changes, ChainChange, ElemChange, Plan, TableAction};
+pub use plan::{plan, plan_mapping_changes, ChainAction, ChainChange, ElemChange, Plan, TableAction};
 pub use render::{render_rule, render_table};
 pub use rules::desired_rules;
 
-use crate::model::{Cidr, Family, Mapping, State};
+use crate::model::{Cidr, Counting, Family, Mapping, State};
 use crate::nft::expr::{ip_bytes, prefix_mask_bytes, NFPROTO_IPV4, NFPROTO_IPV6};
 pub use crate::nft::spec::{
     render_concat, ChainKind, ChainSpec, Field, Hook, NftOp, RuleSpec, SetSpec, FAMILY_NAME, PRIO_DSTNAT, TABLE,
@@ -43,12 +46,12 @@ use std::collections::BTreeMap;
 
 pub const MAP_ANY: &str = "pub_any4";
 pub const MAP_ADDR: &str = "pub_addr4";
-/// Traffic counters per published port: the NAT maps only see a connection's first packet, so
-/// the forward chain looks every DNAT'd packet up in these sets. Ports published on every
-/// address (both families) are counted by the connection mark their DNAT rule sets
-/// (`any_mark`): `ct mark . meta l4proto`, one lookup, the forward chain's first rule. Ports
-/// published on one address or interface are counted by `ct original` fields (same keys as
-/// their maps), in the chain `published`.
+/// Packet and byte counters per published port (`Counting::Packets` only; connections are counted
+/// by the NAT maps' own elements): the forward chain looks every DNAT'd packet up in these sets.
+/// Ports published on every address (both families) are counted by the connection mark their
+/// DNAT rule sets (`any_mark`): `ct mark . meta l4proto`, one lookup, the forward chain's first
+/// rule. Ports published on one address or interface are counted by `ct original` fields (same
+/// keys as their maps), in the chain `published`.
 pub const COUNT_ANY: &str = "fwd_any";
 pub const COUNT_ADDR: &str = "fwd_addr4";
 /// The connection mark of a connection DNAT'd to a port published on every address:
@@ -69,13 +72,14 @@ const fn base(name: &'static str, hook: Hook, kind: ChainKind, priority: i32) ->
 /// meets it), and it drops before DNAT could send the packet elsewhere.
 pub const PRIO_GUARD: i32 = PRIO_DSTNAT - 10;
 
+/// Every chain netnat's table can have; `forward` only when `needs_forward` (see `chains`).
 pub const CHAINS: [ChainSpec; 10] = [
     base("guard", Hook::Prerouting, ChainKind::Nat, PRIO_GUARD),
     base("prerouting", Hook::Prerouting, ChainKind::Nat, PRIO_DSTNAT),
     base("output", Hook::Output, ChainKind::Nat, PRIO_DSTNAT),
     base("forward", Hook::Forward, ChainKind::Filter, PRIO_FILTER),
     base("postrouting", Hook::Postrouting, ChainKind::Nat, PRIO_SRCNAT),
-    // Reached from `forward` by DNAT'd packets only: counts them per port, then accepts.
+    // Reached from `forward` by DNAT'd packets only (packet counting): counts them per port, then accepts.
     ChainSpec { name: "published", base: None },
     // Reached from the NAT chains by a new connection to a port with an allow list.
     ChainSpec { name: "check_any4", base: None },
@@ -83,6 +87,19 @@ pub const CHAINS: [ChainSpec; 10] = [
     ChainSpec { name: "check_any6", base: None },
     ChainSpec { name: "check_addr6", base: None },
 ];
+
+/// Whether the table needs a forward chain: every packet forwarded meets a base chain there, so
+/// it exists only when there is something to do per packet (count packets, seal an internal
+/// network).
+pub fn needs_forward(state: &State) -> bool {
+    state.counting == Counting::Packets || state.networks.values().any(|n| n.internal)
+}
+
+/// The chains the table has for `state`, in `CHAINS` order.
+pub fn chains(state: &State) -> Vec<ChainSpec> {
+    let forward = needs_forward(state);
+    CHAINS.iter().filter(|c| forward || c.name != "forward").cloned().collect()
+}
 
 /// Everything that differs between the two families in netnat's table.
 pub struct FamilySpec {
@@ -182,9 +199,10 @@ const fn nat_map(
     data: &'static [Field],
     counted_in: &'static str,
 ) -> SetSpec {
-    // The NAT maps only see a connection's first packet: their counters would count connections
-    // at a cost on every insert and dump, so traffic is counted by the forward sets instead.
-    SetSpec { name, key, data, counter: false, interval: false, counted_in: Some(counted_in) }
+    // The NAT maps only see a connection's first packet: their counters count connections (the
+    // lookup that translates bumps the element's counter), at no cost per packet. Packets and
+    // bytes are counted, when asked, by the forward sets (`counted_in`).
+    SetSpec { name, key, data, counter: true, interval: false, counted_in: Some(counted_in) }
 }
 const fn counting(name: &'static str, key: &'static [Field]) -> SetSpec {
     SetSpec { name, key, data: &[], counter: true, interval: false, counted_in: None }
@@ -270,8 +288,18 @@ type ElemList = Vec<(Vec<u8>, Vec<u8>)>;
 /// What the table should hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Desired {
+    /// The chains, in `CHAINS` order (`chains`).
+    pub chains: Vec<ChainSpec>,
     pub rules: Vec<RuleSpec>,
     pub elems: BTreeMap<&'static str, Elems>,
+}
+
+impl Desired {
+    /// The chains and rules of `state` without elements: what a change of a few elements checks
+    /// the live layout against.
+    pub fn rules_only(state: &State) -> Desired {
+        Desired { chains: chains(state), rules: desired_rules(state), elems: BTreeMap::new() }
+    }
 }
 
 fn pad4(b: &[u8]) -> [u8; 4] {
@@ -283,12 +311,12 @@ fn pad4(b: &[u8]) -> [u8; 4] {
 /// One element of one set: (set, key, data), data empty for a plain set.
 pub type Elem = (&'static str, Vec<u8>, Vec<u8>);
 
-/// The elements of one mapping, for each port of its range: the NAT map element and its
-/// counting set element; for a mapping to an IPv6-routed network (`routed`), only the
+/// The elements of one mapping, for each port of its range: the NAT map element (which counts
+/// its connections) and, with `Counting::Packets`, its counting set element; for a mapping to an IPv6-routed network (`routed`), only the
 /// container's address and port in `routed6` (no NAT). With an allow list (`allow`), also its
 /// sources (one range element per source, over the whole port range) and the ports' deny
 /// elements.
-pub fn mapping_elems(m: &Mapping, routed: bool, allow: &[Cidr]) -> Vec<Elem> {
+pub fn mapping_elems(m: &Mapping, routed: bool, allow: &[Cidr], counting: Counting) -> Vec<Elem> {
     let f = family_spec(m.family());
     let mut out = Vec::with_capacity(m.len() as usize * 2);
     let host_key = |port: u16| {
@@ -323,7 +351,9 @@ pub fn mapping_elems(m: &Mapping, routed: bool, allow: &[Cidr]) -> Vec<Elem> {
             true => [f.any_mark(hp).to_vec(), pad4(&[m.protocol.number()]).to_vec()].concat(),
             false => key.clone(),
         };
-        out.push((counting_set(map), count_key, vec![]));
+        if counting == Counting::Packets {
+            out.push((counting_set(map), count_key, vec![]));
+        }
         // Allow lists are refused for interface-bound ports (`validate`).
         if !allow.is_empty() && m.host_if.is_none() {
             let (listed, set) =
@@ -342,26 +372,34 @@ pub fn mapping_elems(m: &Mapping, routed: bool, allow: &[Cidr]) -> Vec<Elem> {
     out
 }
 
-/// The elements of a mapping whose counters count its traffic.
-pub fn counted_elems(m: &Mapping, routed: bool) -> impl Iterator<Item = Elem> {
-    mapping_elems(m, routed, &[]).into_iter().filter(|(s, _, _)| set_spec(s).is_some_and(|s| s.counter))
+/// The elements of a mapping whose counters count its connections: its NAT map elements (or,
+/// routed, its `routed6` elements), bumped once per connection by the lookup that translates it.
+pub fn connection_elems(m: &Mapping, routed: bool) -> impl Iterator<Item = Elem> {
+    mapping_elems(m, routed, &[], Counting::Connections)
+        .into_iter()
+        .filter(|(s, _, _)| s.starts_with("pub_") || *s == ROUTED6)
+}
+
+/// The elements of a mapping whose counters count its packets and bytes (`Counting::Packets`).
+pub fn packet_elems(m: &Mapping) -> impl Iterator<Item = Elem> {
+    mapping_elems(m, false, &[], Counting::Packets).into_iter().filter(|(s, _, _)| s.starts_with("fwd_"))
 }
 
 /// The elements whose counters count the packets an allow list dropped.
 pub fn denied_elems(m: &Mapping, allow: &[Cidr]) -> impl Iterator<Item = Elem> {
-    mapping_elems(m, false, allow).into_iter().filter(|(s, _, _)| s.starts_with("deny_"))
+    mapping_elems(m, false, allow, Counting::Connections).into_iter().filter(|(s, _, _)| s.starts_with("deny_"))
 }
 
 /// The whole desired table for a state. Rules are static per network; ports are elements.
 pub fn desired(state: &State) -> Desired {
     let mut elems: BTreeMap<&'static str, Elems> = SETS.iter().map(|s| (s.name, Elems::new())).collect();
     for m in &state.mappings {
-        for (set, k, d) in mapping_elems(m, state.is_routed(m), state.allow_of(m)) {
+        for (set, k, d) in mapping_elems(m, state.is_routed(m), state.allow_of(m), state.counting) {
             elems.entry(set).or_default().insert(k, d);
         }
     }
     for ((set, k), d) in hairpin_elems(state) {
         elems.entry(set).or_default().insert(k, d);
     }
-    Desired { rules: desired_rules(state), elems }
+    Desired { chains: chains(state), rules: desired_rules(state), elems }
 }

@@ -3,6 +3,7 @@
 
 use super::{hairpin_elems, mapping_elems, set_spec, Desired, ElemList, CHAINS, SETS};
 use crate::model::{Mapping, State};
+use crate::nft::spec::ChainSpec;
 use crate::nft::spec::{NftOp, RuleSpec};
 use crate::nft::trace;
 use crate::nft::{LiveElem, LiveRule, LiveTable};
@@ -19,10 +20,22 @@ pub enum TableAction {
     Rebuild,
 }
 
-/// A chain whose rules differ: it is flushed and refilled with `want`.
+/// What happens to a chain whose rules differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainAction {
+    /// It is flushed and refilled with `want` (or filled, in a new table).
+    Fill,
+    /// It is added (a chain the layout has only when needed, e.g. `forward`), then filled.
+    Create,
+    /// It is flushed and deleted: the state no longer needs it.
+    Delete,
+}
+
+/// A chain whose rules differ: it is flushed and refilled with `want`, added or deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainChange {
     pub chain: &'static str,
+    pub action: ChainAction,
     pub want: Vec<RuleSpec>,
     /// Live rules netnat would not program (for the audit).
     pub extra: Vec<LiveRule>,
@@ -75,15 +88,23 @@ impl Plan {
         }
         if self.table != TableAction::Keep {
             ops.push(NftOp::AddTable);
-            ops.extend(CHAINS.iter().cloned().map(NftOp::AddChain));
+            // Every chain of the new table, filled or not, comes with a `Create` change.
             ops.extend(SETS.iter().cloned().map(NftOp::AddSet));
         }
+        // Chains are added first (a rule may jump to a later one) and deleted last.
+        let created = self.chains.iter().filter(|c| c.action == ChainAction::Create);
+        ops.extend(created.map(|c| NftOp::AddChain(chain_spec(c.chain))));
+        let mut deletes = vec![];
         for c in self.chains {
-            if self.table == TableAction::Keep {
+            if c.action != ChainAction::Create {
                 ops.push(NftOp::FlushChain(c.chain.into()));
+            }
+            if c.action == ChainAction::Delete {
+                deletes.push(NftOp::DelChain(c.chain.into()));
             }
             ops.extend(c.want.into_iter().map(NftOp::AddRule));
         }
+        ops.extend(deletes);
         // Per set, in name order: its deletes, then its adds.
         let mut per_set: BTreeMap<&'static str, (ElemList, ElemList)> = BTreeMap::new();
         for e in self.elems {
@@ -127,7 +148,7 @@ pub fn plan_mapping_changes(before: &State, after: &State, touched: &[Mapping]) 
         touched
             .iter()
             .filter(|m| st.mappings.contains(m))
-            .flat_map(|m| mapping_elems(m, st.is_routed(m), st.allow_of(m)))
+            .flat_map(|m| mapping_elems(m, st.is_routed(m), st.allow_of(m), st.counting))
             .map(|(set, k, d)| ((set, k), d))
             .collect()
     };
@@ -165,10 +186,16 @@ pub fn plan(want: &Desired, live: Option<&LiveTable>) -> Plan {
     let Some(live) = live.filter(|l| layout_matches(l)) else {
         // No table, or chains/maps of another shape: build the whole table from scratch.
         let table = if live.is_some() { TableAction::Rebuild } else { TableAction::Create };
-        let chains = CHAINS
+        let chains = want
+            .chains
             .iter()
-            .map(|c| ChainChange { chain: c.name, want: rules_of(want, c.name), extra: vec![], missing: vec![] })
-            .filter(|c| !c.want.is_empty())
+            .map(|c| ChainChange {
+                chain: c.name,
+                action: ChainAction::Create,
+                want: rules_of(want, c.name),
+                extra: vec![],
+                missing: vec![],
+            })
             .collect();
         let elems = want
             .elems
@@ -186,18 +213,28 @@ fn rules_of(want: &Desired, chain: &str) -> Vec<RuleSpec> {
     want.rules.iter().filter(|r| r.chain == chain).cloned().collect()
 }
 
+fn chain_spec(name: &str) -> ChainSpec {
+    CHAINS.iter().find(|c| c.name == name).cloned().expect("a chain of netnat's layout")
+}
+
 fn plan_chains(want: &Desired, live: &LiveTable) -> Vec<ChainChange> {
     let same = |l: &LiveRule, n: &RuleSpec| l.exprs == n.exprs && l.comment.as_deref() == Some(n.comment.as_str());
     let mut out = vec![];
     for c in &CHAINS {
+        let wanted = want.chains.iter().any(|w| w.name == c.name);
+        let is_live = live.chains.iter().any(|l| l.name == c.name);
         let have: Vec<&LiveRule> = live.rules.iter().filter(|r| r.chain == c.name).collect();
         let need = rules_of(want, c.name);
-        if have.len() == need.len() && have.iter().zip(&need).all(|(l, n)| same(l, n)) {
-            continue;
-        }
+        let action = match (wanted, is_live) {
+            (false, false) => continue,
+            (true, false) => ChainAction::Create,
+            (false, true) => ChainAction::Delete,
+            (true, true) if have.len() == need.len() && have.iter().zip(&need).all(|(l, n)| same(l, n)) => continue,
+            (true, true) => ChainAction::Fill,
+        };
         let extra = have.iter().filter(|l| !need.iter().any(|n| same(l, n))).map(|l| (*l).clone()).collect();
         let missing = need.iter().filter(|n| !have.iter().any(|l| same(l, n))).cloned().collect();
-        out.push(ChainChange { chain: c.name, want: need, extra, missing });
+        out.push(ChainChange { chain: c.name, action, want: need, extra, missing });
     }
     out
 }
@@ -223,20 +260,23 @@ fn plan_elems(want: &Desired, live: &LiveTable) -> Vec<ElemChange> {
     out
 }
 
-/// The live table has exactly netnat's chains (same hooks) and maps (same types).
+/// The live table has netnat's chains (same hooks; `forward` may be there or not, see
+/// `ruleset::chains`) and maps (same types).
 fn layout_matches(live: &LiveTable) -> bool {
-    let chains_ok = live.chains.len() == CHAINS.len()
+    let optional = |name: &str| name == "forward";
+    let chains_ok = live.chains.iter().all(|l| CHAINS.iter().any(|c| c.name == l.name))
         && CHAINS.iter().all(|c| {
-            live.chains.iter().any(|l| {
-                l.name == c.name
-                    && match (&l.base, &c.base) {
-                        (Some(l), Some(c)) => {
-                            l.hook == c.hook.number() && l.priority == c.priority && l.kind == c.kind.name()
+            optional(c.name) && !live.chains.iter().any(|l| l.name == c.name)
+                || live.chains.iter().any(|l| {
+                    l.name == c.name
+                        && match (&l.base, &c.base) {
+                            (Some(l), Some(c)) => {
+                                l.hook == c.hook.number() && l.priority == c.priority && l.kind == c.kind.name()
+                            }
+                            (None, None) => true,
+                            _ => false,
                         }
-                        (None, None) => true,
-                        _ => false,
-                    }
-            })
+                })
         });
     let sets_ok = live.sets.len() == SETS.len()
         && SETS.iter().all(|s| {

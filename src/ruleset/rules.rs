@@ -2,11 +2,11 @@
 //! whatever the ports (they are map elements).
 
 use super::{counting_set, family_spec, FamilySpec, CHAINS, COUNT_ANY, FAMILIES, ROUTED6};
-use crate::model::{Family, Network, State};
+use crate::model::{Counting, Family, Network, State};
 use crate::nft::expr::{
     load_ct_original, load_ct_original_daddr, load_daddr, load_meta, load_saddr, load_th_dport, match_ct_bits,
-    match_daddr_local, match_ifname, match_nfproto, match_prefix, prefix_mask_bytes, reg_at, CmpOp, Expr, Verdict,
-    CT_MARK, CT_PROTO_DST, CT_STATE, CT_STATE_ESTABLISHED, CT_STATE_RELATED, CT_STATUS, CT_STATUS_DNAT, META_IIFNAME,
+    match_ct_bits_clear, match_daddr_local, match_daddr_not_local, match_ifname, match_nfproto, match_prefix,
+    prefix_mask_bytes, reg_at, CmpOp, Expr, Verdict, CT_MARK, CT_PROTO_DST, CT_STATUS, CT_STATUS_DNAT, META_IIFNAME,
     META_L4PROTO, META_OIFNAME, NAT_DNAT, REG_1,
 };
 use crate::nft::spec::RuleSpec;
@@ -40,14 +40,14 @@ fn load_key(
 }
 
 /// DNAT through a map: `dnat ip[6] to KEY map @MAP`; `by_addr` adds the daddr in front of the key.
-/// Without it (every local address), the connection is also marked (`ct mark set th dport &
-/// 0xffff ^ TAG`, see `FamilySpec::any_mark`) so that the forward chain counts its packets with
-/// one lookup of the mark.
-fn dnat_via_map(f: &FamilySpec, by_addr: bool) -> Vec<Expr> {
+/// With `mark` (packet counting, every local address), the connection is also marked (`ct mark
+/// set th dport & 0xffff ^ TAG`, see `FamilySpec::any_mark`) so that the forward chain counts its
+/// packets with one lookup of the mark.
+fn dnat_via_map(f: &FamilySpec, by_addr: bool, mark: bool) -> Vec<Expr> {
     let map = if by_addr { f.map_addr } else { f.map_any };
     let mut v = load_key(f, by_addr, |r| load_daddr(f.nfproto, r), load_th_dport);
     v.push(Expr::Lookup { sreg: REG_1, set: map.into(), dreg: Some(REG_1), flags: 0 });
-    if !by_addr {
+    if mark && !by_addr {
         // A register past the map's data (an IPv6 address and a port take slots 0-4).
         let r = reg_at(8);
         let tag = f.any_mark(0);
@@ -205,6 +205,31 @@ fn drop_crossing(bridge: &str, way: Crossing) -> Vec<Vec<Expr>> {
     vec![match_ifname(inside, CmpOp::Eq, bridge), match_ifname(outside, CmpOp::Neq, bridge), verdict(Verdict::Drop)]
 }
 
+/// " (IPv4)" on a dual-stack network's rules, nothing on a single-family one.
+fn pool_suffix(n: &Network, f: &FamilySpec) -> String {
+    if n.pools.len() > 1 {
+        format!(" ({})", f.family.name())
+    } else {
+        String::new()
+    }
+}
+
+/// `meta nfproto F ip[6] daddr SUBNET iifname != BR ct status & dnat == 0 fib daddr type !=
+/// local counter drop`: a connection's first packet that arrives from outside the bridge for a
+/// container's address and was not DNAT'd (a neighbour routing the subnet through this host,
+/// another network's container) is dropped, in the NAT chain, so no established packet pays for
+/// the check. The bridge's own gateway address is the host's: left to the host's input rules.
+fn only_published(f: &FamilySpec, n: &Network) -> Vec<Expr> {
+    let pool = n.pool(f.family).expect("called for the network's families");
+    let mut v = match_nfproto(f.nfproto);
+    v.extend(match_prefix(load_daddr(f.nfproto, REG_1), pool.subnet.addr, pool.subnet.prefix));
+    v.extend(match_ifname(META_IIFNAME, CmpOp::Neq, &n.bridge));
+    v.extend(match_ct_bits_clear(CT_STATUS, CT_STATUS_DNAT));
+    v.extend(match_daddr_not_local());
+    v.extend(verdict(Verdict::Drop));
+    v
+}
+
 /// `meta nfproto F ip[6] saddr SUBNET`.
 fn from_subnet(f: &FamilySpec, n: &Network) -> Vec<Expr> {
     let pool = n.pool(f.family).expect("called for the network's families");
@@ -213,8 +238,10 @@ fn from_subnet(f: &FamilySpec, n: &Network) -> Vec<Expr> {
     v
 }
 
-/// The rules one family has whatever the networks: guard, DNAT in prerouting and output, counting.
-fn family_rules(f: &FamilySpec) -> Vec<RuleSpec> {
+/// The rules one family has whatever the networks: guard, DNAT in prerouting and output, and
+/// with packet counting the counting rules of `published`.
+fn family_rules(f: &FamilySpec, counting: Counting) -> Vec<RuleSpec> {
+    let mark = counting == Counting::Packets;
     let fam = f.family.name();
     let nf = || match_nfproto(f.nfproto);
     let mut rules = vec![];
@@ -235,12 +262,12 @@ fn family_rules(f: &FamilySpec) -> Vec<RuleSpec> {
         rules.push(rule(
             chain,
             format!("{fam} ports published on one address{from_host}"),
-            vec![nf(), dnat_via_map(f, true)],
+            vec![nf(), dnat_via_map(f, true, false)],
         ));
         rules.push(rule(
             chain,
             format!("{fam} ports published on every local address{from_host}"),
-            vec![nf(), match_daddr_local(), dnat_via_map(f, false)],
+            vec![nf(), match_daddr_local(), dnat_via_map(f, false, mark)],
         ));
     }
     rules.push(rule(
@@ -248,6 +275,9 @@ fn family_rules(f: &FamilySpec) -> Vec<RuleSpec> {
         format!("{fam} ports published on one interface"),
         vec![nf(), match_daddr_local(), dnat_via_if_map(f)],
     ));
+    if !mark {
+        return rules;
+    }
     rules.push(rule("published", format!("{fam} ports published on one address"), vec![count_and_accept_addr(f)]));
     // Both directions: the client's packets arrive on the interface, the replies leave by it.
     for (key, way) in [(META_IIFNAME, "in"), (META_OIFNAME, "out")] {
@@ -266,7 +296,7 @@ pub fn desired_rules(state: &State) -> Vec<RuleSpec> {
     let v6 = family_spec(Family::V6);
     // Allow lists first: they drop before the DNAT rules of the same chains.
     let mut rules: Vec<RuleSpec> = allow_rules(state);
-    rules.extend(FAMILIES.iter().flat_map(family_rules));
+    rules.extend(FAMILIES.iter().flat_map(|f| family_rules(f, state.counting)));
     // Internal networks first: nothing crosses their bridge, not even published or related traffic.
     for n in state.networks.values().filter(|n| n.internal) {
         rules.push(rule(
@@ -280,32 +310,13 @@ pub fn desired_rules(state: &State) -> Vec<RuleSpec> {
             drop_crossing(&n.bridge, Crossing::Out),
         ));
     }
-    // The one rule a packet of a connection to a port published on every address meets (new or
-    // established, both ways): the mark its DNAT rule set, one lookup, counted and accepted.
+    if state.counting == Counting::Packets {
+        rules.extend(packet_counting_rules());
+    }
+    // What prerouting did not DNAT (a connection's first packet only): published ports of
+    // IPv6-routed networks come in at the container's own address, counted once per connection.
     rules.push(rule(
-        "forward",
-        "ports published on every address: count and accept",
-        vec![vec![
-            Expr::Ct { key: CT_MARK, dreg: REG_1, dir: None },
-            load_meta(META_L4PROTO, reg_at(1)),
-            Expr::Lookup { sreg: REG_1, set: COUNT_ANY.into(), dreg: None, flags: 0 },
-            Expr::Verdict(Verdict::Accept),
-        ]],
-    ));
-    // Ports published on one address or interface, and DNAT by other tables: counted (by `ct
-    // original` fields) and accepted in `published`.
-    rules.push(rule(
-        "forward",
-        "other published ports: count and accept",
-        vec![match_ct_bits(CT_STATUS, CT_STATUS_DNAT), vec![Expr::Verdict(Verdict::Jump("published".into()))]],
-    ));
-    rules.push(rule(
-        "forward",
-        "replies and related traffic",
-        vec![match_ct_bits(CT_STATE, CT_STATE_ESTABLISHED | CT_STATE_RELATED), vec![Expr::Verdict(Verdict::Accept)]],
-    ));
-    rules.push(rule(
-        "forward",
+        "prerouting",
         "published ports of IPv6-routed networks, at the container's address",
         vec![
             match_nfproto(v6.nfproto),
@@ -316,7 +327,6 @@ pub fn desired_rules(state: &State) -> Vec<RuleSpec> {
             ],
         ],
     ));
-    rules.push(rule("published", "DNAT'd by another table", vec![vec![Expr::Verdict(Verdict::Accept)]]));
     if !state.attachments.is_empty() {
         rules.extend(FAMILIES.iter().map(cni_hairpin_rule));
     }
@@ -337,6 +347,30 @@ pub fn desired_rules(state: &State) -> Vec<RuleSpec> {
     let order = |c: &str| CHAINS.iter().position(|s| s.name == c).unwrap_or(usize::MAX);
     rules.sort_by_key(|r| order(r.chain));
     rules
+}
+
+/// The forward chain's rules with `Counting::Packets`: every packet of a published connection
+/// counted and accepted, by the mark its DNAT rule set (one lookup) or, for ports published on
+/// one address or interface and DNAT by other tables, in `published` by `ct original` fields.
+fn packet_counting_rules() -> Vec<RuleSpec> {
+    vec![
+        rule(
+            "forward",
+            "ports published on every address: count and accept",
+            vec![vec![
+                Expr::Ct { key: CT_MARK, dreg: REG_1, dir: None },
+                load_meta(META_L4PROTO, reg_at(1)),
+                Expr::Lookup { sreg: REG_1, set: COUNT_ANY.into(), dreg: None, flags: 0 },
+                Expr::Verdict(Verdict::Accept),
+            ]],
+        ),
+        rule(
+            "forward",
+            "other published ports: count and accept",
+            vec![match_ct_bits(CT_STATUS, CT_STATUS_DNAT), vec![Expr::Verdict(Verdict::Jump("published".into()))]],
+        ),
+        rule("published", "DNAT'd by another table", vec![vec![Expr::Verdict(Verdict::Accept)]]),
+    ]
 }
 
 /// `ct status dnat ip saddr . ip daddr @hairpin4 masquerade`: a CNI container reaching its own
@@ -360,18 +394,18 @@ fn cni_hairpin_rule(f: &FamilySpec) -> RuleSpec {
 fn network_rules(n: &Network) -> Vec<RuleSpec> {
     let mut rules = vec![];
     let br = n.bridge.as_str();
-    if !n.internal {
-        rules.push(rule(
-            "forward",
-            format!("{}: only published ports come in", n.name),
-            drop_crossing(br, Crossing::In),
-        ));
-    }
     for p in &n.pools {
         let f = family_spec(p.family());
+        if !n.internal {
+            rules.push(rule(
+                "prerouting",
+                format!("{}: only published ports come in{}", n.name, pool_suffix(n, f)),
+                vec![only_published(f, n)],
+            ));
+        }
         // A routed IPv6 subnet is reachable as it is: nothing to translate.
         let nat = !(p.family() == Family::V6 && n.routed_v6());
-        let fam = if n.pools.len() > 1 { format!(" ({})", f.family.name()) } else { String::new() };
+        let fam = pool_suffix(n, f);
         if nat {
             rules.push(rule(
                 "postrouting",

@@ -2,7 +2,7 @@ use super::{
     desired, desired_rules, fake, plan, plan_mapping_changes, Mapping, NftOp, TableAction, COUNT_ANY, MAP_ANY, ROUTED6,
     TABLE,
 };
-use crate::model::{Cidr, State};
+use crate::model::{Cidr, Counting, State};
 use crate::nft::expr::{Expr, Verdict};
 use crate::nft::LiveRule;
 
@@ -19,9 +19,17 @@ fn empty_kernel_gets_whole_table_in_one_plan() {
     let ops = plan(&desired(&demo_state()), None).ops();
     let text: Vec<String> = ops.iter().map(|o| o.to_string()).collect();
     assert_eq!(text[0], "add table inet netnat");
+    // The map's elements count connections (`counter`).
     assert!(text.contains(
-        &"add map inet netnat pub_any4 { type inet_proto . inet_service : ipv4_addr . inet_service; }".to_string()
+        &"add map inet netnat pub_any4 { type inet_proto . inet_service : ipv4_addr . inet_service; counter; }"
+            .to_string()
     ));
+    // Every chain before any rule (rules jump to later chains); no forward chain by default.
+    let first_rule = text.iter().position(|t| t.starts_with("add rule")).unwrap();
+    assert!(text[first_rule..].iter().all(|t| !t.starts_with("add chain")));
+    assert!(!text.iter().any(|t| t.starts_with("add chain inet netnat forward")), "{text:#?}");
+    assert!(text.iter().any(|t| t
+        == r#"add rule inet netnat prerouting meta nfproto ipv4 ip daddr 172.16.0.0/16 iifname != "MyDocker0" ct status & dnat == 0 fib daddr type != local counter drop comment "MyDocker0: only published ports come in""#), "{text:#?}");
     assert!(text.contains(&"add element inet netnat pub_any4 { tcp . 9090 : 172.16.1.1 . 8080 }".to_string()));
     assert!(text.iter().any(|t| t
         == r#"add rule inet netnat postrouting meta nfproto ipv4 ip saddr 172.16.0.0/16 oifname != "MyDocker0" masquerade comment "MyDocker0: egress""#));
@@ -39,6 +47,12 @@ fn one_new_port_sends_its_elements_and_no_rules() {
     let live = fake::live_after(&desired(&st), 0, 0);
     st.mappings.push("127.0.0.1:5353:172.16.1.2:53/udp".parse().unwrap());
     let text: Vec<String> = plan(&desired(&st), Some(&live)).ops().iter().map(|o| o.to_string()).collect();
+    assert_eq!(text, vec!["add element inet netnat pub_addr4 { 127.0.0.1 . udp . 5353 : 172.16.1.2 . 53 }"]);
+    // With packet counting, its forward counting element too.
+    st.counting = Counting::Packets;
+    let mut live = fake::live_after(&desired(&st), 0, 0);
+    live.elems.values_mut().for_each(|e| e.retain(|e| e.key[..4] != [127, 0, 0, 1]));
+    let text: Vec<String> = plan(&desired(&st), Some(&live)).ops().iter().map(|o| o.to_string()).collect();
     assert_eq!(
         text,
         vec![
@@ -46,6 +60,45 @@ fn one_new_port_sends_its_elements_and_no_rules() {
             "add element inet netnat pub_addr4 { 127.0.0.1 . udp . 5353 : 172.16.1.2 . 53 }"
         ]
     );
+}
+
+#[test]
+fn packet_counting_adds_and_removes_the_forward_chain_in_place() {
+    let st = demo_state();
+    let mut counted = st.clone();
+    counted.counting = Counting::Packets;
+    let live = fake::live_after(&desired(&st), 5, 300);
+    let p = plan(&desired(&counted), Some(&live));
+    // Not a rebuild: the NAT maps keep their elements and their connection counters.
+    assert_eq!(p.table, TableAction::Keep);
+    let text: Vec<String> = p.ops().iter().map(|o| o.to_string()).collect();
+    assert!(text[0].starts_with("add chain inet netnat forward { type filter hook forward priority 0;"), "{text:#?}");
+    assert!(text.iter().any(|t| t.contains("ct mark . meta l4proto @fwd_any accept")), "{text:#?}");
+    assert!(text.iter().any(|t| t.starts_with("add element inet netnat fwd_any")), "{text:#?}");
+    assert!(!text.iter().any(|t| t.contains("pub_any4 {") && t.starts_with("delete")), "{text:#?}");
+    // The DNAT rule for every address now marks the connection.
+    assert!(text.iter().any(|t| t.contains("ct mark set")), "{text:#?}");
+    // And back: the forward chain is flushed and deleted last, the counting elements go.
+    let live = fake::live_after(&desired(&counted), 5, 300);
+    let text: Vec<String> = plan(&desired(&st), Some(&live)).ops().iter().map(|o| o.to_string()).collect();
+    let at = |t: &str| text.iter().position(|x| x == t).unwrap_or_else(|| panic!("no {t} in {text:#?}"));
+    let last_rule = text.iter().rposition(|t| t.starts_with("add rule")).unwrap();
+    assert!(at("flush chain inet netnat forward") < at("delete chain inet netnat forward"));
+    assert!(last_rule < at("delete chain inet netnat forward"));
+    assert!(text.iter().any(|t| t.starts_with("delete element inet netnat fwd_any")), "{text:#?}");
+}
+
+#[test]
+fn an_internal_network_needs_the_forward_chain() {
+    let mut st = demo_state();
+    assert!(!desired(&st).chains.iter().any(|c| c.name == "forward"));
+    let mut n = crate::model::fixtures::net("sealed", &["10.77.0.0/16"], &[]);
+    n.internal = true;
+    st.networks.insert(n.name.clone(), n);
+    let d = desired(&st);
+    assert!(d.chains.iter().any(|c| c.name == "forward"));
+    let forward: Vec<&str> = d.rules.iter().filter(|r| r.chain == "forward").map(|r| r.comment.as_str()).collect();
+    assert_eq!(forward, ["sealed: internal, nothing comes in", "sealed: internal, nothing goes out"]);
 }
 
 #[test]
@@ -68,14 +121,22 @@ fn plan_says_what_changes_and_ops_follow_from_it() {
     let mut extra = elems[0].clone();
     extra.key[4] = 0x99;
     elems.push(extra.clone());
-    live.elems.get_mut(COUNT_ANY).unwrap().clear();
     let p = plan(&want, Some(&live));
     assert_eq!(p.table, TableAction::Keep);
     assert!(!p.changes_rules());
     let kinds: Vec<(&str, bool, bool)> = p.elems.iter().map(|e| (e.set, e.have.is_some(), e.want.is_some())).collect();
-    assert_eq!(kinds, [(COUNT_ANY, false, true), (MAP_ANY, true, true), (MAP_ANY, true, false)]);
-    assert_eq!(p.elems[1].key, key);
-    assert_eq!(p.elems[2].key, extra.key);
+    assert_eq!(kinds, [(MAP_ANY, true, true), (MAP_ANY, true, false)]);
+    assert_eq!(p.elems[0].key, key);
+    assert_eq!(p.elems[1].key, extra.key);
+    // With packet counting, a missing counting element is planned too.
+    let mut counted = st.clone();
+    counted.counting = Counting::Packets;
+    let want = desired(&counted);
+    let mut live = fake::live_after(&want, 0, 0);
+    live.elems.get_mut(COUNT_ANY).unwrap().clear();
+    let kinds: Vec<(&str, bool, bool)> =
+        plan(&want, Some(&live)).elems.iter().map(|e| (e.set, e.have.is_some(), e.want.is_some())).collect();
+    assert_eq!(kinds, [(COUNT_ANY, false, true)]);
 }
 
 #[test]
@@ -151,14 +212,14 @@ fn hand_edited_chain_is_flushed_and_refilled() {
     live.rules.push(LiveRule {
         table: TABLE.into(),
         family: 1,
-        chain: "forward".into(),
+        chain: "postrouting".into(),
         handle: 99,
         exprs: vec![Expr::Verdict(Verdict::Drop)],
         comment: None,
     });
     let ops = plan(&want, Some(&live)).ops();
-    assert_eq!(ops[0], NftOp::FlushChain("forward".into()));
-    assert_eq!(ops.len(), 1 + want.rules.iter().filter(|r| r.chain == "forward").count());
+    assert_eq!(ops[0], NftOp::FlushChain("postrouting".into()));
+    assert_eq!(ops.len(), 1 + want.rules.iter().filter(|r| r.chain == "postrouting").count());
 }
 
 #[test]
@@ -180,7 +241,7 @@ fn ipv6_network_gets_its_rules_and_elements() {
     st.mappings.push("8080:[fd00:16::2]:80/udp".parse().unwrap());
     let text: Vec<String> = plan(&desired(&st), None).ops().iter().map(|o| o.to_string()).collect();
     let has = |t: &str| assert!(text.iter().any(|x| x == t), "missing {t} in\n{}", text.join("\n"));
-    has("add map inet netnat pub_addr6 { type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service; }");
+    has("add map inet netnat pub_addr6 { type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service; counter; }");
     has("add element inet netnat pub_addr6 { 2001:db8:1::1 . tcp . 8080 : fd00:16::2 . 80 }");
     has("add element inet netnat pub_any6 { udp . 8080 : fd00:16::2 . 80 }");
     has(
@@ -190,8 +251,12 @@ fn ipv6_network_gets_its_rules_and_elements() {
         r#"add rule inet netnat postrouting meta nfproto ipv6 ip6 saddr fd00:16::/64 oifname != "d" masquerade comment "d: egress (IPv6)""#,
     );
     has(
-        r#"add rule inet netnat published meta nfproto ipv6 ct original ip6 daddr . meta l4proto . ct original proto-dst @fwd_addr6 accept comment "IPv6 ports published on one address""#,
+        r#"add rule inet netnat prerouting meta nfproto ipv6 ip6 daddr fd00:16::/64 iifname != "d" ct status & dnat == 0 fib daddr type != local counter drop comment "d: only published ports come in (IPv6)""#,
     );
+    st.counting = Counting::Packets;
+    let text: Vec<String> = plan(&desired(&st), None).ops().iter().map(|o| o.to_string()).collect();
+    assert!(text.iter().any(|x| x
+        == r#"add rule inet netnat published meta nfproto ipv6 ct original ip6 daddr . meta l4proto . ct original proto-dst @fwd_addr6 accept comment "IPv6 ports published on one address""#));
 }
 
 #[test]

@@ -73,6 +73,11 @@ fn render_as(state: &State, split: Option<u64>) -> String {
         host_firewall: &'a [crate::model::HostOpening],
         #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
         handoffs: &'a std::collections::BTreeMap<String, crate::model::Handoff>,
+        #[serde(skip_serializing_if = "is_default_counting")]
+        counting: crate::model::Counting,
+    }
+    fn is_default_counting(c: &crate::model::Counting) -> bool {
+        *c == crate::model::Counting::default()
     }
     let owned: HashSet<&Mapping> = state.attachments.values().flat_map(|a| &a.mappings).collect();
     let v = Versioned {
@@ -81,7 +86,11 @@ fn render_as(state: &State, split: Option<u64>) -> String {
             f
         } else if !state.attachments.is_empty() {
             2
-        } else if state.handoffs.is_empty() && state.networks.values().all(|n| n.owner.is_none()) {
+        } else if state.handoffs.is_empty()
+            && state.networks.values().all(|n| n.owner.is_none())
+            && is_default_counting(&state.counting)
+        {
+            // Format 1 readers refuse what they do not know (owners, handoffs, counting).
             1
         } else {
             2
@@ -94,6 +103,7 @@ fn render_as(state: &State, split: Option<u64>) -> String {
         allow: &state.allow,
         host_firewall: &state.host_firewall,
         handoffs: &state.handoffs,
+        counting: state.counting,
     };
     let mut text = serde_json::to_string_pretty(&v).expect("state always serialises");
     text.push('\n');

@@ -296,7 +296,7 @@ fn a_dropped_request_names_the_chain_and_the_nat() {
     let text = render_packet(p);
     assert!(text.starts_with("packet 1 (original): tcp 198.51.100.2:40000 > 198.51.100.1:9090 [SYN] in veth-ext\n"));
     assert!(!text.contains("trace-pre"), "netnat trace's own chain is not shown:\n{text}");
-    assert!(text.contains("prerouting -100  inet netnat prerouting: rule 7: meta nfproto ipv4 fib daddr type local ct mark set th dport & 0xffff0000 ^ 0x00004e04 dnat ip to meta l4proto . th dport map @pub_any4 \"IPv4 ports published on every local address\" -> accept"), "{text}");
+    assert!(text.contains("prerouting -100  inet netnat prerouting: rule 7: meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @pub_any4 \"IPv4 ports published on every local address\" -> accept"), "{text}");
     assert!(text.contains("dnat: 198.51.100.1:9090 -> 172.16.1.1:8080 (by inet netnat prerouting rule 7)"), "{text}");
     assert!(text.contains("                   ip filter DOCKER-USER: rule 4: return\n"), "{text}");
     assert!(text.contains("  forward 0        ip filter FORWARD: rule 3: jump DOCKER-USER\n"), "{text}");
