@@ -162,8 +162,10 @@ for c in cn_0 cni_10000; do
   CNI_COMMAND=ADD CNI_CONTAINERID=c30000 CNI_NETNS=/run/netns/c30000 CNI_IFNAME=eth0 CNI_PATH=$CNI_DIR \
     cp_perf cni_add_$([[ $c == cn_0 ]] && echo into0 || echo into10000) netnat "$c" 1 "$NETNAT" <"$STATE/probe.json"
   cnidrive "$c" "$NETNAT" DEL 30000 1 1 31000 >/dev/null
-  # The record every ADD reads and writes back whole.
-  record cni_record_bytes netnat_$([[ $c == cn_0 ]] && echo 0 || echo 10000) 1 "$(stat -c %s "$STATE/$c/netnat/state.json" 2>/dev/null || echo 0)"
+  # The whole record: state.json and the attachment files (claims are empty files). An ADD
+  # reads state.json, its own attachment and those claimed on its host ports and address.
+  record cni_record_bytes netnat_$([[ $c == cn_0 ]] && echo 0 || echo 10000) 1 \
+    "$(cat "$STATE/$c/netnat/state.json" "$STATE/$c/netnat"/attachments/*.json 2>/dev/null | wc -c)"
 done
 
 # ---- CNI_MANY containers, one mapping each: ADD then DEL, sequential and by 8 workers, in

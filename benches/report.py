@@ -582,7 +582,8 @@ def cni_section(d, emit):
         emit("")
         rb0, rb = d.est(s("cni_record_bytes", "netnat_0")), d.est(s("cni_record_bytes", "netnat_10000"))
         if rb:
-            emit(f"netnat's record (state.json), which an ADD reads and writes back whole: {fmt(rb.med / 1024, 0)} KiB "
+            emit(f"netnat's record (state.json and one file per CNI attachment; an ADD reads state.json, its own "
+                 f"attachment and those claimed on its host ports): {fmt(rb.med / 1024, 0)} KiB "
                  f"with 10,000 CNI mappings, {fmt(rb0.med / 1024 if rb0 else None, 1)} KiB with none.")
             emit("")
     emit("New connections/s to the real container's published port (wrk, `Connection: close`), paired rounds:")
