@@ -63,7 +63,9 @@ const ROOM: usize = 2048;
 ///    the reason, and the kernel is as it was.
 /// 3. The command changes the kernel (undoing its own partial work when a step fails, as before).
 /// 4. `save`: overwrite the reserved file in place (no new space), fsync, rename it over the
-///    record (same directory: no new space), fsync the directory.
+///    record (same directory: no new space), fsync the directory. A save of several files (CNI
+///    attachments, record format 3) writes them first and commits them as one journal renamed
+///    into place the same way (`crate::state`).
 /// 5. If step 4 still fails (an I/O error, the directory made read-only meanwhile, an immutable
 ///    record file): `save` puts the kernel back to what the old record says (firewall in one
 ///    batch, links through the apply planner) and the command exits 1 saying so.

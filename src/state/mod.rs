@@ -787,4 +787,91 @@ mod tests {
             assert!(why.contains(want), "{text:?}: {why}");
         }
     }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("netnat-store-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn with_attachments() -> (State, Vec<Mapping>) {
+        let mut st = seed_state("nn12345678");
+        let mut maps = vec![];
+        for (i, ctr) in ["c1", "c2"].iter().enumerate() {
+            let m: Mapping = format!("{}:10.88.0.{}:80", 8080 + i, 2 + i).parse().unwrap();
+            let a = crate::model::Attachment {
+                network: "podman".into(),
+                container_id: ctr.to_string(),
+                ifname: "eth0".into(),
+                mappings: vec![m],
+                standby: vec![],
+            };
+            st.mappings.push(m);
+            st.attachments.insert(a.id().key(), a);
+            maps.push(m);
+        }
+        (st, maps)
+    }
+
+    #[test]
+    fn a_split_record_is_read_whole_or_in_part_and_written_only_where_it_changed() {
+        let dir = temp_dir("split");
+        let (st, maps) = with_attachments();
+        Store::lock(&dir).unwrap().save(&st).unwrap();
+        let main = fs::read_to_string(dir.join(FILE)).unwrap();
+        assert!(main.contains("\"format\": 3") && !main.contains("podman/c1"), "{main}");
+        let store = Store::lock(&dir).unwrap();
+        assert_eq!(store.read(), Record::Read(st.clone()));
+        // In part: c1 and what its port and address meet (not c2).
+        let Record::Read(part) = store.read_for("podman/c1/eth0", &[], &[]) else { panic!() };
+        assert_eq!(part.attachments.keys().collect::<Vec<_>>(), ["podman/c1/eth0"]);
+        assert!(part.mappings.contains(&maps[0]) && !part.mappings.contains(&maps[1]));
+        // Another container asking for c2's port meets c2.
+        let Record::Read(part) = store.read_for("podman/c3/eth0", &[maps[1]], &[]) else { panic!() };
+        assert_eq!(part.attachments.keys().collect::<Vec<_>>(), ["podman/c2/eth0"]);
+        // A partial save of c1 gone leaves c2's file as it was, and the record whole.
+        let c2 = dir.join(split::ATTACHMENTS).join(split::file_name("podman/c2/eth0"));
+        let c2_inode = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&c2).unwrap());
+        drop(store);
+        let mut store = Store::lock(&dir).unwrap();
+        let Record::Read(mut part) = store.read_for("podman/c1/eth0", &[], &[]) else { panic!() };
+        part.attachments.clear();
+        part.mappings.retain(|m| *m != maps[0]);
+        store.save(&part).unwrap();
+        drop(store);
+        assert_eq!(std::os::unix::fs::MetadataExt::ino(&fs::metadata(&c2).unwrap()), c2_inode);
+        let mut want = st.clone();
+        want.attachments.remove("podman/c1/eth0");
+        want.mappings.retain(|m| *m != maps[0]);
+        assert_eq!(Store::lock(&dir).unwrap().read(), Record::Read(want));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_committed_journal_is_finished_by_the_next_lock_and_a_lost_file_is_named() {
+        let dir = temp_dir("journal");
+        let (st, _) = with_attachments();
+        fs::create_dir_all(&dir).unwrap();
+        // As a command killed right after its commit leaves it: nothing applied yet.
+        let (main, atts) = split::split(&st);
+        let mut ops = vec![Op::Write { path: FILE.into(), text: render_as(&main, Some(FORMAT)) }];
+        for (k, s) in &atts {
+            ops.extend(split::attachment_ops(k, None, Some(s)));
+        }
+        fs::write(dir.join(split::JOURNAL), split::render_journal(&ops)).unwrap();
+        assert!(matches!(Store::new(&dir, None).read(), Record::Unreadable(w) if w.contains("interrupted write")));
+        let store = Store::lock(&dir).unwrap();
+        assert!(!dir.join(split::JOURNAL).exists());
+        assert_eq!(store.read(), Record::Read(st));
+        drop(store);
+        // An attachment file gone while its claims remain: the record cannot be used.
+        fs::remove_file(dir.join(split::ATTACHMENTS).join(split::file_name("podman/c2/eth0"))).unwrap();
+        let store = Store::lock(&dir).unwrap();
+        assert!(matches!(store.read(), Record::Unreadable(w) if w.contains("is missing")));
+        let tokens = [port_token(crate::model::Proto::Tcp, 8081)];
+        assert!(
+            matches!(store.read_for("podman/c2/eth0", &[], &tokens), Record::Unreadable(w) if w.contains("is missing"))
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }
