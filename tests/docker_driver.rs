@@ -372,8 +372,8 @@ fn beside_others_and_in_the_records(id: &str, ep1: &str, ip1: &str, sb1: &Path) 
     // `save` leaves Docker's network and ports to Docker; `apply --prune` keeps them.
     let saved = ok(&["save"]);
     assert!(saved.contains(&format!("is docker's network {id}")) && !saved.contains("[[network]]"), "{saved}");
-    std::fs::write("/tmp/empty.toml", "").unwrap();
-    ok(&["apply", "--prune", "-f", "/tmp/empty.toml"]);
+    std::fs::write("/run/empty.toml", "").unwrap();
+    ok(&["apply", "--prune", "-f", "/run/empty.toml"]);
     assert_eq!(http_get(ext().as_deref(), &format!("{HOST_EXT_IP}:9091")).as_deref(), Some("web2"));
 }
 

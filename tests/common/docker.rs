@@ -125,6 +125,9 @@ fn fork_in_userns(args: &[String], env: &[String], log: &Path) -> i32 {
     }
 }
 
+/// The test's scratch directory for dockerd (its runtime wrapper, the image's files, TMPDIR).
+pub const DOCKER_SCRATCH: &str = "/run/docker-scratch";
+
 /// A dockerd of the test's own, with its containerd; killed when dropped.
 pub struct Dockerd {
     child: Option<Child>,
@@ -136,18 +139,22 @@ impl Dockerd {
     /// imports the busybox image. Only inside `run_in_userns`.
     pub fn start() -> Dockerd {
         super::sh(
-            "set -e; for d in /var/lib/docker /var/lib/containerd /etc/docker /tmp /var/log; do \
-               mkdir -p $d; mount -t tmpfs tmpfs $d; done; \
-             mount -t sysfs sysfs /sys; mount -t tmpfs tmpfs /sys/fs/cgroup; ip link set lo up; \
-             printf '#!/bin/sh\\nexec /usr/bin/crun --cgroup-manager=disabled \"$@\"\\n' > /tmp/crun-nocg; \
-             chmod +x /tmp/crun-nocg",
+            // Not /tmp: the checkout (and the netnat under test) may live there. The test's scratch
+            // files go to DOCKER_SCRATCH, under the test's own tmpfs /run.
+            &format!(
+                "set -e; for d in /var/lib/docker /var/lib/containerd /etc/docker /var/log; do \
+                   mkdir -p $d; mount -t tmpfs tmpfs $d; done; mkdir -p {DOCKER_SCRATCH}; \
+                 mount -t sysfs sysfs /sys; mount -t tmpfs tmpfs /sys/fs/cgroup; ip link set lo up; \
+                 printf '#!/bin/sh\\nexec /usr/bin/crun --cgroup-manager=disabled \"$@\"\\n' > {DOCKER_SCRATCH}/crun-nocg; \
+                 chmod +x {DOCKER_SCRATCH}/crun-nocg"
+            ),
         );
         let mut d = Dockerd { child: None, log: PathBuf::from("/var/log/dockerd.log") };
         d.launch();
         super::sh(&format!(
-            "set -e; mkdir -p /tmp/bb/bin; cp /usr/bin/busybox /tmp/bb/bin/; \
-             for a in $(/tmp/bb/bin/busybox --list); do [ -e /tmp/bb/bin/$a ] || ln -s busybox /tmp/bb/bin/$a; done; \
-             tar -C /tmp/bb -c . | {DOCKER} import -c 'CMD [\"/bin/sh\"]' - {IMAGE} >/dev/null"
+            "set -e; b={DOCKER_SCRATCH}/bb; mkdir -p $b/bin; cp /usr/bin/busybox $b/bin/; \
+             for a in $($b/bin/busybox --list); do [ -e $b/bin/$a ] || ln -s busybox $b/bin/$a; done; \
+             tar -C $b -c . | {DOCKER} import -c 'CMD [\"/bin/sh\"]' - {IMAGE} >/dev/null"
         ));
         d
     }
@@ -156,7 +163,9 @@ impl Dockerd {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("dockerd's log");
         let child = Command::new("dockerd")
             .args(["--storage-driver", "vfs", "--exec-opt", "native.cgroupdriver=cgroupfs"])
-            .args(["--default-cgroupns-mode", "host", "--add-runtime", "crun-nocg=/tmp/crun-nocg"])
+            .args(["--default-cgroupns-mode", "host", "--add-runtime"])
+            .arg(format!("crun-nocg={DOCKER_SCRATCH}/crun-nocg"))
+            .env("TMPDIR", DOCKER_SCRATCH)
             .args(["--default-runtime", "crun-nocg"])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
