@@ -15,7 +15,7 @@ use std::path::Path;
 pub fn publish(dir: &Path, specs: &[String], allow: &[String], replace: bool) -> Result<()> {
     let specs: Vec<PublishSpec> = specs.iter().map(|s| s.parse()).collect::<Result<_, InputError>>()?;
     let allow: Vec<Cidr> = allow.iter().map(|c| c.parse()).collect::<Result<_, InputError>>()?;
-    let mut e = Engine::open(dir)?;
+    let mut e = Engine::open_for_mappings(dir)?;
     let allow = (!allow.is_empty()).then_some(allow);
     let done = mapping::change(&mut e, &Change::Publish { specs, allow: allow.clone(), replace })?;
     super::note(&done.notes);
@@ -58,7 +58,7 @@ pub fn publish(dir: &Path, specs: &[String], allow: &[String], replace: bool) ->
 
 pub fn unpublish(dir: &Path, specs: &[String]) -> Result<()> {
     let sels: Vec<Selector> = specs.iter().map(|s| s.parse()).collect::<Result<_, InputError>>()?;
-    let done = mapping::change(&mut Engine::open(dir)?, &Change::Unpublish(sels))?;
+    let done = mapping::change(&mut Engine::open_for_mappings(dir)?, &Change::Unpublish(sels))?;
     for i in &done.not_found {
         println!("not published: {}", specs[*i]);
     }

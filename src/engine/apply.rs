@@ -10,7 +10,10 @@ use super::{Engine, LinkKernel};
 use crate::config;
 use crate::linkplan;
 use crate::model::{Cidr, Mapping, State};
-use crate::ruleset::{self, NftOp};
+use crate::ruleset;
+
+/// Element operations larger than this are printed as their first element and a count.
+const SUMMARY_OVER: usize = 20;
 use crate::validate;
 use anyhow::Result;
 use serde::Serialize;
@@ -69,7 +72,8 @@ pub fn apply(e: &mut Engine, parsed: &config::Parsed, o: ApplyOptions) -> Result
     rec.allow = target.allow.clone();
     e.state = rec;
     match e.sync_firewall_ops() {
-        Ok(ops) => out.steps.extend(ops.iter().map(NftOp::to_string)),
+        // A large element operation as its first element and a count (`--dry-run` lists them all).
+        Ok(ops) => out.steps.extend(ops.iter().map(|op| ruleset::op_summary(op, SUMMARY_OVER))),
         Err(err) => out.failures.push(format!("could not update table inet {}: {err:#}", ruleset::TABLE)),
     }
     let fw = crate::hostfw::sync(&mut e.state, e.kernel.firewall.foreign());

@@ -114,6 +114,15 @@ impl Engine {
         Ok(e)
     }
 
+    /// For `mapping::change` (publish, unpublish): as `open`, but the room is reserved by the
+    /// change itself, for the mappings it adds, before it touches the kernel: one reservation, not
+    /// two.
+    pub fn open_for_mappings(dir: &Path) -> Result<Engine> {
+        let mut e = Engine::open_unreserved(dir)?;
+        e.sweep_trace = true;
+        Ok(e)
+    }
+
     /// As `open`, on the kernel given (the unit tests' fakes): the lock, the record (refused
     /// when damaged) and its room reserved.
     pub fn open_with(dir: &Path, mut kernel: Kernel) -> Result<Engine> {

@@ -78,7 +78,7 @@ pub struct Kernel {
 impl Kernel {
     /// This network namespace's kernel, over netlink.
     pub fn netlink() -> Result<Kernel> {
-        Ok(Kernel { firewall: Box::new(Nft::open()?), links: Box::new(NetlinkLinks(Links::open()?)) })
+        Ok(Kernel { firewall: Box::new(Nft::open()?), links: Box::new(NetlinkLinks::lazy()) })
     }
 }
 
@@ -101,32 +101,52 @@ impl Firewall for Nft {
 }
 
 /// The host namespace's links over rtnetlink (and, for a sandbox's side, inside its namespace).
-pub struct NetlinkLinks(pub Links);
+/// The connection (a socket and a runtime) is opened at first use: most commands that only
+/// change the firewall (publish, unpublish, CNI ADD and DEL) never need it.
+pub struct NetlinkLinks(Option<Links>);
+
+impl NetlinkLinks {
+    pub fn new(links: Links) -> NetlinkLinks {
+        NetlinkLinks(Some(links))
+    }
+
+    /// Opened when first used.
+    pub fn lazy() -> NetlinkLinks {
+        NetlinkLinks(None)
+    }
+
+    fn get(&mut self) -> Result<&Links> {
+        if self.0.is_none() {
+            self.0 = Some(Links::open()?);
+        }
+        Ok(self.0.as_ref().expect("opened above"))
+    }
+}
 
 impl LinkKernel for NetlinkLinks {
     fn links(&mut self) -> Result<Vec<LinkInfo>> {
-        self.0.links()
+        self.get()?.links()
     }
     fn addrs(&mut self) -> Result<Vec<Addr>> {
-        self.0.addrs()
+        self.get()?.addrs()
     }
     fn observe(&mut self, a: &State, b: &State) -> Result<Observed> {
-        kernel::observe_links(&self.0, a, b)
+        kernel::observe_links(self.get()?, a, b)
     }
     fn execute(&mut self, op: &LinkOp, store: &Store, rec: &mut State) -> Result<Vec<String>> {
-        kernel::execute(op, &self.0, store, rec)
+        kernel::execute(op, self.get()?, store, rec)
     }
     fn write_conf(&mut self, state: &State) -> Result<()> {
         crate::host::write_conf(state)
     }
     fn delete_link(&mut self, name: &str) -> Result<bool> {
-        self.0.delete_link(name)
+        self.get()?.delete_link(name)
     }
     fn aliased_links(&mut self) -> Result<Vec<(LinkInfo, String)>> {
-        self.0.aliased_links()
+        self.get()?.aliased_links()
     }
     fn ra_route_links(&mut self) -> Result<Vec<String>> {
-        self.0.ra_route_links()
+        self.get()?.ra_route_links()
     }
     fn add_handoff_veth(
         &mut self,
@@ -136,9 +156,10 @@ impl LinkKernel for NetlinkLinks {
         mac: Option<[u8; 6]>,
         alias: &str,
     ) -> Result<()> {
-        self.0.add_handoff_veth(bridge, host_ifname, peer, mac)?;
-        if let Err(err) = self.0.set_alias(host_ifname, alias) {
-            let _ = self.0.delete_link(host_ifname);
+        let links = self.get()?;
+        links.add_handoff_veth(bridge, host_ifname, peer, mac)?;
+        if let Err(err) = links.set_alias(host_ifname, alias) {
+            let _ = links.delete_link(host_ifname);
             return Err(err);
         }
         Ok(())
@@ -146,6 +167,6 @@ impl LinkKernel for NetlinkLinks {
     fn in_sandbox(&mut self, name: &str) -> Result<Box<dyn LinkKernel>> {
         // A handle inside another namespace is its own socket: opened here, as the host's is
         // in `Kernel::netlink`.
-        Ok(Box::new(NetlinkLinks(Links::open_in(&crate::link::netns::path(name))?)))
+        Ok(Box::new(NetlinkLinks::new(Links::open_in(&crate::link::netns::path(name))?)))
     }
 }

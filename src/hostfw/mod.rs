@@ -51,6 +51,10 @@ pub struct Held {
 pub trait Tables {
     /// The chains and rules of every table.
     fn read_all(&mut self) -> Result<(Vec<LiveChain>, Vec<LiveRule>)>;
+    /// The chains of every table (one dump instead of two).
+    fn read_chains(&mut self) -> Result<Vec<LiveChain>> {
+        Ok(self.read_all()?.0)
+    }
     /// Changes rules of other tables, all in one transaction.
     fn change_foreign(&mut self, ops: &[ForeignOp]) -> Result<()>;
 }
@@ -58,6 +62,9 @@ pub trait Tables {
 impl Tables for Nft {
     fn read_all(&mut self) -> Result<(Vec<LiveChain>, Vec<LiveRule>)> {
         Nft::read_all(self)
+    }
+    fn read_chains(&mut self) -> Result<Vec<LiveChain>> {
+        Nft::read_chains(self)
     }
     fn change_foreign(&mut self, ops: &[ForeignOp]) -> Result<()> {
         Nft::change_foreign(self, ops)
@@ -409,6 +416,16 @@ pub fn blocker_message(b: &Blocker, owners: &[HostFirewallKind]) -> String {
 pub fn warnings(state: &State, t: &mut dyn Tables) -> Vec<String> {
     if state.networks.is_empty() {
         return vec![];
+    }
+    // Only another table's forward chain can drop container traffic: without one (a host with no
+    // firewall), the rules need not be read (this runs after every publish).
+    let foreign_forward = |c: &LiveChain| {
+        c.table != crate::ruleset::TABLE && c.base.as_ref().is_some_and(|b| b.hook == crate::nft::family::HOOK_FORWARD)
+    };
+    match t.read_chains() {
+        Ok(chains) if !chains.iter().any(foreign_forward) => return vec![],
+        Err(_) => return vec![],
+        Ok(_) => {}
     }
     Kernel::read(t).map(|k| blocking_warnings(state, &k)).unwrap_or_default()
 }

@@ -304,19 +304,25 @@ impl Nft {
 
     /// Reads the chains and rules of every table (all families), for audits.
     pub fn read_all(&mut self) -> Result<(Vec<LiveChain>, Vec<LiveRule>)> {
-        let mut chains = vec![];
+        let chains = self.read_chains()?;
         let mut rules = vec![];
-        self.dump(DumpKind::Chains, None, None, &mut |m| {
-            chains.push(raw::parse_chain(m)?);
-            Ok(())
-        })
-        .context("reading every nftables chain")?;
         self.dump(DumpKind::Rules, None, None, &mut |m| {
             rules.push(raw::parse_rule(m)?);
             Ok(())
         })
         .context("reading every nftables rule")?;
         Ok((chains, rules))
+    }
+
+    /// The chains of every table.
+    pub fn read_chains(&mut self) -> Result<Vec<LiveChain>> {
+        let mut chains = vec![];
+        self.dump(DumpKind::Chains, None, None, &mut |m| {
+            chains.push(raw::parse_chain(m)?);
+            Ok(())
+        })
+        .context("reading every nftables chain")?;
+        Ok(chains)
     }
 
     fn table_exists(&mut self, name: &str) -> Result<bool> {

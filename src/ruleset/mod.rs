@@ -33,7 +33,7 @@ mod rules;
 mod tests;
 
 pub use plan::{plan, plan_mapping_changes, ChainAction, ChainChange, ElemChange, Plan, TableAction};
-pub use render::{render_rule, render_table};
+pub use render::{op_summary, render_rule, render_table};
 pub use rules::desired_rules;
 
 use crate::model::{Cidr, Counting, Family, Mapping, State};

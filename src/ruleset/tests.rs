@@ -285,3 +285,17 @@ fn rules_are_the_same_in_number_for_either_family() {
     st.mappings.push("10000-10999:[fd00::2]:10000-10999".parse().unwrap());
     assert_eq!(desired(&st).rules.len(), before);
 }
+
+#[test]
+fn a_large_element_operation_prints_as_its_first_element_and_a_count() {
+    let mut st = demo_state();
+    st.mappings = vec!["20000-20099:172.16.1.1:20000-20099".parse().unwrap()];
+    let ops = plan(&desired(&st), None).ops();
+    let add = ops.iter().find(|o| matches!(o, NftOp::AddElems { set, .. } if set == MAP_ANY)).unwrap();
+    assert_eq!(
+        super::op_summary(add, 20),
+        "add element inet netnat pub_any4 { tcp . 20000 : 172.16.1.1 . 20000, ... } (100 elements)"
+    );
+    assert_eq!(super::op_summary(add, 100), add.to_string());
+    assert_eq!(super::op_summary(&ops[0], 0), "add table inet netnat");
+}
