@@ -53,7 +53,7 @@ pub enum Counting {
 }
 
 impl Counting {
-    fn is_default(&self) -> bool {
+    pub fn is_default(&self) -> bool {
         *self == Counting::Connections
     }
 }

@@ -73,11 +73,8 @@ fn render_as(state: &State, split: Option<u64>) -> String {
         host_firewall: &'a [crate::model::HostOpening],
         #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
         handoffs: &'a std::collections::BTreeMap<String, crate::model::Handoff>,
-        #[serde(skip_serializing_if = "is_default_counting")]
+        #[serde(skip_serializing_if = "crate::model::Counting::is_default")]
         counting: crate::model::Counting,
-    }
-    fn is_default_counting(c: &crate::model::Counting) -> bool {
-        *c == crate::model::Counting::default()
     }
     let owned: HashSet<&Mapping> = state.attachments.values().flat_map(|a| &a.mappings).collect();
     let v = Versioned {
@@ -88,7 +85,7 @@ fn render_as(state: &State, split: Option<u64>) -> String {
             2
         } else if state.handoffs.is_empty()
             && state.networks.values().all(|n| n.owner.is_none())
-            && is_default_counting(&state.counting)
+            && state.counting.is_default()
         {
             // Format 1 readers refuse what they do not know (owners, handoffs, counting).
             1
@@ -711,6 +708,18 @@ mod tests {
         // Records written before formats were numbered are format 1.
         let old = serde_json::to_string(&st).unwrap();
         assert_eq!(parse(&old), Ok(st));
+    }
+
+    #[test]
+    fn packet_counting_is_recorded_and_connections_left_out() {
+        let mut st = seed_state("nn12345678");
+        let plain = render(&st);
+        assert!(!plain.contains("counting") && plain.contains("\"format\": 1"), "{plain}");
+        st.counting = crate::model::Counting::Packets;
+        let text = render(&st);
+        // A format 1 reader would refuse the unknown key: the format says so.
+        assert!(text.contains("\"counting\": \"packets\"") && !text.contains("\"format\": 1"), "{text}");
+        assert_eq!(parse(&text).unwrap(), st);
     }
 
     #[test]
