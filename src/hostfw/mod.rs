@@ -55,6 +55,10 @@ pub trait Tables {
     fn read_chains(&mut self) -> Result<Vec<LiveChain>> {
         Ok(self.read_all()?.0)
     }
+    /// The rules of every table (one dump instead of two).
+    fn read_rules(&mut self) -> Result<Vec<LiveRule>> {
+        Ok(self.read_all()?.1)
+    }
     /// Changes rules of other tables, all in one transaction.
     fn change_foreign(&mut self, ops: &[ForeignOp]) -> Result<()>;
 }
@@ -65,6 +69,9 @@ impl Tables for Nft {
     }
     fn read_chains(&mut self) -> Result<Vec<LiveChain>> {
         Nft::read_chains(self)
+    }
+    fn read_rules(&mut self) -> Result<Vec<LiveRule>> {
+        Nft::read_rules(self)
     }
     fn change_foreign(&mut self, ops: &[ForeignOp]) -> Result<()> {
         Nft::change_foreign(self, ops)
@@ -422,12 +429,12 @@ pub fn warnings(state: &State, t: &mut dyn Tables) -> Vec<String> {
     let foreign_forward = |c: &LiveChain| {
         c.table != crate::ruleset::TABLE && c.base.as_ref().is_some_and(|b| b.hook == crate::nft::family::HOOK_FORWARD)
     };
-    match t.read_chains() {
-        Ok(chains) if !chains.iter().any(foreign_forward) => return vec![],
-        Err(_) => return vec![],
-        Ok(_) => {}
+    let Ok(chains) = t.read_chains() else { return vec![] };
+    if !chains.iter().any(foreign_forward) {
+        return vec![];
     }
-    Kernel::read(t).map(|k| blocking_warnings(state, &k)).unwrap_or_default()
+    // The chains just read serve again: only the rules are dumped.
+    t.read_rules().map(|rules| blocking_warnings(state, &Kernel { chains, rules })).unwrap_or_default()
 }
 
 fn blocking_warnings(state: &State, k: &Kernel) -> Vec<String> {

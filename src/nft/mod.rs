@@ -304,14 +304,18 @@ impl Nft {
 
     /// Reads the chains and rules of every table (all families), for audits.
     pub fn read_all(&mut self) -> Result<(Vec<LiveChain>, Vec<LiveRule>)> {
-        let chains = self.read_chains()?;
+        Ok((self.read_chains()?, self.read_rules()?))
+    }
+
+    /// The rules of every table.
+    pub fn read_rules(&mut self) -> Result<Vec<LiveRule>> {
         let mut rules = vec![];
         self.dump(DumpKind::Rules, None, None, &mut |m| {
             rules.push(raw::parse_rule(m)?);
             Ok(())
         })
         .context("reading every nftables rule")?;
-        Ok((chains, rules))
+        Ok(rules)
     }
 
     /// The chains of every table.
